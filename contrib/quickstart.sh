@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# quickstart.sh — install what edgemesh-tproxy needs on Debian 12, build it,
+# and run the demo or the whole test suite. Run as root from the checkout.
+#
+#   bash contrib/quickstart.sh demo    install, build, run the walkthrough demo
+#   bash contrib/quickstart.sh test    install, build, run every test
+#   bash contrib/quickstart.sh deps    only install the Debian packages
+#   bash contrib/quickstart.sh build   only install and build (./build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+top=$(pwd)
+
+# Build: compiler, meson, the libraries. Run: nftables, iproute2.
+# Tests: check, valgrind, clang's libFuzzer, nginx, dnsmasq, dig, curl, python3,
+# sqlite3, iptables (compat NFQUEUE rules in some netns tests).
+# Benchmarks: wrk, dnsperf, haproxy.
+PACKAGES=(
+	meson ninja-build pkg-config gcc clang libclang-rt-14-dev
+	libmnl-dev libnftnl-dev libnetfilter-queue-dev libnfnetlink-dev
+	libhttp-parser-dev liburcu-dev libjansson-dev libyaml-dev
+	libcurl4-openssl-dev libsqlite3-dev check
+	nftables iproute2 iptables procps psmisc
+	valgrind nginx-light dnsmasq-base dnsutils curl python3 sqlite3
+	wrk dnsperf haproxy
+)
+
+deps() {
+	local missing=() p
+	for p in "${PACKAGES[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	echo "installing: ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	# Packages that ship a service (nginx, haproxy) must not start it in the
+	# host's namespace: the tests run their own copies in namespaces.
+	local policy=/usr/sbin/policy-rc.d added=0
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; added=1
+	fi
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || {
+		[ $added = 1 ] && rm -f "$policy"; return 1; }
+	[ $added = 1 ] && rm -f "$policy"
+	return 0
+}
+
+build() {
+	if [ ! -d build ]; then
+		meson setup build --buildtype=debugoptimized -Dwerror=true >/dev/null
+	fi
+	ninja -C build
+}
+
+build_fuzz() {
+	if [ ! -d build-fuzz ]; then
+		CC=clang meson setup build-fuzz -Dfuzz=true -Db_lundef=false >/dev/null
+	fi
+	ninja -C build-fuzz
+}
+
+# Every test; the last line is the total `N passed, N failed`.
+run_tests() {
+	local passed=0 failed=0 out rc line t
+	export EM_BIN=$top/build/edgemesh-tproxy
+
+	echo "== unit tests (Check)"
+	if EM_TEST_DATA=$top/tests/data ./build/tests/unit-tests; then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1)); echo "FAILED: unit tests"
+	fi
+
+	echo "== unit tests under valgrind"
+	if meson test -C build --setup=valgrind --print-errorlogs unit >/dev/null 2>&1; then
+		passed=$((passed + 1)); echo "valgrind: clean"
+	else
+		failed=$((failed + 1)); echo "FAILED: unit tests under valgrind"
+		tail -n 60 build/meson-logs/testlog-valgrind.txt || true
+	fi
+
+	echo "== fuzz targets (bounded runs)"
+	build_fuzz
+	for t in build-fuzz/tests/fuzz-*; do
+		[ -x "$t" ] || continue
+		local name=${t##*/fuzz-} corpus=$top/tests/fuzz/corpus/${t##*/fuzz-}
+		local work; work=$(mktemp -d)
+		[ -d "$corpus" ] && cp -r "$corpus/." "$work/"
+		if "$t" -max_total_time="${EM_FUZZ_SECONDS:-60}" -rss_limit_mb=2048 "$work" \
+			>"$work.log" 2>&1; then
+			passed=$((passed + 1)); echo "fuzz $name: $(grep -Eo 'Done [0-9]+ runs' "$work.log" | tail -n1)"
+		else
+			failed=$((failed + 1)); echo "FAILED: fuzz $name"; tail -n 30 "$work.log"
+		fi
+		rm -rf "$work" "$work.log"
+	done
+
+	echo "== netns tests"
+	for t in netns-tests/*.sh; do
+		case $t in */demo.sh|*bench*) continue ;; esac
+		echo "-- $t"
+		rc=0
+		out=$(bash "$t" 2>&1) || rc=$?
+		printf '%s\n' "$out"
+		line=$(printf '%s\n' "$out" | tail -n 1)
+		if [ $rc -eq 0 ] && [[ $line =~ ^([0-9]+)\ passed,\ 0\ failed ]]; then
+			passed=$((passed + 1))
+		else
+			failed=$((failed + 1)); echo "FAILED: $t (exit $rc)"
+		fi
+	done
+	echo "== leftovers"
+	if ip netns list | grep -q '^em-'; then
+		failed=$((failed + 1)); echo "FAILED: namespaces left behind:"; ip netns list | grep '^em-'
+	else
+		passed=$((passed + 1)); echo "no namespaces left behind"
+	fi
+	echo "$passed passed, $failed failed"
+	[ $failed -eq 0 ]
+}
+
+case "${1:-}" in
+deps) deps ;;
+build) deps && build ;;
+demo) deps && build && bash netns-tests/demo.sh ;;
+test) deps && build && run_tests ;;
+*) sed -n '2,9p' "$0"; exit 2 ;;
+esac

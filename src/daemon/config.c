@@ -1,0 +1,329 @@
+/* config.c — option table, config file and flags. */
+#include "daemon/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum opt_kind { OPT_STR, OPT_UINT, OPT_BOOL, OPT_LIST };
+
+struct opt {
+	const char *name;
+	enum opt_kind kind;
+	size_t off;		/* field in struct em_config */
+	size_t count_off;	/* OPT_LIST: the unsigned counter */
+	unsigned long max;	/* OPT_UINT: largest value */
+	const char *def;	/* default, as text (also shown by --help) */
+	const char *metavar;
+	const char *help;
+};
+
+#define F(field) offsetof(struct em_config, field)
+
+static const struct opt opts[] = {
+	{ "config", OPT_STR, F(config_file), 0, 0, NULL, "FILE",
+	  "config file of `key = value` lines, keys as the long flags (default " EM_DEFAULT_CONFIG " if present)" },
+	{ "source", OPT_LIST, F(sources), F(n_sources), 0, "file:/etc/edgemesh-tproxy/manifests", "TYPE:ARG",
+	  "where services come from; repeatable: file:PATH (manifest file or directory), kube:URL (API server or KubeEdge MetaServer, e.g. kube:http://127.0.0.1:10550, kube:in-cluster), edgecore-db:PATH" },
+	{ "cluster-domain", OPT_STR, F(cluster_domain), 0, 0, "cluster.local", "DOMAIN", "cluster DNS domain" },
+	{ "fake-ipv4-range", OPT_STR, F(fake_ipv4_range), 0, 0, "198.18.0.0/16", "CIDR", "pool of fake IPv4 addresses handed out in DNS answers" },
+	{ "fake-ipv6-range", OPT_STR, F(fake_ipv6_range), 0, 0, "", "CIDR", "pool of fake IPv6 addresses for AAAA answers (empty: none, AAAA gets an empty answer)" },
+	{ "capture-cidr", OPT_LIST, F(capture_cidrs), F(n_capture_cidrs), 0, NULL, "CIDR", "also capture TCP to this range (e.g. the ClusterIP range); repeatable" },
+	{ "tproxy-port", OPT_UINT, F(tproxy_port), 0, 65535, "15001", "PORT", "TPROXY listener port (on 127.0.0.1)" },
+	{ "queue-num", OPT_UINT, F(queue_num), 0, 65535, "0", "N", "first NFQUEUE number for DNS" },
+	{ "queues", OPT_UINT, F(queues), 0, 64, "1", "N", "number of DNS queues (one thread each, fanout)" },
+	{ "workers", OPT_UINT, F(workers), 0, 256, "2", "N", "forwarder threads" },
+	{ "state-dir", OPT_STR, F(state_dir), 0, 0, "/var/lib/edgemesh-tproxy", "DIR", "where the fake IP mapping is kept across restarts" },
+	{ "log-level", OPT_STR, F(log_level), 0, 0, "info", "LEVEL", "error, warn, info or debug" },
+	{ "dns-ttl", OPT_UINT, F(dns_ttl), 0, 86400, "5", "SECONDS", "TTL of DNS answers" },
+	{ "dns-unknown", OPT_STR, F(dns_unknown), 0, 0, "pass", "pass|nxdomain", "unknown names in the cluster domain: let the real resolver answer, or answer NXDOMAIN" },
+	{ "dns-short-names", OPT_BOOL, F(dns_short_names), 0, 0, "no", "yes|no", "also answer <svc>.<ns> and <svc>.<ns>.svc" },
+	{ "dns-host", OPT_BOOL, F(dns_host), 0, 0, "yes", "yes|no", "answer DNS queries of host processes" },
+	{ "dns-pods", OPT_BOOL, F(dns_pods), 0, 0, "yes", "yes|no", "answer DNS queries forwarded from pods" },
+	{ "manage-rules", OPT_BOOL, F(manage_rules), 0, 0, "yes", "yes|no", "install the nftables table and policy routes (no: you include nft/edgemesh.nft yourself)" },
+	{ "lb-strategy", OPT_STR, F(lb_strategy), 0, 0, "round-robin", "NAME", "default balancer strategy" },
+	{ "lb-plugin", OPT_LIST, F(lb_plugins), F(n_lb_plugins), 0, NULL, "PATH", "load a balancer strategy from a shared object; repeatable" },
+	{ "capture-mark", OPT_UINT, F(capture_mark), 0, UINT_MAX, "0x1e2", "MARK", "packet mark steering captured connections to the listener" },
+	{ "bypass-mark", OPT_UINT, F(bypass_mark), 0, UINT_MAX, "0x1e3", "MARK", "mark on the daemon's own traffic, never captured" },
+	{ "route-table", OPT_UINT, F(route_table), 0, UINT_MAX, "482", "N", "policy routing table for captured connections" },
+	{ "rule-priority", OPT_UINT, F(rule_priority), 0, 32765, "482", "N", "priority of the policy routing rule" },
+	{ "kube-token-file", OPT_STR, F(kube_token_file), 0, 0, "", "FILE", "bearer token for the API server" },
+	{ "kube-ca-file", OPT_STR, F(kube_ca_file), 0, 0, "", "FILE", "CA bundle for the API server" },
+	{ "kube-insecure", OPT_BOOL, F(kube_insecure), 0, 0, "no", "yes|no", "do not verify the API server certificate" },
+	{ "node-name", OPT_STR, F(node_name), 0, 0, "", "NAME", "this node's name (default: the host name)" },
+	{ "pods-on-node-only", OPT_BOOL, F(kube_pods_on_node_only), 0, 0, "no", "yes|no", "watch only the pods of this node (services then reach local backends only)" },
+	{ "poll-interval-ms", OPT_UINT, F(poll_interval_ms), 0, 3600000, "1000", "MS", "edgecore-db polling interval" },
+	{ "idle-timeout", OPT_UINT, F(idle_timeout_s), 0, 604800, "3600", "SECONDS", "close forwarded connections idle this long" },
+	{ "connect-timeout-ms", OPT_UINT, F(connect_timeout_ms), 0, 600000, "3000", "MS", "backend connect timeout" },
+};
+
+#define N_OPTS (sizeof(opts) / sizeof(opts[0]))
+
+static const struct opt *find_opt(const char *name, size_t len)
+{
+	for (size_t i = 0; i < N_OPTS; i++)
+		if (strlen(opts[i].name) == len && strncmp(opts[i].name, name, len) == 0)
+			return &opts[i];
+	return NULL;
+}
+
+static int parse_bool(const char *s, bool *out)
+{
+	static const char *yes[] = { "yes", "true", "on", "1" };
+	static const char *no[] = { "no", "false", "off", "0" };
+	for (size_t i = 0; i < 4; i++) {
+		if (strcasecmp(s, yes[i]) == 0) { *out = true; return 0; }
+		if (strcasecmp(s, no[i]) == 0) { *out = false; return 0; }
+	}
+	return -EINVAL;
+}
+
+/* Set one option from text. List options append; `replace_list` first
+ * empties a list that still holds its default. */
+static int set_opt(struct em_config *cfg, const struct opt *o, const char *value,
+		   const char *origin)
+{
+	char *base = (char *)cfg;
+	char *end;
+	unsigned long v;
+
+	switch (o->kind) {
+	case OPT_STR: {
+		char **field = (char **)(base + o->off);
+		char *copy = strdup(value);
+		if (!copy)
+			return -ENOMEM;
+		free(*field);
+		*field = copy;
+		return 0;
+	}
+	case OPT_UINT:
+		errno = 0;
+		v = strtoul(value, &end, 0);
+		if (errno || end == value || *end || value[0] == '-' || v > o->max) {
+			fprintf(stderr, "%s: --%s: \"%s\" is not a number from 0 to %lu\n",
+				origin, o->name, value, o->max);
+			return -EINVAL;
+		}
+		*(unsigned *)(base + o->off) = (unsigned)v;
+		return 0;
+	case OPT_BOOL:
+		if (parse_bool(value, (bool *)(base + o->off)) < 0) {
+			fprintf(stderr, "%s: --%s: \"%s\" is not yes or no\n", origin, o->name, value);
+			return -EINVAL;
+		}
+		return 0;
+	case OPT_LIST: {
+		char **list = (char **)(base + o->off);
+		unsigned *n = (unsigned *)(base + o->count_off);
+		if (*n >= EM_CONFIG_MAX_LIST) {
+			fprintf(stderr, "%s: --%s: at most %d values\n", origin, o->name, EM_CONFIG_MAX_LIST);
+			return -EINVAL;
+		}
+		if (!(list[*n] = strdup(value)))
+			return -ENOMEM;
+		(*n)++;
+		return 0;
+	}
+	}
+	return -EINVAL;
+}
+
+static void clear_list(struct em_config *cfg, const struct opt *o)
+{
+	char **list = (char **)((char *)cfg + o->off);
+	unsigned *n = (unsigned *)((char *)cfg + o->count_off);
+	for (unsigned i = 0; i < *n; i++) {
+		free(list[i]);
+		list[i] = NULL;
+	}
+	*n = 0;
+}
+
+void em_config_defaults(struct em_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	for (size_t i = 0; i < N_OPTS; i++)
+		if (opts[i].def)
+			set_opt(cfg, &opts[i], opts[i].def, "defaults");
+}
+
+void em_config_free(struct em_config *cfg)
+{
+	for (size_t i = 0; i < N_OPTS; i++) {
+		if (opts[i].kind == OPT_STR) {
+			char **field = (char **)((char *)cfg + opts[i].off);
+			free(*field);
+			*field = NULL;
+		} else if (opts[i].kind == OPT_LIST) {
+			clear_list(cfg, &opts[i]);
+		}
+	}
+}
+
+void em_config_usage(FILE *out)
+{
+	fprintf(out,
+		"Usage: edgemesh-tproxy [OPTION]...\n"
+		"Node-local service mesh: answers DNS for cluster services with fake IPs\n"
+		"and forwards connections to them (nftables TPROXY) to the service's pods.\n\n");
+	for (size_t i = 0; i < N_OPTS; i++) {
+		char flag[64];
+		snprintf(flag, sizeof(flag), "--%s=%s", opts[i].name, opts[i].metavar);
+		fprintf(out, "  %-34s %s", flag, opts[i].help);
+		if (opts[i].def && opts[i].def[0] && opts[i].kind != OPT_STR)
+			fprintf(out, " [%s]", opts[i].def);
+		else if (opts[i].def && opts[i].def[0])
+			fprintf(out, " [%s]", opts[i].def);
+		fputc('\n', out);
+	}
+	fprintf(out,
+		"  %-34s %s\n  %-34s %s\n\n"
+		"Every option can also be set in the config file as `name = value`.\n"
+		"Flags override the file. Stop with SIGINT or SIGTERM: the rules are removed.\n",
+		"-h, --help", "show this help", "-V, --version", "show the version");
+}
+
+static char *trim(char *s)
+{
+	char *e;
+	while (isspace((unsigned char)*s))
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+int em_config_parse_text(struct em_config *cfg, const char *text, const char *origin)
+{
+	char *copy = strdup(text), *line, *save = NULL;
+	bool cleared[N_OPTS] = { false };
+	unsigned lineno = 0;
+	int ret = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	for (line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char where[512], *eq, *key, *value;
+		const struct opt *o;
+
+		lineno++;
+		line = trim(line);
+		if (!*line || *line == '#')
+			continue;
+		snprintf(where, sizeof(where), "%s:%u", origin, lineno);
+		eq = strchr(line, '=');
+		if (!eq) {
+			fprintf(stderr, "%s: expected `key = value`, got \"%s\"\n", where, line);
+			ret = -EINVAL;
+			break;
+		}
+		*eq = '\0';
+		key = trim(line);
+		value = trim(eq + 1);
+		o = find_opt(key, strlen(key));
+		if (!o || o->off == F(config_file)) {
+			fprintf(stderr, "%s: unknown option \"%s\"\n", where, key);
+			ret = -EINVAL;
+			break;
+		}
+		/* A list named in the file replaces its default. */
+		if (o->kind == OPT_LIST && !cleared[o - opts]) {
+			clear_list(cfg, o);
+			cleared[o - opts] = true;
+		}
+		if ((ret = set_opt(cfg, o, value, where)) < 0)
+			break;
+	}
+	free(copy);
+	return ret;
+}
+
+static int load_file(struct em_config *cfg, const char *path, bool must_exist)
+{
+	FILE *f = fopen(path, "r");
+	char *text = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	int ret;
+
+	if (!f) {
+		if (!must_exist && errno == ENOENT)
+			return 0;
+		fprintf(stderr, "%s: %s\n", path, strerror(errno));
+		return -errno;
+	}
+	n = getdelim(&text, &cap, '\0', f);
+	fclose(f);
+	ret = n < 0 ? 0 : em_config_parse_text(cfg, text, path);
+	free(text);
+	return ret;
+}
+
+int em_config_load(struct em_config *cfg, int argc, char **argv)
+{
+	struct option lopts[N_OPTS + 3];
+	bool cleared[N_OPTS] = { false };
+	const char *file = NULL;
+	int c, idx, ret;
+
+	em_config_defaults(cfg);
+	for (size_t i = 0; i < N_OPTS; i++)
+		lopts[i] = (struct option){ opts[i].name, required_argument, NULL, 0 };
+	lopts[N_OPTS] = (struct option){ "help", no_argument, NULL, 'h' };
+	lopts[N_OPTS + 1] = (struct option){ "version", no_argument, NULL, 'V' };
+	lopts[N_OPTS + 2] = (struct option){ 0 };
+
+	/* Pass 1: --config, --help and --version, and errors in flag syntax. */
+	opterr = 1;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "hV", lopts, &idx)) != -1) {
+		if (c == 'h') {
+			em_config_usage(stdout);
+			return 1;
+		}
+		if (c == 'V') {
+			printf("edgemesh-tproxy %s\n", EM_VERSION);
+			return 1;
+		}
+		if (c == '?') {
+			fprintf(stderr, "Try 'edgemesh-tproxy --help'.\n");
+			return -EINVAL;
+		}
+		if (c == 0 && opts[idx].off == F(config_file))
+			file = optarg;
+	}
+	if (optind < argc) {
+		fprintf(stderr, "unexpected argument \"%s\"; try 'edgemesh-tproxy --help'.\n", argv[optind]);
+		return -EINVAL;
+	}
+	if ((ret = load_file(cfg, file ? file : EM_DEFAULT_CONFIG, file != NULL)) < 0)
+		return ret;
+	if (file && (ret = set_opt(cfg, &opts[0], file, "flags")) < 0)
+		return ret;
+
+	/* Pass 2: the other flags override the file. */
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "hV", lopts, &idx)) != -1) {
+		const struct opt *o;
+		if (c != 0)
+			continue;
+		o = &opts[idx];
+		if (o->off == F(config_file))
+			continue;
+		if (o->kind == OPT_LIST && !cleared[idx]) {
+			clear_list(cfg, o);
+			cleared[idx] = true;
+		}
+		if ((ret = set_opt(cfg, o, optarg, "flags")) < 0)
+			return ret;
+	}
+	return 0;
+}

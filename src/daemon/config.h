@@ -1,0 +1,65 @@
+/* config.h — the daemon's configuration: defaults, a key = value file, and
+ * command-line flags. One option table drives all three and --help. */
+#ifndef EM_DAEMON_CONFIG_H
+#define EM_DAEMON_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define EM_CONFIG_MAX_LIST 8
+
+struct em_config {
+	char *config_file;
+	/* "file:PATH", "kube:URL" or "edgecore-db:PATH"; first wins on conflicts. */
+	char *sources[EM_CONFIG_MAX_LIST];
+	unsigned n_sources;
+	char *cluster_domain;
+	char *fake_ipv4_range;
+	char *fake_ipv6_range;		/* "" = no IPv6 fake addresses */
+	char *capture_cidrs[EM_CONFIG_MAX_LIST];	/* extra ranges to capture, e.g. ClusterIPs */
+	unsigned n_capture_cidrs;
+	unsigned tproxy_port;
+	unsigned queue_num;
+	unsigned queues;
+	unsigned workers;
+	char *state_dir;
+	char *log_level;
+	unsigned dns_ttl;
+	char *dns_unknown;		/* "pass" or "nxdomain" */
+	bool dns_short_names;
+	bool dns_host;			/* queue host processes' queries (output hook) */
+	bool dns_pods;			/* queue forwarded queries (prerouting hook) */
+	bool manage_rules;		/* install the nftables table and policy routes */
+	char *lb_strategy;
+	char *lb_plugins[EM_CONFIG_MAX_LIST];
+	unsigned n_lb_plugins;
+	unsigned capture_mark;
+	unsigned bypass_mark;
+	unsigned route_table;
+	unsigned rule_priority;
+	char *kube_token_file;
+	char *kube_ca_file;
+	bool kube_insecure;
+	char *node_name;
+	bool kube_pods_on_node_only;
+	unsigned poll_interval_ms;
+	unsigned idle_timeout_s;
+	unsigned connect_timeout_ms;
+};
+
+/* Fill *cfg with defaults, then the config file (the --config flag, else
+ * EM_DEFAULT_CONFIG if it exists), then the flags. Returns 0, 1 when the
+ * caller should exit 0 (--help, --version), or -EINVAL after printing the
+ * reason to stderr. */
+int em_config_load(struct em_config *cfg, int argc, char **argv);
+/* Parse one "key = value" text (a config file's contents); `origin` names it
+ * in error messages. */
+int em_config_parse_text(struct em_config *cfg, const char *text, const char *origin);
+void em_config_defaults(struct em_config *cfg);
+void em_config_usage(FILE *out);
+void em_config_free(struct em_config *cfg);
+
+#define EM_DEFAULT_CONFIG "/etc/edgemesh-tproxy/edgemesh-tproxy.conf"
+
+#endif
