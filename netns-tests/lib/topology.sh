@@ -82,6 +82,11 @@ topo_network() {
 	for ns in $TOPO_NS; do
 		ip netns add "$ns"
 		ip -n "$ns" link set lo up
+		# No duplicate address detection: addresses (and their local
+		# routes) exist as soon as a link is up, so before/after
+		# snapshots of the routing tables are stable.
+		ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 \
+			net.ipv6.conf.default.accept_dad=0
 	done
 	veth "$NS_A" ab0 10.77.0.1/24 "$NS_B" ba0 10.77.0.2/24
 	veth "$NS_A" pa0 10.244.1.1/24 "$NS_PA" eth0 10.244.1.2/24

@@ -1,0 +1,638 @@
+/* ruleset.c — the nftables side of the capture: the messages of one
+ * nfnetlink batch (tables, chains, rules) built with libnftnl into a caller
+ * buffer, and the exchange with the kernel.
+ *
+ * Each rule mirrors what `nft` itself emits for the rule written in
+ * nft/edgemesh.nft (compare with `nft --debug=netlink -f nft/edgemesh.nft`),
+ * so `nft list ruleset` prints the daemon's table in the same words. */
+#include "nf/nf-internal.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/x_tables.h>
+#include <linux/netfilter/xt_NFQUEUE.h>
+#include <libmnl/libmnl.h>
+#include <libnftnl/chain.h>
+#include <libnftnl/common.h>
+#include <libnftnl/expr.h>
+#include <libnftnl/rule.h>
+#include <libnftnl/table.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* One batch is far below this: ~20 messages of < 1 KiB. */
+#define BATCH_LIMIT (64 * 1024)
+
+#define PRIO_MANGLE (-150)	/* NF_IP_PRI_MANGLE: before dstnat (-100) */
+
+int em_nf_batch_init(struct em_nf_batch *b, uint32_t seq)
+{
+	memset(b, 0, sizeof(*b));
+	/* mnl batches let the last message overrun the limit by one page;
+	 * twice the limit leaves room for any single message. */
+	b->size = 2 * BATCH_LIMIT;
+	/* Zeroed: attribute padding is left as found, and goes to the kernel. */
+	b->buf = calloc(1, b->size);
+	if (!b->buf)
+		return -ENOMEM;
+	b->b = mnl_nlmsg_batch_start(b->buf, BATCH_LIMIT);
+	if (!b->b) {
+		free(b->buf);
+		b->buf = NULL;
+		return -ENOMEM;
+	}
+	b->seq_begin = seq;
+	b->seq = seq;
+	nftnl_batch_begin(mnl_nlmsg_batch_current(b->b), b->seq++);
+	mnl_nlmsg_batch_next(b->b);
+	return 0;
+}
+
+void em_nf_batch_fini(struct em_nf_batch *b)
+{
+	if (b->b)
+		mnl_nlmsg_batch_stop(b->b);
+	free(b->buf);
+	memset(b, 0, sizeof(*b));
+}
+
+const void *em_nf_batch_data(const struct em_nf_batch *b, size_t *len)
+{
+	*len = mnl_nlmsg_batch_size(b->b);
+	return mnl_nlmsg_batch_head(b->b);
+}
+
+/* Start a message with NLM_F_ACK so that the kernel answers each one and
+ * the sender knows when the batch is through. NULL when the batch is full
+ * or already failed. */
+static struct nlmsghdr *msg_start(struct em_nf_batch *b, uint16_t type,
+				  uint16_t family, uint16_t flags, const char *desc)
+{
+	if (b->err)
+		return NULL;
+	if (b->ended || b->n_msgs >= EM_NF_BATCH_MAX_MSGS) {
+		b->err = -E2BIG;
+		return NULL;
+	}
+	b->desc[b->n_msgs] = desc;
+	return nftnl_nlmsg_build_hdr(mnl_nlmsg_batch_current(b->b), type, family,
+				     flags | NLM_F_ACK, b->seq);
+}
+
+static void msg_end(struct em_nf_batch *b)
+{
+	b->n_msgs++;
+	b->seq++;
+	if (!mnl_nlmsg_batch_next(b->b))
+		b->err = -E2BIG;
+}
+
+static void batch_end(struct em_nf_batch *b)
+{
+	if (b->err)
+		return;
+	nftnl_batch_end(mnl_nlmsg_batch_current(b->b), b->seq++);
+	if (!mnl_nlmsg_batch_next(b->b))
+		b->err = -E2BIG;
+	b->ended = true;
+}
+
+/* ---- tables and chains ---- */
+
+static void put_table(struct em_nf_batch *b, uint16_t type, uint16_t family,
+		      const char *name, uint16_t flags, const char *desc)
+{
+	struct nftnl_table *t = nftnl_table_alloc();
+	struct nlmsghdr *nlh;
+
+	if (!t) {
+		b->err = b->err ? b->err : -ENOMEM;
+		return;
+	}
+	nftnl_table_set_str(t, NFTNL_TABLE_NAME, name);
+	nlh = msg_start(b, type, family, flags, desc);
+	if (nlh) {
+		nftnl_table_nlmsg_build_payload(nlh, t);
+		msg_end(b);
+	}
+	nftnl_table_free(t);
+}
+
+/* A table that exists (maybe stale from a crash) is emptied by the delete;
+ * one that does not is created by the first add and deleted again, all in
+ * the same transaction, so there is no moment without rules and no error. */
+static void destroy_table(struct em_nf_batch *b, uint16_t family, const char *name)
+{
+	put_table(b, NFT_MSG_NEWTABLE, family, name, NLM_F_CREATE, "add table (before delete)");
+	put_table(b, NFT_MSG_DELTABLE, family, name, 0, "delete table");
+}
+
+static void put_chain(struct em_nf_batch *b, uint16_t family, const char *table,
+		      const char *name, const char *type, uint32_t hook,
+		      int32_t prio, const char *desc)
+{
+	struct nftnl_chain *c = nftnl_chain_alloc();
+	struct nlmsghdr *nlh;
+
+	if (!c) {
+		b->err = b->err ? b->err : -ENOMEM;
+		return;
+	}
+	nftnl_chain_set_str(c, NFTNL_CHAIN_TABLE, table);
+	nftnl_chain_set_str(c, NFTNL_CHAIN_NAME, name);
+	nftnl_chain_set_str(c, NFTNL_CHAIN_TYPE, type);
+	nftnl_chain_set_u32(c, NFTNL_CHAIN_HOOKNUM, hook);
+	nftnl_chain_set_s32(c, NFTNL_CHAIN_PRIO, prio);
+	nftnl_chain_set_u32(c, NFTNL_CHAIN_POLICY, NF_ACCEPT);
+	nlh = msg_start(b, NFT_MSG_NEWCHAIN, family, NLM_F_CREATE, desc);
+	if (nlh) {
+		nftnl_chain_nlmsg_build_payload(nlh, c);
+		msg_end(b);
+	}
+	nftnl_chain_free(c);
+}
+
+/* ---- rules: one expression per helper; errors are sticky in rb ---- */
+
+struct rb {
+	struct nftnl_rule *r;
+	int err;
+};
+
+static struct nftnl_expr *expr(struct rb *rb, const char *name)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc(name);
+
+	if (!e && !rb->err)
+		rb->err = -ENOMEM;
+	return e;
+}
+
+static void push(struct rb *rb, struct nftnl_expr *e)
+{
+	if (e && rb->r)
+		nftnl_rule_add_expr(rb->r, e);	/* the rule owns it now */
+	else if (e)
+		nftnl_expr_free(e);
+}
+
+static void meta_load(struct rb *rb, uint32_t key)
+{
+	struct nftnl_expr *e = expr(rb, "meta");
+
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_META_DREG, NFT_REG_1);
+	}
+	push(rb, e);
+}
+
+static void meta_set(struct rb *rb, uint32_t key)
+{
+	struct nftnl_expr *e = expr(rb, "meta");
+
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_META_SREG, NFT_REG_1);
+	}
+	push(rb, e);
+}
+
+static void cmp(struct rb *rb, uint32_t op, const void *data, uint32_t len)
+{
+	struct nftnl_expr *e = expr(rb, "cmp");
+
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_SREG, NFT_REG_1);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_OP, op);
+		nftnl_expr_set(e, NFTNL_EXPR_CMP_DATA, data, len);
+	}
+	push(rb, e);
+}
+
+static void cmp_u8(struct rb *rb, uint8_t v)
+{
+	cmp(rb, NFT_CMP_EQ, &v, sizeof(v));
+}
+
+static void payload(struct rb *rb, uint32_t base, uint32_t off, uint32_t len)
+{
+	struct nftnl_expr *e = expr(rb, "payload");
+
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, base);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, off);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, len);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, NFT_REG_1);
+	}
+	push(rb, e);
+}
+
+static void bitwise_and(struct rb *rb, const uint8_t *mask, uint32_t len)
+{
+	static const uint8_t zero[16];
+	struct nftnl_expr *e = expr(rb, "bitwise");
+
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, len);
+		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, mask, len);
+		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, zero, len);
+	}
+	push(rb, e);
+}
+
+static void imm_data(struct rb *rb, uint32_t reg, const void *data, uint32_t len)
+{
+	struct nftnl_expr *e = expr(rb, "immediate");
+
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, reg);
+		nftnl_expr_set(e, NFTNL_EXPR_IMM_DATA, data, len);
+	}
+	push(rb, e);
+}
+
+static void verdict(struct rb *rb, int v)
+{
+	struct nftnl_expr *e = expr(rb, "immediate");
+
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, (uint32_t)v);
+	}
+	push(rb, e);
+}
+
+static void counter(struct rb *rb)
+{
+	push(rb, expr(rb, "counter"));
+}
+
+/* meta mark == m */
+static void match_mark(struct rb *rb, uint32_t m)
+{
+	meta_load(rb, NFT_META_MARK);
+	cmp(rb, NFT_CMP_EQ, &m, sizeof(m));
+}
+
+static void set_mark(struct rb *rb, uint32_t m)
+{
+	imm_data(rb, NFT_REG_1, &m, sizeof(m));
+	meta_set(rb, NFT_META_MARK);
+}
+
+/* meta l4proto tcp, meta nfproto ipvX, ipX daddr <prefix> */
+static void match_tcp_to(struct rb *rb, const struct em_nf_cidr *c)
+{
+	uint8_t mask[16];
+	uint32_t bytes;
+
+	meta_load(rb, NFT_META_L4PROTO);
+	cmp_u8(rb, IPPROTO_TCP);
+	meta_load(rb, NFT_META_NFPROTO);
+	cmp_u8(rb, c->family == AF_INET6 ? NFPROTO_IPV6 : NFPROTO_IPV4);
+	/* Like nft, so that `nft list` prints `ip daddr X/len`: a byte-aligned
+	 * prefix loads just its bytes; any other loads the whole address and
+	 * masks it. */
+	bytes = c->plen % 8 ? (uint32_t)em_nf_cidr_len(c) : c->plen / 8u;
+	payload(rb, NFT_PAYLOAD_NETWORK_HEADER, c->family == AF_INET6 ? 24 : 16, bytes);
+	if (c->plen % 8) {
+		em_nf_cidr_mask(c, mask);
+		bitwise_and(rb, mask, bytes);
+	}
+	cmp(rb, NFT_CMP_EQ, c->addr, bytes);
+}
+
+/* udp dport 53, and (from_lo_skip) not arriving on lo */
+static void match_dns(struct rb *rb, bool skip_lo)
+{
+	uint16_t port = htons(53);
+
+	if (skip_lo) {
+		char lo[IFNAMSIZ] = "lo";
+
+		meta_load(rb, NFT_META_IIFNAME);
+		cmp(rb, NFT_CMP_NEQ, lo, sizeof(lo));
+	}
+	meta_load(rb, NFT_META_L4PROTO);
+	cmp_u8(rb, IPPROTO_UDP);
+	payload(rb, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
+	cmp(rb, NFT_CMP_EQ, &port, sizeof(port));
+}
+
+static uint16_t queue_flags_native(const struct em_nf_plan *p)
+{
+	uint16_t f = NFT_QUEUE_FLAG_BYPASS;
+
+	if (p->queues > 1 && p->cpu_fanout)
+		f |= NFT_QUEUE_FLAG_CPU_FANOUT;
+	return f;
+}
+
+/* `queue num N-M bypass [fanout]`, natively or as the xt NFQUEUE target
+ * (revision 3: the only one with both bypass and cpu fanout). */
+static void queue(struct rb *rb, const struct em_nf_plan *p, enum em_nf_queue_variant v)
+{
+	struct nftnl_expr *e;
+
+	if (v == EM_NF_QUEUE_NATIVE) {
+		e = expr(rb, "queue");
+		if (e) {
+			nftnl_expr_set_u16(e, NFTNL_EXPR_QUEUE_NUM, p->queue_num);
+			nftnl_expr_set_u16(e, NFTNL_EXPR_QUEUE_TOTAL, p->queues);
+			nftnl_expr_set_u16(e, NFTNL_EXPR_QUEUE_FLAGS, queue_flags_native(p));
+		}
+		push(rb, e);
+		return;
+	}
+
+	/* nft_compat insists on the xt-aligned size of the target's info;
+	 * libnftnl takes ownership of the buffer. */
+	struct xt_NFQ_info_v3 *info = calloc(1, XT_ALIGN(sizeof(*info)));
+
+	if (!info) {
+		rb->err = rb->err ? rb->err : -ENOMEM;
+		return;
+	}
+	info->queuenum = p->queue_num;
+	info->queues_total = p->queues;
+	info->flags = NFQ_FLAG_BYPASS;
+	if (p->queues > 1 && p->cpu_fanout)
+		info->flags |= NFQ_FLAG_CPU_FANOUT;
+	e = expr(rb, "target");
+	if (!e) {
+		free(info);
+		return;
+	}
+	nftnl_expr_set_str(e, NFTNL_EXPR_TG_NAME, "NFQUEUE");
+	nftnl_expr_set_u32(e, NFTNL_EXPR_TG_REV, 3);
+	nftnl_expr_set(e, NFTNL_EXPR_TG_INFO, info, XT_ALIGN(sizeof(*info)));
+	push(rb, e);
+	/* What iptables-nft sends with `-p udp`: the compat layer hands the
+	 * protocol to the target's checkentry. */
+	if (rb->r) {
+		nftnl_rule_set_u32(rb->r, NFTNL_RULE_COMPAT_PROTO, IPPROTO_UDP);
+		nftnl_rule_set_u32(rb->r, NFTNL_RULE_COMPAT_FLAGS, 0);
+	}
+}
+
+static struct rb rule_new(uint16_t family,
+			  const char *table, const char *chain)
+{
+	struct rb rb = { .r = nftnl_rule_alloc(), .err = 0 };
+
+	if (!rb.r) {
+		rb.err = -ENOMEM;
+		return rb;
+	}
+	nftnl_rule_set_u32(rb.r, NFTNL_RULE_FAMILY, family);
+	nftnl_rule_set_str(rb.r, NFTNL_RULE_TABLE, table);
+	nftnl_rule_set_str(rb.r, NFTNL_RULE_CHAIN, chain);
+	return rb;
+}
+
+static void rule_put(struct em_nf_batch *b, struct rb *rb, uint16_t family,
+		     const char *desc)
+{
+	struct nlmsghdr *nlh;
+
+	if (rb->err && !b->err)
+		b->err = rb->err;
+	if (!rb->r)
+		return;
+	nlh = msg_start(b, NFT_MSG_NEWRULE, family, NLM_F_CREATE | NLM_F_APPEND, desc);
+	if (nlh) {
+		nftnl_rule_nlmsg_build_payload(nlh, rb->r);
+		msg_end(b);
+	}
+	nftnl_rule_free(rb->r);
+	rb->r = NULL;
+}
+
+/* ---- the ruleset ---- */
+
+static void rule_return_on_bypass(struct em_nf_batch *b, const struct em_nf_plan *p,
+				  uint16_t family, const char *chain)
+{
+	struct rb rb = rule_new(family, EM_NF_TABLE, chain);
+
+	match_mark(&rb, p->bypass_mark);
+	verdict(&rb, NFT_RETURN);
+	rule_put(b, &rb, family, "bypass-mark return rule");
+}
+
+static void rule_tproxy(struct em_nf_batch *b, const struct em_nf_plan *p,
+			const struct em_nf_cidr *c)
+{
+	struct rb rb = rule_new(NFPROTO_INET, EM_NF_TABLE, "prerouting");
+	uint16_t port = htons(p->tproxy_port);
+	struct nftnl_expr *e;
+	bool v6 = c->family == AF_INET6;
+
+	match_tcp_to(&rb, c);
+	counter(&rb);
+	imm_data(&rb, NFT_REG_1, v6 ? (const void *)p->tproxy6 : (const void *)p->tproxy4,
+		 v6 ? 16 : 4);
+	imm_data(&rb, NFT_REG_2, &port, sizeof(port));
+	e = expr(&rb, "tproxy");
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_TPROXY_FAMILY, v6 ? NFPROTO_IPV6 : NFPROTO_IPV4);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_TPROXY_REG_ADDR, NFT_REG_1);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_TPROXY_REG_PORT, NFT_REG_2);
+	}
+	push(&rb, e);
+	set_mark(&rb, p->capture_mark);
+	verdict(&rb, NF_ACCEPT);
+	rule_put(b, &rb, NFPROTO_INET, "tproxy rule (prerouting)");
+}
+
+static void rule_mark_output(struct em_nf_batch *b, const struct em_nf_plan *p,
+			     const struct em_nf_cidr *c)
+{
+	struct rb rb = rule_new(NFPROTO_INET, EM_NF_TABLE, "output");
+
+	match_tcp_to(&rb, c);
+	counter(&rb);
+	set_mark(&rb, p->capture_mark);
+	rule_put(b, &rb, NFPROTO_INET, "mark rule (output)");
+}
+
+static void rule_queue(struct em_nf_batch *b, const struct em_nf_plan *p,
+		       uint16_t family, const char *chain, bool skip_lo,
+		       enum em_nf_queue_variant v, const char *desc)
+{
+	struct rb rb = rule_new(family, EM_NF_TABLE, chain);
+
+	match_dns(&rb, skip_lo);
+	counter(&rb);
+	queue(&rb, p, v);
+	rule_put(b, &rb, family, desc);
+}
+
+bool em_nf_plan_has_v6(const struct em_nf_plan *p)
+{
+	for (unsigned i = 0; i < p->n_capture; i++)
+		if (p->capture[i].family == AF_INET6)
+			return true;
+	return false;
+}
+
+/* The DNS chains of the compat-ip variant: one table per address family,
+ * because this kernel's nft_compat may refuse xt targets in inet tables. */
+static void build_ip_dns_table(struct em_nf_batch *b, const struct em_nf_plan *p,
+			       uint16_t family)
+{
+	put_table(b, NFT_MSG_NEWTABLE, family, EM_NF_TABLE, NLM_F_CREATE, "add dns table");
+	if (p->dns_pods) {
+		put_chain(b, family, EM_NF_TABLE, "prerouting_dns", "filter",
+			  NF_INET_PRE_ROUTING, PRIO_MANGLE, "prerouting_dns chain");
+		rule_return_on_bypass(b, p, family, "prerouting_dns");
+		rule_queue(b, p, family, "prerouting_dns", true, p->variant,
+			   "queue rule (compat, prerouting)");
+	}
+	if (p->dns_host) {
+		put_chain(b, family, EM_NF_TABLE, "output_dns", "filter",
+			  NF_INET_LOCAL_OUT, PRIO_MANGLE, "output_dns chain");
+		rule_return_on_bypass(b, p, family, "output_dns");
+		rule_queue(b, p, family, "output_dns", false, p->variant,
+			   "queue rule (compat, output)");
+	}
+}
+
+int em_nf_ruleset_build_install(struct em_nf_batch *b, const struct em_nf_plan *p)
+{
+	bool dns = p->queues > 0 && (p->dns_host || p->dns_pods);
+	bool dns_inet = dns && p->variant != EM_NF_QUEUE_COMPAT_IP;
+
+	/* Stale tables of every variant go, whatever this run installs. */
+	destroy_table(b, NFPROTO_INET, EM_NF_TABLE);
+	destroy_table(b, NFPROTO_IPV4, EM_NF_TABLE);
+	destroy_table(b, NFPROTO_IPV6, EM_NF_TABLE);
+
+	put_table(b, NFT_MSG_NEWTABLE, NFPROTO_INET, EM_NF_TABLE, NLM_F_CREATE, "add table");
+	put_chain(b, NFPROTO_INET, EM_NF_TABLE, "prerouting", "filter",
+		  NF_INET_PRE_ROUTING, PRIO_MANGLE, "prerouting chain");
+	rule_return_on_bypass(b, p, NFPROTO_INET, "prerouting");
+	for (unsigned i = 0; i < p->n_capture; i++)
+		rule_tproxy(b, p, &p->capture[i]);
+	if (dns_inet && p->dns_pods)
+		rule_queue(b, p, NFPROTO_INET, "prerouting", true, p->variant,
+			   "queue rule (prerouting)");
+
+	/* type route: the kernel re-runs the route lookup when the chain
+	 * changed the mark, which is what sends the packet to lo. */
+	put_chain(b, NFPROTO_INET, EM_NF_TABLE, "output", "route",
+		  NF_INET_LOCAL_OUT, PRIO_MANGLE, "output chain");
+	rule_return_on_bypass(b, p, NFPROTO_INET, "output");
+	for (unsigned i = 0; i < p->n_capture; i++)
+		rule_mark_output(b, p, &p->capture[i]);
+
+	if (dns_inet && p->dns_host) {
+		put_chain(b, NFPROTO_INET, EM_NF_TABLE, "output_dns", "filter",
+			  NF_INET_LOCAL_OUT, PRIO_MANGLE, "output_dns chain");
+		rule_return_on_bypass(b, p, NFPROTO_INET, "output_dns");
+		rule_queue(b, p, NFPROTO_INET, "output_dns", false, p->variant,
+			   "queue rule (output)");
+	}
+	if (dns && p->variant == EM_NF_QUEUE_COMPAT_IP) {
+		build_ip_dns_table(b, p, NFPROTO_IPV4);
+		build_ip_dns_table(b, p, NFPROTO_IPV6);
+	}
+	batch_end(b);
+	return b->err;
+}
+
+int em_nf_ruleset_build_remove(struct em_nf_batch *b, const struct em_nf_plan *p)
+{
+	destroy_table(b, NFPROTO_INET, EM_NF_TABLE);
+	if (p->variant == EM_NF_QUEUE_COMPAT_IP) {
+		destroy_table(b, NFPROTO_IPV4, EM_NF_TABLE);
+		destroy_table(b, NFPROTO_IPV6, EM_NF_TABLE);
+	}
+	batch_end(b);
+	return b->err;
+}
+
+int em_nf_ruleset_build_probe(struct em_nf_batch *b, enum em_nf_queue_variant v)
+{
+	static const char probe_table[] = EM_NF_TABLE "-probe";
+	struct em_nf_plan p = { .queue_num = 0, .queues = 1 };
+	uint16_t family = v == EM_NF_QUEUE_COMPAT_IP ? NFPROTO_IPV4 : NFPROTO_INET;
+	struct rb rb;
+
+	put_table(b, NFT_MSG_NEWTABLE, family, probe_table, NLM_F_CREATE, "probe table");
+	/* The hooks the real rules use: xt targets may restrict hooks. */
+	put_chain(b, family, probe_table, "pre", "filter", NF_INET_PRE_ROUTING,
+		  PRIO_MANGLE, "probe chain (prerouting)");
+	put_chain(b, family, probe_table, "out", "filter", NF_INET_LOCAL_OUT,
+		  PRIO_MANGLE, "probe chain (output)");
+	rb = rule_new(family, probe_table, "pre");
+	match_dns(&rb, true);
+	queue(&rb, &p, v);
+	rule_put(b, &rb, family, "probe queue rule (prerouting)");
+	rb = rule_new(family, probe_table, "out");
+	match_dns(&rb, false);
+	queue(&rb, &p, v);
+	rule_put(b, &rb, family, "probe queue rule (output)");
+	/* No batch end: validate and abort. */
+	return b->err;
+}
+
+/* ---- talking to the kernel ---- */
+
+int em_nf_batch_send(struct mnl_socket *nl, const struct em_nf_batch *b,
+		     const char **bad)
+{
+	uint32_t portid;
+	char rbuf[16384];
+	unsigned answered = 0;
+	int first = 0;
+	size_t len;
+	const void *data = em_nf_batch_data(b, &len);
+
+	*bad = NULL;
+	if (b->err)
+		return b->err;
+	portid = mnl_socket_get_portid(nl);
+	if (mnl_socket_sendto(nl, data, len) == -1)
+		return -errno;
+
+	while (answered < b->n_msgs) {
+		ssize_t n = mnl_socket_recvfrom(nl, rbuf, sizeof(rbuf));
+		const struct nlmsghdr *nlh = (const struct nlmsghdr *)rbuf;
+		int left;
+
+		if (n == -1)
+			return errno == EAGAIN ? -ETIMEDOUT : -errno;
+		left = (int)n;
+		for (; mnl_nlmsg_ok(nlh, left); nlh = mnl_nlmsg_next(nlh, &left)) {
+			const struct nlmsgerr *e;
+			uint32_t seq = nlh->nlmsg_seq;
+
+			if (nlh->nlmsg_pid != portid || nlh->nlmsg_type != NLMSG_ERROR)
+				continue;
+			if (nlh->nlmsg_len < mnl_nlmsg_size(sizeof(*e)))
+				continue;
+			e = mnl_nlmsg_get_payload(nlh);
+			/* The batch as a whole (no permission, commit failed):
+			 * the kernel answers on the BATCH_BEGIN message. */
+			if (seq == b->seq_begin && e->error)
+				return e->error;
+			if (seq <= b->seq_begin || seq > b->seq_begin + b->n_msgs)
+				continue;
+			answered++;
+			if (e->error && !first) {
+				first = e->error;
+				*bad = b->desc[seq - b->seq_begin - 1];
+			}
+		}
+	}
+	return first;
+}

@@ -1,0 +1,489 @@
+/* test-nf.c — the nf area's pure logic: prefix parsing, config checking, and
+ * the nfnetlink batches built into a buffer (parsed back and checked without
+ * a kernel). The kernel side is netns-tests/nf-ruleset.sh. */
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/xt_NFQUEUE.h>
+#include <libmnl/libmnl.h>
+#include <libnftnl/expr.h>
+#include <libnftnl/rule.h>
+#include <libnftnl/table.h>
+#include <string.h>
+
+#include "nf/cidr.h"
+#include "nf/nf-internal.h"
+#include "nf/nf.h"
+#include "util/log.h"
+
+Suite *nf_suite(void);
+
+/* ---- prefixes ---- */
+
+START_TEST(cidr_ipv4)
+{
+	struct em_nf_cidr c;
+	char buf[EM_NF_CIDR_STRLEN];
+
+	ck_assert_int_eq(em_nf_cidr_parse("198.18.0.0/16", AF_INET, &c), 0);
+	ck_assert_int_eq(c.family, AF_INET);
+	ck_assert_int_eq(c.plen, 16);
+	ck_assert_int_eq(c.addr[0], 198);
+	ck_assert_int_eq(c.addr[1], 18);
+	ck_assert_str_eq(em_nf_cidr_format(&c, buf, sizeof(buf)), "198.18.0.0/16");
+	ck_assert_int_eq(em_nf_cidr_len(&c), 4);
+	ck_assert_int_eq(em_nf_cidr_parse("10.1.2.3/32", AF_UNSPEC, &c), 0);
+	ck_assert_int_eq(c.plen, 32);
+}
+END_TEST
+
+START_TEST(cidr_ipv6)
+{
+	struct em_nf_cidr c;
+	char buf[EM_NF_CIDR_STRLEN];
+
+	ck_assert_int_eq(em_nf_cidr_parse("fd00:e3::/64", AF_INET6, &c), 0);
+	ck_assert_int_eq(c.family, AF_INET6);
+	ck_assert_int_eq(c.plen, 64);
+	ck_assert_int_eq(em_nf_cidr_len(&c), 16);
+	ck_assert_str_eq(em_nf_cidr_format(&c, buf, sizeof(buf)), "fd00:e3::/64");
+	ck_assert_int_eq(em_nf_cidr_parse("fd00:96::/108", AF_UNSPEC, &c), 0);
+	ck_assert_int_eq(em_nf_cidr_parse("::1/128", AF_INET6, &c), 0);
+}
+END_TEST
+
+START_TEST(cidr_mask_unaligned)
+{
+	struct em_nf_cidr c;
+	uint8_t m[16];
+
+	ck_assert_int_eq(em_nf_cidr_parse("10.96.0.0/12", AF_INET, &c), 0);
+	em_nf_cidr_mask(&c, m);
+	ck_assert_int_eq(m[0], 0xff);
+	ck_assert_int_eq(m[1], 0xf0);
+	ck_assert_int_eq(m[2], 0);
+	ck_assert_int_eq(m[3], 0);
+	ck_assert_int_eq(em_nf_cidr_parse("fd00::/9", AF_INET6, &c), 0);
+	em_nf_cidr_mask(&c, m);
+	ck_assert_int_eq(m[0], 0xff);
+	ck_assert_int_eq(m[1], 0x80);
+	ck_assert_int_eq(m[15], 0);
+}
+END_TEST
+
+START_TEST(cidr_hostile)
+{
+	static const char *bad[] = {
+		"", "/", "/16", "198.18.0.0", "198.18.0.0/", "198.18.0.0/0",
+		"198.18.0.0/33", "198.18.0.0/-1", "198.18.0.0/+16", "198.18.0.0/ 16",
+		"198.18.0.0/16x", "198.18.0.0/16/16", "198.18.0.1/16", "198.18.0/16",
+		"198.18.0.0.0/16", "256.18.0.0/16", "fd00::/129", "fd00::1/64",
+		"fd00::/0", "::/0", "0.0.0.0/0", "fd00:::/64", "x/8",
+		"198.18.0.0/99999999999999999999999", "198.18.0.0/0x10",
+		"1111:2222:3333:4444:5555:6666:7777:8888:9999/64",
+		"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/8",
+	};
+	struct em_nf_cidr c;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ck_assert_msg(em_nf_cidr_parse(bad[i], AF_UNSPEC, &c) == -EINVAL,
+			      "accepted \"%s\"", bad[i]);
+	ck_assert_int_eq(em_nf_cidr_parse(NULL, AF_UNSPEC, &c), -EINVAL);
+}
+END_TEST
+
+START_TEST(cidr_family_mismatch)
+{
+	struct em_nf_cidr c = { .plen = 77 };
+
+	ck_assert_int_eq(em_nf_cidr_parse("fd00:e3::/64", AF_INET, &c), -EINVAL);
+	ck_assert_int_eq(em_nf_cidr_parse("198.18.0.0/16", AF_INET6, &c), -EINVAL);
+	ck_assert_int_eq(c.plen, 77);	/* untouched on error */
+}
+END_TEST
+
+/* ---- config to plan ---- */
+
+static int plan_with(void (*tweak)(struct em_nf_config *), struct em_nf_plan *p)
+{
+	struct em_nf_config cfg;
+
+	em_nf_config_defaults(&cfg);
+	if (tweak)
+		tweak(&cfg);
+	return em_nf_plan_from_config(&cfg, p);
+}
+
+START_TEST(plan_defaults)
+{
+	struct em_nf_config cfg;
+	struct em_nf_plan p;
+
+	em_nf_config_defaults(&cfg);
+	ck_assert_str_eq(cfg.fake_ipv4, "198.18.0.0/16");
+	ck_assert_int_eq(cfg.tproxy_port, 15001);
+	ck_assert_uint_eq(cfg.capture_mark, 0x1e2);
+	ck_assert_uint_eq(cfg.bypass_mark, 0x1e3);
+	ck_assert_uint_eq(cfg.route_table, 482);
+	ck_assert(cfg.dns_host && cfg.dns_pods && cfg.main_route);
+	ck_assert_int_eq(em_nf_plan_from_config(&cfg, &p), 0);
+	ck_assert_uint_eq(p.n_capture, 1);
+	ck_assert_uint_eq(p.n_fake, 1);
+	ck_assert(!em_nf_plan_has_v6(&p));
+	ck_assert_int_eq(p.tproxy4[0], 127);
+	ck_assert_int_eq(p.tproxy4[3], 1);
+}
+END_TEST
+
+static const char *const extra[] = { "10.96.0.0/12", "fd00:96::/108" };
+
+static void t_v6(struct em_nf_config *c) { c->fake_ipv6 = "fd00:e3::/64"; c->capture_cidrs = extra; c->n_capture_cidrs = 2; }
+static void t_empty_v6(struct em_nf_config *c) { c->fake_ipv6 = ""; }
+static void t_bad4(struct em_nf_config *c) { c->fake_ipv4 = "198.18.0.1/16"; }
+static void t_v6_as_4(struct em_nf_config *c) { c->fake_ipv4 = "fd00:e3::/64"; }
+static void t_null4(struct em_nf_config *c) { c->fake_ipv4 = NULL; }
+static void t_same_marks(struct em_nf_config *c) { c->bypass_mark = c->capture_mark; }
+static void t_zero_mark(struct em_nf_config *c) { c->capture_mark = 0; }
+static void t_zero_bypass(struct em_nf_config *c) { c->bypass_mark = 0; }
+static void t_main_table(struct em_nf_config *c) { c->route_table = 254; }
+static void t_port0(struct em_nf_config *c) { c->tproxy_port = 0; }
+static void t_queue_wrap(struct em_nf_config *c) { c->queue_num = 65535; c->queues = 2; }
+static void t_prio(struct em_nf_config *c) { c->rule_priority = 32766; }
+static void t_bad_tproxy6(struct em_nf_config *c) { c->fake_ipv6 = "fd00:e3::/64"; c->tproxy_ipv6 = "127.0.0.1"; }
+static void t_bad_extra(struct em_nf_config *c)
+{
+	static const char *const e[] = { "10.96.0.0/12", "10.96.0.0" };
+	c->capture_cidrs = e;
+	c->n_capture_cidrs = 2;
+}
+
+START_TEST(plan_v6_and_extra)
+{
+	struct em_nf_plan p;
+
+	ck_assert_int_eq(plan_with(t_v6, &p), 0);
+	ck_assert_uint_eq(p.n_capture, 4);
+	ck_assert_uint_eq(p.n_fake, 2);
+	ck_assert(em_nf_plan_has_v6(&p));
+	ck_assert_int_eq(p.tproxy6[15], 1);
+	ck_assert_int_eq(plan_with(t_empty_v6, &p), 0);
+	ck_assert_uint_eq(p.n_capture, 1);
+}
+END_TEST
+
+START_TEST(plan_rejects)
+{
+	void (*bad[])(struct em_nf_config *) = {
+		t_bad4, t_v6_as_4, t_null4, t_same_marks, t_zero_mark, t_zero_bypass,
+		t_main_table, t_port0, t_queue_wrap, t_prio, t_bad_tproxy6, t_bad_extra,
+	};
+	struct em_nf_plan p;
+
+	em_log_set_level(EM_LOG_ERR - 1);	/* expected errors: keep the log quiet */
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ck_assert_msg(plan_with(bad[i], &p) == -EINVAL, "config %zu accepted", i);
+	em_log_reset();
+}
+END_TEST
+
+/* ---- batches ---- */
+
+struct walk {
+	unsigned n, tables_new, tables_del, chains, rules, begin, end;
+	unsigned tproxy, queue_native, queue_target, counters;
+	unsigned families[256];
+	bool acks_all, seq_ok;
+	uint32_t mark_set;
+	uint16_t tproxy_port_be;
+	struct xt_NFQ_info_v3 nfq;
+	uint16_t queue_flags;
+};
+
+static int expr_cb(struct nftnl_expr *e, void *data)
+{
+	struct walk *w = data;
+	const char *name = nftnl_expr_get_str(e, NFTNL_EXPR_NAME);
+	uint32_t len;
+
+	if (strcmp(name, "tproxy") == 0)
+		w->tproxy++;
+	else if (strcmp(name, "queue") == 0) {
+		w->queue_native++;
+		w->queue_flags = nftnl_expr_get_u16(e, NFTNL_EXPR_QUEUE_FLAGS);
+	} else if (strcmp(name, "target") == 0) {
+		const void *info = nftnl_expr_get(e, NFTNL_EXPR_TG_INFO, &len);
+
+		w->queue_target++;
+		ck_assert_str_eq(nftnl_expr_get_str(e, NFTNL_EXPR_TG_NAME), "NFQUEUE");
+		ck_assert_uint_eq(nftnl_expr_get_u32(e, NFTNL_EXPR_TG_REV), 3);
+		ck_assert_uint_ge(len, sizeof(w->nfq));
+		memcpy(&w->nfq, info, sizeof(w->nfq));
+	} else if (strcmp(name, "counter") == 0)
+		w->counters++;
+	else if (strcmp(name, "immediate") == 0 &&
+		 nftnl_expr_get_u32(e, NFTNL_EXPR_IMM_DREG) == NFT_REG_2) {
+		const void *d = nftnl_expr_get(e, NFTNL_EXPR_IMM_DATA, &len);
+
+		ck_assert_uint_eq(len, 2);
+		memcpy(&w->tproxy_port_be, d, 2);
+	} else if (strcmp(name, "immediate") == 0 &&
+		   nftnl_expr_is_set(e, NFTNL_EXPR_IMM_DATA)) {
+		const void *d = nftnl_expr_get(e, NFTNL_EXPR_IMM_DATA, &len);
+
+		if (len == 4)
+			memcpy(&w->mark_set, d, 4);
+	}
+	return 0;
+}
+
+static void walk_batch(const struct em_nf_batch *b, struct walk *w)
+{
+	size_t len;
+	const void *data = em_nf_batch_data(b, &len);
+	const struct nlmsghdr *nlh = data;
+	int left = (int)len;
+	uint32_t want_seq = b->seq_begin;
+
+	memset(w, 0, sizeof(*w));
+	w->acks_all = true;
+	w->seq_ok = true;
+	for (; mnl_nlmsg_ok(nlh, left); nlh = mnl_nlmsg_next(nlh, &left)) {
+		const struct nfgenmsg *nfg = mnl_nlmsg_get_payload(nlh);
+		uint16_t type = nlh->nlmsg_type;
+
+		w->n++;
+		if (nlh->nlmsg_seq != want_seq++)
+			w->seq_ok = false;
+		if (type == NFNL_MSG_BATCH_BEGIN) {
+			ck_assert_int_eq(w->n, 1);
+			ck_assert_int_eq(ntohs(nfg->res_id), NFNL_SUBSYS_NFTABLES);
+			w->begin++;
+			continue;
+		}
+		if (type == NFNL_MSG_BATCH_END) {
+			w->end++;
+			continue;
+		}
+		ck_assert_int_eq(NFNL_SUBSYS_ID(type), NFNL_SUBSYS_NFTABLES);
+		ck_assert_msg(w->end == 0, "message after the batch end");
+		if (!(nlh->nlmsg_flags & NLM_F_ACK))
+			w->acks_all = false;
+		w->families[nfg->nfgen_family]++;
+		switch (NFNL_MSG_TYPE(type)) {
+		case NFT_MSG_NEWTABLE: w->tables_new++; break;
+		case NFT_MSG_DELTABLE: w->tables_del++; break;
+		case NFT_MSG_NEWCHAIN: w->chains++; break;
+		case NFT_MSG_NEWRULE: {
+			struct nftnl_rule *r = nftnl_rule_alloc();
+
+			ck_assert_ptr_nonnull(r);
+			ck_assert_int_eq(nftnl_rule_nlmsg_parse(nlh, r), 0);
+			nftnl_expr_foreach(r, expr_cb, w);
+			nftnl_rule_free(r);
+			w->rules++;
+			break;
+		}
+		default:
+			ck_abort_msg("unexpected message type %u", NFNL_MSG_TYPE(type));
+		}
+	}
+	ck_assert_int_eq(left, 0);	/* no trailing garbage */
+}
+
+static void build(void (*tweak)(struct em_nf_config *), enum em_nf_queue_variant v,
+		  struct walk *w)
+{
+	struct em_nf_plan p;
+	struct em_nf_batch b;
+
+	ck_assert_int_eq(plan_with(tweak, &p), 0);
+	p.variant = v;
+	ck_assert_int_eq(em_nf_batch_init(&b, 1000), 0);
+	ck_assert_int_eq(em_nf_ruleset_build_install(&b, &p), 0);
+	walk_batch(&b, w);
+	ck_assert_uint_eq(w->n, b.n_msgs + 2);
+	em_nf_batch_fini(&b);
+}
+
+START_TEST(batch_install_native)
+{
+	struct walk w;
+
+	build(NULL, EM_NF_QUEUE_NATIVE, &w);
+	ck_assert(w.seq_ok && w.acks_all);
+	ck_assert_uint_eq(w.begin, 1);
+	ck_assert_uint_eq(w.end, 1);
+	/* stale inet, ip, ip6 replaced: 3 add+delete, then our table */
+	ck_assert_uint_eq(w.tables_del, 3);
+	ck_assert_uint_eq(w.tables_new, 4);
+	ck_assert_uint_eq(w.chains, 3);
+	/* 3 bypass returns, tproxy, mark, 2 queues */
+	ck_assert_uint_eq(w.rules, 7);
+	ck_assert_uint_eq(w.tproxy, 1);
+	ck_assert_uint_eq(w.queue_native, 2);
+	ck_assert_uint_eq(w.queue_target, 0);
+	ck_assert_uint_eq(w.queue_flags, NFT_QUEUE_FLAG_BYPASS);
+	ck_assert_uint_eq(ntohs(w.tproxy_port_be), 15001);
+	ck_assert_uint_eq(w.mark_set, 0x1e2);
+	ck_assert_uint_eq(w.families[NFPROTO_INET], 2 + 1 + 3 + 7);
+}
+END_TEST
+
+static void t_fanout(struct em_nf_config *c) { c->queue_num = 4; c->queues = 3; }
+
+START_TEST(batch_install_compat_inet)
+{
+	struct walk w;
+
+	build(t_fanout, EM_NF_QUEUE_COMPAT_INET, &w);
+	ck_assert_uint_eq(w.queue_native, 0);
+	ck_assert_uint_eq(w.queue_target, 2);
+	ck_assert_uint_eq(w.nfq.queuenum, 4);
+	ck_assert_uint_eq(w.nfq.queues_total, 3);
+	ck_assert_uint_eq(w.nfq.flags, NFQ_FLAG_BYPASS | NFQ_FLAG_CPU_FANOUT);
+}
+END_TEST
+
+START_TEST(batch_install_compat_ip)
+{
+	struct walk w;
+
+	build(NULL, EM_NF_QUEUE_COMPAT_IP, &w);
+	ck_assert_uint_eq(w.queue_target, 4);	/* 2 hooks x ip, ip6 */
+	ck_assert_uint_eq(w.nfq.flags, NFQ_FLAG_BYPASS);
+	ck_assert_uint_eq(w.nfq.queues_total, 1);
+	/* inet: prerouting + output; ip and ip6: two dns chains each */
+	ck_assert_uint_eq(w.chains, 6);
+	ck_assert_uint_eq(w.tables_new, 3 + 3);
+	ck_assert_uint_eq(w.families[NFPROTO_IPV4], 2 + 1 + 2 + 4);
+	ck_assert_uint_eq(w.families[NFPROTO_IPV6], 2 + 1 + 2 + 4);
+}
+END_TEST
+
+static void t_no_dns(struct em_nf_config *c) { c->queues = 0; }
+static void t_host_only(struct em_nf_config *c) { c->dns_pods = false; }
+
+START_TEST(batch_install_dns_choices)
+{
+	struct walk w;
+
+	build(t_no_dns, EM_NF_QUEUE_NATIVE, &w);
+	ck_assert_uint_eq(w.queue_native + w.queue_target, 0);
+	ck_assert_uint_eq(w.chains, 2);
+	build(t_host_only, EM_NF_QUEUE_NATIVE, &w);
+	ck_assert_uint_eq(w.queue_native, 1);
+	ck_assert_uint_eq(w.chains, 3);
+}
+END_TEST
+
+START_TEST(batch_install_many_ranges)
+{
+	struct walk w;
+
+	build(t_v6, EM_NF_QUEUE_NATIVE, &w);
+	ck_assert_uint_eq(w.tproxy, 4);
+	ck_assert_uint_eq(w.rules, 3 + 4 + 4 + 2);
+}
+END_TEST
+
+START_TEST(batch_remove)
+{
+	struct em_nf_plan p;
+	struct em_nf_batch b;
+	struct walk w;
+
+	ck_assert_int_eq(plan_with(NULL, &p), 0);
+	p.variant = EM_NF_QUEUE_COMPAT_INET;
+	ck_assert_int_eq(em_nf_batch_init(&b, 7), 0);
+	ck_assert_int_eq(em_nf_ruleset_build_remove(&b, &p), 0);
+	walk_batch(&b, &w);
+	ck_assert(w.seq_ok && w.acks_all);
+	ck_assert_uint_eq(w.tables_new, 1);
+	ck_assert_uint_eq(w.tables_del, 1);
+	ck_assert_uint_eq(w.end, 1);
+	em_nf_batch_fini(&b);
+
+	p.variant = EM_NF_QUEUE_COMPAT_IP;
+	ck_assert_int_eq(em_nf_batch_init(&b, 7), 0);
+	ck_assert_int_eq(em_nf_ruleset_build_remove(&b, &p), 0);
+	walk_batch(&b, &w);
+	ck_assert_uint_eq(w.tables_del, 3);
+	em_nf_batch_fini(&b);
+}
+END_TEST
+
+START_TEST(batch_probe_has_no_end)
+{
+	struct em_nf_batch b;
+	struct walk w;
+
+	ck_assert_int_eq(em_nf_batch_init(&b, 1), 0);
+	ck_assert_int_eq(em_nf_ruleset_build_probe(&b, EM_NF_QUEUE_NATIVE), 0);
+	walk_batch(&b, &w);
+	ck_assert_uint_eq(w.begin, 1);
+	ck_assert_uint_eq(w.end, 0);	/* the kernel validates and aborts */
+	ck_assert_uint_eq(w.queue_native, 2);
+	ck_assert(!b.ended);
+	em_nf_batch_fini(&b);
+
+	ck_assert_int_eq(em_nf_batch_init(&b, 1), 0);
+	ck_assert_int_eq(em_nf_ruleset_build_probe(&b, EM_NF_QUEUE_COMPAT_IP), 0);
+	walk_batch(&b, &w);
+	ck_assert_uint_eq(w.queue_target, 2);
+	ck_assert_uint_eq(w.families[NFPROTO_IPV4], 5);
+	em_nf_batch_fini(&b);
+}
+END_TEST
+
+START_TEST(batch_after_end_fails)
+{
+	struct em_nf_plan p;
+	struct em_nf_batch b;
+	const char *bad = "x";
+
+	ck_assert_int_eq(plan_with(NULL, &p), 0);
+	p.variant = EM_NF_QUEUE_NATIVE;
+	ck_assert_int_eq(em_nf_batch_init(&b, 1), 0);
+	ck_assert_int_eq(em_nf_ruleset_build_install(&b, &p), 0);
+	ck_assert_int_eq(em_nf_ruleset_build_remove(&b, &p), -E2BIG);
+	/* a failed build is never sent */
+	ck_assert_int_eq(em_nf_batch_send(NULL, &b, &bad), -E2BIG);
+	ck_assert_ptr_null(bad);
+	em_nf_batch_fini(&b);
+}
+END_TEST
+
+Suite *nf_suite(void)
+{
+	Suite *s = suite_create("nf");
+	TCase *tc;
+
+	tc = tcase_create("cidr");
+	tcase_add_test(tc, cidr_ipv4);
+	tcase_add_test(tc, cidr_ipv6);
+	tcase_add_test(tc, cidr_mask_unaligned);
+	tcase_add_test(tc, cidr_hostile);
+	tcase_add_test(tc, cidr_family_mismatch);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("plan");
+	tcase_add_test(tc, plan_defaults);
+	tcase_add_test(tc, plan_v6_and_extra);
+	tcase_add_test(tc, plan_rejects);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("batch");
+	tcase_add_test(tc, batch_install_native);
+	tcase_add_test(tc, batch_install_compat_inet);
+	tcase_add_test(tc, batch_install_compat_ip);
+	tcase_add_test(tc, batch_install_dns_choices);
+	tcase_add_test(tc, batch_install_many_ranges);
+	tcase_add_test(tc, batch_remove);
+	tcase_add_test(tc, batch_probe_has_no_end);
+	tcase_add_test(tc, batch_after_end_fails);
+	suite_add_tcase(s, tc);
+	return s;
+}
