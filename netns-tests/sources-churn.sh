@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# sources-churn.sh — a service added, changed (new backend) and deleted while
+# clients are running, through the kube source (tools/fake-apiserver.py as
+# the API server / MetaServer) and through the edgecore-db source (a database
+# written by tools/make-edgecore-db.py). Clients must see no error while the
+# service exists, including while the kube server is down and restarts and
+# while the database is locked by a writer.
+#
+#   edge-node-a 10.77.0.1 ------------------ 10.77.0.2 edge-node-b
+#   edgemesh-tproxy --source kube:... | edgecore-db:...      |
+#   fake-apiserver on 127.0.0.1        pod-b 10.244.2.2 nginx :80 (backend 1)
+#   clients: curl loops (host)               10.244.2.3 http.server :80 (backend 2)
+#     |
+#   dns 10.53.0.2 (dnsmasq)
+# (netns-tests/lib/topology.sh, namespaces renamed em-sources-$$-*)
+#
+# Usage: EM_BIN=build/edgemesh-tproxy netns-tests/sources-churn.sh [kube|edgecore-db]...
+# Prints `N passed, N failed` last; exits non-zero on failure.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+tools=$here/../tools
+EM_BIN=${EM_BIN:-$here/../build/edgemesh-tproxy}
+EM_MANIFESTS=/dev/null
+. "$here/lib/topology.sh"
+NS_A="em-sources-$$-node-a"
+NS_B="em-sources-$$-node-b"
+NS_PA="em-sources-$$-pod-a"
+NS_PB="em-sources-$$-pod-b"
+NS_DNS="em-sources-$$-dns"
+TOPO_NS="$NS_A $NS_B $NS_PA $NS_PB $NS_DNS"
+trap topo_cleanup EXIT
+trap 'exit 1' INT TERM
+
+URL="http://$EM_FQDN:12345/"
+passed=0 failed=0
+check() { # check "what" CMD...
+	local what=$1; shift
+	if "$@" >"$TOPO_DIR/check.out" 2>&1; then
+		passed=$((passed + 1)); echo "ok - $what"
+	else
+		failed=$((failed + 1)); echo "FAIL - $what"; sed 's/^/    /' "$TOPO_DIR/check.out" | tail -n 20
+	fi
+}
+ms() { echo $(( $(date +%s%N) / 1000000 )); }
+
+# ---- objects ----
+pod_json() { # NAME IP
+	cat <<EOF
+{"apiVersion":"v1","kind":"Pod","metadata":{"name":"$1","namespace":"default","labels":{"app":"nginx"}},
+ "spec":{"nodeName":"edge-node-b","containers":[{"name":"web","ports":[{"name":"http","containerPort":80}]}]},
+ "status":{"phase":"Running","podIP":"$2","hostIP":"10.77.0.2","conditions":[{"type":"Ready","status":"True"}]}}
+EOF
+}
+svc_json() {
+	cat <<'EOF'
+{"apiVersion":"v1","kind":"Service","metadata":{"name":"nginx-svc","namespace":"default"},
+ "spec":{"clusterIP":"None","selector":{"app":"nginx"},"ports":[{"name":"http-0","port":12345,"protocol":"TCP","targetPort":80}]}}
+EOF
+}
+
+# ---- the kube source: a fake API server inside edge-node-a ----
+api_start() { # [PORT]
+	rm -f "$TOPO_DIR/api.out"
+	# not through the na function: $! must be the server itself, not a subshell
+	ip netns exec "$NS_A" /usr/bin/python3 "$tools/fake-apiserver.py" --port "${1:-0}" --state "$TOPO_DIR/api.json" \
+		--rv-start "${2:-100}" > "$TOPO_DIR/api.out" 2>"$TOPO_DIR/api.err" &
+	echo $! > "$TOPO_DIR/api.pid"
+	wait_until 5 grep -q PORT "$TOPO_DIR/api.out"
+	API_PORT=$(awk '/PORT/ {print $2}' "$TOPO_DIR/api.out")
+}
+api_stop() { kill -9 "$(cat "$TOPO_DIR/api.pid")"; wait "$(cat "$TOPO_DIR/api.pid")" 2>/dev/null; rm -f "$TOPO_DIR/api.pid"; }
+api() { # VERB JSON
+	na curl -sS --fail -X POST --data-binary "$2" "http://127.0.0.1:$API_PORT/_ctl/$1" >/dev/null
+}
+kube_init() { api_start; api upsert "{\"resource\":\"pods\",\"objects\":[$(pod_json nginx-0 10.244.2.2)]}"; SOURCE="kube:http://127.0.0.1:$API_PORT"; }
+kube_add_service() { api upsert "{\"resource\":\"services\",\"objects\":[$(svc_json)]}"; }
+kube_change_backend() {
+	api upsert "{\"resource\":\"pods\",\"objects\":[$(pod_json nginx-1 10.244.2.3)]}" &&
+	api delete '{"resource":"pods","namespace":"default","name":"nginx-0"}'
+}
+kube_disturb() { # the server dies and comes back on the same port (history compacted: 410, relist)
+	api_stop; sleep 1.5; api_start "$API_PORT" 100000
+}
+kube_delete_service() { api delete '{"resource":"services","namespace":"default","name":"nginx-svc"}'; }
+
+# ---- the edgecore-db source ----
+DB() { /usr/bin/python3 "$tools/make-edgecore-db.py" "$TOPO_DIR/edgecore.db" --v2 --podlist "$@"; }
+edgecore_init() { pod_json nginx-0 10.244.2.2 | DB -; SOURCE="edgecore-db:$TOPO_DIR/edgecore.db"; }
+edgecore_add_service() { svc_json | DB -; }
+edgecore_change_backend() { pod_json nginx-1 10.244.2.3 | DB --delete Pod/default/nginx-0 -; }
+edgecore_disturb() { # a writer commits, then holds the database locked for 2.5 s (busy timeout 1 s)
+	/usr/bin/python3 -c 'import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("INSERT OR REPLACE INTO meta VALUES (\"default/configmap/x\", \"configmap\", \"{}\")")
+c.execute("BEGIN EXCLUSIVE"); time.sleep(2.5); c.execute("COMMIT")' "$TOPO_DIR/edgecore.db"
+}
+edgecore_delete_service() { DB --delete Service/default/nginx-svc; }
+
+# ---- clients ----
+answers() { na dig +short +time=1 +tries=1 @10.53.0.2 "$EM_FQDN" A | grep -q '^198\.18\.'; }
+no_answer() { ! answers; }
+body_has() { na curl -sS --max-time 2 "$URL" | grep -q "$1"; }
+clients_start() { # 3 loops of curl, one line per request: ok / FAIL
+	for i in 1 2 3; do
+		ip netns exec "$NS_A" sh -c "while [ ! -e $TOPO_DIR/clients.stop ]; do
+			if curl -sS --max-time 3 -o /dev/null -w '%{http_code}\n' $URL 2>&1 | grep -q '^200\$'; then echo ok; else echo FAIL; fi
+			sleep 0.05; done" > "$TOPO_DIR/client-$i.log" 2>&1 &
+		echo $! > "$TOPO_DIR/client-$i.pid"
+	done
+}
+clients_stop() {
+	touch "$TOPO_DIR/clients.stop"
+	for i in 1 2 3; do wait "$(cat "$TOPO_DIR/client-$i.pid")" 2>/dev/null; rm -f "$TOPO_DIR/client-$i.pid"; done
+	rm -f "$TOPO_DIR/clients.stop"
+}
+clients_clean() {
+	local ok fail
+	ok=$(cat "$TOPO_DIR"/client-*.log | grep -c '^ok$')
+	fail=$(cat "$TOPO_DIR"/client-*.log | grep -vc '^ok$')
+	echo "requests: $ok ok, $fail failed"
+	[ "$ok" -gt 20 ] && [ "$fail" = 0 ]
+}
+
+backend2_start() {
+	ip -n "$NS_PB" addr add 10.244.2.3/24 dev eth0
+	mkdir -p "$TOPO_DIR/b2" && echo "Welcome to nginx! backend-2" > "$TOPO_DIR/b2/index.html"
+	ip netns exec "$NS_PB" /usr/bin/python3 -m http.server --bind 10.244.2.3 --directory "$TOPO_DIR/b2" 80 >/dev/null 2>&1 &
+	echo $! > "$TOPO_DIR/b2.pid"
+	wait_until 5 npb ss -Hltn 'src 10.244.2.3 and sport = :80'
+}
+
+run_source() { # kube | edgecore
+	local s=$1 t0 t1 pid
+	"${s}_init"
+	mkdir -p "$TOPO_DIR/state-$s"
+	ip netns exec "$NS_A" "$EM_BIN" --source "$SOURCE" --state-dir "$TOPO_DIR/state-$s" --node-name edge-node-a \
+		--poll-interval-ms 100 --log-level "${EM_LOG_LEVEL:-info}" >>"$TOPO_DIR/daemon-$s.log" 2>&1 &
+	pid=$!; echo $pid > "$TOPO_DIR/daemon-$s.pid"
+	check "$s: daemon up, no service yet" wait_until 10 na nft list table inet edgemesh
+	check "$s: unknown before it is added" no_answer
+	t0=$(ms); "${s}_add_service"
+	check "$s: service added -> answered" wait_until 10 answers
+	t1=$(ms); echo "# $s: service added to answered in DNS: $((t1 - t0)) ms (checked every 50 ms; edgecore-db polls every 100 ms here)"
+	check "$s: reaches backend 1" wait_until 5 body_has 'Welcome to nginx!'
+	clients_start
+	sleep 0.5
+	"${s}_change_backend"
+	check "$s: backend changed -> backend 2 serves" wait_until 10 body_has 'backend-2'
+	"${s}_disturb"
+	sleep 0.5
+	check "$s: after the disturbance, still backend 2" body_has 'backend-2'
+	clients_stop
+	check "$s: no client error while the service existed" clients_clean
+	echo "# $s: $(sed -n 's/^requests: //p' "$TOPO_DIR/check.out") (3 curl loops through add, backend change, disturbance)"
+	check "$s: the disturbance was seen and survived (logged)" \
+		grep -q 'keeping the last good data' "$TOPO_DIR/daemon-$s.log"
+	# (reconnect backoff: up to 4 s after 1.5 s down)
+	[ "$s" = kube ] && check "kube: relisted after 410 from the restarted server" \
+		wait_until 10 grep -q 'expired (410), relisting' "$TOPO_DIR/daemon-$s.log"
+	"${s}_delete_service"
+	check "$s: service deleted -> no longer answered" wait_until 10 no_answer
+	kill "$pid"; wait "$pid" 2>/dev/null; rm -f "$TOPO_DIR/daemon-$s.pid"
+	if grep -q '^<3>' "$TOPO_DIR/daemon-$s.log"; then
+		echo "# errors logged by the daemon ($s):"; grep '^<3>' "$TOPO_DIR/daemon-$s.log" | head
+	fi
+	[ "$failed" = 0 ] || { echo "# daemon log ($s):"; tail -n 30 "$TOPO_DIR/daemon-$s.log"; }
+	[ -n "${EM_KEEP_LOG:-}" ] && cp "$TOPO_DIR/daemon-$s.log" "$EM_KEEP_LOG.$s"
+	[ -e "$TOPO_DIR/api.pid" ] && api_stop
+	rm -f "$TOPO_DIR"/client-*.log
+}
+
+topo_network
+topo_dnsmasq
+topo_nginx
+backend2_start
+for s in "${@:-kube edgecore}"; do
+	for one in $s; do
+		case $one in
+		kube) run_source kube ;;
+		edgecore|edgecore-db) run_source edgecore ;;
+		*) echo "unknown source $one (kube, edgecore-db)"; exit 2 ;;
+		esac
+	done
+done
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
