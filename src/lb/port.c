@@ -1,0 +1,202 @@
+/* port.c — struct em_lb_port: one service port's balancer, refcounted so a
+ * connection can report the end of its attempt after the snapshot that
+ * routed it is gone (see the lifetime rules in lb.h). */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lb/lb.h"
+
+struct em_lb_port {
+	_Atomic long refs;
+	const struct em_balancer_ops *ops;
+	void *instance;
+	struct em_balancer_port view;	/* what create() saw; points into this struct */
+	struct em_balancer_backend *backends;
+	char *strings;			/* ns, name, port name, affinity, pods */
+	char label[160];
+};
+
+static _Atomic long live_ports;
+
+long em_lb_port_live(void)
+{
+	return atomic_load(&live_ports);
+}
+
+static void port_free(struct em_lb_port *lp)
+{
+	free(lp->backends);
+	free(lp->strings);
+	free(lp);
+}
+
+/* Copy every string the view needs into one block so the balancer never
+ * points into snapshot memory. */
+static char *put_string(char **cursor, const char *s)
+{
+	char *start = *cursor;
+	size_t len = strlen(s) + 1;
+
+	memcpy(start, s, len);
+	*cursor += len;
+	return start;
+}
+
+struct em_lb_port *em_lb_port_new(const struct em_balancer_ops *ops,
+				  const struct em_service_port *port,
+				  const struct em_balancer_params *params)
+{
+	static const struct em_balancer_params no_params;
+	const struct em_service *svc = port->service;
+	const char *ns = svc && svc->ns ? svc->ns : "";
+	const char *name = svc && svc->name ? svc->name : "";
+	const char *aff = svc && svc->session_affinity ? svc->session_affinity : "None";
+	const char *pname = port->name ? port->name : "";
+	size_t n = port->n_backends, total;
+	struct em_lb_port *lp;
+	char *cursor;
+
+	lp = calloc(1, sizeof(*lp));
+	if (!lp)
+		return NULL;
+	total = strlen(ns) + strlen(name) + strlen(aff) + strlen(pname) + 4;
+	for (size_t i = 0; i < n; i++)
+		if (port->backends[i].pod)
+			total += strlen(port->backends[i].pod) + 1;
+	lp->strings = malloc(total);
+	lp->backends = calloc(n ? n : 1, sizeof(*lp->backends));
+	if (!lp->strings || !lp->backends)
+		goto err;
+	cursor = lp->strings;
+	lp->view.service_ns = put_string(&cursor, ns);
+	lp->view.service_name = put_string(&cursor, name);
+	lp->view.port_name = put_string(&cursor, pname);
+	lp->view.session_affinity = put_string(&cursor, aff);
+	for (size_t i = 0; i < n; i++) {
+		const struct em_backend *b = &port->backends[i];
+		struct em_balancer_backend *c = &lp->backends[i];
+
+		c->family = b->family;
+		if (b->family == AF_INET6)
+			c->ip.v6 = b->ip.v6;
+		else
+			c->ip.v4 = b->ip.v4;
+		c->port = b->port;
+		c->weight = b->weight ? b->weight : 1;
+		c->pod = b->pod ? put_string(&cursor, b->pod) : NULL;
+	}
+	lp->view.port = port->port;
+	lp->view.ipproto = port->ipproto;
+	lp->view.backends = lp->backends;
+	lp->view.n_backends = n;
+	snprintf(lp->label, sizeof(lp->label), "%s/%s:%u", ns, name, port->port);
+	lp->ops = ops;
+	lp->instance = ops->create(&lp->view, params ? params : &no_params);
+	if (!lp->instance)
+		goto err;
+	atomic_init(&lp->refs, 1);
+	atomic_fetch_add(&live_ports, 1);
+	return lp;
+err:
+	port_free(lp);
+	errno = errno ? errno : ENOMEM;
+	return NULL;
+}
+
+struct em_lb_port *em_lb_port_get(struct em_lb_port *lp)
+{
+	/* Relaxed is enough to take a reference: the caller already holds
+	 * one (directly, or the snapshot's under RCU protection). */
+	atomic_fetch_add_explicit(&lp->refs, 1, memory_order_relaxed);
+	return lp;
+}
+
+void em_lb_port_put(struct em_lb_port *lp)
+{
+	if (!lp)
+		return;
+	/* Release on every put, acquire on the last: the destroying thread
+	 * sees every other thread's last release() on the instance. */
+	if (atomic_fetch_sub_explicit(&lp->refs, 1, memory_order_release) != 1)
+		return;
+	atomic_thread_fence(memory_order_acquire);
+	lp->ops->destroy(lp->instance);
+	port_free(lp);
+	atomic_fetch_sub(&live_ports, 1);
+}
+
+int em_lb_port_pick(struct em_lb_port *lp, const struct sockaddr *client,
+		    socklen_t client_len, int avoid, unsigned attempt)
+{
+	struct em_balancer_request req = {
+		.client = client,
+		.client_len = client_len,
+		.avoid = avoid,
+		.attempt = attempt,
+	};
+
+	return em_lb_port_pick_request(lp, &req);
+}
+
+const char *em_lb_port_header(const struct em_lb_port *lp)
+{
+	if (!(lp->ops->needs & EM_BALANCER_NEED_HEADER) || !lp->ops->header_name)
+		return NULL;
+	return lp->ops->header_name(lp->instance);
+}
+
+int em_lb_port_pick_request(struct em_lb_port *lp, const struct em_balancer_request *in)
+{
+	struct em_balancer_request req = {
+		.avoid = in->avoid,
+		.attempt = in->attempt,
+	};
+	int idx;
+
+	if (lp->ops->needs & EM_BALANCER_NEED_CLIENT_ADDR) {
+		req.client = in->client;
+		req.client_len = in->client_len;
+	}
+	if (lp->ops->needs & EM_BALANCER_NEED_HEADER) {
+		req.header_value = in->header_value;
+		req.header_len = in->header_value ? in->header_len : 0;
+	}
+	idx = lp->ops->pick(lp->instance, &req);
+	/* A plugin's answer is input like any other: never index with it
+	 * unchecked. An out-of-range index is treated as "none". */
+	if (idx < 0 || (size_t)idx >= lp->view.n_backends)
+		return -1;
+	return idx;
+}
+
+void em_lb_port_release(struct em_lb_port *lp, int index,
+			enum em_balancer_outcome outcome)
+{
+	lp->ops->release(lp->instance, index, outcome);
+}
+
+size_t em_lb_port_n_backends(const struct em_lb_port *lp)
+{
+	return lp->view.n_backends;
+}
+
+const struct em_balancer_backend *em_lb_port_backend(const struct em_lb_port *lp,
+						     int index)
+{
+	if (index < 0 || (size_t)index >= lp->view.n_backends)
+		return NULL;
+	return &lp->backends[index];
+}
+
+const char *em_lb_port_label(const struct em_lb_port *lp)
+{
+	return lp->label;
+}
+
+const char *em_lb_port_strategy(const struct em_lb_port *lp)
+{
+	return lp->ops->name;
+}

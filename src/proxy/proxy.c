@@ -1,0 +1,388 @@
+/* proxy.c — start/stop, the worker threads and their epoll loops, accepting
+ * and refusing connections, and the dispatch by the port's protocol. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <urcu/urcu-memb.h>
+
+#include "proxy/worker.h"
+#include "util/log.h"
+
+#define MAX_EVENTS 64
+#define ACCEPT_BATCH 64
+#define ACCEPT_PAUSE_MS 100
+
+void em_proxy_config_defaults(struct em_proxy_config *cfg)
+{
+	*cfg = (struct em_proxy_config){
+		.port = EM_PROXY_DEFAULT_PORT,
+		.listen4 = "127.0.0.1",
+		.listen6 = NULL,
+		.transparent = true,
+		.workers = EM_PROXY_DEFAULT_WORKERS,
+		.bypass_mark = EM_PROXY_DEFAULT_BYPASS_MARK,
+		.connect_timeout_ms = EM_PROXY_DEFAULT_CONNECT_TIMEOUT_MS,
+		.idle_timeout_s = EM_PROXY_DEFAULT_IDLE_TIMEOUT_S,
+		.connect_attempts = EM_PROXY_DEFAULT_CONNECT_ATTEMPTS,
+	};
+}
+
+static void addr_text(const struct sockaddr *sa, char *buf, size_t len)
+{
+	char ip[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+		inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
+		port = ntohs(sin->sin_port);
+		snprintf(buf, len, "%s:%u", ip, port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+		inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof(ip));
+		port = ntohs(sin6->sin6_port);
+		snprintf(buf, len, "[%s]:%u", ip, port);
+	} else {
+		snprintf(buf, len, "(family %d)", sa->sa_family);
+	}
+}
+
+/* Close with RST: the client learns at once that nobody serves this
+ * destination, instead of a connection that opens and then says nothing. */
+static void close_reset(int fd)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+}
+
+static void accept_one(struct em_proxy_worker *w, int cfd,
+		       const struct sockaddr_storage *client, socklen_t client_len)
+{
+	static _Thread_local struct em_ratelimit refuse_rl;
+	struct em_proxy *p = w->proxy;
+	struct sockaddr_storage dst;
+	socklen_t dst_len = sizeof(dst);
+	struct em_proxy_target t = { 0 };
+	char a[64], b[64];
+	int ret;
+
+	EM_PROXY_COUNT(p, accepted, 1);
+	/* On a transparent socket the local address is the destination the
+	 * client dialled (the fake IP:port), not the listener's. */
+	if (getsockname(cfd, (struct sockaddr *)&dst, &dst_len) == -1) {
+		close_reset(cfd);
+		EM_PROXY_COUNT(p, refused, 1);
+		return;
+	}
+	ret = p->cfg.resolve(p->cfg.resolve_ctx, (struct sockaddr *)&dst,
+			     (const struct sockaddr *)client, &t);
+	if (ret < 0 || !t.lb) {
+		EM_PROXY_COUNT(p, refused, 1);
+		addr_text((struct sockaddr *)client, a, sizeof(a));
+		addr_text((struct sockaddr *)&dst, b, sizeof(b));
+		em_log_rl(&refuse_rl, EM_LOG_INFO,
+			  "proxy: refused %s -> %s: not a service port", a, b);
+		close_reset(cfd);
+		return;
+	}
+	/* The one place where the protocol of a port picks its forwarder. */
+	switch (t.app) {
+	case EM_APP_HTTP:
+		/* The L7 (per-request) forwarder comes later; until then HTTP
+		 * ports are relayed at L4, which is correct, only coarser. */
+	case EM_APP_L4:
+		em_proxy_l4_start(w, cfd, client, client_len, t.lb);
+		break;
+	default:
+		EM_PROXY_COUNT(p, refused, 1);
+		em_lb_port_put(t.lb);
+		close_reset(cfd);
+		break;
+	}
+}
+
+static void resume_accepts(struct em_proxy_worker *w, struct em_proxy_timer *t)
+{
+	struct em_proxy_src *ls[] = { &w->listen4, &w->listen6 };
+
+	(void)t;
+	for (size_t i = 0; i < 2; i++) {
+		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = ls[i] };
+		if (ls[i]->fd >= 0)
+			epoll_ctl(w->epfd, EPOLL_CTL_MOD, ls[i]->fd, &ev);
+	}
+}
+
+static void pause_accepts(struct em_proxy_worker *w)
+{
+	struct em_proxy_src *ls[] = { &w->listen4, &w->listen6 };
+
+	/* Level-triggered listeners would spin at EMFILE: stop polling them
+	 * for a moment; the kernel keeps queueing in the backlog. */
+	for (size_t i = 0; i < 2; i++) {
+		struct epoll_event ev = { .events = 0, .data.ptr = ls[i] };
+		if (ls[i]->fd >= 0)
+			epoll_ctl(w->epfd, EPOLL_CTL_MOD, ls[i]->fd, &ev);
+	}
+	em_proxy_timer_arm(&w->timers, &w->listen_resume, w->now_ms + ACCEPT_PAUSE_MS);
+}
+
+static void accept_ready(struct em_proxy_worker *w, struct em_proxy_src *ls)
+{
+	static _Thread_local struct em_ratelimit accept_rl;
+
+	for (int i = 0; i < ACCEPT_BATCH; i++) {
+		struct sockaddr_storage client;
+		socklen_t len = sizeof(client);
+		int cfd = accept4(ls->fd, (struct sockaddr *)&client, &len,
+				  SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (cfd == -1) {
+			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+				return;
+			em_log_rl(&accept_rl, EM_LOG_WARN, "proxy: accept on port %u: %s",
+				  w->proxy->port, strerror(errno));
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM)
+				pause_accepts(w);
+			return;
+		}
+		accept_one(w, cfd, &client, len);
+	}
+}
+
+static void *worker_main(void *arg)
+{
+	struct em_proxy_worker *w = arg;
+	struct epoll_event evs[MAX_EVENTS];
+	bool stop = false;
+
+	/* resolve() reads the registry snapshot under RCU. */
+	urcu_memb_register_thread();
+	while (!stop) {
+		int n, timeout;
+
+		w->now_ms = em_proxy_now_ms();
+		timeout = em_proxy_timer_next(&w->timers, w->now_ms);
+		n = epoll_wait(w->epfd, evs, MAX_EVENTS, timeout);
+		if (n == -1 && errno != EINTR) {
+			em_err("proxy: epoll_wait: %s", strerror(errno));
+			break;
+		}
+		w->now_ms = em_proxy_now_ms();
+		for (int i = 0; i < n; i++) {
+			struct em_proxy_src *src = evs[i].data.ptr;
+
+			switch (src->kind) {
+			case EM_SRC_STOP:
+				stop = true;
+				break;
+			case EM_SRC_LISTENER:
+				accept_ready(w, src);
+				break;
+			case EM_SRC_CLIENT:
+			case EM_SRC_UPSTREAM:
+				em_proxy_conn_event(w, src, evs[i].events);
+				break;
+			}
+		}
+		em_proxy_timer_run(w);
+		/* Only now: events later in the batch may still name a
+		 * connection closed earlier in it (they see it as dead). */
+		em_proxy_conn_reap(w);
+	}
+	em_proxy_conn_close_all(w);
+	em_proxy_conn_reap(w);
+	urcu_memb_unregister_thread();
+	return NULL;
+}
+
+static void worker_close(struct em_proxy_worker *w)
+{
+	if (w->listen4.fd >= 0)
+		close(w->listen4.fd);
+	if (w->listen6.fd >= 0)
+		close(w->listen6.fd);
+	if (w->stop.fd >= 0)
+		close(w->stop.fd);
+	if (w->epfd >= 0)
+		close(w->epfd);
+	em_proxy_timer_heap_free(&w->timers);
+}
+
+static int add_src(struct em_proxy_worker *w, struct em_proxy_src *src)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = src };
+
+	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, src->fd, &ev) == -1)
+		return -errno;
+	return 0;
+}
+
+/* The first listener learns the port when cfg->port is 0; the others bind
+ * the same one (SO_REUSEPORT group). */
+static int worker_open(struct em_proxy *p, struct em_proxy_worker *w)
+{
+	int ret;
+
+	w->proxy = p;
+	w->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (w->epfd == -1)
+		return -errno;
+	w->stop = (struct em_proxy_src){ EM_SRC_STOP, eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC) };
+	if (w->stop.fd == -1)
+		return -errno;
+	if ((ret = add_src(w, &w->stop)) < 0)
+		return ret;
+	em_proxy_timer_init(&w->listen_resume, resume_accepts);
+	if (p->cfg.listen4) {
+		w->listen4.fd = em_proxy_listener_open(AF_INET, p->cfg.listen4, p->port,
+						       p->cfg.transparent);
+		if (w->listen4.fd < 0)
+			return w->listen4.fd;
+		if (p->port == 0) {
+			struct sockaddr_in sin;
+			socklen_t len = sizeof(sin);
+			if (getsockname(w->listen4.fd, (struct sockaddr *)&sin, &len) == -1)
+				return -errno;
+			p->port = ntohs(sin.sin_port);
+		}
+		if ((ret = add_src(w, &w->listen4)) < 0)
+			return ret;
+	}
+	if (p->cfg.listen6) {
+		w->listen6.fd = em_proxy_listener_open(AF_INET6, p->cfg.listen6, p->port,
+						       p->cfg.transparent);
+		if (w->listen6.fd < 0)
+			return w->listen6.fd;
+		if (p->port == 0) {
+			struct sockaddr_in6 sin6;
+			socklen_t len = sizeof(sin6);
+			if (getsockname(w->listen6.fd, (struct sockaddr *)&sin6, &len) == -1)
+				return -errno;
+			p->port = ntohs(sin6.sin6_port);
+		}
+		if ((ret = add_src(w, &w->listen6)) < 0)
+			return ret;
+	}
+	return 0;
+}
+
+int em_proxy_start(const struct em_proxy_config *cfg, struct em_proxy **out)
+{
+	struct em_proxy *p;
+	unsigned started = 0;
+	sigset_t all, old;
+	int ret = -EINVAL;
+
+	if (!cfg->resolve || (!cfg->listen4 && !cfg->listen6))
+		return -EINVAL;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->cfg = *cfg;
+	if (p->cfg.workers == 0)
+		p->cfg.workers = 1;
+	if (p->cfg.connect_timeout_ms == 0)
+		p->cfg.connect_timeout_ms = EM_PROXY_DEFAULT_CONNECT_TIMEOUT_MS;
+	if (p->cfg.idle_timeout_s == 0)
+		p->cfg.idle_timeout_s = EM_PROXY_DEFAULT_IDLE_TIMEOUT_S;
+	if (p->cfg.connect_attempts == 0)
+		p->cfg.connect_attempts = 1;
+	p->port = cfg->port;
+	p->workers = calloc(p->cfg.workers, sizeof(*p->workers));
+	if (!p->workers) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	for (unsigned i = 0; i < p->cfg.workers; i++) {
+		struct em_proxy_worker *w = &p->workers[i];
+		w->epfd = w->stop.fd = -1;
+		w->listen4 = (struct em_proxy_src){ EM_SRC_LISTENER, -1 };
+		w->listen6 = (struct em_proxy_src){ EM_SRC_LISTENER, -1 };
+	}
+	p->n_workers = p->cfg.workers;
+	for (unsigned i = 0; i < p->n_workers; i++)
+		if ((ret = worker_open(p, &p->workers[i])) < 0)
+			goto err;
+	/* Workers start with every signal blocked: the daemon's handlers run
+	 * on its own thread, and SIGPIPE from splice() into a socket whose
+	 * peer has gone stays pending instead of killing the process (the
+	 * EPIPE return is what we act on). */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	for (; started < p->n_workers; started++) {
+		ret = -pthread_create(&p->workers[started].thread, NULL, worker_main,
+				      &p->workers[started]);
+		if (ret < 0)
+			break;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (ret < 0)
+		goto err;
+	*out = p;
+	return 0;
+err:
+	for (unsigned i = 0; i < started; i++) {
+		uint64_t one = 1;
+		if (write(p->workers[i].stop.fd, &one, sizeof(one)) == -1)
+			em_err("proxy: cannot wake worker %u: %s", i, strerror(errno));
+		pthread_join(p->workers[i].thread, NULL);
+	}
+	for (unsigned i = 0; p->workers && i < p->n_workers; i++)
+		worker_close(&p->workers[i]);
+	free(p->workers);
+	free(p);
+	return ret;
+}
+
+void em_proxy_stop(struct em_proxy *p)
+{
+	if (!p)
+		return;
+	for (unsigned i = 0; i < p->n_workers; i++) {
+		uint64_t one = 1;
+		/* An eventfd write only fails on counter overflow: cannot
+		 * happen with one write per worker. */
+		if (write(p->workers[i].stop.fd, &one, sizeof(one)) == -1)
+			em_err("proxy: cannot wake worker %u: %s", i, strerror(errno));
+	}
+	for (unsigned i = 0; i < p->n_workers; i++) {
+		pthread_join(p->workers[i].thread, NULL);
+		worker_close(&p->workers[i]);
+	}
+	free(p->workers);
+	free(p);
+}
+
+uint16_t em_proxy_port(const struct em_proxy *p)
+{
+	return p->port;
+}
+
+void em_proxy_get_stats(const struct em_proxy *p, struct em_proxy_stats *out)
+{
+#define GET(f) out->f = atomic_load_explicit(&p->c.f, memory_order_relaxed)
+	GET(accepted);
+	GET(refused);
+	GET(no_backend);
+	GET(upstream_failures);
+	GET(connect_timeouts);
+	GET(idle_timeouts);
+	GET(errors);
+	GET(completed);
+	GET(active);
+	GET(bytes_up);
+	GET(bytes_down);
+#undef GET
+}

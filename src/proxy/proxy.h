@@ -1,0 +1,111 @@
+/* proxy.h — the forwarder: transparent (TPROXY) listeners, one epoll loop per
+ * worker thread, L4 splice relaying to a backend chosen by the balancer.
+ *
+ * The proxy does not know the registry: for every accepted connection it
+ * calls cfg->resolve() with the original destination (the fake IP:port the
+ * client dialled, from getsockname() on the accepted socket). The daemon
+ * implements resolve with the current snapshot, e.g.
+ *
+ *	static int resolve(void *ctx, const struct sockaddr *dst,
+ *			   const struct sockaddr *client, struct em_proxy_target *out)
+ *	{
+ *		int ret;
+ *		urcu_memb_read_lock();
+ *		ret = em_proxy_target_from_snapshot(em_registry_current(ctx), dst, out);
+ *		urcu_memb_read_unlock();
+ *		return ret;
+ *	}
+ *
+ * Worker threads register themselves with liburcu (urcu_memb_register_thread)
+ * before their first resolve and unregister when they exit.
+ */
+#ifndef EM_PROXY_PROXY_H
+#define EM_PROXY_PROXY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "lb/lb.h"
+#include "registry/snapshot.h"
+
+#define EM_PROXY_DEFAULT_PORT 15001
+#define EM_PROXY_DEFAULT_WORKERS 2
+#define EM_PROXY_DEFAULT_BYPASS_MARK 0x1e3
+#define EM_PROXY_DEFAULT_CONNECT_TIMEOUT_MS 3000
+#define EM_PROXY_DEFAULT_IDLE_TIMEOUT_S 3600
+#define EM_PROXY_DEFAULT_CONNECT_ATTEMPTS 3
+
+/* What resolve() found for a connection. */
+struct em_proxy_target {
+	/* A reference the proxy takes over (em_lb_port_get() it inside the RCU
+	 * section); the proxy drops it when the connection ends. */
+	struct em_lb_port *lb;
+	enum em_app_proto app;		/* the port's protocol: dispatch key */
+};
+
+/* Called on a worker thread for each accepted connection. Fill *out and
+ * return 0, or return -ENOENT when orig_dst is not a service port (the proxy
+ * then refuses the connection: it is never an open relay). Must not block. */
+typedef int (*em_proxy_resolve_fn)(void *ctx, const struct sockaddr *orig_dst,
+				   const struct sockaddr *client,
+				   struct em_proxy_target *out);
+
+struct em_proxy_config {
+	uint16_t port;			/* listen port; 0 = ephemeral (tests). 15001 */
+	const char *listen4;		/* IPv4 listen address, "127.0.0.1"; NULL = none */
+	const char *listen6;		/* IPv6 listen address, e.g. "::1"; NULL = none (default) */
+	bool transparent;		/* IP_TRANSPARENT/IPV6_TRANSPARENT (needs CAP_NET_ADMIN). true */
+	unsigned workers;		/* epoll threads, each with its own SO_REUSEPORT listener. 2 */
+	uint32_t bypass_mark;		/* SO_MARK on upstream sockets; 0 = leave unset. 0x1e3 */
+	unsigned connect_timeout_ms;	/* per attempt. 3000 */
+	unsigned idle_timeout_s;	/* no byte either way for this long: reset. 3600 */
+	unsigned connect_attempts;	/* backends tried per connection (capped by their number). 3 */
+	em_proxy_resolve_fn resolve;	/* required */
+	void *resolve_ctx;
+};
+
+struct em_proxy_stats {
+	uint64_t accepted;		/* connections accepted */
+	uint64_t refused;		/* not a service port: closed at once */
+	uint64_t no_backend;		/* service port without a usable backend, or every attempt failed */
+	uint64_t upstream_failures;	/* connect attempts that failed (refused, unreachable) */
+	uint64_t connect_timeouts;	/* connect attempts that timed out */
+	uint64_t idle_timeouts;		/* connections reset for idleness */
+	uint64_t errors;		/* relays ended by a reset or socket error */
+	uint64_t completed;		/* relays ended by both sides closing */
+	uint64_t active;		/* connections open now */
+	uint64_t bytes_up;		/* client -> backend */
+	uint64_t bytes_down;		/* backend -> client */
+};
+
+struct em_proxy;
+
+void em_proxy_config_defaults(struct em_proxy_config *cfg);
+
+/* Open the listeners and start the workers. Returns 0 or -errno (-EADDRINUSE,
+ * -EPERM without CAP_NET_ADMIN for transparent sockets, -EINVAL for a bad
+ * address or a missing resolve). Logs nothing: the caller names the port. */
+int em_proxy_start(const struct em_proxy_config *cfg, struct em_proxy **out);
+
+/* Wake every worker (eventfd), close every connection (each releases its
+ * balancer pick and reference), join the threads and free the proxy.
+ * Returns promptly; NULL is a no-op. */
+void em_proxy_stop(struct em_proxy *p);
+
+/* The port the listeners are bound to (useful with cfg->port = 0). */
+uint16_t em_proxy_port(const struct em_proxy *p);
+
+/* Counters summed over the workers; any thread. */
+void em_proxy_get_stats(const struct em_proxy *p, struct em_proxy_stats *out);
+
+/* The standard resolve body: look orig_dst up as a fake IP (or ClusterIP)
+ * and a TCP service port in `snap`, take a reference on the port's balancer.
+ * Call inside the RCU read-side section that protects `snap`. Returns 0,
+ * -ENOENT (no such service or port, snap NULL) or -EAGAIN (the port has no
+ * balancer: the snapshot was built without em_lb_snapshot_hooks()). */
+int em_proxy_target_from_snapshot(const struct em_snapshot *snap,
+				  const struct sockaddr *orig_dst,
+				  struct em_proxy_target *out);
+
+#endif

@@ -1,0 +1,499 @@
+/* test-lb.c — balancer strategies, strategy choice, plugins and the
+ * refcounted lifetime of per-port balancers. */
+#include <arpa/inet.h>
+#include <check.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lb/lb-test-config.h"
+#include "lb/lb.h"
+#include "suites.h"
+#include "util/log.h"
+
+#define MAXB 8
+
+struct fixture {
+	struct em_service svc;
+	struct em_service_port port;
+	struct em_backend backends[MAXB];
+};
+
+static void fixture_init(struct fixture *f, size_t n, const char *strategy,
+			 const char *affinity)
+{
+	memset(f, 0, sizeof(*f));
+	f->svc.ns = "default";
+	f->svc.name = "svc";
+	f->svc.session_affinity = affinity;
+	f->svc.lb_strategy = strategy;
+	f->svc.ports = &f->port;
+	f->svc.n_ports = 1;
+	for (size_t i = 0; i < n; i++) {
+		char ip[32];
+		snprintf(ip, sizeof(ip), "10.0.0.%zu", i + 1);
+		f->backends[i].family = AF_INET;
+		inet_pton(AF_INET, ip, &f->backends[i].ip.v4);
+		f->backends[i].port = 8080;
+		f->backends[i].weight = 1;
+		f->backends[i].pod = "default/pod";
+	}
+	f->port.name = "tcp";
+	f->port.port = 80;
+	f->port.ipproto = IPPROTO_TCP;
+	f->port.backends = f->backends;
+	f->port.n_backends = n;
+	f->port.service = &f->svc;
+}
+
+static struct em_lb_port *new_port(struct fixture *f, const char *strategy, size_t n)
+{
+	struct em_lb_port *lp;
+
+	fixture_init(f, n, NULL, "None");
+	lp = em_lb_port_new(em_lb_find(strategy), &f->port, NULL);
+	ck_assert_ptr_nonnull(lp);
+	return lp;
+}
+
+static struct sockaddr_in client_addr(uint32_t host)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(40000) };
+	sin.sin_addr.s_addr = htonl(0x0a010000 + host);
+	return sin;
+}
+
+START_TEST(test_find_builtins)
+{
+	ck_assert_ptr_eq(em_lb_find("round-robin"), &em_lb_round_robin_ops);
+	ck_assert_ptr_eq(em_lb_find("random"), &em_lb_random_ops);
+	ck_assert_ptr_eq(em_lb_find("least-conn"), &em_lb_least_conn_ops);
+	ck_assert_ptr_eq(em_lb_find("consistent-hash"), &em_lb_consistent_hash_ops);
+	ck_assert_ptr_null(em_lb_find("Round-Robin"));
+	ck_assert_ptr_null(em_lb_find(""));
+	ck_assert_ptr_null(em_lb_find(NULL));
+	ck_assert_uint_eq(em_lb_round_robin_ops.abi_version, EM_BALANCER_ABI_VERSION);
+}
+END_TEST
+
+START_TEST(test_rr_distribution)
+{
+	struct fixture f;
+	struct em_lb_port *lp = new_port(&f, "round-robin", 3);
+	int count[3] = { 0 }, prev = -1;
+
+	for (int i = 0; i < 3000; i++) {
+		int idx = em_lb_port_pick(lp, NULL, 0, -1, 0);
+		ck_assert_int_ge(idx, 0);
+		ck_assert_int_lt(idx, 3);
+		ck_assert_int_ne(idx, prev);	/* strictly alternates */
+		prev = idx;
+		count[idx]++;
+		em_lb_port_release(lp, idx, EM_BALANCER_OK);
+	}
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(count[i], 1000);
+	em_lb_port_put(lp);
+	ck_assert_int_eq(em_lb_port_live(), 0);
+}
+END_TEST
+
+START_TEST(test_rr_avoid)
+{
+	struct fixture f;
+	struct em_lb_port *lp = new_port(&f, "round-robin", 3);
+
+	for (int i = 0; i < 100; i++) {
+		int idx = em_lb_port_pick(lp, NULL, 0, 1, 1);
+		ck_assert_int_ne(idx, 1);
+		ck_assert_int_ge(idx, 0);
+		em_lb_port_release(lp, idx, EM_BALANCER_OK);
+	}
+	em_lb_port_put(lp);
+	/* One backend that is to be avoided: nothing left. */
+	lp = new_port(&f, "round-robin", 1);
+	ck_assert_int_eq(em_lb_port_pick(lp, NULL, 0, 0, 1), -1);
+	ck_assert_int_eq(em_lb_port_pick(lp, NULL, 0, -1, 0), 0);
+	em_lb_port_release(lp, 0, EM_BALANCER_OK);
+	em_lb_port_put(lp);
+}
+END_TEST
+
+START_TEST(test_no_backends)
+{
+	static const char *const names[] = { "round-robin", "random", "least-conn",
+					     "consistent-hash" };
+	struct fixture f;
+
+	for (size_t i = 0; i < 4; i++) {
+		struct em_lb_port *lp = new_port(&f, names[i], 0);
+		struct sockaddr_in c = client_addr(1);
+		ck_assert_int_eq(em_lb_port_pick(lp, (struct sockaddr *)&c, sizeof(c), -1, 0), -1);
+		ck_assert_ptr_null(em_lb_port_backend(lp, 0));
+		em_lb_port_put(lp);
+	}
+}
+END_TEST
+
+START_TEST(test_rr_passive_health)
+{
+	struct fixture f;
+	struct em_lb_port *lp = new_port(&f, "round-robin", 3);
+
+	/* Backend 0 fails once: skipped for the fail timeout. */
+	em_lb_port_release(lp, em_lb_port_pick(lp, NULL, 0, -1, 0), EM_BALANCER_FAILED);
+	for (int i = 0; i < 30; i++) {
+		int idx = em_lb_port_pick(lp, NULL, 0, -1, 0);
+		ck_assert_int_ne(idx, 0);
+		em_lb_port_release(lp, idx, EM_BALANCER_OK);
+	}
+	/* Every backend down: still answers (better to try than to fail). */
+	for (int i = 1; i < 3; i++)
+		em_lb_port_release(lp, i, EM_BALANCER_TIMEOUT);
+	ck_assert_int_ge(em_lb_port_pick(lp, NULL, 0, -1, 0), 0);
+	em_lb_port_put(lp);
+}
+END_TEST
+
+struct rr_thread_arg {
+	struct em_lb_port *lp;
+	_Atomic int *count;
+};
+
+#define RR_THREADS 4
+#define RR_PICKS 30000
+
+static void *rr_thread(void *p)
+{
+	struct rr_thread_arg *a = p;
+
+	for (int i = 0; i < RR_PICKS; i++) {
+		int idx = em_lb_port_pick(a->lp, NULL, 0, -1, 0);
+		if (idx >= 0)
+			atomic_fetch_add(&a->count[idx], 1);
+		em_lb_port_release(a->lp, idx, EM_BALANCER_OK);
+	}
+	return NULL;
+}
+
+START_TEST(test_rr_concurrent)
+{
+	struct fixture f;
+	struct em_lb_port *lp = new_port(&f, "round-robin", 3);
+	_Atomic int count[3] = { 0 };
+	struct rr_thread_arg arg = { lp, count };
+	pthread_t th[RR_THREADS];
+
+	for (int i = 0; i < RR_THREADS; i++)
+		ck_assert_int_eq(pthread_create(&th[i], NULL, rr_thread, &arg), 0);
+	for (int i = 0; i < RR_THREADS; i++)
+		pthread_join(th[i], NULL);
+	/* Each pick takes a distinct ticket: the split is exact. */
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(count[i], RR_THREADS * RR_PICKS / 3);
+	em_lb_port_put(lp);
+}
+END_TEST
+
+START_TEST(test_random_spread)
+{
+	struct fixture f;
+	struct em_lb_port *lp = new_port(&f, "random", 4);
+	int count[4] = { 0 };
+
+	for (int i = 0; i < 4000; i++) {
+		int idx = em_lb_port_pick(lp, NULL, 0, 2, 1);
+		ck_assert_int_ne(idx, 2);
+		ck_assert_int_ge(idx, 0);
+		count[idx]++;
+		em_lb_port_release(lp, idx, EM_BALANCER_OK);
+	}
+	for (int i = 0; i < 4; i++)
+		if (i != 2)
+			ck_assert_int_gt(count[i], 1000);	/* ~1333 each */
+	em_lb_port_put(lp);
+}
+END_TEST
+
+START_TEST(test_least_conn)
+{
+	struct fixture f;
+	struct em_lb_port *lp = new_port(&f, "least-conn", 2);
+	int a = em_lb_port_pick(lp, NULL, 0, -1, 0);
+	int b = em_lb_port_pick(lp, NULL, 0, -1, 0);
+	int c;
+
+	ck_assert_int_ne(a, b);		/* both busy once */
+	em_lb_port_release(lp, a, EM_BALANCER_OK);
+	c = em_lb_port_pick(lp, NULL, 0, -1, 0);
+	ck_assert_int_eq(c, a);		/* a is the idle one now */
+	em_lb_port_release(lp, b, EM_BALANCER_OK);
+	em_lb_port_release(lp, c, EM_BALANCER_OK);
+	em_lb_port_put(lp);
+}
+END_TEST
+
+START_TEST(test_consistent_hash)
+{
+	struct fixture f4, f3;
+	struct em_lb_port *lp4, *lp3;
+	int moved = 0, spread[4] = { 0 };
+
+	fixture_init(&f4, 4, NULL, "ClientIP");
+	lp4 = em_lb_port_new(&em_lb_consistent_hash_ops, &f4.port, NULL);
+	fixture_init(&f3, 3, NULL, "ClientIP");	/* backend 4 removed */
+	lp3 = em_lb_port_new(&em_lb_consistent_hash_ops, &f3.port, NULL);
+	ck_assert_ptr_nonnull(lp4);
+	ck_assert_ptr_nonnull(lp3);
+	for (uint32_t h = 0; h < 1000; h++) {
+		struct sockaddr_in c = client_addr(h);
+		int x = em_lb_port_pick(lp4, (struct sockaddr *)&c, sizeof(c), -1, 0);
+		int y = em_lb_port_pick(lp4, (struct sockaddr *)&c, sizeof(c), -1, 0);
+		int z = em_lb_port_pick(lp3, (struct sockaddr *)&c, sizeof(c), -1, 0);
+		int r = em_lb_port_pick(lp4, (struct sockaddr *)&c, sizeof(c), x, 1);
+
+		ck_assert_int_eq(x, y);		/* sticky */
+		ck_assert_int_ne(r, x);		/* a retry goes elsewhere */
+		spread[x]++;
+		if (x != 3 && z != x)
+			moved++;		/* only backend 3's clients may move */
+		em_lb_port_release(lp4, x, EM_BALANCER_OK);
+		em_lb_port_release(lp4, y, EM_BALANCER_OK);
+		em_lb_port_release(lp4, r, EM_BALANCER_OK);
+		em_lb_port_release(lp3, z, EM_BALANCER_OK);
+	}
+	ck_assert_int_eq(moved, 0);
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_gt(spread[i], 150);
+	em_lb_port_put(lp4);
+	em_lb_port_put(lp3);
+}
+END_TEST
+
+/* consistent-hash:header=X-User hashes on the header value when given and
+ * falls back to the client address without it. */
+START_TEST(test_hash_header)
+{
+	struct fixture f;
+	struct em_balancer_params params = { .args = "header=X-User" };
+	struct em_lb_port *lp;
+	struct sockaddr_in c1 = client_addr(1);
+	int seen[4] = { 0 }, distinct = 0;
+
+	fixture_init(&f, 4, NULL, "None");
+	lp = em_lb_port_new(&em_lb_consistent_hash_ops, &f.port, &params);
+	ck_assert_ptr_nonnull(lp);
+	ck_assert_str_eq(em_lb_port_header(lp), "X-User");
+	for (int u = 0; u < 64; u++) {
+		char user[16];
+		struct em_balancer_request req = { .client = (struct sockaddr *)&c1,
+						   .client_len = sizeof(c1), .avoid = -1 };
+		int a, b;
+
+		req.header_len = (size_t)snprintf(user, sizeof(user), "user-%d", u);
+		req.header_value = user;
+		a = em_lb_port_pick_request(lp, &req);
+		b = em_lb_port_pick_request(lp, &req);
+		ck_assert_int_eq(a, b);
+		if (!seen[a]++)
+			distinct++;
+		em_lb_port_release(lp, a, EM_BALANCER_OK);
+		em_lb_port_release(lp, b, EM_BALANCER_OK);
+	}
+	/* One client address, many users: spread by the header. */
+	ck_assert_int_ge(distinct, 3);
+	em_lb_port_put(lp);
+	/* round-robin asks for nothing: no header name. */
+	lp = new_port(&f, "round-robin", 2);
+	ck_assert_ptr_null(em_lb_port_header(lp));
+	em_lb_port_put(lp);
+}
+END_TEST
+
+START_TEST(test_strategy_for)
+{
+	struct fixture f;
+
+	fixture_init(&f, 1, NULL, "None");
+	ck_assert_str_eq(em_lb_strategy_for(&f.svc, "random"), "random");
+	ck_assert_str_eq(em_lb_strategy_for(&f.svc, NULL), "round-robin");
+	f.svc.session_affinity = "ClientIP";
+	ck_assert_str_eq(em_lb_strategy_for(&f.svc, "random"), "consistent-hash");
+	f.svc.lb_strategy = "least-conn";	/* the annotation wins */
+	ck_assert_str_eq(em_lb_strategy_for(&f.svc, "random"), "least-conn");
+	f.svc.lb_strategy = "";
+	ck_assert_str_eq(em_lb_strategy_for(&f.svc, "random"), "consistent-hash");
+}
+END_TEST
+
+START_TEST(test_hooks_choose)
+{
+	struct em_lb *lb;
+	struct em_snapshot_hooks hooks;
+	struct fixture f;
+	static const struct {
+		const char *annotation, *affinity, *expect;
+	} cases[] = {
+		{ NULL, "None", "random" },		/* configured default */
+		{ NULL, "ClientIP", "consistent-hash" },
+		{ "least-conn", "None", "least-conn" },
+		{ "consistent-hash:header=X-User", "None", "consistent-hash" },
+		{ "no-such-strategy", "None", "random" },	/* falls back */
+		{ "round-robin:::", "None", "round-robin" },
+		{ "a-very-long-strategy-name-that-overflows-the-name-buffer-for-sure-xxxxxxxxxxxx",
+		  "None", "random" },
+	};
+
+	ck_assert_int_eq(em_lb_new("random", NULL, 0, &lb), 0);
+	hooks = em_lb_snapshot_hooks(lb);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		fixture_init(&f, 2, cases[i].annotation, cases[i].affinity);
+		ck_assert_int_eq(hooks.port_init(hooks.ctx, &f.port), 0);
+		ck_assert_ptr_nonnull(f.port.lb);
+		ck_assert_str_eq(em_lb_port_strategy(f.port.lb), cases[i].expect);
+		ck_assert_str_eq(em_lb_port_label(f.port.lb), "default/svc:80");
+		hooks.port_fini(hooks.ctx, &f.port);
+		ck_assert_ptr_null(f.port.lb);
+	}
+	ck_assert_int_eq(em_lb_port_live(), 0);
+	em_lb_free(lb);
+	/* An unknown default is a configuration error. */
+	ck_assert_int_eq(em_lb_new("nope", NULL, 0, &lb), -ENOENT);
+	em_log_reset();
+}
+END_TEST
+
+/* A connection routed with a snapshot keeps the balancer alive after the
+ * snapshot is freed, and its release lands on live memory. */
+START_TEST(test_refcount_outlives_snapshot)
+{
+	struct em_lb *lb;
+	struct em_snapshot_hooks hooks;
+	struct fixture f;
+	struct em_lb_port *conn_ref;
+	const struct em_balancer_backend *b;
+	int idx;
+
+	ck_assert_int_eq(em_lb_new(NULL, NULL, 0, &lb), 0);
+	hooks = em_lb_snapshot_hooks(lb);
+	fixture_init(&f, 2, NULL, "None");
+	ck_assert_int_eq(hooks.port_init(hooks.ctx, &f.port), 0);
+	conn_ref = em_lb_port_get(f.port.lb);	/* what resolve does */
+	idx = em_lb_port_pick(conn_ref, NULL, 0, -1, 0);
+	ck_assert_int_ge(idx, 0);
+	hooks.port_fini(hooks.ctx, &f.port);	/* the snapshot goes away */
+	/* Scribble over the snapshot's memory: the port must not need it. */
+	memset(&f, 0xa5, sizeof(f));
+	ck_assert_int_eq(em_lb_port_live(), 1);
+	b = em_lb_port_backend(conn_ref, idx);
+	ck_assert_int_eq(b->family, AF_INET);
+	ck_assert_uint_eq(b->port, 8080);
+	ck_assert_str_eq(b->pod, "default/pod");
+	ck_assert_str_eq(em_lb_port_label(conn_ref), "default/svc:80");
+	em_lb_port_release(conn_ref, idx, EM_BALANCER_OK);
+	em_lb_port_put(conn_ref);
+	ck_assert_int_eq(em_lb_port_live(), 0);
+	em_lb_free(lb);
+}
+END_TEST
+
+START_TEST(test_plugin_load)
+{
+	const struct em_balancer_ops *ops;
+	long (*in_flight)(void);
+	struct fixture f;
+	struct em_lb_port *lp;
+	void *handle;
+	char err[256];
+	int idx;
+
+	ck_assert_int_eq(em_lb_load_plugin(EM_LB_TEST_PLUGIN, &ops, &handle, err,
+					   sizeof(err)), 0);
+	ck_assert_str_eq(ops->name, "first-backend");
+	*(void **)&in_flight = dlsym(handle, "first_backend_in_flight");
+	ck_assert(in_flight != NULL);
+	fixture_init(&f, 3, NULL, "None");
+	lp = em_lb_port_new(ops, &f.port, NULL);
+	ck_assert_ptr_nonnull(lp);
+	idx = em_lb_port_pick(lp, NULL, 0, -1, 0);
+	ck_assert_int_eq(idx, 0);
+	ck_assert_int_eq(in_flight(), 1);
+	em_lb_port_release(lp, idx, EM_BALANCER_FAILED);
+	ck_assert_int_eq(in_flight(), 0);
+	idx = em_lb_port_pick(lp, NULL, 0, -1, 0);	/* 0 failed: standby */
+	ck_assert_int_eq(idx, 1);
+	em_lb_port_release(lp, idx, EM_BALANCER_OK);
+	em_lb_port_put(lp);
+	dlclose(handle);
+}
+END_TEST
+
+START_TEST(test_plugin_in_config)
+{
+	char *paths[] = { (char *)EM_LB_TEST_PLUGIN };
+	struct em_lb *lb;
+	struct em_snapshot_hooks hooks;
+	struct fixture f;
+
+	ck_assert_int_eq(em_lb_new("first-backend", paths, 1, &lb), 0);
+	ck_assert_ptr_nonnull(em_lb_lookup(lb, "first-backend"));
+	ck_assert_ptr_nonnull(em_lb_lookup(lb, "round-robin"));
+	hooks = em_lb_snapshot_hooks(lb);
+	fixture_init(&f, 2, NULL, "None");
+	ck_assert_int_eq(hooks.port_init(hooks.ctx, &f.port), 0);
+	ck_assert_str_eq(em_lb_port_strategy(f.port.lb), "first-backend");
+	hooks.port_fini(hooks.ctx, &f.port);
+	em_lb_free(lb);
+	/* The same plugin twice: its name is taken. */
+	char *twice[] = { (char *)EM_LB_TEST_PLUGIN, (char *)EM_LB_TEST_PLUGIN };
+	ck_assert_int_eq(em_lb_new(NULL, twice, 2, &lb), -EEXIST);
+	em_log_reset();
+}
+END_TEST
+
+START_TEST(test_plugin_refused)
+{
+	const struct em_balancer_ops *ops = NULL;
+	void *handle = NULL;
+	char err[256];
+
+	ck_assert_int_eq(em_lb_load_plugin(EM_LB_TEST_PLUGIN_BAD_ABI, &ops, &handle,
+					   err, sizeof(err)), -EPROTO);
+	ck_assert_ptr_nonnull(strstr(err, "ABI version"));
+	ck_assert_int_eq(em_lb_load_plugin("/nonexistent/plugin.so", &ops, &handle,
+					   err, sizeof(err)), -ENOENT);
+	/* A shared object that is no plugin. */
+	ck_assert_int_eq(em_lb_load_plugin("libm.so.6", &ops, &handle, err,
+					   sizeof(err)), -ENOEXEC);
+	ck_assert_ptr_null(ops);
+}
+END_TEST
+
+Suite *lb_suite(void)
+{
+	Suite *s = suite_create("lb");
+	TCase *tc = tcase_create("lb");
+
+	tcase_add_test(tc, test_find_builtins);
+	tcase_add_test(tc, test_rr_distribution);
+	tcase_add_test(tc, test_rr_avoid);
+	tcase_add_test(tc, test_no_backends);
+	tcase_add_test(tc, test_rr_passive_health);
+	tcase_add_test(tc, test_rr_concurrent);
+	tcase_add_test(tc, test_random_spread);
+	tcase_add_test(tc, test_least_conn);
+	tcase_add_test(tc, test_consistent_hash);
+	tcase_add_test(tc, test_hash_header);
+	tcase_add_test(tc, test_strategy_for);
+	tcase_add_test(tc, test_hooks_choose);
+	tcase_add_test(tc, test_refcount_outlives_snapshot);
+	tcase_add_test(tc, test_plugin_load);
+	tcase_add_test(tc, test_plugin_in_config);
+	tcase_add_test(tc, test_plugin_refused);
+	suite_add_tcase(s, tc);
+	return s;
+}

@@ -1,0 +1,691 @@
+/* test-proxy.c — the forwarder without root: listeners on 127.0.0.1 with
+ * IP_TRANSPARENT off, a fake resolve callback, and backends that are
+ * threads in this process (echo, sink, refused ports, a full backlog). */
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lb/lb.h"
+#include "proxy/proxy.h"
+#include "proxy/worker.h"
+#include "suites.h"
+#include "util/log.h"
+
+/* ---- backends ------------------------------------------------------------ */
+
+enum srv_mode { SRV_ECHO, SRV_SINK, SRV_CLOSER };
+
+struct server {
+	int fd;
+	uint16_t port;
+	enum srv_mode mode;
+	pthread_t thread;
+	_Atomic int conns;
+};
+
+static int listen_loopback(uint16_t *port, int backlog)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sin);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	ck_assert_int_ge(fd, 0);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	ck_assert_int_eq(listen(fd, backlog), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+	*port = ntohs(sin.sin_port);
+	return fd;
+}
+
+static void *serve_conn(void *arg)
+{
+	enum srv_mode mode = (enum srv_mode)(intptr_t)((void **)arg)[0];
+	int fd = (int)(intptr_t)((void **)arg)[1];
+	char buf[65536];
+	size_t total = 0;
+	ssize_t n;
+
+	free(arg);
+	if (mode == SRV_CLOSER) {
+		/* Read a little, then close with unread data: the kernel
+		 * answers with RST and the proxy's next write fails. */
+		n = read(fd, buf, 16);
+		(void)n;
+		goto out;
+	}
+	while ((n = read(fd, buf, sizeof(buf))) > 0) {
+		total += (size_t)n;
+		if (mode == SRV_ECHO) {
+			for (ssize_t off = 0; off < n;) {
+				ssize_t w = write(fd, buf + off, (size_t)(n - off));
+				if (w <= 0)
+					goto out;
+				off += w;
+			}
+		}
+	}
+	if (mode == SRV_SINK) {
+		/* Only reachable after our read side saw EOF: the reply proves
+		 * the half-close travelled and the other direction lives on. */
+		int len = snprintf(buf, sizeof(buf), "got %zu", total);
+		if (write(fd, buf, (size_t)len) != len)
+			goto out;
+	}
+out:
+	close(fd);
+	return NULL;
+}
+
+static void *server_main(void *arg)
+{
+	struct server *s = arg;
+
+	for (;;) {
+		int fd = accept(s->fd, NULL, NULL);
+		pthread_t th;
+		void **a;
+
+		if (fd == -1)
+			return NULL;
+		s->conns++;
+		a = malloc(2 * sizeof(void *));
+		a[0] = (void *)(intptr_t)s->mode;
+		a[1] = (void *)(intptr_t)fd;
+		pthread_create(&th, NULL, serve_conn, a);
+		pthread_detach(th);
+	}
+}
+
+static void server_start(struct server *s, enum srv_mode mode)
+{
+	memset(s, 0, sizeof(*s));
+	s->mode = mode;
+	s->fd = listen_loopback(&s->port, 64);
+	ck_assert_int_eq(pthread_create(&s->thread, NULL, server_main, s), 0);
+}
+
+/* Wake the accept() (shutdown on a listener makes it fail) and join:
+ * the struct lives on the test's stack. Connection threads own copies. */
+static void server_stop(struct server *s)
+{
+	shutdown(s->fd, SHUT_RDWR);
+	pthread_join(s->thread, NULL);
+	close(s->fd);
+}
+
+/* A port where nobody listens (bound, then closed). */
+static uint16_t closed_port(void)
+{
+	uint16_t port;
+	int fd = listen_loopback(&port, 1);
+
+	close(fd);
+	return port;
+}
+
+/* ---- the service and the fake resolve ---------------------------------- */
+
+struct fake_service {
+	struct em_service svc;
+	struct em_service_port port;
+	struct em_backend backends[4];
+	struct em_lb_port *lb;
+	_Atomic int resolved;
+};
+
+static void service_init(struct fake_service *fs, const uint16_t *ports, size_t n)
+{
+	memset(fs, 0, sizeof(*fs));
+	fs->svc.ns = "default";
+	fs->svc.name = "echo";
+	fs->svc.session_affinity = "None";
+	for (size_t i = 0; i < n; i++) {
+		fs->backends[i].family = AF_INET;
+		fs->backends[i].ip.v4.s_addr = htonl(INADDR_LOOPBACK);
+		fs->backends[i].port = ports[i];
+		fs->backends[i].weight = 1;
+	}
+	fs->port.port = 7;
+	fs->port.ipproto = IPPROTO_TCP;
+	fs->port.backends = fs->backends;
+	fs->port.n_backends = n;
+	fs->port.service = &fs->svc;
+	fs->lb = em_lb_port_new(&em_lb_round_robin_ops, &fs->port, NULL);
+	ck_assert_ptr_nonnull(fs->lb);
+}
+
+static int fake_resolve(void *ctx, const struct sockaddr *dst,
+			const struct sockaddr *client, struct em_proxy_target *out)
+{
+	struct fake_service *fs = ctx;
+
+	fs->resolved++;
+	if (!fs->lb || dst->sa_family != client->sa_family)
+		return -ENOENT;
+	out->lb = em_lb_port_get(fs->lb);
+	out->app = EM_APP_L4;
+	return 0;
+}
+
+static struct em_proxy *proxy_start(struct fake_service *fs, unsigned workers,
+				    unsigned connect_ms, unsigned idle_s)
+{
+	struct em_proxy_config cfg;
+	struct em_proxy *p;
+
+	em_proxy_config_defaults(&cfg);
+	cfg.port = 0;
+	cfg.transparent = false;
+	cfg.bypass_mark = 0;
+	cfg.workers = workers;
+	cfg.connect_timeout_ms = connect_ms;
+	cfg.idle_timeout_s = idle_s;
+	cfg.resolve = fake_resolve;
+	cfg.resolve_ctx = fs;
+	ck_assert_int_eq(em_proxy_start(&cfg, &p), 0);
+	return p;
+}
+
+static int client_connect(struct em_proxy *p)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(em_proxy_port(p)) };
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct timeval tv = { .tv_sec = 10 };
+
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	return fd;
+}
+
+/* Read until EOF or error: bytes read, or -errno. */
+static ssize_t read_all(int fd, char *buf, size_t cap)
+{
+	size_t got = 0;
+
+	for (;;) {
+		ssize_t n = read(fd, buf + got, cap - got);
+		if (n == 0)
+			return (ssize_t)got;
+		if (n < 0)
+			return -errno;
+		got += (size_t)n;
+		if (got == cap)
+			return (ssize_t)got;
+	}
+}
+
+static void wait_stat(struct em_proxy *p, size_t offset, uint64_t want)
+{
+	struct em_proxy_stats st;
+
+	for (int i = 0; i < 300; i++) {
+		em_proxy_get_stats(p, &st);
+		if (*(uint64_t *)((char *)&st + offset) >= want)
+			return;
+		usleep(10000);
+	}
+	ck_abort_msg("counter at offset %zu never reached %llu", offset,
+		     (unsigned long long)want);
+}
+#define WAIT_STAT(p, field, want) wait_stat(p, offsetof(struct em_proxy_stats, field), want)
+
+static void service_done(struct fake_service *fs, struct em_proxy *p)
+{
+	em_proxy_stop(p);
+	em_lb_port_put(fs->lb);
+	ck_assert_int_eq(em_lb_port_live(), 0);
+	ck_assert_int_eq(em_log_error_count(), 0);
+}
+
+/* ---- tests --------------------------------------------------------------- */
+
+#define BIG (16u * 1024 * 1024)
+
+struct writer_arg {
+	int fd;
+	const unsigned char *data;
+	size_t len;
+};
+
+static void *writer(void *arg)
+{
+	struct writer_arg *w = arg;
+
+	for (size_t off = 0; off < w->len;) {
+		ssize_t n = write(w->fd, w->data + off, w->len - off);
+		if (n <= 0)
+			break;
+		off += (size_t)n;
+	}
+	shutdown(w->fd, SHUT_WR);
+	return NULL;
+}
+
+START_TEST(test_relay_big_echo)
+{
+	struct server echo;
+	struct fake_service fs;
+	struct em_proxy *p;
+	unsigned char *out = malloc(BIG), *in = malloc(BIG);
+	struct writer_arg wa;
+	pthread_t th;
+	struct em_proxy_stats st;
+	int fd;
+
+	server_start(&echo, SRV_ECHO);
+	service_init(&fs, &echo.port, 1);
+	p = proxy_start(&fs, 2, 3000, 60);
+	for (size_t i = 0; i < BIG; i++)
+		out[i] = (unsigned char)(i * 2654435761u >> 13);
+	fd = client_connect(p);
+	wa = (struct writer_arg){ fd, out, BIG };
+	pthread_create(&th, NULL, writer, &wa);
+	/* EOF arrives only after the echo saw our FIN and closed: half-close
+	 * in both directions. */
+	ck_assert_int_eq(read_all(fd, (char *)in, BIG), (ssize_t)BIG);
+	ck_assert_int_eq(read(fd, in, 1), 0);
+	pthread_join(th, NULL);
+	ck_assert(memcmp(in, out, BIG) == 0);
+	close(fd);
+	WAIT_STAT(p, completed, 1);
+	em_proxy_get_stats(p, &st);
+	ck_assert_uint_eq(st.bytes_up, BIG);
+	ck_assert_uint_eq(st.bytes_down, BIG);
+	ck_assert_uint_eq(st.active, 0);
+	free(in);
+	free(out);
+	service_done(&fs, p);
+	server_stop(&echo);
+}
+END_TEST
+
+START_TEST(test_half_close)
+{
+	struct server sink;
+	struct fake_service fs;
+	struct em_proxy *p;
+	char buf[64] = { 0 };
+	int fd;
+
+	server_start(&sink, SRV_SINK);
+	service_init(&fs, &sink.port, 1);
+	p = proxy_start(&fs, 1, 3000, 60);
+	fd = client_connect(p);
+	ck_assert_int_eq(write(fd, "hello world", 11), 11);
+	ck_assert_int_eq(shutdown(fd, SHUT_WR), 0);
+	ck_assert_int_eq(read_all(fd, buf, sizeof(buf) - 1), 6);
+	ck_assert_str_eq(buf, "got 11");
+	close(fd);
+	WAIT_STAT(p, completed, 1);
+	service_done(&fs, p);
+	server_stop(&sink);
+}
+END_TEST
+
+START_TEST(test_refuse_unknown)
+{
+	struct fake_service fs = { 0 };	/* resolve finds nothing */
+	struct em_proxy *p = proxy_start(&fs, 1, 3000, 60);
+	struct em_proxy_stats st;
+	char c;
+	int fd = client_connect(p);
+
+	ck_assert_int_le(read(fd, &c, 1), 0);	/* RST or EOF, never data */
+	close(fd);
+	WAIT_STAT(p, refused, 1);
+	em_proxy_get_stats(p, &st);
+	ck_assert_uint_eq(st.accepted, 1);
+	ck_assert_uint_eq(st.active, 0);
+	em_proxy_stop(p);
+}
+END_TEST
+
+START_TEST(test_retry_next_backend)
+{
+	struct server echo;
+	struct fake_service fs;
+	struct em_proxy *p;
+	struct em_proxy_stats st;
+	uint16_t ports[2];
+
+	server_start(&echo, SRV_ECHO);
+	ports[0] = closed_port();
+	ports[1] = echo.port;
+	service_init(&fs, ports, 2);
+	p = proxy_start(&fs, 1, 3000, 60);
+	for (int i = 0; i < 4; i++) {
+		char buf[8] = { 0 };
+		int fd = client_connect(p);
+		ck_assert_int_eq(write(fd, "ping", 4), 4);
+		ck_assert_int_eq(read(fd, buf, 4), 4);
+		ck_assert_str_eq(buf, "ping");
+		close(fd);
+	}
+	em_proxy_get_stats(p, &st);
+	/* The dead backend failed once, then passive health skipped it. */
+	ck_assert_uint_eq(st.upstream_failures, 1);
+	ck_assert_uint_eq(st.no_backend, 0);
+	ck_assert_int_eq(echo.conns, 4);
+	service_done(&fs, p);
+	server_stop(&echo);
+}
+END_TEST
+
+START_TEST(test_all_backends_fail)
+{
+	struct fake_service fs;
+	struct em_proxy *p;
+	struct em_proxy_stats st;
+	uint16_t ports[3] = { closed_port(), closed_port(), closed_port() };
+	char c;
+	int fd;
+
+	service_init(&fs, ports, 3);
+	p = proxy_start(&fs, 1, 3000, 60);
+	fd = client_connect(p);
+	ck_assert_int_le(read(fd, &c, 1), 0);
+	close(fd);
+	WAIT_STAT(p, no_backend, 1);
+	em_proxy_get_stats(p, &st);
+	ck_assert_uint_eq(st.upstream_failures, 3);
+	ck_assert_uint_eq(st.active, 0);
+	service_done(&fs, p);
+}
+END_TEST
+
+START_TEST(test_no_backends)
+{
+	struct fake_service fs;
+	struct em_proxy *p;
+	char c;
+	int fd;
+
+	service_init(&fs, NULL, 0);
+	p = proxy_start(&fs, 1, 3000, 60);
+	fd = client_connect(p);
+	ck_assert_int_le(read(fd, &c, 1), 0);
+	close(fd);
+	WAIT_STAT(p, no_backend, 1);
+	service_done(&fs, p);
+}
+END_TEST
+
+/* A backend whose accept queue is full drops our SYNs: the attempt times
+ * out and the next backend serves. */
+START_TEST(test_connect_timeout)
+{
+	struct server echo;
+	struct fake_service fs;
+	struct em_proxy *p;
+	struct em_proxy_stats st;
+	uint16_t ports[2];
+	int full, fillers[4];
+	char buf[8] = { 0 };
+	int fd;
+
+	full = listen_loopback(&ports[0], 0);
+	for (int i = 0; i < 4; i++) {
+		struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(ports[0]) };
+		sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		fillers[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+		connect(fillers[i], (struct sockaddr *)&sin, sizeof(sin));
+	}
+	usleep(50000);
+	server_start(&echo, SRV_ECHO);
+	ports[1] = echo.port;
+	service_init(&fs, ports, 2);
+	p = proxy_start(&fs, 1, 300, 60);
+	fd = client_connect(p);
+	ck_assert_int_eq(write(fd, "ping", 4), 4);
+	ck_assert_int_eq(read(fd, buf, 4), 4);
+	ck_assert_str_eq(buf, "ping");
+	close(fd);
+	em_proxy_get_stats(p, &st);
+	ck_assert_uint_eq(st.connect_timeouts, 1);
+	service_done(&fs, p);
+	server_stop(&echo);
+	for (int i = 0; i < 4; i++)
+		close(fillers[i]);
+	close(full);
+}
+END_TEST
+
+START_TEST(test_idle_timeout)
+{
+	struct server echo;
+	struct fake_service fs;
+	struct em_proxy *p;
+	char c;
+	int fd;
+
+	server_start(&echo, SRV_ECHO);
+	service_init(&fs, &echo.port, 1);
+	p = proxy_start(&fs, 1, 3000, 1);
+	fd = client_connect(p);
+	ck_assert_int_eq(write(fd, "x", 1), 1);
+	ck_assert_int_eq(read(fd, &c, 1), 1);
+	/* Then silence: reset after about a second. */
+	ck_assert_int_le(read(fd, &c, 1), 0);
+	close(fd);
+	WAIT_STAT(p, idle_timeouts, 1);
+	service_done(&fs, p);
+	server_stop(&echo);
+}
+END_TEST
+
+/* Stop with connections open: each releases its pick and reference. */
+START_TEST(test_stop_with_open_connections)
+{
+	struct server echo;
+	struct fake_service fs;
+	struct em_proxy *p;
+	int fds[8];
+
+	server_start(&echo, SRV_ECHO);
+	service_init(&fs, &echo.port, 1);
+	p = proxy_start(&fs, 2, 3000, 60);
+	for (int i = 0; i < 8; i++) {
+		char c;
+		fds[i] = client_connect(p);
+		ck_assert_int_eq(write(fds[i], "y", 1), 1);
+		ck_assert_int_eq(read(fds[i], &c, 1), 1);
+	}
+	WAIT_STAT(p, accepted, 8);
+	service_done(&fs, p);
+	server_stop(&echo);
+	for (int i = 0; i < 8; i++)
+		close(fds[i]);
+}
+END_TEST
+
+/* The balancer reference outlives the "snapshot": the service drops its
+ * reference while a connection is open; the relay and its release go on. */
+START_TEST(test_conn_outlives_snapshot)
+{
+	struct server echo;
+	struct fake_service fs;
+	struct em_proxy *p;
+	char buf[8] = { 0 };
+	int fd;
+
+	server_start(&echo, SRV_ECHO);
+	service_init(&fs, &echo.port, 1);
+	p = proxy_start(&fs, 1, 3000, 60);
+	fd = client_connect(p);
+	ck_assert_int_eq(write(fd, "a", 1), 1);
+	ck_assert_int_eq(read(fd, buf, 1), 1);
+	em_lb_port_put(fs.lb);		/* port_fini of the old snapshot */
+	fs.lb = NULL;
+	memset(&fs.port, 0x5a, sizeof(fs.port));
+	memset(fs.backends, 0x5a, sizeof(fs.backends));
+	ck_assert_int_eq(em_lb_port_live(), 1);
+	ck_assert_int_eq(write(fd, "bcd", 3), 3);
+	ck_assert_int_eq(read(fd, buf, 3), 3);
+	ck_assert_str_eq(buf, "bcd");
+	close(fd);
+	WAIT_STAT(p, completed, 1);
+	ck_assert_int_eq(em_lb_port_live(), 0);
+	em_proxy_stop(p);
+	server_stop(&echo);
+}
+END_TEST
+
+/* The backend resets mid-transfer: the relay ends with a reset toward the
+ * client, counted as an error, and no SIGPIPE kills the process. */
+START_TEST(test_upstream_reset)
+{
+	struct server closer;
+	struct fake_service fs;
+	struct em_proxy *p;
+	static char chunk[65536];
+	ssize_t n = 0;
+	int fd;
+
+	server_start(&closer, SRV_CLOSER);
+	service_init(&fs, &closer.port, 1);
+	p = proxy_start(&fs, 1, 3000, 60);
+	fd = client_connect(p);
+	for (int i = 0; i < 1024; i++) {
+		n = send(fd, chunk, sizeof(chunk), MSG_NOSIGNAL);
+		if (n < 0)
+			break;
+	}
+	ck_assert_int_lt(n, 0);		/* the reset reached the client */
+	close(fd);
+	WAIT_STAT(p, errors, 1);
+	service_done(&fs, p);
+	server_stop(&closer);
+}
+END_TEST
+
+/* The IPv6 listener: a v6 client, a v4 backend. */
+START_TEST(test_ipv6_listener)
+{
+	struct server echo;
+	struct fake_service fs;
+	struct em_proxy_config cfg;
+	struct em_proxy *p;
+	struct sockaddr_in6 sin6 = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	char buf[8] = { 0 };
+	int fd;
+
+	server_start(&echo, SRV_ECHO);
+	service_init(&fs, &echo.port, 1);
+	em_proxy_config_defaults(&cfg);
+	cfg.port = 0;
+	cfg.listen4 = NULL;
+	cfg.listen6 = "::1";
+	cfg.transparent = false;
+	cfg.bypass_mark = 0;
+	cfg.resolve = fake_resolve;
+	cfg.resolve_ctx = &fs;
+	if (em_proxy_start(&cfg, &p) == -EADDRNOTAVAIL) {
+		server_stop(&echo);	/* no IPv6 on this machine */
+		em_lb_port_put(fs.lb);
+		return;
+	}
+	sin6.sin6_port = htons(em_proxy_port(p));
+	fd = socket(AF_INET6, SOCK_STREAM, 0);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin6, sizeof(sin6)), 0);
+	ck_assert_int_eq(write(fd, "v6", 2), 2);
+	ck_assert_int_eq(read(fd, buf, 2), 2);
+	ck_assert_str_eq(buf, "v6");
+	close(fd);
+	WAIT_STAT(p, completed, 1);
+	service_done(&fs, p);
+	server_stop(&echo);
+}
+END_TEST
+
+/* The timer heap fires in deadline order, whatever the order of arming,
+ * re-arming and cancelling. */
+static uint64_t fired_last;
+static int fired_count;
+static void on_fire(struct em_proxy_worker *w, struct em_proxy_timer *t)
+{
+	(void)w;
+	ck_assert_uint_ge(t->deadline_ms, fired_last);
+	fired_last = t->deadline_ms;
+	fired_count++;
+}
+
+START_TEST(test_timer_heap)
+{
+	struct em_proxy_worker w = { 0 };
+	static struct em_proxy_timer t[500];
+	int armed = 0;
+
+	srand(7);
+	for (int i = 0; i < 500; i++) {
+		em_proxy_timer_init(&t[i], on_fire);
+		ck_assert_int_eq(em_proxy_timer_arm(&w.timers, &t[i], (uint64_t)(rand() % 1000)), 0);
+	}
+	for (int i = 0; i < 500; i += 3)	/* re-arm some */
+		ck_assert_int_eq(em_proxy_timer_arm(&w.timers, &t[i], (uint64_t)(rand() % 1000)), 0);
+	for (int i = 1; i < 500; i += 4) {	/* cancel some, twice */
+		em_proxy_timer_cancel(&w.timers, &t[i]);
+		em_proxy_timer_cancel(&w.timers, &t[i]);
+	}
+	for (int i = 0; i < 500; i++)
+		armed += t[i].heap_idx != SIZE_MAX;
+	ck_assert_int_eq(em_proxy_timer_next(&w.timers, 0) >= 0, 1);
+	w.now_ms = 499;
+	em_proxy_timer_run(&w);
+	ck_assert_uint_le(fired_last, 499);
+	w.now_ms = 1000;
+	em_proxy_timer_run(&w);
+	ck_assert_int_eq(fired_count, armed);
+	ck_assert_int_eq(em_proxy_timer_next(&w.timers, 0), -1);
+	em_proxy_timer_heap_free(&w.timers);
+}
+END_TEST
+
+START_TEST(test_start_errors)
+{
+	struct em_proxy_config cfg;
+	struct em_proxy *p;
+
+	em_proxy_config_defaults(&cfg);
+	ck_assert_int_eq(em_proxy_start(&cfg, &p), -EINVAL);	/* no resolve */
+	cfg.resolve = fake_resolve;
+	cfg.listen4 = "not-an-address";
+	cfg.transparent = false;
+	cfg.port = 0;
+	ck_assert_int_eq(em_proxy_start(&cfg, &p), -EINVAL);
+}
+END_TEST
+
+Suite *proxy_suite(void)
+{
+	Suite *s = suite_create("proxy");
+	TCase *tc = tcase_create("proxy");
+
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_relay_big_echo);
+	tcase_add_test(tc, test_half_close);
+	tcase_add_test(tc, test_refuse_unknown);
+	tcase_add_test(tc, test_retry_next_backend);
+	tcase_add_test(tc, test_all_backends_fail);
+	tcase_add_test(tc, test_no_backends);
+	tcase_add_test(tc, test_connect_timeout);
+	tcase_add_test(tc, test_idle_timeout);
+	tcase_add_test(tc, test_stop_with_open_connections);
+	tcase_add_test(tc, test_conn_outlives_snapshot);
+	tcase_add_test(tc, test_upstream_reset);
+	tcase_add_test(tc, test_ipv6_listener);
+	tcase_add_test(tc, test_timer_heap);
+	tcase_add_test(tc, test_start_errors);
+	suite_add_tcase(s, tc);
+	return s;
+}
