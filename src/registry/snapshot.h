@@ -53,7 +53,7 @@ struct em_service {
 	bool has_cluster_ip4;
 	struct in_addr cluster_ip4;	/* the real ClusterIP when there is one */
 	const char *session_affinity;	/* "None" or "ClientIP" */
-	const char *lb_strategy;	/* from annotation edgemesh.kubeedge.io/lb, or NULL */
+	const char *lb_strategy;	/* from annotation edgemesh.kubeedge.io/lb-strategy, or NULL */
 	const struct em_service_port *ports;
 	size_t n_ports;
 };
@@ -79,10 +79,12 @@ const struct em_service *em_snapshot_find_addr(const struct em_snapshot *snap,
 const struct em_service_port *em_service_find_port(const struct em_service *svc,
 						   int ipproto, uint16_t port);
 
-/* Called while a snapshot is built and freed, so that the balancer layer can
- * attach per-port state without the registry knowing about balancers.
- * port_init runs on the building thread before publication; port_fini runs
- * after the last reader has left. */
+/* Called when a service port is first built and when the last snapshot that
+ * holds it is freed, so that the balancer layer can attach per-port state
+ * without the registry knowing about balancers. Services that a commit does
+ * not touch are shared between snapshots and keep their state. port_init
+ * runs on the committing thread before publication; port_fini runs after
+ * the last reader has left. */
 struct em_snapshot_hooks {
 	void *ctx;
 	int (*port_init)(void *ctx, struct em_service_port *port);

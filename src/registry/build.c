@@ -1,0 +1,581 @@
+/* build.c — resolving services to ports and backends, the EdgeMesh way,
+ * into a new snapshot.
+ *
+ * Selector matching uses a pod index by (namespace, label, value): a
+ * service looks up each of its selector labels, walks the shortest list and
+ * checks the remaining labels, so the cost is about the number of matching
+ * pods, not services x pods. */
+#include "registry/snapshot_impl.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "util/log.h"
+
+/* ---- pod index ------------------------------------------------------------- */
+
+static void list_free(void *v)
+{
+	struct em_pod_list *l = v;
+	free(l->pods);
+	free(l);
+}
+
+static struct em_pod_list *list_add(struct em_strmap *m, const char *key, struct em_obj *o)
+{
+	struct em_strmap_entry *e = em_strmap_put(m, key);
+	if (!e)
+		return NULL;
+	struct em_pod_list *l = e->val;
+	if (!l) {
+		l = calloc(1, sizeof(*l));
+		if (!l)
+			return NULL;
+		e->val = l;
+	}
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 4;
+		struct em_obj **p = realloc(l->pods, cap * sizeof(*p));
+		if (!p)
+			return NULL;
+		l->pods = p;
+		l->cap = cap;
+	}
+	l->pods[l->n++] = o;
+	return l;
+}
+
+/* Whether the pod can ever be a backend: ready with a usable address. */
+static bool pod_usable(const struct em_obj_pod *p)
+{
+	if (!p->ready)
+		return false;
+	return p->host_network ? p->has_host_ip : (p->has_pod_ip || p->has_host_ip);
+}
+
+/* "ns\1key\1value" without printf: this runs for every label of every pod. */
+static int label_key(char *buf, size_t n, const char *ns, const char *k, const char *v)
+{
+	size_t a = strlen(ns), b = strlen(k), c = strlen(v);
+	if (a + b + c + 3 > n)
+		return -1;
+	memcpy(buf, ns, a);
+	buf[a] = '\x01';
+	memcpy(buf + a + 1, k, b);
+	buf[a + 1 + b] = '\x01';
+	memcpy(buf + a + b + 2, v, c + 1);
+	return 0;
+}
+
+void em_pod_index_init(struct em_pod_index *idx)
+{
+	em_strmap_init(&idx->by_label);
+	idx->gen = 1;
+}
+
+void em_pod_index_reset(struct em_pod_index *idx)
+{
+	uint64_t gen = idx->gen;
+	em_pod_index_clear(idx);
+	em_strmap_init(&idx->by_label);
+	idx->gen = gen + 1;	/* monotonic: entries built before must not match */
+}
+
+int em_pod_index_add(struct em_pod_index *idx, struct em_obj *pod)
+{
+	char key[1024];
+	const struct em_obj_pod *p = &pod->u.pod;
+	if (!pod_usable(p))
+		return 0;
+	idx->gen++;
+	for (size_t j = 0; j < p->n_labels; j++) {
+		if (label_key(key, sizeof(key), pod->ns, p->labels[j].key, p->labels[j].val) < 0)
+			continue;
+		struct em_pod_list *l = list_add(&idx->by_label, key, pod);
+		if (!l)
+			return -ENOMEM;
+		l->gen = idx->gen;
+	}
+	return 0;
+}
+
+/* Removal is a scan of the label's list: lists are per (ns, label, value),
+ * and a swap with the last entry keeps it O(1) after the find. */
+void em_pod_index_remove(struct em_pod_index *idx, struct em_obj *pod)
+{
+	char key[1024];
+	const struct em_obj_pod *p = &pod->u.pod;
+	if (!pod_usable(p))
+		return;
+	idx->gen++;
+	for (size_t j = 0; j < p->n_labels; j++) {
+		if (label_key(key, sizeof(key), pod->ns, p->labels[j].key, p->labels[j].val) < 0)
+			continue;
+		struct em_strmap_entry *e = em_strmap_get(&idx->by_label, key);
+		if (!e)
+			continue;
+		struct em_pod_list *l = e->val;
+		l->gen = idx->gen;
+		for (size_t i = 0; i < l->n; i++) {
+			if (l->pods[i] != pod)
+				continue;
+			l->pods[i] = l->pods[--l->n];
+			break;
+		}
+		if (l->n == 0)
+			list_free(em_strmap_del(&idx->by_label, key));
+	}
+}
+
+void em_pod_index_clear(struct em_pod_index *idx)
+{
+	em_strmap_clear(&idx->by_label, list_free);
+}
+
+int em_objlist_add(struct em_strmap *m, const char *key, struct em_obj *o)
+{
+	return list_add(m, key, o) ? 0 : -ENOMEM;
+}
+void em_objlist_free(void *v)
+{
+	list_free(v);
+}
+
+static bool pod_matches(const struct em_obj_pod *p, const struct em_obj_service *s)
+{
+	for (size_t i = 0; i < s->n_selector; i++) {
+		bool found = false;
+		for (size_t j = 0; j < p->n_labels && !found; j++)
+			found = strcmp(p->labels[j].key, s->selector[i].key) == 0 &&
+				strcmp(p->labels[j].val, s->selector[i].val) == 0;
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
+/* ---- backends -------------------------------------------------------------- */
+
+struct bvec {
+	struct em_backend *b;
+	const struct em_obj **pod;	/* the pod behind b[i], or NULL */
+	size_t n, cap;
+};
+
+static int bvec_push(struct bvec *v, const struct em_ip *ip, uint16_t port,
+		     const char *pod, const struct em_obj *po)
+{
+	if (v->n == v->cap) {
+		size_t cap = v->cap ? v->cap * 2 : 8;
+		struct em_backend *nb = realloc(v->b, cap * sizeof(*nb));
+		if (!nb)
+			return -ENOMEM;
+		v->b = nb;
+		const struct em_obj **np = realloc(v->pod, cap * sizeof(*np));
+		if (!np)
+			return -ENOMEM;
+		v->pod = np;
+		v->cap = cap;
+	}
+	v->pod[v->n] = po;
+	struct em_backend *b = &v->b[v->n++];
+	memset(b, 0, sizeof(*b));
+	b->family = ip->family;
+	if (ip->family == AF_INET)
+		b->ip.v4 = ip->a.v4;
+	else
+		b->ip.v6 = ip->a.v6;
+	b->port = port;
+	b->weight = 1;
+	b->pod = pod;		/* replaced by an arena copy */
+	return 0;
+}
+
+/* The EdgeMesh rule for one pod and one service port:
+ *   container port designated by targetPort maps a hostPort -> hostIP:hostPort
+ *   hostNetwork pod                                         -> hostIP:targetPort
+ *   otherwise                                               -> podIP:targetPort
+ * A named targetPort is resolved through the pod's container port names;
+ * a pod without that name is skipped (returns false). */
+static bool pod_backend(const struct em_obj_pod *p, const struct em_svc_port_spec *sp,
+			struct em_ip *ip, uint16_t *port)
+{
+	const struct em_ctr_port *cp = NULL;
+	for (size_t i = 0; i < p->n_ports && !cp; i++) {
+		const struct em_ctr_port *c = &p->ports[i];
+		if (sp->target_name ? (c->name && strcmp(c->name, sp->target_name) == 0)
+				    : (c->container_port == sp->target_num && c->ipproto == sp->ipproto))
+			cp = c;
+	}
+	if (sp->target_name && !cp)
+		return false;
+	uint16_t target = cp ? cp->container_port : sp->target_num;
+	if (cp && cp->host_port && p->has_host_ip) {
+		*ip = p->host_ip;
+		*port = cp->host_port;
+	} else if (p->host_network) {
+		if (!p->has_host_ip)
+			return false;
+		*ip = p->host_ip;
+		*port = target;
+	} else {
+		if (!p->has_pod_ip)
+			return false;
+		*ip = p->pod_ip;
+		*port = target;
+	}
+	return true;
+}
+
+static const struct em_pod_list *smallest_list(const struct em_build_input *in,
+					       const struct em_obj *svc)
+{
+	char key[1024];
+	const struct em_pod_list *best = NULL;
+	static const struct em_pod_list empty;
+	for (size_t i = 0; i < svc->u.svc.n_selector; i++) {
+		if (label_key(key, sizeof(key), svc->ns, svc->u.svc.selector[i].key,
+			      svc->u.svc.selector[i].val) < 0)
+			return &empty;
+		struct em_strmap_entry *e = em_strmap_get(&in->pods->by_label, key);
+		if (!e)
+			return &empty;
+		const struct em_pod_list *l = e->val;
+		if (!best || l->n < best->n)
+			best = l;
+	}
+	return best ? best : &empty;
+}
+
+static int pods_for_port(const struct em_obj *svc,
+			 const struct em_pod_list *cand, const struct em_svc_port_spec *sp,
+			 struct bvec *out)
+{
+	for (size_t i = 0; i < cand->n; i++) {
+		const struct em_obj *po = cand->pods[i];
+		struct em_ip ip;
+		uint16_t port;
+		if (!pod_matches(&po->u.pod, &svc->u.svc) || !pod_backend(&po->u.pod, sp, &ip, &port))
+			continue;
+		if (bvec_push(out, &ip, port, NULL, po) < 0)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+static bool ep_port_matches(const struct em_ep_subset *ss, const struct em_ep_port *ep,
+			    const struct em_svc_port_spec *sp, size_t svc_ports)
+{
+	if (ep->ipproto != sp->ipproto)
+		return false;
+	if (strcmp(ep->name, sp->name) == 0)
+		return true;
+	/* A single unnamed service port and a single endpoints port pair up. */
+	return svc_ports == 1 && ss->n_ports == 1;
+}
+
+static int endpoints_for_port(const struct em_pod_list *eps, const struct em_svc_port_spec *sp,
+			      size_t svc_ports, struct bvec *out)
+{
+	for (size_t e = 0; e < eps->n; e++) {
+		const struct em_obj_endpoints *ep = &eps->pods[e]->u.ep;
+		for (size_t s = 0; s < ep->n_subsets; s++) {
+			const struct em_ep_subset *ss = &ep->subsets[s];
+			for (size_t p = 0; p < ss->n_ports; p++) {
+				if (!ep_port_matches(ss, &ss->ports[p], sp, svc_ports))
+					continue;
+				for (size_t a = 0; a < ss->n_addrs; a++)
+					if (bvec_push(out, &ss->addrs[a].ip, ss->ports[p].port,
+						      ss->addrs[a].pod, NULL) < 0)
+						return -ENOMEM;
+				break;
+			}
+		}
+	}
+	return 0;
+}
+
+/* Backends in address order: stable across snapshots whatever the order
+ * the objects arrived in, so balancer state keyed by index stays meaningful. */
+static int cmp_backend(const void *a, const void *b)
+{
+	const struct em_backend *x = a, *y = b;
+	if (x->family != y->family)
+		return x->family < y->family ? -1 : 1;
+	int r = memcmp(&x->ip, &y->ip, x->family == AF_INET ? 4 : 16);
+	if (r)
+		return r;
+	return (x->port > y->port) - (x->port < y->port);
+}
+
+/* ---- the snapshot -------------------------------------------------------------- */
+
+/* "<name>.<ns>.svc.<domain>" in lower case. */
+static char *fqdn_dup(struct em_arena *a, const char *ns, const char *name, const char *dom)
+{
+	size_t ln = strlen(name), lns = strlen(ns), ld = strlen(dom);
+	char *s = em_arena_alloc(a, ln + lns + ld + 7);
+	if (!s)
+		return NULL;
+	char *p = s;
+	memcpy(p, name, ln);
+	p += ln;
+	*p++ = '.';
+	memcpy(p, ns, lns);
+	p += lns;
+	memcpy(p, ".svc.", 5);
+	p += 5;
+	memcpy(p, dom, ld + 1);
+	for (p = s; *p; p++)
+		*p = (char)tolower((unsigned char)*p);
+	return s;
+}
+
+/* Services are ordered by "ns/name": deterministic whatever order the
+ * objects arrived in. (Ordering by a hash was tried: fewer string compares
+ * but a build 30% slower, the walk losing its memory locality.) */
+static int cmp_svc(const void *a, const void *b)
+{
+	const struct em_obj *x = *(struct em_obj *const *)a, *y = *(struct em_obj *const *)b;
+	return strcmp(x->nsname, y->nsname);
+}
+
+/* Whether prev's entry for service o still describes it: same Service
+ * object, same fake IPs, and none of the inputs of its backends changed
+ * (every pod list its selector reads is unchanged since the build, or, for
+ * a service without selector, the same Endpoints/slice objects). */
+static bool block_reusable(const struct em_build_input *in, const struct em_obj *o,
+			   const struct em_svc_block *b, const struct em_service *fake,
+			   const struct em_pod_list *eps)
+{
+	const struct em_obj_service *os = &o->u.svc;
+	char key[1024];
+
+	if (b->obj_seq != o->seq || b->svc.has_fake4 != fake->has_fake4 ||
+	    b->svc.has_fake6 != fake->has_fake6 ||
+	    (fake->has_fake4 && b->svc.fake4.s_addr != fake->fake4.s_addr) ||
+	    (fake->has_fake6 && memcmp(&b->svc.fake6, &fake->fake6, sizeof(fake->fake6)) != 0))
+		return false;
+	if (os->n_selector) {
+		for (size_t i = 0; i < os->n_selector; i++) {
+			if (label_key(key, sizeof(key), o->ns, os->selector[i].key,
+				      os->selector[i].val) < 0)
+				return !b->has_pod_backends;
+			struct em_strmap_entry *e = em_strmap_get(&in->pods->by_label, key);
+			/* No list now: no candidates now; fine if there were none. */
+			if (!e)
+				return !b->has_pod_backends;
+			if (((const struct em_pod_list *)e->val)->gen > b->built_gen)
+				return false;
+		}
+		return true;
+	}
+	if (eps->n != b->n_ep_seqs)
+		return false;
+	for (size_t i = 0; i < eps->n; i++)
+		if (eps->pods[i]->seq != b->ep_seqs[i])
+			return false;
+	return true;
+}
+
+static int build_block(const struct em_build_input *in, const struct em_obj *o,
+		       const struct em_service *fake, const struct em_pod_list *eps,
+		       struct bvec *bv, struct em_svc_block **out)
+{
+	const struct em_obj_service *os = &o->u.svc;
+	struct em_svc_block *blk = calloc(1, sizeof(*blk));
+	if (!blk)
+		return -ENOMEM;
+	atomic_init(&blk->refs, 1);
+	blk->arena.chunk = 1024;
+	blk->obj_seq = o->seq;
+	blk->built_gen = in->pods->gen;
+	if (in->hooks)
+		blk->hooks = *in->hooks;
+	struct em_arena *a = &blk->arena;
+	struct em_service *svc = &blk->svc;
+	int ret = -ENOMEM;
+
+	/* ns and name share one copy of "ns/name", split at the slash. */
+	char *nn = em_arena_alloc(a, o->nsname_len + 1);
+	if (!nn)
+		goto fail;
+	memcpy(nn, o->nsname, o->nsname_len + 1);
+	nn[strlen(o->ns)] = '\0';
+	svc->ns = nn;
+	svc->name = nn + strlen(o->ns) + 1;
+	svc->fqdn = fqdn_dup(a, o->ns, o->name, in->domain);
+	svc->session_affinity = em_arena_strdup(a, os->affinity);
+	svc->lb_strategy = os->lb ? em_arena_strdup(a, os->lb) : NULL;
+	if (!svc->fqdn || !svc->session_affinity || (os->lb && !svc->lb_strategy))
+		goto fail;
+	svc->headless = os->headless;
+	svc->has_cluster_ip4 = os->has_cip4;
+	svc->cluster_ip4 = os->cip4;
+	svc->has_fake4 = fake->has_fake4;
+	svc->fake4 = fake->fake4;
+	svc->has_fake6 = fake->has_fake6;
+	svc->fake6 = fake->fake6;
+
+	struct em_service_port *ports = NULL;
+	if (os->n_ports) {
+		ports = em_arena_alloc(a, os->n_ports * sizeof(*ports));
+		blk->port_ok = em_arena_alloc(a, os->n_ports);
+		if (!ports || !blk->port_ok)
+			goto fail;
+	}
+	const struct em_pod_list *cand = os->n_selector ? smallest_list(in, o) : NULL;
+	if (!cand && eps->n) {
+		blk->ep_seqs = em_arena_alloc(a, eps->n * sizeof(*blk->ep_seqs));
+		if (!blk->ep_seqs)
+			goto fail;
+		for (size_t i = 0; i < eps->n; i++)
+			blk->ep_seqs[i] = eps->pods[i]->seq;
+		blk->n_ep_seqs = eps->n;
+	}
+	for (size_t i = 0; i < os->n_ports; i++) {
+		const struct em_svc_port_spec *sp = &os->ports[i];
+		struct em_service_port *p = &ports[i];
+		bv->n = 0;
+		ret = cand ? pods_for_port(o, cand, sp, bv) : endpoints_for_port(eps, sp, os->n_ports, bv);
+		if (ret < 0)
+			goto fail;
+		ret = -ENOMEM;
+		p->name = em_arena_strdup(a, sp->name);
+		p->port = sp->port;
+		p->ipproto = sp->ipproto;
+		p->app = sp->app;
+		p->service = svc;
+		if (!p->name)
+			goto fail;
+		if (!bv->n)
+			continue;
+		struct em_backend *b = em_arena_alloc(a, bv->n * sizeof(*b));
+		if (!b)
+			goto fail;
+		for (size_t k = 0; k < bv->n; k++) {
+			b[k] = bv->b[k];
+			if (bv->pod[k]) {
+				const struct em_obj *po = bv->pod[k];
+				char *pn = em_arena_alloc(a, po->nsname_len + 1);
+				if (!pn)
+					goto fail;
+				memcpy(pn, po->nsname, po->nsname_len + 1);
+				b[k].pod = pn;
+				blk->has_pod_backends = true;
+			} else if (b[k].pod) {
+				b[k].pod = em_arena_strdup(a, b[k].pod);
+			}
+		}
+		qsort(b, bv->n, sizeof(*b), cmp_backend);
+		p->backends = b;
+		p->n_backends = bv->n;
+		blk->n_backends += bv->n;
+	}
+	svc->ports = ports;
+	svc->n_ports = os->n_ports;
+
+	/* The entry is complete (back pointers valid): attach balancers. */
+	for (size_t j = 0; blk->hooks.port_init && j < svc->n_ports; j++) {
+		int r = blk->hooks.port_init(blk->hooks.ctx, &ports[j]);
+		blk->port_ok[j] = r == 0;
+		if (r < 0)
+			em_warn("service %s/%s port %u: balancer init failed: %s",
+				svc->ns, svc->name, ports[j].port, strerror(-r));
+	}
+	*out = blk;
+	return 0;
+fail:
+	em_arena_free(&blk->arena);
+	free(blk);
+	return ret;
+}
+
+/* Fake IPs are acquired for every live service on every build: that is
+ * what keeps them live in the pool's round. */
+static void fake_ips(const struct em_build_input *in, const struct em_obj *o,
+		     struct em_service *fake, struct em_build_stats *st)
+{
+	static struct em_ratelimit rl;
+	memset(fake, 0, sizeof(*fake));
+	if (in->pool && em_fakeip_acquire(in->pool, o->nsname, &fake->has_fake4, &fake->fake4,
+					  &fake->has_fake6, &fake->fake6) == -ENOSPC) {
+		st->fake_exhausted++;
+		em_log_rl(&rl, EM_LOG_ERR, "fake IP range exhausted: service %s has no fake IP",
+			  o->nsname);
+	}
+}
+
+int em_snapshot_build(const struct em_build_input *in, struct em_snapshot **out,
+		      struct em_build_stats *st)
+{
+	static const struct em_pod_list empty;
+	struct em_snapshot *s = calloc(1, sizeof(*s));
+	struct em_obj **order = NULL;
+	struct bvec bv = { 0 };
+	int ret = -ENOMEM;
+
+	memset(st, 0, sizeof(*st));
+	*out = NULL;
+	if (!s)
+		return -ENOMEM;
+	s->domain = strdup(in->domain);
+	if (!s->domain)
+		goto fail;
+	if (in->n_services) {
+		order = malloc(in->n_services * sizeof(*order));
+		s->blocks = calloc(in->n_services, sizeof(*s->blocks));
+		if (!order || !s->blocks)
+			goto fail;
+		memcpy(order, in->services, in->n_services * sizeof(*order));
+		qsort(order, in->n_services, sizeof(*order), cmp_svc);
+	}
+	for (size_t i = 0; i < in->n_services; i++) {
+		const struct em_obj *o = order[i];
+		const struct em_pod_list *eps = &empty;
+		struct em_service fake;
+		struct em_svc_block *b;
+
+		fake_ips(in, o, &fake, st);
+		if (!o->u.svc.n_selector) {
+			/* No selector: the Endpoints object of the same name, else
+			 * the EndpointSlices labelled with the service's name. */
+			struct em_strmap_entry *e = em_strmap_get(in->endpoints, o->nsname);
+			if (!e)
+				e = em_strmap_get(in->slices, o->nsname);
+			if (e)
+				eps = e->val;
+		}
+		b = em_snapshot_block(in->prev, o->ns, o->name);
+		if (b && block_reusable(in, o, b, &fake, eps)) {
+			atomic_fetch_add(&b->refs, 1);
+		} else {
+			ret = build_block(in, o, &fake, eps, &bv, &b);
+			if (ret < 0)
+				goto fail;
+			st->rebuilt++;
+		}
+		s->blocks[s->n_services++] = b;
+		s->n_backends += b->n_backends;
+	}
+	ret = em_snapshot_index(s);
+	if (ret < 0)
+		goto fail;
+	st->backends = s->n_backends;
+	st->services = s->n_services;
+	free(order);
+	free(bv.b);
+	free(bv.pod);
+	*out = s;
+	return 0;
+fail:
+	free(order);
+	free(bv.b);
+	free(bv.pod);
+	em_snapshot_free(s);
+	return ret;
+}

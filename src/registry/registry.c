@@ -1,0 +1,557 @@
+/* registry.c — the object store behind the source sink, and publication. */
+#include "registry/registry.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "registry/fakeip.h"
+#include "registry/objects.h"
+#include "registry/snapshot_impl.h"
+#include "util/log.h"
+
+#define FAKEIP_STATE_FILE "fake-ips"
+
+/* One source's copy of an object; a slot's list is sorted by source index,
+ * so the head is the copy in effect. */
+struct version {
+	struct version *next;
+	unsigned src;
+	struct em_obj *obj;
+};
+
+struct em_registry {
+	pthread_mutex_t lock;
+	struct em_snapshot *current;	/* RCU-protected */
+	char *domain;
+	struct em_snapshot_hooks hooks;
+	struct em_fakeip_pool *pool;
+	char *state_file;		/* for messages; NULL without a state dir */
+	/* Per kind, so a build walks only services and endpoints, never the
+	 * (many more) pods: "<kind>/<ns>/<name>" -> struct version list. */
+	struct em_strmap store[EM_OBJ_KIND_COUNT];
+	char **sources;
+	uint64_t *rank;			/* per source: precedence, lower wins */
+	unsigned n_sources;
+	uint32_t n_major;
+	bool dirty;			/* something changed since the last commit */
+	struct em_pod_index pod_index;	/* of the pods in effect */
+	bool index_broken;		/* an index update failed (ENOMEM): rebuild it */
+	struct em_registry_stats stats;
+};
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* A new source name gets the next rank, unless a registered source's name
+ * followed by '/' is a prefix of it: then it ranks right after that one
+ * (and its earlier children). That keeps the file source's per-file names
+ * ("file:/dir/a.yaml") at the place the daemon registered "file:/dir" in
+ * the configured order, even for files added later. */
+static int source_index(struct em_registry *reg, const char *source)
+{
+	for (unsigned i = 0; i < reg->n_sources; i++)
+		if (strcmp(reg->sources[i], source) == 0)
+			return (int)i;
+	uint64_t rank = (uint64_t)(++reg->n_major) << 32;
+	for (unsigned i = 0; i < reg->n_sources; i++) {
+		size_t l = strlen(reg->sources[i]);
+		if ((reg->rank[i] & 0xffffffffu) == 0 && strncmp(reg->sources[i], source, l) == 0 &&
+		    source[l] == '/') {
+			reg->n_major--;
+			uint64_t last = reg->rank[i];
+			for (unsigned j = 0; j < reg->n_sources; j++)
+				if ((reg->rank[j] >> 32) == (reg->rank[i] >> 32) && reg->rank[j] > last)
+					last = reg->rank[j];
+			rank = last + 1;
+			break;
+		}
+	}
+	char **ns = realloc(reg->sources, (reg->n_sources + 1) * sizeof(*ns));
+	if (!ns)
+		return -ENOMEM;
+	reg->sources = ns;
+	uint64_t *nr = realloc(reg->rank, (reg->n_sources + 1) * sizeof(*nr));
+	if (!nr)
+		return -ENOMEM;
+	reg->rank = nr;
+	ns[reg->n_sources] = strdup(source);
+	if (!ns[reg->n_sources])
+		return -ENOMEM;
+	nr[reg->n_sources] = rank;
+	return (int)reg->n_sources++;
+}
+
+static void store_key(char *buf, size_t n, enum em_obj_kind kind, const char *ns,
+		      const char *name)
+{
+	snprintf(buf, n, "%d/%s/%s", (int)kind, ns, name);
+}
+
+/* The head of a slot's list is the copy in effect; when it changes for a
+ * pod, the pod index follows. */
+static void effect_changed(struct em_registry *reg, struct em_obj *before, struct em_obj *after)
+{
+	reg->dirty = true;
+	if (before == after || reg->index_broken)
+		return;		/* broken: rebuilt from scratch at the next commit */
+	if (before && before->kind == EM_OBJ_POD)
+		em_pod_index_remove(&reg->pod_index, before);
+	if (after && after->kind == EM_OBJ_POD &&
+	    em_pod_index_add(&reg->pod_index, after) < 0)
+		reg->index_broken = true;
+}
+
+static struct em_obj *head_obj(struct em_strmap_entry *e)
+{
+	return e && e->val ? ((struct version *)e->val)->obj : NULL;
+}
+
+/* ---- store -------------------------------------------------------------- */
+
+static int store_put(struct em_registry *reg, unsigned src, struct em_obj *obj)
+{
+	char key[600];
+	store_key(key, sizeof(key), obj->kind, obj->ns, obj->name);
+	struct em_strmap *m = &reg->store[obj->kind];
+	struct em_strmap_entry *e = em_strmap_put(m, key);
+	if (!e)
+		return -ENOMEM;
+	struct em_obj *before = head_obj(e), *old = NULL;
+	struct version **pp = (struct version **)&e->val;
+	for (; *pp && reg->rank[(*pp)->src] < reg->rank[src]; pp = &(*pp)->next)
+		;
+	if (*pp && (*pp)->src == src) {
+		old = (*pp)->obj;
+		(*pp)->obj = obj;
+	} else {
+		struct version *v = malloc(sizeof(*v));
+		if (!v) {
+			if (!e->val)
+				em_strmap_del(m, key);
+			return -ENOMEM;
+		}
+		v->src = src;
+		v->obj = obj;
+		v->next = *pp;
+		*pp = v;
+		reg->stats.objects++;
+	}
+	effect_changed(reg, before, head_obj(e));
+	em_obj_free(old);	/* after the index let go of it */
+	return 0;
+}
+
+/* Removes src's copy from the slot at key; true if there was one. */
+static bool store_del(struct em_registry *reg, enum em_obj_kind kind, const char *key,
+		      unsigned src)
+{
+	struct em_strmap *m = &reg->store[kind];
+	struct em_strmap_entry *e = em_strmap_get(m, key);
+	if (!e)
+		return false;
+	struct em_obj *before = head_obj(e);
+	for (struct version **pp = (struct version **)&e->val; *pp; pp = &(*pp)->next) {
+		if ((*pp)->src != src)
+			continue;
+		struct version *v = *pp;
+		*pp = v->next;
+		effect_changed(reg, before, head_obj(e));
+		em_obj_free(v->obj);
+		free(v);
+		reg->stats.objects--;
+		if (!e->val)
+			em_strmap_del(m, key);
+		return true;
+	}
+	return false;
+}
+
+static void versions_free(void *val)
+{
+	struct version *v = val, *next;
+	for (; v; v = next) {
+		next = v->next;
+		em_obj_free(v->obj);
+		free(v);
+	}
+}
+
+static const char *or_dash(const char *s)
+{
+	return s ? s : "-";
+}
+
+/* Normalises and stores one object; logs an unusable one naming it. */
+static int upsert_locked(struct em_registry *reg, unsigned src, json_t *obj)
+{
+	struct em_obj *o;
+	const char *why;
+	int r = em_obj_from_json(obj, &o, &why);
+	if (r == -ENOTSUP)
+		return 0;	/* a kind we do not use (Deployment, ConfigMap...) */
+	if (r < 0) {
+		json_t *md = json_object_get(obj, "metadata");
+		reg->stats.rejected++;
+		em_warn("source %s: %s %s/%s ignored: %s", reg->sources[src],
+			or_dash(json_string_value(json_object_get(obj, "kind"))),
+			or_dash(json_string_value(json_object_get(md, "namespace"))),
+			or_dash(json_string_value(json_object_get(md, "name"))),
+			why ? why : strerror(-r));
+		return r;
+	}
+	r = store_put(reg, src, o);
+	if (r < 0)
+		em_obj_free(o);
+	return r;
+}
+
+/* ---- sink ----------------------------------------------------------------- */
+
+static int sink_upsert(void *ctx, const char *source, json_t *obj)
+{
+	struct em_registry *reg = ctx;
+	pthread_mutex_lock(&reg->lock);
+	int src = source_index(reg, source);
+	int r = src < 0 ? src : upsert_locked(reg, (unsigned)src, obj);
+	pthread_mutex_unlock(&reg->lock);
+	return r;
+}
+
+static int sink_remove(void *ctx, const char *source, const char *kind,
+		       const char *ns, const char *name)
+{
+	struct em_registry *reg = ctx;
+	int k = em_obj_kind_from_name(kind);
+	char key[600];
+	if (k < 0)
+		return 0;
+	if (!ns || !ns[0])
+		ns = "default";
+	store_key(key, sizeof(key), (enum em_obj_kind)k, ns, name);
+	pthread_mutex_lock(&reg->lock);
+	int src = source_index(reg, source);
+	if (src >= 0)
+		store_del(reg, (enum em_obj_kind)k, key, (unsigned)src);
+	pthread_mutex_unlock(&reg->lock);
+	return src < 0 ? src : 0;
+}
+
+static int sink_replace(void *ctx, const char *source, const char *kind, json_t *items)
+{
+	struct em_registry *reg = ctx;
+	int k = kind ? em_obj_kind_from_name(kind) : -1;
+	int ret = 0;
+	if (kind && k < 0)
+		return 0;
+	pthread_mutex_lock(&reg->lock);
+	int src = source_index(reg, source);
+	if (src < 0) {
+		ret = src;
+		goto out;
+	}
+	/* Drop everything this source gave of that kind, then add the items.
+	 * Keys first: the map must not change while it is walked. */
+	size_t n = 0, cap = 0, b;
+	struct { char *key; enum em_obj_kind kind; } *keys = NULL;
+	struct em_strmap_entry *e;
+	for (int kk = 0; kk < EM_OBJ_KIND_COUNT && ret == 0; kk++) {
+		struct em_strmap *m = &reg->store[kk];
+		if (k >= 0 && kk != k)
+			continue;
+		for (e = em_strmap_next(m, NULL, &b); e; e = em_strmap_next(m, e, &b)) {
+			bool mine = false;
+			for (struct version *v = e->val; v && !mine; v = v->next)
+				mine = v->src == (unsigned)src;
+			if (!mine)
+				continue;
+			if (n == cap) {
+				cap = cap ? cap * 2 : 256;
+				void *nk = realloc(keys, cap * sizeof(*keys));
+				if (!nk) {
+					ret = -ENOMEM;
+					break;
+				}
+				keys = nk;
+			}
+			keys[n].key = e->key;	/* valid until deleted below */
+			keys[n++].kind = (enum em_obj_kind)kk;
+		}
+	}
+	/* Removing a pod from the index scans its label lists: for a big
+	 * relist, rebuilding the index once at commit is cheaper. */
+	if (n > 256)
+		reg->index_broken = true;
+	if (ret == 0) {
+		/* Copy before deleting: store_del frees the entry holding the key. */
+		for (size_t i = 0; i < n; i++) {
+			char key[600];
+			snprintf(key, sizeof(key), "%s", keys[i].key);
+			store_del(reg, keys[i].kind, key, (unsigned)src);
+		}
+	}
+	free(keys);
+	if (ret < 0)
+		goto out;
+	size_t i;
+	json_t *it;
+	json_array_foreach(items, i, it) {
+		if (k >= 0 && em_obj_kind_from_name(json_string_value(json_object_get(it, "kind"))) != k)
+			continue;
+		if (upsert_locked(reg, (unsigned)src, it) == -ENOMEM)
+			ret = -ENOMEM;
+	}
+	/* A replace always counts as a change, even to nothing. */
+	reg->dirty = true;
+out:
+	pthread_mutex_unlock(&reg->lock);
+	return ret;
+}
+
+/* ---- build and publish ------------------------------------------------------- */
+
+struct objvec {
+	struct em_obj **v;
+	size_t n, cap;
+};
+
+static int objvec_push(struct objvec *ov, struct em_obj *o)
+{
+	if (ov->n == ov->cap) {
+		size_t cap = ov->cap ? ov->cap * 2 : 1024;
+		struct em_obj **nv = realloc(ov->v, cap * sizeof(*nv));
+		if (!nv)
+			return -ENOMEM;
+		ov->v = nv;
+		ov->cap = cap;
+	}
+	ov->v[ov->n++] = o;
+	return 0;
+}
+
+static void publish(struct em_registry *reg, struct em_snapshot *snap);
+
+/* Caller holds the lock. */
+static int rebuild(struct em_registry *reg, struct em_snapshot **old)
+{
+	struct objvec svcs = { 0 }, pods = { 0 };
+	struct em_strmap eps, slices;
+	struct em_strmap_entry *e;
+	size_t b;
+	char key[600];
+	int ret = 0;
+	uint64_t t0 = now_us();
+
+	em_strmap_init(&eps);
+	em_strmap_init(&slices);
+	for (int kind = 0; kind < EM_OBJ_KIND_COUNT && ret == 0; kind++) {
+		struct em_strmap *m = &reg->store[kind];
+		if (kind == EM_OBJ_POD && !reg->index_broken)
+			continue;
+		for (e = em_strmap_next(m, NULL, &b); e && ret == 0; e = em_strmap_next(m, e, &b)) {
+			struct em_obj *o = ((struct version *)e->val)->obj;
+			switch (o->kind) {
+			case EM_OBJ_SERVICE:
+				ret = objvec_push(&svcs, o);
+				break;
+			case EM_OBJ_POD:
+				ret = objvec_push(&pods, o);
+				break;
+			default:
+				snprintf(key, sizeof(key), "%s/%s", o->ns, o->u.ep.service);
+				ret = em_objlist_add(o->kind == EM_OBJ_ENDPOINTS ? &eps : &slices, key, o);
+				break;
+			}
+		}
+	}
+	if (ret == 0 && reg->index_broken) {
+		em_pod_index_reset(&reg->pod_index);
+		for (size_t i = 0; i < pods.n && ret == 0; i++)
+			ret = em_pod_index_add(&reg->pod_index, pods.v[i]);
+		reg->index_broken = ret < 0;
+	}
+	if (ret == 0) {
+		struct em_build_input in = {
+			.domain = reg->domain,
+			.services = svcs.v,
+			.n_services = svcs.n,
+			.pods = &reg->pod_index,
+			.endpoints = &eps,
+			.slices = &slices,
+			.pool = reg->pool,
+			.hooks = &reg->hooks,
+			.prev = reg->current,
+		};
+		struct em_build_stats st;
+		struct em_snapshot *snap;
+		em_fakeip_begin(reg->pool);
+		ret = em_snapshot_build(&in, &snap, &st);
+		int sr = em_fakeip_end(reg->pool);
+		if (sr < 0)
+			em_err("fake IP state %s: cannot save: %s; addresses may change on restart",
+			       reg->state_file ? reg->state_file : "-", strerror(-sr));
+		if (ret == 0) {
+			reg->stats.services = st.services;
+			reg->stats.backends = st.backends;
+			reg->stats.fake_exhausted = st.fake_exhausted;
+			*old = reg->current;
+			publish(reg, snap);
+			reg->dirty = false;
+		}
+	}
+	em_strmap_clear(&eps, em_objlist_free);
+	em_strmap_clear(&slices, em_objlist_free);
+	free(svcs.v);
+	free(pods.v);
+	reg->stats.last_build_us = now_us() - t0;
+	return ret;
+}
+
+static void publish(struct em_registry *reg, struct em_snapshot *snap)
+{
+	rcu_assign_pointer(reg->current, snap);
+	reg->stats.generation++;
+}
+
+static int sink_commit(void *ctx, const char *source)
+{
+	struct em_registry *reg = ctx;
+	struct em_snapshot *old = NULL;
+	int ret = 0;
+
+	pthread_mutex_lock(&reg->lock);
+	if (reg->dirty)
+		ret = rebuild(reg, &old);
+	pthread_mutex_unlock(&reg->lock);
+	if (ret < 0)
+		em_err("source %s: new snapshot not built, previous one kept: %s",
+		       source, strerror(-ret));
+	if (old) {
+		/* Every reader that could see old has left once this returns. */
+		urcu_memb_synchronize_rcu();
+		em_snapshot_free(old);
+	}
+	return ret;
+}
+
+struct em_source_sink em_registry_sink(struct em_registry *reg)
+{
+	return (struct em_source_sink){
+		.ctx = reg,
+		.upsert = sink_upsert,
+		.remove = sink_remove,
+		.replace = sink_replace,
+		.commit = sink_commit,
+	};
+}
+
+int em_registry_add_source(struct em_registry *reg, const char *source)
+{
+	pthread_mutex_lock(&reg->lock);
+	int r = source_index(reg, source);
+	pthread_mutex_unlock(&reg->lock);
+	return r;
+}
+
+const struct em_snapshot *em_registry_current(struct em_registry *reg)
+{
+	return rcu_dereference(reg->current);
+}
+
+uint64_t em_registry_generation(struct em_registry *reg)
+{
+	pthread_mutex_lock(&reg->lock);
+	uint64_t g = reg->stats.generation;
+	pthread_mutex_unlock(&reg->lock);
+	return g;
+}
+
+void em_registry_get_stats(struct em_registry *reg, struct em_registry_stats *st)
+{
+	pthread_mutex_lock(&reg->lock);
+	*st = reg->stats;
+	pthread_mutex_unlock(&reg->lock);
+}
+
+/* ---- life cycle ----------------------------------------------------------------- */
+
+struct em_registry *em_registry_new(const struct em_registry_config *cfg)
+{
+	struct em_registry *reg = calloc(1, sizeof(*reg));
+	char *state = NULL;
+	struct em_snapshot *old = NULL;
+	int r = -ENOMEM;
+
+	if (!reg)
+		goto fail_errno;
+	pthread_mutex_init(&reg->lock, NULL);
+	for (int k = 0; k < EM_OBJ_KIND_COUNT; k++)
+		em_strmap_init(&reg->store[k]);
+	em_pod_index_init(&reg->pod_index);
+	const char *dom = cfg->cluster_domain ? cfg->cluster_domain : "cluster.local";
+	size_t dl = strlen(dom);
+	while (dl > 0 && dom[dl - 1] == '.')
+		dl--;
+	if (dl == 0 || dl > 200) {
+		r = -EINVAL;
+		goto fail;
+	}
+	reg->domain = strndup(dom, dl);
+	if (!reg->domain)
+		goto fail;
+	for (char *p = reg->domain; *p; p++)
+		*p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
+	reg->hooks = cfg->hooks;
+	if (cfg->state_dir && asprintf(&state, "%s/%s", cfg->state_dir, FAKEIP_STATE_FILE) == -1) {
+		state = NULL;
+		goto fail;
+	}
+	struct em_fakeip_config fc = {
+		.v4_cidr = cfg->fake_ipv4_range,
+		.v6_cidr = cfg->fake_ipv6_range,
+		.state_file = state,
+	};
+	r = em_fakeip_pool_new(&fc, &reg->pool);
+	reg->state_file = state;
+	if (r < 0)
+		goto fail;
+	reg->dirty = true;
+	r = rebuild(reg, &old);
+	if (r < 0)
+		goto fail;
+	return reg;
+fail:
+	em_registry_free(reg);
+	errno = -r;
+	return NULL;
+fail_errno:
+	errno = ENOMEM;
+	return NULL;
+}
+
+void em_registry_free(struct em_registry *reg)
+{
+	if (!reg)
+		return;
+	urcu_memb_synchronize_rcu();
+	em_snapshot_free(reg->current);
+	em_pod_index_clear(&reg->pod_index);
+	for (int k = 0; k < EM_OBJ_KIND_COUNT; k++)
+		em_strmap_clear(&reg->store[k], versions_free);
+	em_fakeip_pool_free(reg->pool);
+	for (unsigned i = 0; i < reg->n_sources; i++)
+		free(reg->sources[i]);
+	free(reg->sources);
+	free(reg->rank);
+	free(reg->state_file);
+	free(reg->domain);
+	pthread_mutex_destroy(&reg->lock);
+	free(reg);
+}
