@@ -176,9 +176,7 @@ void em_config_usage(FILE *out)
 		char flag[64];
 		snprintf(flag, sizeof(flag), "--%s=%s", opts[i].name, opts[i].metavar);
 		fprintf(out, "  %-34s %s", flag, opts[i].help);
-		if (opts[i].def && opts[i].def[0] && opts[i].kind != OPT_STR)
-			fprintf(out, " [%s]", opts[i].def);
-		else if (opts[i].def && opts[i].def[0])
+		if (opts[i].def && opts[i].def[0])
 			fprintf(out, " [%s]", opts[i].def);
 		fputc('\n', out);
 	}

@@ -1,0 +1,279 @@
+/* main.c — edgemesh-tproxy: wire the registry, sources, balancers, DNS
+ * rewriter, forwarder and ruleset together, and take them down in reverse
+ * on SIGINT/SIGTERM. SIGUSR1 logs the counters. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon/config.h"
+#include "daemon/sources.h"
+#include "dns/queue.h"
+#include "lb/lb.h"
+#include "nf/nf.h"
+#include "proxy/proxy.h"
+#include "registry/registry.h"
+#include "util/log.h"
+
+struct daemon {
+	struct em_config cfg;
+	struct em_lb *lb;
+	struct em_registry *reg;
+	struct em_sources *sources;
+	struct em_proxy *proxy;
+	struct em_dns_queue *dns;
+	struct em_dns_snapshot_source dns_src;
+	struct em_nf *nf;
+};
+
+static const struct em_snapshot *current_snapshot(void *reg)
+{
+	return em_registry_current(reg);
+}
+
+/* Runs on a forwarder worker for each accepted connection. */
+static int resolve(void *reg, const struct sockaddr *dst, const struct sockaddr *client,
+		   struct em_proxy_target *out)
+{
+	int ret;
+
+	(void)client;
+	urcu_memb_read_lock();
+	ret = em_proxy_target_from_snapshot(em_registry_current(reg), dst, out);
+	urcu_memb_read_unlock();
+	return ret;
+}
+
+/* Each forwarded connection holds six descriptors (two sockets, two pipes):
+ * take the hard limit, the soft default of 1024 is a few hundred clients. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+			em_warn("cannot raise the open file limit to %llu: %s",
+				(unsigned long long)rl.rlim_max, strerror(errno));
+	}
+}
+
+static int make_state_dir(const char *dir)
+{
+	if (!*dir)
+		return 0;
+	if (mkdir(dir, 0755) == -1 && errno != EEXIST) {
+		em_err("state directory %s: %s", dir, strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+static int start_registry(struct daemon *d)
+{
+	struct em_registry_config rc = {
+		.cluster_domain = d->cfg.cluster_domain,
+		.fake_ipv4_range = d->cfg.fake_ipv4_range,
+		.fake_ipv6_range = d->cfg.fake_ipv6_range,
+		.state_dir = *d->cfg.state_dir ? d->cfg.state_dir : NULL,
+	};
+	int ret;
+
+	if ((ret = em_lb_new(d->cfg.lb_strategy, d->cfg.lb_plugins, d->cfg.n_lb_plugins, &d->lb)) < 0)
+		return ret;
+	if ((ret = make_state_dir(d->cfg.state_dir)) < 0)
+		return ret;
+	rc.hooks = em_lb_snapshot_hooks(d->lb);
+	if (!(d->reg = em_registry_new(&rc))) {
+		ret = -errno;
+		em_err("registry (domain %s, fake ranges \"%s\" \"%s\"): %s", d->cfg.cluster_domain,
+		       d->cfg.fake_ipv4_range, d->cfg.fake_ipv6_range, strerror(errno));
+		return ret;
+	}
+	return em_sources_start(&d->cfg, d->reg, &d->sources);
+}
+
+static int start_proxy(struct daemon *d)
+{
+	struct em_proxy_config pc;
+	int ret;
+
+	em_proxy_config_defaults(&pc);
+	pc.port = (uint16_t)d->cfg.tproxy_port;
+	pc.listen6 = *d->cfg.fake_ipv6_range ? "::1" : NULL;
+	pc.workers = d->cfg.workers ? d->cfg.workers : 1;
+	pc.bypass_mark = d->cfg.bypass_mark;
+	pc.connect_timeout_ms = d->cfg.connect_timeout_ms;
+	pc.idle_timeout_s = d->cfg.idle_timeout_s;
+	pc.resolve = resolve;
+	pc.resolve_ctx = d->reg;
+	if ((ret = em_proxy_start(&pc, &d->proxy)) < 0)
+		em_err("TPROXY listener on port %u: %s", d->cfg.tproxy_port, strerror(-ret));
+	return ret;
+}
+
+static int start_dns(struct daemon *d)
+{
+	struct em_dns_config dc;
+	struct em_dns_provider prov;
+	int ret;
+
+	if (d->cfg.queues == 0 || (!d->cfg.dns_host && !d->cfg.dns_pods))
+		return 0;
+	em_dns_config_defaults(&dc);
+	dc.opts.ttl = d->cfg.dns_ttl;
+	dc.opts.short_names = d->cfg.dns_short_names;
+	dc.opts.nxdomain_unknown = strcmp(d->cfg.dns_unknown, "nxdomain") == 0;
+	dc.queue_num = (uint16_t)d->cfg.queue_num;
+	dc.queues = (uint16_t)d->cfg.queues;
+	dc.bypass_mark = d->cfg.bypass_mark;
+	d->dns_src.current = current_snapshot;
+	d->dns_src.ctx = d->reg;
+	em_dns_snapshot_provider(&prov, &d->dns_src);
+	if ((ret = em_dns_queue_start(&dc, &prov, &d->dns)) < 0)
+		em_err("DNS queues %u..%u: %s", d->cfg.queue_num,
+		       d->cfg.queue_num + d->cfg.queues - 1, strerror(-ret));
+	return ret;
+}
+
+static int start_rules(struct daemon *d)
+{
+	struct em_nf_config nc;
+	int ret;
+
+	if (!d->cfg.manage_rules)
+		return 0;
+	em_nf_config_defaults(&nc);
+	nc.fake_ipv4 = d->cfg.fake_ipv4_range;
+	nc.fake_ipv6 = d->cfg.fake_ipv6_range;
+	nc.capture_cidrs = (const char *const *)d->cfg.capture_cidrs;
+	nc.n_capture_cidrs = d->cfg.n_capture_cidrs;
+	nc.tproxy_port = (uint16_t)d->cfg.tproxy_port;
+	nc.queue_num = (uint16_t)d->cfg.queue_num;
+	nc.queues = (uint16_t)d->cfg.queues;
+	nc.dns_host = d->cfg.dns_host;
+	nc.dns_pods = d->cfg.dns_pods;
+	nc.capture_mark = d->cfg.capture_mark;
+	nc.bypass_mark = d->cfg.bypass_mark;
+	nc.route_table = d->cfg.route_table;
+	nc.rule_priority = d->cfg.rule_priority;
+	if ((ret = em_nf_install(&nc, &d->nf)) < 0)
+		return ret;	/* logged by em_nf_install */
+	em_info("ruleset installed: table inet edgemesh, DNS queue %s, policy route table %u",
+		em_nf_queue_variant_name(d->nf), d->cfg.route_table);
+	return 0;
+}
+
+static void log_stats(struct daemon *d)
+{
+	struct em_registry_stats rs;
+	struct em_proxy_stats ps;
+	char line[1024];
+
+	em_registry_get_stats(d->reg, &rs);
+	em_info("registry: generation %llu, %llu services, %llu backends, %llu objects, "
+		"%llu without fake IP, %llu rejected, last build %llu us",
+		(unsigned long long)rs.generation, (unsigned long long)rs.services,
+		(unsigned long long)rs.backends, (unsigned long long)rs.objects,
+		(unsigned long long)rs.fake_exhausted, (unsigned long long)rs.rejected,
+		(unsigned long long)rs.last_build_us);
+	if (d->dns) {
+		struct em_dns_stats ds;
+		em_dns_queue_stats(d->dns, &ds);
+		em_dns_stats_format(&ds, line, sizeof(line));
+		em_info("dns: %s", line);
+	}
+	if (d->proxy) {
+		em_proxy_get_stats(d->proxy, &ps);
+		em_info("forwarder: accepted %llu, refused %llu, no backend %llu, upstream failures %llu, "
+			"active %llu, bytes up %llu down %llu",
+			(unsigned long long)ps.accepted, (unsigned long long)ps.refused,
+			(unsigned long long)ps.no_backend, (unsigned long long)ps.upstream_failures,
+			(unsigned long long)ps.active, (unsigned long long)ps.bytes_up,
+			(unsigned long long)ps.bytes_down);
+	}
+}
+
+/* Reverse order of start: stop capturing first, so no new connection or
+ * query arrives while the parts behind the rules go away. */
+static void stop_all(struct daemon *d)
+{
+	if (d->nf && em_nf_remove(d->nf) < 0)
+		em_err("removing the ruleset failed; `nft delete table inet edgemesh` removes it");
+	d->nf = NULL;
+	em_dns_queue_stop(d->dns);
+	em_proxy_stop(d->proxy);
+	em_sources_stop(d->sources);
+	if (d->reg)
+		em_registry_free(d->reg);
+	if (d->lb)
+		em_lb_free(d->lb);
+	em_config_free(&d->cfg);
+}
+
+int main(int argc, char **argv)
+{
+	struct daemon d = { 0 };
+	struct timespec t0, t1;
+	sigset_t sigs;
+	int ret, sig, level;
+
+	ret = em_config_load(&d.cfg, argc, argv);
+	if (ret != 0) {
+		em_config_free(&d.cfg);
+		return ret > 0 ? EXIT_SUCCESS : 2;
+	}
+	if ((level = em_log_parse_level(d.cfg.log_level)) < 0) {
+		fprintf(stderr, "--log-level: \"%s\" is not error, warn, info or debug\n", d.cfg.log_level);
+		em_config_free(&d.cfg);
+		return 2;
+	}
+	em_log_set_level(level);
+
+	/* Signals are taken synchronously below; every thread inherits the mask. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGUSR1);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	raise_fd_limit();
+	em_info("edgemesh-tproxy %s starting: domain %s, fake range %s%s%s", EM_VERSION,
+		d.cfg.cluster_domain, d.cfg.fake_ipv4_range,
+		*d.cfg.fake_ipv6_range ? " and " : "", d.cfg.fake_ipv6_range);
+	if (start_registry(&d) < 0 || start_proxy(&d) < 0 || start_dns(&d) < 0 ||
+	    start_rules(&d) < 0) {
+		em_err("start-up failed; nothing is left installed");
+		stop_all(&d);
+		return EXIT_FAILURE;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	em_info("ready in %ld ms: listener 127.0.0.1:%u, DNS queue %u (x%u)",
+		(long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000),
+		d.cfg.tproxy_port, d.cfg.queue_num, d.cfg.queues);
+	log_stats(&d);
+
+	for (;;) {
+		if (sigwait(&sigs, &sig) != 0)
+			continue;
+		if (sig == SIGUSR1 || sig == SIGHUP) {
+			log_stats(&d);
+			continue;
+		}
+		em_info("%s: stopping", strsignal(sig));
+		break;
+	}
+	log_stats(&d);
+	stop_all(&d);
+	em_info("stopped; ruleset and routes removed");
+	return EXIT_SUCCESS;
+}
