@@ -1,0 +1,92 @@
+/* dns.h — the packet-level DNS rewriter: turns a queued IPv4/IPv6 UDP query
+ * for a cluster name into its answer, in the caller's buffer, or says PASS.
+ * Pure functions: no allocation, no locks, no I/O. The NFQUEUE loop that
+ * feeds it lives in dns/queue.h. */
+#ifndef EM_DNS_DNS_H
+#define EM_DNS_DNS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "registry/snapshot.h"
+
+/* How the rewriter finds services. In production it wraps the current
+ * registry snapshot (dns/queue.h em_dns_snapshot_provider); tests fill it
+ * with plain data. Both callbacks run on the queue thread, inside whatever
+ * read-side section the provider opened, and return NULL when not found. */
+struct em_dns_catalog {
+	void *ctx;
+	const char *domain;	/* cluster domain, e.g. "cluster.local", no trailing dot */
+	/* ns/name compare case-insensitively; the lengths allow labels
+	 * straight out of a packet (not NUL-terminated). */
+	const struct em_service *(*find_name)(void *ctx, const char *ns, size_t ns_len,
+					      const char *name, size_t name_len);
+	/* AF_INET + struct in_addr or AF_INET6 + struct in6_addr. */
+	const struct em_service *(*find_addr)(void *ctx, int family, const void *addr);
+};
+
+struct em_dns_opts {
+	uint32_t ttl;			/* seconds, answers and SOA minimum; default 5 */
+	bool nxdomain_unknown;		/* unknown names in the domain: NXDOMAIN (else pass) */
+	bool short_names;		/* answer "<svc>.<ns>" and "<svc>.<ns>.svc" too */
+	uint16_t edns_size;		/* UDP payload size we advertise; default 1232 */
+	bool verify_checksum;		/* pass queries whose UDP checksum is wrong */
+};
+
+#define EM_DNS_DEFAULT_TTL 5
+#define EM_DNS_DEFAULT_EDNS_SIZE 1232
+
+/* Why a packet was passed, or that it was answered. Index into counters. */
+enum em_dns_reason {
+	EM_DNS_ANSWERED = 0,		/* rewritten into an answer */
+	EM_DNS_PASS_NOT_IP,		/* not IPv4/IPv6, short IP header */
+	EM_DNS_PASS_IP_OPTIONS,		/* IPv4 options present */
+	EM_DNS_PASS_FRAGMENT,		/* IPv4 MF/offset */
+	EM_DNS_PASS_IP_LENGTH,		/* total/payload length != captured bytes */
+	EM_DNS_PASS_NOT_UDP,		/* other protocol, IPv6 extension headers */
+	EM_DNS_PASS_NOT_PORT53,		/* destination port is not 53 */
+	EM_DNS_PASS_UDP_LENGTH,		/* UDP length mismatch */
+	EM_DNS_PASS_CHECKSUM,		/* UDP checksum wrong (when verified) */
+	EM_DNS_PASS_ADDRESS,		/* multicast/broadcast/unspecified address */
+	EM_DNS_PASS_HEADER,		/* short DNS header, QR/TC set, opcode != QUERY, counts */
+	EM_DNS_PASS_QDCOUNT,		/* QDCOUNT != 1 */
+	EM_DNS_PASS_NAME,		/* bad question name: truncated, compressed, too long */
+	EM_DNS_PASS_QCLASS,		/* class not IN, meta types */
+	EM_DNS_PASS_ADDITIONAL,		/* additional section not exactly one sane OPT */
+	EM_DNS_PASS_EDNS_VERSION,	/* EDNS version != 0 (a resolver answers BADVERS) */
+	EM_DNS_PASS_TRAILING,		/* bytes after the last record */
+	EM_DNS_PASS_OUTSIDE,		/* name not in the cluster domain (normal traffic) */
+	EM_DNS_PASS_UNKNOWN,		/* in the domain, not a known service, pass mode */
+	EM_DNS_PASS_TOO_BIG,		/* answer would not fit the response size */
+	EM_DNS_PASS_NO_FAKE_IP,		/* A/ANY for a service without a fake IPv4 */
+	EM_DNS_REASON_MAX,
+};
+
+/* Short stable name for logs and metrics ("answered", "ip_options", ...). */
+const char *em_dns_reason_name(enum em_dns_reason reason);
+
+/* Try to answer the IPv4/IPv6 packet pkt[0..len) in place. cap is the size
+ * of the buffer (>= len); the answer never writes beyond it. Returns
+ * EM_DNS_ANSWERED with *out_len set to the answer packet's length (addresses
+ * and ports swapped, lengths and checksums fixed), or a PASS reason with the
+ * buffer untouched. */
+enum em_dns_reason em_dns_answer(const struct em_dns_opts *opts,
+				 const struct em_dns_catalog *cat,
+				 uint8_t *pkt, size_t len, size_t cap, size_t *out_len);
+
+/* The DNS layer alone: msg[0..len) is a UDP payload to port 53; builds the
+ * response in place within max_len bytes (max_len <= cap of the buffer) and
+ * sets *out_len. Same return convention. */
+enum em_dns_reason em_dns_answer_message(const struct em_dns_opts *opts,
+					 const struct em_dns_catalog *cat,
+					 uint8_t *msg, size_t len, size_t cap, size_t *out_len);
+
+void em_dns_opts_defaults(struct em_dns_opts *opts);
+
+/* Internet checksum helpers, exposed for tests: one's complement sum of
+ * data folded into sum (not inverted). */
+uint32_t em_dns_csum_add(uint32_t sum, const void *data, size_t len);
+uint16_t em_dns_csum_fold(uint32_t sum);
+
+#endif

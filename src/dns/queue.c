@@ -1,0 +1,581 @@
+/* queue.c — NFQUEUE loop of the DNS rewriter (libmnl-based
+ * libnetfilter_queue API).
+ *
+ * One thread per queue. Each wakeup reads up to BATCH packets with one
+ * recvmmsg(), answers what it can, and sends all verdicts with one sendmsg:
+ * first the per-packet verdicts (answers carrying their new payload, drops),
+ * then a single NFQNL_MSG_VERDICT_BATCH accepting every other packet up to
+ * the highest id read. The kernel handles the messages of one send in order,
+ * so the batch never covers a packet that already got its own verdict.
+ *
+ * Delivery (KERNEL-NOTES.md): an answer made in place and accepted is
+ * rerouted by the kernel in the output hook, and routed normally in
+ * prerouting when its new source (the resolver) is not a local address. In
+ * prerouting with a local resolver address it would be a martian, and in
+ * any other hook it is already routed the wrong way. Sending the answer
+ * through a raw socket (marked with the bypass mark) and dropping the query
+ * works in every case, and is the default.
+ *
+ * Why not in place by default: an in-place answer keeps the query's
+ * conntrack entry. If that entry already has a DNAT binding (an earlier
+ * query from the same client socket was passed and DNAT'd by kube-proxy to
+ * the cluster DNS), nat rewrites the answer's destination with it after our
+ * verdict and the answer is lost (measured: netns-tests/dns-queue.sh). The
+ * dropped query's unconfirmed entry dies with it; the raw answer is new. */
+#include "dns/queue.h"
+#include "dns/localaddr.h"
+#include "util/log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <libmnl/libmnl.h>
+#include <libnetfilter_queue/libnetfilter_queue.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nfnetlink_queue.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define BATCH 32
+#define WORK_CAP 4352		/* largest answer (4096 DNS) + headers */
+#define VERDICT_ROOM (WORK_CAP + 128)
+#define CFG_BUF 8192		/* config messages and their acks */
+
+struct qthread {
+	struct em_dns_queue *q;
+	uint16_t num;
+	struct mnl_socket *nl;
+	unsigned portid;
+	int raw4, raw6;
+	struct em_dns_localaddr local;
+	pthread_t tid;
+	bool started;
+	uint8_t *rx;			/* BATCH slots of rx_slot bytes */
+	uint8_t *work;			/* BATCH slots of WORK_CAP bytes: answers */
+	size_t rx_slot;
+	char *tx;			/* verdict messages */
+	size_t tx_cap;
+	_Atomic uint64_t reasons[EM_DNS_REASON_MAX];
+	_Atomic uint64_t packets, raw_sent, raw_errors, truncated, enobufs, recv_errors, send_errors;
+	struct em_ratelimit rl;
+};
+
+struct em_dns_queue {
+	struct em_dns_config cfg;
+	struct em_dns_provider prov;
+	int stop_fd;			/* eventfd: readable once stop is asked */
+	unsigned n;
+	struct qthread t[];
+};
+
+void em_dns_config_defaults(struct em_dns_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	em_dns_opts_defaults(&cfg->opts);
+	cfg->queues = 1;
+	cfg->copy_range = 512;
+	cfg->queue_maxlen = 4096;
+	cfg->rcvbuf = 8 << 20;
+	cfg->bypass_mark = 0x1e3;
+}
+
+#define ADD(field) atomic_fetch_add_explicit(&t->field, 1, memory_order_relaxed)
+
+/* ---- setup ------------------------------------------------------------ */
+
+/* Sends one config message and waits for its ack; 0 or -errno. Packets that
+ * arrive meanwhile are left unverdicted; the first batch verdict covers them. */
+static int config_send(struct qthread *t, struct nlmsghdr *nlh)
+{
+	char buf[CFG_BUF];
+	unsigned seq = (unsigned)nlh->nlmsg_seq;
+
+	nlh->nlmsg_flags |= NLM_F_ACK;
+	if (mnl_socket_sendto(t->nl, nlh, nlh->nlmsg_len) < 0)
+		return -errno;
+	for (;;) {
+		ssize_t got = mnl_socket_recvfrom(t->nl, buf, sizeof(buf));
+		if (got < 0)
+			return errno == ENOBUFS ? 0 : -errno;
+		int n = (int)got;
+		for (struct nlmsghdr *h = (struct nlmsghdr *)buf; mnl_nlmsg_ok(h, n);
+		     h = mnl_nlmsg_next(h, &n)) {
+			if (h->nlmsg_type == NLMSG_ERROR && h->nlmsg_seq == seq) {
+				const struct nlmsgerr *e = mnl_nlmsg_get_payload(h);
+				return e->error;
+			}
+		}
+	}
+}
+
+static int queue_open(struct qthread *t, const struct em_dns_config *cfg)
+{
+	char buf[CFG_BUF];
+	struct nlmsghdr *nlh;
+	int err;
+
+	t->nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
+	if (!t->nl)
+		return -errno;
+	if (mnl_socket_bind(t->nl, 0, MNL_SOCKET_AUTOPID) < 0)
+		return -errno;
+	t->portid = mnl_socket_get_portid(t->nl);
+	int fd = mnl_socket_get_fd(t->nl);
+	/* A large buffer absorbs bursts; FORCE needs CAP_NET_ADMIN, which we
+	 * have if we can bind a queue at all; fall back to the capped one. */
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &cfg->rcvbuf, sizeof(cfg->rcvbuf)) == -1)
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &cfg->rcvbuf, sizeof(cfg->rcvbuf));
+
+	nlh = nfq_nlmsg_put(buf, NFQNL_MSG_CONFIG, t->num);
+	nlh->nlmsg_seq = 1;
+	nfq_nlmsg_cfg_put_cmd(nlh, AF_UNSPEC, NFQNL_CFG_CMD_BIND);
+	err = config_send(t, nlh);
+	if (err < 0)
+		return err;
+
+	nlh = nfq_nlmsg_put(buf, NFQNL_MSG_CONFIG, t->num);
+	nlh->nlmsg_seq = 2;
+	nfq_nlmsg_cfg_put_params(nlh, NFQNL_COPY_PACKET, (int)cfg->copy_range);
+	nfq_nlmsg_cfg_put_qmaxlen(nlh, cfg->queue_maxlen);
+	/* FAIL_OPEN: when the queue is full the kernel accepts instead of
+	 * dropping. No F_GSO: without it the kernel completes partial
+	 * checksums before copying, so every payload we see is final. */
+	mnl_attr_put_u32(nlh, NFQA_CFG_FLAGS, htonl(NFQA_CFG_F_FAIL_OPEN));
+	mnl_attr_put_u32(nlh, NFQA_CFG_MASK, htonl(NFQA_CFG_F_FAIL_OPEN));
+	return config_send(t, nlh);
+}
+
+static int raw_open(int family, uint32_t mark)
+{
+	int fd = socket(family, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
+
+	if (fd == -1)
+		return -errno;
+	/* IPPROTO_RAW implies a header supplied by us for IPv4 and, on Linux,
+	 * for IPv6 as well. */
+	if (mark && setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) == -1) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+/* ---- per packet ------------------------------------------------------- */
+
+/* Answers of one batch waiting for the raw socket. */
+struct batch {
+	size_t used;			/* bytes of verdicts in t->tx */
+	unsigned slots;			/* work slots taken */
+	unsigned n_raw;
+	struct raw_out {
+		uint32_t id;
+		uint8_t *pkt;
+		size_t len;
+		uint32_t indev;
+	} raw[BATCH];
+};
+
+/* Fills the destination of an answer leaving through the raw socket. */
+static void raw_dest(const struct raw_out *r, struct sockaddr_storage *ss, socklen_t *sl)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (r->pkt[0] >> 4 == 4) {
+		struct sockaddr_in *sa = (struct sockaddr_in *)ss;
+		sa->sin_family = AF_INET;
+		memcpy(&sa->sin_addr, r->pkt + 16, 4);
+		*sl = sizeof(*sa);
+	} else {
+		struct sockaddr_in6 *sa = (struct sockaddr_in6 *)ss;
+		sa->sin6_family = AF_INET6;
+		memcpy(&sa->sin6_addr, r->pkt + 24, 16);
+		/* a link-local client is only reachable on the device it came in */
+		if (IN6_IS_ADDR_LINKLOCAL(&sa->sin6_addr) || IN6_IS_ADDR_MC_LINKLOCAL(&sa->sin6_addr))
+			sa->sin6_scope_id = r->indev;
+		*sl = sizeof(*sa);
+	}
+}
+
+/* Sends the family's raw answers of the batch with sendmmsg; sets ok[i]. */
+static void raw_flush_family(struct qthread *t, struct batch *b, int v, bool *ok)
+{
+	struct mmsghdr m[BATCH];
+	struct iovec iov[BATCH];
+	struct sockaddr_storage ss[BATCH];
+	unsigned idx[BATCH], n = 0;
+	int fd = v == 4 ? t->raw4 : t->raw6;
+
+	for (unsigned i = 0; i < b->n_raw; i++) {
+		if (b->raw[i].pkt[0] >> 4 != v)
+			continue;
+		memset(&m[n], 0, sizeof(m[n]));
+		iov[n].iov_base = b->raw[i].pkt;
+		iov[n].iov_len = b->raw[i].len;
+		raw_dest(&b->raw[i], &ss[n], &m[n].msg_hdr.msg_namelen);
+		m[n].msg_hdr.msg_name = &ss[n];
+		m[n].msg_hdr.msg_iov = &iov[n];
+		m[n].msg_hdr.msg_iovlen = 1;
+		idx[n++] = i;
+	}
+	for (unsigned off = 0; off < n;) {
+		int r = sendmmsg(fd, m + off, n - off, 0);
+		if (r == -1) {
+			/* the message at off failed; the rest get their own try */
+			ADD(raw_errors);
+			em_log_rl(&t->rl, EM_LOG_WARN, "dns queue %u: raw answer send failed: %s",
+				  t->num, strerror(errno));
+			off++;
+			continue;
+		}
+		for (int j = 0; j < r; j++)
+			ok[idx[off + j]] = true;
+		off += (unsigned)r;
+	}
+}
+
+static void put_verdict(struct qthread *t, size_t *used, int type, uint32_t id, int verdict,
+			const void *payload, size_t plen)
+{
+	struct nlmsghdr *nlh = nfq_nlmsg_put(t->tx + *used, type, t->num);
+	nfq_nlmsg_verdict_put(nlh, (int)id, verdict);
+	if (payload)
+		nfq_nlmsg_verdict_put_pkt(nlh, payload, (uint32_t)plen);
+	*used += NLMSG_ALIGN(nlh->nlmsg_len);
+}
+
+/* Handles one NFQNL_MSG_PACKET: appends an in-place verdict, or queues a
+ * raw answer in b; returns the id when the packet is to be accepted by the
+ * batch verdict, else 0. */
+static uint32_t handle_packet(struct qthread *t, const struct nlmsghdr *nlh,
+			      const struct em_dns_catalog *cat, struct batch *b)
+{
+	struct nlattr *attr[NFQA_MAX + 1] = { 0 };
+	size_t out_len;
+
+	if (nfq_nlmsg_parse(nlh, attr) < 0 || !attr[NFQA_PACKET_HDR]) {
+		ADD(recv_errors);
+		return 0;
+	}
+	const struct nfqnl_msg_packet_hdr *ph = mnl_attr_get_payload(attr[NFQA_PACKET_HDR]);
+	uint32_t id = ntohl(ph->packet_id);
+	ADD(packets);
+	if (!attr[NFQA_PAYLOAD])
+		return id;
+	size_t len = mnl_attr_get_payload_len(attr[NFQA_PAYLOAD]);
+	if (attr[NFQA_CAP_LEN] && ntohl(mnl_attr_get_u32(attr[NFQA_CAP_LEN])) != len) {
+		ADD(truncated);
+		return id;
+	}
+	if (len > WORK_CAP || b->slots == BATCH)
+		return id;
+	uint8_t *work = t->work + (size_t)b->slots * WORK_CAP;
+	memcpy(work, mnl_attr_get_payload(attr[NFQA_PAYLOAD]), len);
+
+	enum em_dns_reason r = cat->find_name ?
+		em_dns_answer(&t->q->cfg.opts, cat, work, len, WORK_CAP, &out_len) :
+		EM_DNS_PASS_OUTSIDE;
+	atomic_fetch_add_explicit(&t->reasons[r], 1, memory_order_relaxed);
+	if (r != EM_DNS_ANSWERED)
+		return id;
+
+	/* The answer's source is the query's destination (the resolver). */
+	bool v4 = work[0] >> 4 == 4;
+	bool local = em_dns_localaddr_has(&t->local, v4 ? AF_INET : AF_INET6, v4 ? work + 12 : work + 8);
+	if (t->q->cfg.in_place &&
+	    (ph->hook == NF_INET_LOCAL_OUT || (ph->hook == NF_INET_PRE_ROUTING && !local))) {
+		put_verdict(t, &b->used, NFQNL_MSG_VERDICT, id, NF_ACCEPT, work, out_len);
+		return 0;
+	}
+	struct raw_out *ro = &b->raw[b->n_raw++];
+	b->slots++;
+	ro->id = id;
+	ro->pkt = work;
+	ro->len = out_len;
+	ro->indev = attr[NFQA_IFINDEX_INDEV] ? ntohl(mnl_attr_get_u32(attr[NFQA_IFINDEX_INDEV])) : 0;
+	return 0;
+}
+
+static void note_accept(uint32_t id, uint32_t *max, bool *have)
+{
+	/* ids wrap: compare as the kernel does (nfq_id_after) */
+	if (id && (!*have || (int32_t)(id - *max) > 0)) {
+		*max = id;
+		*have = true;
+	}
+}
+
+/* Reads one batch of packets and sends its verdicts; returns how many
+ * messages were read (0 when none were waiting). */
+static int handle_batch(struct qthread *t)
+{
+	struct mmsghdr msgs[BATCH];
+	struct iovec iov[BATCH];
+	struct em_dns_catalog cat = { 0 };
+	const struct em_dns_provider *prov = &t->q->prov;
+	int fd = mnl_socket_get_fd(t->nl);
+
+	for (unsigned i = 0; i < BATCH; i++) {
+		iov[i].iov_base = t->rx + i * t->rx_slot;
+		iov[i].iov_len = t->rx_slot;
+		memset(&msgs[i].msg_hdr, 0, sizeof(msgs[i].msg_hdr));
+		msgs[i].msg_hdr.msg_iov = &iov[i];
+		msgs[i].msg_hdr.msg_iovlen = 1;
+	}
+	int n = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL);
+	if (n == -1) {
+		if (errno == ENOBUFS) {
+			/* The kernel dropped messages for us; those packets
+			 * stay queued and the next batch verdict accepts them. */
+			ADD(enobufs);
+		} else if (errno != EAGAIN && errno != EINTR) {
+			ADD(recv_errors);
+			em_log_rl(&t->rl, EM_LOG_WARN, "dns queue %u: recv: %s", t->num, strerror(errno));
+		}
+		return errno == ENOBUFS ? 1 : 0;
+	}
+
+	struct batch b = { 0 };
+	uint32_t accept_max = 0;
+	bool have_accept = false;
+	if (prov->acquire)
+		prov->acquire(prov->ctx, &cat);
+	for (int i = 0; i < n; i++) {
+		int len = (int)msgs[i].msg_len;
+		for (const struct nlmsghdr *nlh = (const void *)(t->rx + i * t->rx_slot); mnl_nlmsg_ok(nlh, len);
+		     nlh = mnl_nlmsg_next(nlh, &len)) {
+			if (nlh->nlmsg_type == NLMSG_ERROR) {
+				/* a verdict the kernel refused (netlink reports
+				 * errors even unasked) */
+				const struct nlmsgerr *e = mnl_nlmsg_get_payload(nlh);
+				if (e->error) {
+					ADD(send_errors);
+					em_log_rl(&t->rl, EM_LOG_WARN, "dns queue %u: verdict refused: %s",
+						  t->num, strerror(-e->error));
+				}
+				continue;
+			}
+			if (nlh->nlmsg_type != ((NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET))
+				continue;
+			if (b.used + VERDICT_ROOM > t->tx_cap)
+				break;	/* cannot happen with BATCH slots; be safe */
+			note_accept(handle_packet(t, nlh, &cat, &b), &accept_max, &have_accept);
+		}
+	}
+	if (prov->release)
+		prov->release(prov->ctx);
+
+	/* Raw answers first, then their verdicts: a query is dropped only
+	 * once its answer is out; a failed send leaves it to the resolver. */
+	if (b.n_raw) {
+		bool ok[BATCH] = { 0 };
+		raw_flush_family(t, &b, 4, ok);
+		raw_flush_family(t, &b, 6, ok);
+		for (unsigned i = 0; i < b.n_raw; i++) {
+			if (ok[i]) {
+				ADD(raw_sent);
+				put_verdict(t, &b.used, NFQNL_MSG_VERDICT, b.raw[i].id, NF_DROP, NULL, 0);
+			} else {
+				note_accept(b.raw[i].id, &accept_max, &have_accept);
+			}
+		}
+	}
+	if (have_accept)
+		put_verdict(t, &b.used, NFQNL_MSG_VERDICT_BATCH, accept_max, NF_ACCEPT, NULL, 0);
+	if (b.used && mnl_socket_sendto(t->nl, t->tx, b.used) < 0) {
+		ADD(send_errors);
+		em_log_rl(&t->rl, EM_LOG_WARN, "dns queue %u: verdict send: %s", t->num, strerror(errno));
+	}
+	return n;
+}
+
+static void *thread_main(void *arg)
+{
+	struct qthread *t = arg;
+	const struct em_dns_provider *prov = &t->q->prov;
+	struct pollfd pfd[3] = {
+		{ .fd = t->q->stop_fd, .events = POLLIN },
+		{ .fd = mnl_socket_get_fd(t->nl), .events = POLLIN },
+		{ .fd = t->local.nl_fd, .events = POLLIN },
+	};
+
+	if (prov->thread_init)
+		prov->thread_init(prov->ctx);
+	for (;;) {
+		if (poll(pfd, 3, -1) == -1) {
+			if (errno == EINTR)
+				continue;
+			em_err("dns queue %u: poll: %s", t->num, strerror(errno));
+			break;
+		}
+		if (pfd[0].revents) {
+			/* Unbinding drops what is still queued: verdict it
+			 * first (bounded, in case packets keep coming). */
+			for (int i = 0; i < 64 && handle_batch(t) > 0; i++)
+				;
+			break;
+		}
+		if (pfd[2].revents)
+			em_dns_localaddr_changed(&t->local);
+		/* POLLERR on netlink is an overrun (ENOBUFS): recv reports it */
+		if (pfd[1].revents & (POLLIN | POLLERR))
+			handle_batch(t);
+	}
+	if (prov->thread_fini)
+		prov->thread_fini(prov->ctx);
+	return NULL;
+}
+
+/* ---- start / stop ----------------------------------------------------- */
+
+static void thread_close(struct qthread *t)
+{
+	if (t->nl) {
+		char buf[CFG_BUF];
+		struct nlmsghdr *nlh = nfq_nlmsg_put(buf, NFQNL_MSG_CONFIG, t->num);
+		nfq_nlmsg_cfg_put_cmd(nlh, AF_UNSPEC, NFQNL_CFG_CMD_UNBIND);
+		mnl_socket_sendto(t->nl, nlh, nlh->nlmsg_len);
+		mnl_socket_close(t->nl);
+	}
+	if (t->raw4 >= 0)
+		close(t->raw4);
+	if (t->raw6 >= 0)
+		close(t->raw6);
+	em_dns_localaddr_close(&t->local);
+	free(t->rx);
+	free(t->tx);
+	free(t->work);
+}
+
+void em_dns_queue_stop(struct em_dns_queue *q)
+{
+	if (!q)
+		return;
+	uint64_t one = 1;
+	if (write(q->stop_fd, &one, sizeof(one)) == -1)
+		em_err("dns queue: cannot signal stop: %s", strerror(errno));
+	for (unsigned i = 0; i < q->n; i++)
+		if (q->t[i].started)
+			pthread_join(q->t[i].tid, NULL);
+	for (unsigned i = 0; i < q->n; i++)
+		thread_close(&q->t[i]);
+	close(q->stop_fd);
+	free(q);
+}
+
+int em_dns_queue_start(const struct em_dns_config *cfg, const struct em_dns_provider *prov,
+		       struct em_dns_queue **out)
+{
+	unsigned n = cfg->queues ? cfg->queues : 1;
+	struct em_dns_queue *q = calloc(1, sizeof(*q) + n * sizeof(q->t[0]));
+	int err = -ENOMEM;
+
+	if (!q)
+		return -ENOMEM;
+	q->cfg = *cfg;
+	if (q->cfg.copy_range < 64)
+		q->cfg.copy_range = 64;
+	q->prov = *prov;
+	q->n = n;
+	for (unsigned i = 0; i < n; i++) {
+		q->t[i].raw4 = q->t[i].raw6 = -1;
+		q->t[i].local.nl_fd = -1;
+	}
+	q->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (q->stop_fd == -1) {
+		err = -errno;
+		free(q);
+		return err;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		struct qthread *t = &q->t[i];
+		t->q = q;
+		t->num = (uint16_t)(cfg->queue_num + i);
+		t->rx_slot = q->cfg.copy_range + 512;	/* netlink and attribute headers */
+		t->rx = malloc(BATCH * t->rx_slot);
+		t->tx_cap = (BATCH + 1) * VERDICT_ROOM;
+		t->tx = malloc(t->tx_cap);
+		t->work = malloc((size_t)BATCH * WORK_CAP);
+		if (!t->rx || !t->tx || !t->work)
+			goto fail;
+		if ((err = queue_open(t, &q->cfg)) < 0) {
+			em_err("dns queue %u: cannot bind: %s", t->num, strerror(-err));
+			goto fail;
+		}
+		if ((err = t->raw4 = raw_open(AF_INET, cfg->bypass_mark)) < 0 ||
+		    (err = t->raw6 = raw_open(AF_INET6, cfg->bypass_mark)) < 0) {
+			em_err("dns queue %u: raw socket (mark 0x%x): %s", t->num,
+			       cfg->bypass_mark, strerror(-err));
+			goto fail;
+		}
+		if ((err = em_dns_localaddr_open(&t->local)) < 0) {
+			em_err("dns queue %u: local addresses: %s", t->num, strerror(-err));
+			goto fail;
+		}
+	}
+	for (unsigned i = 0; i < n; i++) {
+		err = -pthread_create(&q->t[i].tid, NULL, thread_main, &q->t[i]);
+		if (err < 0) {
+			em_err("dns queue %u: thread: %s", q->t[i].num, strerror(-err));
+			goto fail;
+		}
+		q->t[i].started = true;
+	}
+	*out = q;
+	return 0;
+fail:
+	em_dns_queue_stop(q);
+	return err;
+}
+
+/* ---- counters --------------------------------------------------------- */
+
+#define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+void em_dns_queue_stats(const struct em_dns_queue *q, struct em_dns_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	for (unsigned i = 0; i < q->n; i++) {
+		const struct qthread *t = &q->t[i];
+		for (int r = 0; r < EM_DNS_REASON_MAX; r++)
+			st->reasons[r] += LOAD(((struct qthread *)t)->reasons[r]);
+		st->packets += LOAD(((struct qthread *)t)->packets);
+		st->raw_sent += LOAD(((struct qthread *)t)->raw_sent);
+		st->raw_errors += LOAD(((struct qthread *)t)->raw_errors);
+		st->truncated += LOAD(((struct qthread *)t)->truncated);
+		st->enobufs += LOAD(((struct qthread *)t)->enobufs);
+		st->recv_errors += LOAD(((struct qthread *)t)->recv_errors);
+		st->send_errors += LOAD(((struct qthread *)t)->send_errors);
+	}
+}
+
+int em_dns_stats_format(const struct em_dns_stats *st, char *buf, size_t len)
+{
+	size_t o = 0;
+	int n;
+
+	if (len)
+		buf[0] = '\0';
+#define APPEND(...) do { \
+		n = snprintf(buf + o, o < len ? len - o : 0, __VA_ARGS__); \
+		if (n < 0) \
+			return -EINVAL; \
+		o += (size_t)n; \
+	} while (0)
+	APPEND("packets=%llu", (unsigned long long)st->packets);
+	for (int r = 0; r < EM_DNS_REASON_MAX; r++)
+		if (st->reasons[r] || r == EM_DNS_ANSWERED)
+			APPEND(" %s=%llu", em_dns_reason_name(r), (unsigned long long)st->reasons[r]);
+	APPEND(" raw_sent=%llu raw_errors=%llu truncated=%llu enobufs=%llu recv_errors=%llu send_errors=%llu",
+	       (unsigned long long)st->raw_sent, (unsigned long long)st->raw_errors,
+	       (unsigned long long)st->truncated, (unsigned long long)st->enobufs,
+	       (unsigned long long)st->recv_errors, (unsigned long long)st->send_errors);
+#undef APPEND
+	return o < len ? (int)o : -ENOSPC;
+}
