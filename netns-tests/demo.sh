@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 EM_BIN=${EM_BIN:-$here/../build/edgemesh-tproxy}
 EM_MANIFESTS=${EM_MANIFESTS:-$here/../contrib/manifests/nginx.yaml}
 . "$here/lib/topology.sh"
-trap topo_cleanup EXIT
+topo_traps
 
 log "building the topology (namespaces: $TOPO_NS)"
 topo_up

@@ -23,7 +23,9 @@
 # Needs root. Everything it creates carries $$ and is removed on exit.
 
 set -u
-: "${EM_PROXY_DRIVER:?EM_PROXY_DRIVER must point at the proxy-driver binary}"
+here=$(cd "$(dirname "$0")" && pwd)
+EM_PROXY_DRIVER=${EM_PROXY_DRIVER:-$here/../build/src/proxy/proxy-driver}
+[ -x "$EM_PROXY_DRIVER" ] || { echo "no proxy-driver at $EM_PROXY_DRIVER (build first)"; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "proxy-l4.sh: needs root"; exit 77; }
 
 NS_NODE="em-proxy-$$-node"

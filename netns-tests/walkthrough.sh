@@ -10,8 +10,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 EM_BIN=${EM_BIN:-$here/../build/edgemesh-tproxy}
 EM_MANIFESTS=${EM_MANIFESTS:-$here/../contrib/manifests/nginx.yaml}
 . "$here/lib/topology.sh"
-trap topo_cleanup EXIT
-trap 'exit 1' INT TERM
+topo_traps
 
 passed=0 failed=0
 check() { # check "what" CMD...

@@ -42,8 +42,12 @@ wait_until() {
 	done
 }
 
+# listening RUN SS-FLAGS PORT: a socket is bound there (ss -H exits 0 on no match).
+listening() { "$1" ss -H "$2" "sport = :$3" | grep -q .; }
+
 topo_cleanup() {
 	local pidfile ns
+	set +e	# everything below is best effort: never stop half-way
 	for pidfile in "$TOPO_DIR"/*.pid; do
 		[ -e "$pidfile" ] || continue
 		kill "$(cat "$pidfile")" 2>/dev/null
@@ -61,6 +65,13 @@ topo_cleanup() {
 	done
 	rmdir /etc/netns 2>/dev/null
 	rm -rf "$TOPO_DIR"
+	return 0
+}
+
+# The caller's traps: cleanup on every exit, and a signal is an exit.
+topo_traps() {
+	trap topo_cleanup EXIT
+	trap 'exit 1' INT TERM HUP
 }
 
 # resolv.conf seen by `ip netns exec` in one namespace (bind-mounted by iproute2).
@@ -111,7 +122,7 @@ topo_dnsmasq() {
 		--listen-address=10.53.0.2 --bind-interfaces --user=root --group=root \
 		--pid-file= --log-facility="$TOPO_DIR/dnsmasq.log" &
 	echo $! > "$TOPO_DIR/dnsmasq.pid"
-	wait_until 5 ndns ss -Hlun 'sport = :53'
+	wait_until 5 listening ndns -lun 53
 }
 
 topo_nginx() {
@@ -137,7 +148,7 @@ http {
 NGINX
 	npb nginx -c "$TOPO_DIR/nginx/nginx.conf" -e "$TOPO_DIR/nginx/error.log" &
 	echo $! > "$TOPO_DIR/nginx.pid"
-	wait_until 5 npb ss -Hltn 'sport = :80'
+	wait_until 5 listening npb -ltn 80
 }
 
 # A line-echo server for the L4 port of the service.
@@ -156,7 +167,7 @@ while True:
     c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
 ' &
 	echo $! > "$TOPO_DIR/echo.pid"
-	wait_until 5 npb ss -Hltn 'sport = :9000'
+	wait_until 5 listening npb -ltn 9000
 }
 
 topo_manifests() {
