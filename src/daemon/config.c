@@ -45,6 +45,7 @@ static const struct opt opts[] = {
 	{ "dns-short-names", OPT_BOOL, F(dns_short_names), 0, 0, "no", "yes|no", "also answer <svc>.<ns> and <svc>.<ns>.svc" },
 	{ "dns-host", OPT_BOOL, F(dns_host), 0, 0, "yes", "yes|no", "answer DNS queries of host processes" },
 	{ "dns-pods", OPT_BOOL, F(dns_pods), 0, 0, "yes", "yes|no", "answer DNS queries forwarded from pods" },
+	{ "dns-in-place", OPT_BOOL, F(dns_in_place), 0, 0, "no", "yes|no", "deliver answers by accepting the rewritten query (faster) rather than through a raw socket; unsafe when something DNATs DNS on this node, e.g. kube-proxy to the cluster DNS" },
 	{ "manage-rules", OPT_BOOL, F(manage_rules), 0, 0, "yes", "yes|no", "install the nftables table and policy routes (no: you include nft/edgemesh.nft yourself)" },
 	{ "lb-strategy", OPT_STR, F(lb_strategy), 0, 0, "round-robin", "NAME", "default balancer strategy" },
 	{ "lb-plugin", OPT_LIST, F(lb_plugins), F(n_lb_plugins), 0, NULL, "PATH", "load a balancer strategy from a shared object; repeatable" },

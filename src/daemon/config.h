@@ -30,6 +30,7 @@ struct em_config {
 	bool dns_short_names;
 	bool dns_host;			/* queue host processes' queries (output hook) */
 	bool dns_pods;			/* queue forwarded queries (prerouting hook) */
+	bool dns_in_place;		/* accept rewritten queries instead of raw-socket replies */
 	bool manage_rules;		/* install the nftables table and policy routes */
 	char *lb_strategy;
 	char *lb_plugins[EM_CONFIG_MAX_LIST];

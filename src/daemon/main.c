@@ -133,6 +133,7 @@ static int start_dns(struct daemon *d)
 	dc.queue_num = (uint16_t)d->cfg.queue_num;
 	dc.queues = (uint16_t)d->cfg.queues;
 	dc.bypass_mark = d->cfg.bypass_mark;
+	dc.in_place = d->cfg.dns_in_place;
 	d->dns_src.current = current_snapshot;
 	d->dns_src.ctx = d->reg;
 	em_dns_snapshot_provider(&prov, &d->dns_src);
