@@ -59,9 +59,19 @@ build_fuzz() {
 	ninja -C build-fuzz
 }
 
+# The root namespace's ruleset, policy rules and routes: tests must never
+# change them (everything they do happens in namespaces of their own).
+host_state() {
+	nft list ruleset 2>/dev/null
+	ip -4 rule; ip -6 rule
+	{ ip -4 route show table all; ip -6 route show table all; } | sed 's/ expires [0-9]*sec//'
+}
+
 # Every test; the last line is the total `N passed, N failed`.
 run_tests() {
-	local passed=0 failed=0 out rc line t
+	local passed=0 failed=0 out rc line t left
+	local ns_before; ns_before=$(ip netns list | awk '{print $1}' | sort)
+	local host_before; host_before=$(host_state)
 	export EM_BIN=$top/build/edgemesh-tproxy
 
 	echo "== unit tests (Check)"
@@ -82,7 +92,7 @@ run_tests() {
 	echo "== fuzz targets (bounded runs)"
 	build_fuzz
 	for t in build-fuzz/tests/fuzz-*; do
-		[ -x "$t" ] || continue
+		[ -f "$t" ] && [ -x "$t" ] || continue
 		local name=${t##*/fuzz-} corpus=$top/tests/fuzz/corpus/${t##*/fuzz-}
 		local work; work=$(mktemp -d)
 		[ -d "$corpus" ] && cp -r "$corpus/." "$work/"
@@ -110,10 +120,17 @@ run_tests() {
 		fi
 	done
 	echo "== leftovers"
-	if ip netns list | grep -q '^em-'; then
-		failed=$((failed + 1)); echo "FAILED: namespaces left behind:"; ip netns list | grep '^em-'
+	left=$(comm -13 <(echo "$ns_before") <(ip netns list | awk '{print $1}' | sort))
+	if [ -n "$left" ]; then
+		failed=$((failed + 1)); echo "FAILED: namespaces left behind:"; echo "$left"
 	else
 		passed=$((passed + 1)); echo "no namespaces left behind"
+	fi
+	if [ "$(host_state)" != "$host_before" ]; then
+		failed=$((failed + 1)); echo "FAILED: the host's ruleset, rules or routes changed:"
+		diff <(echo "$host_before") <(host_state)
+	else
+		passed=$((passed + 1)); echo "host ruleset, rules and routes untouched"
 	fi
 	echo "$passed passed, $failed failed"
 	[ $failed -eq 0 ]
