@@ -2,20 +2,40 @@
  *
  * The balancer layer: the table of strategies (built-in and loaded from
  * plugins), the choice of strategy per service, and the refcounted per-port
- * balancer (struct em_lb_port) that the registry attaches to every service
- * port through em_snapshot_hooks and that the forwarder picks from.
+ * balancer (struct em_lb_port) that the forwarder picks from. The registry
+ * knows nothing of it: em_snapshot_hooks lets this layer own the port->lb
+ * slot of every service port.
+ *
+ * Created lazily. An edge node has thousands of services and talks to a
+ * handful, so a balancer (backend copy, strings, strategy instance) is built
+ * on the first connection to a port, not when the snapshot is built.
+ * port->lb holds one of:
+ *   - NULL: no hooks ran (or the port is finished): no balancer, ever;
+ *   - the struct em_lb, tagged with bit 0: hooks ran, nothing built yet
+ *     (costs nothing: port_init allocates nothing);
+ *   - a struct em_lb_port: built, holding the snapshot's reference.
+ * The only transition readers make is tagged -> built, with a
+ * compare-and-swap (release) by em_lb_port_acquire(); slots are read with
+ * acquire. Because a service port is shared by every snapshot that did not
+ * rebuild its service (registry.h), a balancer built through one snapshot
+ * serves the following ones too: round robin and health state survive
+ * unrelated commits, as they did when built eagerly.
  *
  * Lifetime of a struct em_lb_port (the hazard: a connection outlives the
  * snapshot it was routed with):
- *   - port_init (snapshot build) creates it with one reference, owned by the
- *     snapshot, and stores it in port->lb;
- *   - a reader inside its RCU read-side section takes its own reference with
- *     em_lb_port_get() (safe: port_fini cannot have run yet);
- *   - port_fini (after the grace period) drops the snapshot's reference;
+ *   - em_lb_port_acquire(), inside the reader's RCU read-side section, builds
+ *     the balancer if the slot has none: the slot's reference is the
+ *     snapshot's; the CAS loser destroys its own copy, which nobody saw;
+ *   - it then takes the caller's own reference (safe: port_fini, which drops
+ *     the slot's, cannot run before the section ends);
+ *   - port_fini (after the grace period that follows the last snapshot
+ *     holding the port; no reader can CAS any more) drops the snapshot's
+ *     reference if one was built, and clears the slot;
  *   - the connection calls em_lb_port_release() for its pick and then
  *     em_lb_port_put(); the last put destroys the strategy instance and the
- *     backend copy. The port keeps its own copy of the backends, so picks and
- *     releases never touch snapshot memory after the RCU section.
+ *     backend copy. The port keeps its own copy of the backends and names,
+ *     so picks, releases and labels never touch snapshot memory after the
+ *     RCU section.
  */
 #ifndef EM_LB_LB_H
 #define EM_LB_LB_H
@@ -68,16 +88,34 @@ const char *em_lb_strategy_for(const struct em_service *svc, const char *dflt);
 
 /* The hooks that make the registry call em_lb_port_init/fini. */
 struct em_snapshot_hooks em_lb_snapshot_hooks(struct em_lb *lb);
-/* Hook bodies (ctx is the struct em_lb). port_init never fails for a bad
- * annotation (falls back to the default strategy, warns); -ENOMEM only. */
+/* Hook bodies (ctx is the struct em_lb, which must outlive the port).
+ * port_init allocates nothing and never fails: it marks the slot for lazy
+ * creation and warns (rate-limited) about an unknown strategy annotation,
+ * which will fall back to the default. port_fini drops the balancer if one
+ * was built; any slot state is fine, a never-used port included. */
 int em_lb_port_init(void *lb, struct em_service_port *port);
 void em_lb_port_fini(void *lb, struct em_service_port *port);
 
-/* A port balancer with an explicit strategy (tests, and port_init).
+/* The balancer of a service port, built on first use, with a new reference
+ * for the caller (em_lb_port_put() it). Call inside the RCU read-side
+ * section that protects `port` (it is read, and its lb slot may be set:
+ * snapshots are otherwise immutable). Any thread, concurrently: exactly one
+ * balancer is ever installed per port. NULL with errno EAGAIN (the port has
+ * no hooks: built without em_lb_snapshot_hooks(), or finished) or ENOMEM. A
+ * strategy that refuses the service (its args) falls back to the default,
+ * with a rate-limited warning. */
+struct em_lb_port *em_lb_port_acquire(const struct em_service_port *port);
+/* The port's balancer if it was built, else NULL; takes no reference and
+ * never builds (tests, diagnostics). Same RCU rule as em_lb_port_acquire. */
+struct em_lb_port *em_lb_port_peek(const struct em_service_port *port);
+
+/* A port balancer with an explicit strategy (tests, and first use).
  * Returns NULL with errno set. One reference, the caller's. */
 struct em_lb_port *em_lb_port_new(const struct em_balancer_ops *ops,
 				  const struct em_service_port *port,
 				  const struct em_balancer_params *params);
+/* Another reference on a balancer the caller holds one on. Not for
+ * port->lb, which may not be built yet: em_lb_port_acquire() that. */
 struct em_lb_port *em_lb_port_get(struct em_lb_port *lp);
 /* Drop a reference; the last one frees. NULL is a no-op. */
 void em_lb_port_put(struct em_lb_port *lp);
@@ -96,7 +134,11 @@ void em_lb_port_release(struct em_lb_port *lp, int index,
 size_t em_lb_port_n_backends(const struct em_lb_port *lp);
 const struct em_balancer_backend *em_lb_port_backend(const struct em_lb_port *lp,
 						     int index);
-/* "ns/name:port" for log messages. */
+/* "ns/name:port" for log messages, formatted on demand (nothing stored):
+ * into buf (returns buf, truncated to len), or, for em_lb_port_label(), into
+ * one of a few thread-local buffers: valid until the 4th next call on the
+ * same thread, i.e. fine for a log line or two. */
+char *em_lb_port_format_label(const struct em_lb_port *lp, char *buf, size_t len);
 const char *em_lb_port_label(const struct em_lb_port *lp);
 const char *em_lb_port_strategy(const struct em_lb_port *lp);
 /* Number of live port balancers in the process (tests: leak checks). */

@@ -16,8 +16,10 @@ struct em_lb_port {
 	struct em_balancer_port view;	/* what create() saw; points into this struct */
 	struct em_balancer_backend *backends;
 	char *strings;			/* ns, name, port name, affinity, pods */
-	char label[160];
 };
+
+/* Bit 0 of port->lb tags "not built yet" (lb.h): needs aligned structs. */
+_Static_assert(_Alignof(struct em_lb_port) >= 2, "em_lb_port pointers must leave bit 0 free");
 
 static _Atomic long live_ports;
 
@@ -92,7 +94,6 @@ struct em_lb_port *em_lb_port_new(const struct em_balancer_ops *ops,
 	lp->view.ipproto = port->ipproto;
 	lp->view.backends = lp->backends;
 	lp->view.n_backends = n;
-	snprintf(lp->label, sizeof(lp->label), "%s/%s:%u", ns, name, port->port);
 	lp->ops = ops;
 	lp->instance = ops->create(&lp->view, params ? params : &no_params);
 	if (!lp->instance)
@@ -119,10 +120,12 @@ void em_lb_port_put(struct em_lb_port *lp)
 	if (!lp)
 		return;
 	/* Release on every put, acquire on the last: the destroying thread
-	 * sees every other thread's last release() on the instance. */
-	if (atomic_fetch_sub_explicit(&lp->refs, 1, memory_order_release) != 1)
+	 * sees every other thread's last release() on the instance. acq_rel
+	 * on each decrement rather than release plus an acquire fence on the
+	 * last one: the same on x86 (a locked xadd either way), and
+	 * ThreadSanitizer, which does not model fences, can check it. */
+	if (atomic_fetch_sub_explicit(&lp->refs, 1, memory_order_acq_rel) != 1)
 		return;
-	atomic_thread_fence(memory_order_acquire);
 	lp->ops->destroy(lp->instance);
 	port_free(lp);
 	atomic_fetch_sub(&live_ports, 1);
@@ -191,9 +194,27 @@ const struct em_balancer_backend *em_lb_port_backend(const struct em_lb_port *lp
 	return &lp->backends[index];
 }
 
+char *em_lb_port_format_label(const struct em_lb_port *lp, char *buf, size_t len)
+{
+	if (len)
+		snprintf(buf, len, "%s/%s:%u", lp->view.service_ns, lp->view.service_name,
+			 (unsigned)lp->view.port);
+	return buf;
+}
+
+/* Labels are only wanted for log lines, which are rare (rate-limited):
+ * formatting them then beats storing 160 bytes in every balancer. A small
+ * ring lets one log call name two balancers. */
+#define LABEL_RING 4
+#define LABEL_LEN 160
+
 const char *em_lb_port_label(const struct em_lb_port *lp)
 {
-	return lp->label;
+	static _Thread_local char ring[LABEL_RING][LABEL_LEN];
+	static _Thread_local unsigned next;
+	char *buf = ring[next++ % LABEL_RING];
+
+	return em_lb_port_format_label(lp, buf, LABEL_LEN);
 }
 
 const char *em_lb_port_strategy(const struct em_lb_port *lp)

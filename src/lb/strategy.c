@@ -1,7 +1,11 @@
 /* strategy.c — finding a strategy: the NULL-terminated table of built-ins,
- * plugins loaded with dlopen, and the choice of strategy for a service. */
+ * plugins loaded with dlopen, the choice of strategy for a service, and the
+ * snapshot hooks that give every service port a balancer built on its first
+ * connection (see lb.h for the states of port->lb and the lifetime rules). */
 #include <dlfcn.h>
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,17 +172,44 @@ const char *em_lb_strategy_for(const struct em_service *svc, const char *dflt)
 	return dflt && *dflt ? dflt : EM_LB_DEFAULT_STRATEGY;
 }
 
-/* ---- snapshot hooks ---------------------------------------------------- */
+/* ---- snapshot hooks and lazy balancers --------------------------------- */
 
-static struct em_ratelimit unknown_rl;
+/* port->lb states (lb.h): NULL, the struct em_lb tagged with bit 0 (not
+ * built yet), or a struct em_lb_port. */
+#define LAZY_TAG ((uintptr_t)1)
+_Static_assert(_Alignof(struct em_lb) >= 2, "em_lb pointers must leave bit 0 free");
 
-int em_lb_port_init(void *ctx, struct em_service_port *port)
+static void *lazy_mark(struct em_lb *lb)
 {
-	struct em_lb *lb = ctx;
-	const struct em_service *svc = port->service;
+	return (void *)((uintptr_t)lb | LAZY_TAG);
+}
+
+static struct em_lb *lazy_config(void *slot)
+{
+	return (uintptr_t)slot & LAZY_TAG ? (struct em_lb *)((uintptr_t)slot & ~LAZY_TAG)
+					  : NULL;
+}
+
+/* The slot is a plain `void *` in the shared snapshot.h (the registry only
+ * hands it over); the GCC/Clang __atomic builtins work on plain objects.
+ * Acquire pairs with the release of the CAS that installed a balancer, so a
+ * reader that sees the pointer sees the balancer's contents. */
+static void *slot_load(void *const *slot)
+{
+	return __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+}
+
+/* The strategy for a service: its ops and params.args (pointing into the
+ * service's strategy text, i.e. snapshot memory: only for create()).
+ * Unknown names fall back to the default; `rl` (NULL: silent) rate-limits
+ * the warning. */
+static const struct em_balancer_ops *choose(const struct em_lb *lb,
+					    const struct em_service *svc,
+					    struct em_balancer_params *params,
+					    struct em_ratelimit *rl)
+{
 	const char *text = em_lb_strategy_for(svc, lb->dflt->name);
 	const struct em_balancer_ops *ops;
-	struct em_balancer_params params = { 0 };
 	char name[64];
 	const char *colon = strchr(text, ':');
 	size_t len = colon ? (size_t)(colon - text) : strlen(text);
@@ -187,30 +218,105 @@ int em_lb_port_init(void *ctx, struct em_service_port *port)
 		len = sizeof(name) - 1;
 	memcpy(name, text, len);
 	name[len] = '\0';
-	params.args = colon ? colon + 1 : NULL;
+	params->args = colon ? colon + 1 : NULL;
 	ops = em_lb_lookup(lb, name);
 	if (!ops) {
-		em_log_rl(&unknown_rl, EM_LOG_WARN,
-			  "lb: service %s/%s asks for unknown strategy '%s'; using '%s'",
-			  svc ? svc->ns : "?", svc ? svc->name : "?", text, lb->dflt->name);
+		if (rl)
+			em_log_rl(rl, EM_LOG_WARN,
+				  "lb: service %s/%s asks for unknown strategy '%s'; using '%s'",
+				  svc ? svc->ns : "?", svc ? svc->name : "?", text,
+				  lb->dflt->name);
 		ops = lb->dflt;
-		params.args = NULL;
+		params->args = NULL;
 	}
-	port->lb = em_lb_port_new(ops, port, &params);
-	if (!port->lb && ops != lb->dflt) {
-		em_log_rl(&unknown_rl, EM_LOG_WARN,
+	return ops;
+}
+
+static struct em_ratelimit unknown_rl;	/* port_init: commits are serialised */
+
+int em_lb_port_init(void *ctx, struct em_service_port *port)
+{
+	struct em_lb *lb = ctx;
+	struct em_balancer_params params = { 0 };
+
+	/* Only the cheap part now, so that a bad annotation is reported when
+	 * the service is loaded rather than on its first connection. */
+	choose(lb, port->service, &params, &unknown_rl);
+	port->lb = lazy_mark(lb);	/* published with the snapshot (rcu_assign_pointer) */
+	return 0;
+}
+
+/* Build the balancer for a port not built yet (on a worker thread, inside
+ * the read-side section: port, its service and backends are readable). */
+static struct em_lb_port *build(struct em_lb *lb, const struct em_service_port *port)
+{
+	static _Thread_local struct em_ratelimit refused_rl;
+	const struct em_service *svc = port->service;
+	struct em_balancer_params params = { 0 };
+	const struct em_balancer_ops *ops = choose(lb, svc, &params, NULL);
+	struct em_lb_port *lp;
+
+	lp = em_lb_port_new(ops, port, &params);
+	if (!lp && ops != lb->dflt) {
+		em_log_rl(&refused_rl, EM_LOG_WARN,
 			  "lb: strategy '%s' refused service %s/%s port %u (%s); using '%s'",
 			  ops->name, svc ? svc->ns : "?", svc ? svc->name : "?",
 			  port->port, strerror(errno), lb->dflt->name);
-		port->lb = em_lb_port_new(lb->dflt, port, NULL);
+		lp = em_lb_port_new(lb->dflt, port, NULL);
 	}
-	return port->lb ? 0 : -ENOMEM;
+	return lp;
+}
+
+struct em_lb_port *em_lb_port_acquire(const struct em_service_port *port)
+{
+	/* Snapshots are immutable except for this slot, which this layer owns
+	 * (em_snapshot_hooks); the port itself was allocated writable. */
+	void **slot = &((struct em_service_port *)port)->lb;
+	void *cur = slot_load(slot);
+	struct em_lb *lb = lazy_config(cur);
+	struct em_lb_port *lp;
+
+	if (!cur) {
+		errno = EAGAIN;
+		return NULL;
+	}
+	if (!lb)
+		return em_lb_port_get(cur);
+	lp = build(lb, port);
+	if (!lp) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	/* Several workers may get here for the same port at once; one CAS
+	 * wins and the others adopt its balancer. Only tagged -> built ever
+	 * happens while readers exist, so a failed CAS leaves a built one in
+	 * cur. Release: whoever loads the pointer sees a complete balancer. */
+	if (__atomic_compare_exchange_n(slot, &cur, lp, false, __ATOMIC_ACQ_REL,
+					__ATOMIC_ACQUIRE))
+		return em_lb_port_get(lp);
+	em_lb_port_put(lp);		/* never seen by anyone: destroyed */
+	if (!cur || lazy_config(cur)) {	/* cannot happen (see above) */
+		errno = EAGAIN;
+		return NULL;
+	}
+	return em_lb_port_get(cur);
+}
+
+struct em_lb_port *em_lb_port_peek(const struct em_service_port *port)
+{
+	void *cur = slot_load(&port->lb);
+
+	return cur && !lazy_config(cur) ? cur : NULL;
 }
 
 void em_lb_port_fini(void *ctx, struct em_service_port *port)
 {
+	void *cur = slot_load(&port->lb);
+
 	(void)ctx;
-	em_lb_port_put(port->lb);
+	/* After the grace period: no reader can still install a balancer. */
+	if (cur && !lazy_config(cur))
+		em_lb_port_put(cur);
 	port->lb = NULL;
 }
 

@@ -100,10 +100,12 @@ uint16_t em_proxy_port(const struct em_proxy *p);
 void em_proxy_get_stats(const struct em_proxy *p, struct em_proxy_stats *out);
 
 /* The standard resolve body: look orig_dst up as a fake IP (or ClusterIP)
- * and a TCP service port in `snap`, take a reference on the port's balancer.
- * Call inside the RCU read-side section that protects `snap`. Returns 0,
- * -ENOENT (no such service or port, snap NULL) or -EAGAIN (the port has no
- * balancer: the snapshot was built without em_lb_snapshot_hooks()). */
+ * and a TCP service port in `snap`, take a reference on the port's balancer
+ * (built on the port's first connection: em_lb_port_acquire()). Call inside
+ * the RCU read-side section that protects `snap`. Returns 0, -ENOENT (no
+ * such service or port, snap NULL), -EAGAIN (the port has no balancer: the
+ * snapshot was built without em_lb_snapshot_hooks()) or -ENOMEM (building
+ * the balancer on first use failed; the next connection tries again). */
 int em_proxy_target_from_snapshot(const struct em_snapshot *snap,
 				  const struct sockaddr *orig_dst,
 				  struct em_proxy_target *out);

@@ -1,6 +1,7 @@
 /* resolve.c — the standard resolve body: original destination -> service
- * port -> a reference on its balancer. Kept apart from the workers so that
- * test drivers can link the proxy without the registry. */
+ * port -> a reference on its balancer (built on the port's first use).
+ * Kept apart from the workers so that test drivers can link the proxy
+ * without the registry. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <string.h>
@@ -43,9 +44,11 @@ int em_proxy_target_from_snapshot(const struct em_snapshot *snap,
 	port = em_service_find_port(svc, IPPROTO_TCP, dport);
 	if (!port)
 		return -ENOENT;
-	if (!port->lb)
-		return -EAGAIN;
-	out->lb = em_lb_port_get(port->lb);
+	/* The first connection to a port builds its balancer (lb.h): a
+	 * reference that stays valid after the read-side section ends. */
+	out->lb = em_lb_port_acquire(port);
+	if (!out->lb)
+		return errno == ENOMEM ? -ENOMEM : -EAGAIN;
 	out->app = port->app;
 	return 0;
 }

@@ -38,7 +38,11 @@ struct em_service_port {
 	const struct em_backend *backends;
 	size_t n_backends;
 	const struct em_service *service; /* back pointer */
-	void *lb;			/* balancer instance, owned through em_snapshot_hooks */
+	/* Balancer slot, owned through em_snapshot_hooks. The one field of a
+	 * published snapshot that may change: its owner (src/lb) fills it on
+	 * the port's first use, from a reader, with an atomic compare-and-swap
+	 * (read it with acquire); port_fini clears it. Nobody else touches it. */
+	void *lb;
 };
 
 struct em_service {

@@ -146,9 +146,10 @@ static int table_resolve(void *ctx, const struct sockaddr *dst,
 	(void)client;
 	for (size_t i = 0; i < n_table; i++)
 		if (same_addr(&table[i].fake, dst)) {
-			out->lb = em_lb_port_get(table[i].port.lb);
+			/* Built on the first connection, as resolve.c does. */
+			out->lb = em_lb_port_acquire(&table[i].port);
 			out->app = table[i].port.app;
-			return 0;
+			return out->lb ? 0 : -EAGAIN;
 		}
 	return -ENOENT;
 }

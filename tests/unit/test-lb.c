@@ -4,6 +4,7 @@
 #include <check.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -351,11 +352,18 @@ START_TEST(test_hooks_choose)
 	ck_assert_int_eq(em_lb_new("random", NULL, 0, &lb), 0);
 	hooks = em_lb_snapshot_hooks(lb);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct em_lb_port *lp;
+
 		fixture_init(&f, 2, cases[i].annotation, cases[i].affinity);
 		ck_assert_int_eq(hooks.port_init(hooks.ctx, &f.port), 0);
 		ck_assert_ptr_nonnull(f.port.lb);
-		ck_assert_str_eq(em_lb_port_strategy(f.port.lb), cases[i].expect);
-		ck_assert_str_eq(em_lb_port_label(f.port.lb), "default/svc:80");
+		ck_assert_ptr_null(em_lb_port_peek(&f.port));	/* not built yet */
+		lp = em_lb_port_acquire(&f.port);
+		ck_assert_ptr_nonnull(lp);
+		ck_assert_ptr_eq(em_lb_port_peek(&f.port), lp);
+		ck_assert_str_eq(em_lb_port_strategy(lp), cases[i].expect);
+		ck_assert_str_eq(em_lb_port_label(lp), "default/svc:80");
+		em_lb_port_put(lp);
 		hooks.port_fini(hooks.ctx, &f.port);
 		ck_assert_ptr_null(f.port.lb);
 	}
@@ -382,7 +390,8 @@ START_TEST(test_refcount_outlives_snapshot)
 	hooks = em_lb_snapshot_hooks(lb);
 	fixture_init(&f, 2, NULL, "None");
 	ck_assert_int_eq(hooks.port_init(hooks.ctx, &f.port), 0);
-	conn_ref = em_lb_port_get(f.port.lb);	/* what resolve does */
+	conn_ref = em_lb_port_acquire(&f.port);	/* what resolve does */
+	ck_assert_ptr_nonnull(conn_ref);
 	idx = em_lb_port_pick(conn_ref, NULL, 0, -1, 0);
 	ck_assert_int_ge(idx, 0);
 	hooks.port_fini(hooks.ctx, &f.port);	/* the snapshot goes away */
@@ -398,6 +407,186 @@ START_TEST(test_refcount_outlives_snapshot)
 	em_lb_port_put(conn_ref);
 	ck_assert_int_eq(em_lb_port_live(), 0);
 	em_lb_free(lb);
+}
+END_TEST
+
+/* ---- lazy balancers ------------------------------------------------------ */
+
+/* port_init allocates nothing: a snapshot of thousands of ports that are
+ * never connected to costs no balancer memory; finishing them is fine. */
+START_TEST(test_lazy_unused_ports)
+{
+	enum { N = 500 };
+	static struct fixture fs[N];
+	struct em_snapshot_hooks hooks;
+	struct mallinfo2 before, after;
+	struct em_lb *lb;
+
+	em_log_reset();
+	ck_assert_int_eq(em_lb_new(NULL, NULL, 0, &lb), 0);
+	hooks = em_lb_snapshot_hooks(lb);
+	for (size_t i = 0; i < N; i++)
+		fixture_init(&fs[i], 1 + i % MAXB, i % 3 ? NULL : "least-conn",
+			     i % 2 ? "None" : "ClientIP");
+	before = mallinfo2();
+	for (size_t i = 0; i < N; i++)
+		ck_assert_int_eq(hooks.port_init(hooks.ctx, &fs[i].port), 0);
+	after = mallinfo2();
+	ck_assert_uint_eq(after.uordblks, before.uordblks);
+	ck_assert_int_eq(em_lb_port_live(), 0);
+	for (size_t i = 0; i < N; i++) {
+		ck_assert_ptr_nonnull(fs[i].port.lb);		/* marked for later */
+		ck_assert_ptr_null(em_lb_port_peek(&fs[i].port));
+	}
+	for (size_t i = 0; i < N; i++) {
+		hooks.port_fini(hooks.ctx, &fs[i].port);	/* never used */
+		ck_assert_ptr_null(fs[i].port.lb);
+		hooks.port_fini(hooks.ctx, &fs[i].port);	/* and again: a no-op */
+	}
+	ck_assert_int_eq(em_lb_port_live(), 0);
+	/* A finished port, or one never given hooks, has no balancer. */
+	errno = 0;
+	ck_assert_ptr_null(em_lb_port_acquire(&fs[0].port));
+	ck_assert_int_eq(errno, EAGAIN);
+	ck_assert_int_eq(em_lb_port_live(), 0);
+	em_lb_free(lb);
+	ck_assert_int_eq(em_log_error_count(), 0);
+}
+END_TEST
+
+/* Built once, then reused: the second connection continues the first
+ * one's round robin instead of starting over. */
+START_TEST(test_lazy_built_once)
+{
+	struct em_snapshot_hooks hooks;
+	struct em_lb_port *a, *b;
+	struct fixture f;
+	struct em_lb *lb;
+	int first, second;
+
+	ck_assert_int_eq(em_lb_new(NULL, NULL, 0, &lb), 0);
+	hooks = em_lb_snapshot_hooks(lb);
+	fixture_init(&f, 3, NULL, "None");
+	ck_assert_int_eq(hooks.port_init(hooks.ctx, &f.port), 0);
+	a = em_lb_port_acquire(&f.port);
+	ck_assert_ptr_nonnull(a);
+	ck_assert_int_eq(em_lb_port_live(), 1);
+	first = em_lb_port_pick(a, NULL, 0, -1, 0);
+	em_lb_port_release(a, first, EM_BALANCER_OK);
+	em_lb_port_put(a);			/* the connection ends */
+	ck_assert_int_eq(em_lb_port_live(), 1);	/* the port keeps it */
+	b = em_lb_port_acquire(&f.port);
+	ck_assert_ptr_eq(b, a);
+	second = em_lb_port_pick(b, NULL, 0, -1, 0);
+	ck_assert_int_eq(second, (first + 1) % 3);
+	em_lb_port_release(b, second, EM_BALANCER_OK);
+	em_lb_port_put(b);
+	hooks.port_fini(hooks.ctx, &f.port);
+	ck_assert_int_eq(em_lb_port_live(), 0);
+	em_lb_free(lb);
+}
+END_TEST
+
+#define RACERS 8
+
+struct racer {
+	struct em_service_port *port;
+	pthread_barrier_t *go;
+	struct em_lb_port *got;
+	int picked;
+};
+
+static void *race_first_pick(void *arg)
+{
+	struct racer *r = arg;
+
+	pthread_barrier_wait(r->go);
+	r->got = em_lb_port_acquire(r->port);
+	if (r->got) {
+		r->picked = em_lb_port_pick(r->got, NULL, 0, -1, 0);
+		em_lb_port_release(r->got, r->picked, EM_BALANCER_OK);
+	}
+	return NULL;
+}
+
+/* Several workers take the first connection to a port at the same moment:
+ * exactly one balancer is installed, everybody uses it, the losers' copies
+ * are gone, and the round robin saw every pick. */
+START_TEST(test_lazy_concurrent_first_pick)
+{
+	struct em_snapshot_hooks hooks;
+	pthread_barrier_t go;
+	struct fixture f;
+	struct em_lb *lb;
+
+	ck_assert_int_eq(em_lb_new(NULL, NULL, 0, &lb), 0);
+	hooks = em_lb_snapshot_hooks(lb);
+	for (int round = 0; round < 50; round++) {
+		struct racer r[RACERS];
+		pthread_t t[RACERS];
+		int seen[RACERS] = { 0 };
+
+		fixture_init(&f, RACERS, NULL, "None");
+		ck_assert_int_eq(hooks.port_init(hooks.ctx, &f.port), 0);
+		pthread_barrier_init(&go, NULL, RACERS);
+		for (int i = 0; i < RACERS; i++) {
+			r[i] = (struct racer){ .port = &f.port, .go = &go };
+			ck_assert_int_eq(pthread_create(&t[i], NULL, race_first_pick, &r[i]), 0);
+		}
+		for (int i = 0; i < RACERS; i++)
+			pthread_join(t[i], NULL);
+		pthread_barrier_destroy(&go);
+		ck_assert_int_eq(em_lb_port_live(), 1);
+		ck_assert_ptr_nonnull(em_lb_port_peek(&f.port));
+		for (int i = 0; i < RACERS; i++) {
+			ck_assert_ptr_eq(r[i].got, em_lb_port_peek(&f.port));
+			ck_assert_int_ge(r[i].picked, 0);
+			seen[r[i].picked]++;
+		}
+		/* One shared ticket: 8 picks over 8 backends hit each once. */
+		for (int i = 0; i < RACERS; i++)
+			ck_assert_int_eq(seen[i], 1);
+		for (int i = 0; i < RACERS; i++)
+			em_lb_port_put(r[i].got);
+		ck_assert_int_eq(em_lb_port_live(), 1);
+		hooks.port_fini(hooks.ctx, &f.port);
+		ck_assert_int_eq(em_lb_port_live(), 0);
+	}
+	em_lb_free(lb);
+}
+END_TEST
+
+/* On-demand labels: two in one log line stay distinct, and a long name is
+ * truncated rather than overflowing. */
+START_TEST(test_label_on_demand)
+{
+	struct fixture f, g;
+	struct em_lb_port *a, *b;
+	char small[8];
+	char longname[300];
+
+	fixture_init(&f, 1, NULL, "None");
+	a = em_lb_port_new(&em_lb_round_robin_ops, &f.port, NULL);
+	fixture_init(&g, 1, NULL, "None");
+	g.svc.ns = "other";
+	g.port.port = 443;
+	b = em_lb_port_new(&em_lb_round_robin_ops, &g.port, NULL);
+	ck_assert_ptr_nonnull(a);
+	ck_assert_ptr_nonnull(b);
+	const char *la = em_lb_port_label(a), *lb_ = em_lb_port_label(b);
+	ck_assert_str_eq(la, "default/svc:80");
+	ck_assert_str_eq(lb_, "other/svc:443");
+	ck_assert_str_eq(em_lb_port_format_label(a, small, sizeof(small)), "default");
+	em_lb_port_put(b);
+	memset(longname, 'n', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = '\0';
+	g.svc.name = longname;
+	b = em_lb_port_new(&em_lb_round_robin_ops, &g.port, NULL);
+	ck_assert_ptr_nonnull(b);
+	ck_assert_uint_lt(strlen(em_lb_port_label(b)), sizeof(longname));
+	em_lb_port_put(b);
+	em_lb_port_put(a);
+	ck_assert_int_eq(em_lb_port_live(), 0);
 }
 END_TEST
 
@@ -445,8 +634,12 @@ START_TEST(test_plugin_in_config)
 	hooks = em_lb_snapshot_hooks(lb);
 	fixture_init(&f, 2, NULL, "None");
 	ck_assert_int_eq(hooks.port_init(hooks.ctx, &f.port), 0);
-	ck_assert_str_eq(em_lb_port_strategy(f.port.lb), "first-backend");
+	struct em_lb_port *lp = em_lb_port_acquire(&f.port);
+	ck_assert_ptr_nonnull(lp);
+	ck_assert_str_eq(em_lb_port_strategy(lp), "first-backend");
+	em_lb_port_put(lp);
 	hooks.port_fini(hooks.ctx, &f.port);
+	ck_assert_int_eq(em_lb_port_live(), 0);
 	em_lb_free(lb);
 	/* The same plugin twice: its name is taken. */
 	char *twice[] = { (char *)EM_LB_TEST_PLUGIN, (char *)EM_LB_TEST_PLUGIN };
@@ -491,6 +684,10 @@ Suite *lb_suite(void)
 	tcase_add_test(tc, test_strategy_for);
 	tcase_add_test(tc, test_hooks_choose);
 	tcase_add_test(tc, test_refcount_outlives_snapshot);
+	tcase_add_test(tc, test_lazy_unused_ports);
+	tcase_add_test(tc, test_lazy_built_once);
+	tcase_add_test(tc, test_lazy_concurrent_first_pick);
+	tcase_add_test(tc, test_label_on_demand);
 	tcase_add_test(tc, test_plugin_load);
 	tcase_add_test(tc, test_plugin_in_config);
 	tcase_add_test(tc, test_plugin_refused);

@@ -17,6 +17,8 @@
 #include "lb/lb.h"
 #include "proxy/proxy.h"
 #include "proxy/worker.h"
+#include "registry/manifest.h"
+#include "registry/registry.h"
 #include "suites.h"
 #include "util/log.h"
 
@@ -541,6 +543,156 @@ START_TEST(test_conn_outlives_snapshot)
 }
 END_TEST
 
+/* ---- through the registry: balancers built on first connection ---------- */
+
+struct reg_resolve {
+	struct em_registry *reg;
+	struct sockaddr_in dst;		/* what getsockname() would give with TPROXY */
+};
+
+/* The daemon's resolve, with the fake destination filled in: these
+ * listeners are not transparent. */
+static int registry_resolve(void *ctx, const struct sockaddr *dst,
+			    const struct sockaddr *client, struct em_proxy_target *out)
+{
+	struct reg_resolve *rr = ctx;
+	int ret;
+
+	(void)dst;
+	(void)client;
+	urcu_memb_read_lock();
+	ret = em_proxy_target_from_snapshot(em_registry_current(rr->reg),
+					    (const struct sockaddr *)&rr->dst, out);
+	urcu_memb_read_unlock();
+	return ret;
+}
+
+/* Adds or replaces the objects of the YAML text one by one (as watch events
+ * would) and commits: objects left out are left alone. */
+static void reg_upsert(struct em_registry *reg, const char *yaml)
+{
+	struct em_source_sink sink = em_registry_sink(reg);
+	struct em_manifest_error err;
+	json_t *items;
+
+	ck_assert_msg(em_manifest_parse(yaml, strlen(yaml), &items, &err) == 0,
+		      "%d:%d %s", err.line, err.column, err.reason);
+	for (size_t i = 0; i < json_array_size(items); i++)
+		ck_assert_int_eq(sink.upsert(sink.ctx, "test", json_array_get(items, i)), 0);
+	json_decref(items);
+	ck_assert_int_eq(sink.commit(sink.ctx, "test"), 0);
+}
+
+/* The balancer of ns/name port 7 in the current snapshot, if built. */
+static struct em_lb_port *reg_peek(struct em_registry *reg, const char *name,
+				   struct in_addr *fake)
+{
+	struct em_lb_port *lp = NULL;
+
+	urcu_memb_read_lock();
+	const struct em_service *svc = em_snapshot_find_name(em_registry_current(reg),
+							     "default", 7, name, strlen(name));
+	const struct em_service_port *port = svc ? em_service_find_port(svc, IPPROTO_TCP, 7) : NULL;
+	ck_assert_ptr_nonnull(port);
+	if (fake) {
+		ck_assert(svc->has_fake4);
+		*fake = svc->fake4;
+	}
+	lp = em_lb_port_peek(port);
+	urcu_memb_read_unlock();
+	return lp;
+}
+
+#define REG_SVC_A(extra_port) \
+	"kind: Service\nmetadata: {name: a, namespace: default}\n" \
+	"spec: {ports: [{name: echo, port: 7}" extra_port "]}\n"
+#define REG_EP_A \
+	"kind: Endpoints\nmetadata: {name: a, namespace: default}\n" \
+	"subsets: [{addresses: [{ip: 127.0.0.1}], ports: [{name: echo, port: %u}]}]\n"
+#define REG_B(ip) \
+	"kind: Service\nmetadata: {name: b, namespace: default}\n" \
+	"spec: {ports: [{port: 7}]}\n---\n" \
+	"kind: Endpoints\nmetadata: {name: b, namespace: default}\n" \
+	"subsets: [{addresses: [{ip: " ip "}], ports: [{port: 7}]}]\n"
+
+/* With the real registry and the daemon's resolve: loading builds no
+ * balancer; the first connection builds one; an unrelated commit keeps it
+ * (round robin state); a rebuild of the service leaves the open connection
+ * on the old balancer, which goes away with the connection. */
+START_TEST(test_registry_lazy_balancer)
+{
+	struct em_registry_config rc = { 0 };
+	struct reg_resolve rr = { .dst = { .sin_family = AF_INET, .sin_port = htons(7) } };
+	struct em_proxy_config cfg;
+	struct server echo;
+	struct em_proxy *p;
+	struct em_lb *lb;
+	struct em_lb_port *built;
+	char yaml[2048], buf[8] = { 0 };
+	int fd;
+
+	urcu_memb_register_thread();
+	server_start(&echo, SRV_ECHO);
+	ck_assert_int_eq(em_lb_new(NULL, NULL, 0, &lb), 0);
+	rc.hooks = em_lb_snapshot_hooks(lb);
+	rr.reg = em_registry_new(&rc);
+	ck_assert_ptr_nonnull(rr.reg);
+	snprintf(yaml, sizeof(yaml), REG_SVC_A("") "---\n" REG_EP_A "---\n" REG_B("10.0.0.1"),
+		 echo.port);
+	reg_upsert(rr.reg, yaml);
+	ck_assert_int_eq(em_lb_port_live(), 0);		/* nothing built at load */
+	ck_assert_ptr_null(reg_peek(rr.reg, "a", &rr.dst.sin_addr));
+
+	em_proxy_config_defaults(&cfg);
+	cfg.port = 0;
+	cfg.transparent = false;
+	cfg.bypass_mark = 0;
+	cfg.workers = 2;
+	cfg.resolve = registry_resolve;
+	cfg.resolve_ctx = &rr;
+	ck_assert_int_eq(em_proxy_start(&cfg, &p), 0);
+	fd = client_connect(p);
+	ck_assert_int_eq(write(fd, "a", 1), 1);
+	ck_assert_int_eq(read(fd, buf, 1), 1);
+	ck_assert_int_eq(em_lb_port_live(), 1);		/* a's, on first use */
+	built = reg_peek(rr.reg, "a", NULL);
+	ck_assert_ptr_nonnull(built);
+	ck_assert_ptr_null(reg_peek(rr.reg, "b", NULL));
+
+	/* Only b changes: a's entry, and its balancer, carry over. */
+	reg_upsert(rr.reg, REG_B("10.0.0.2"));
+	ck_assert_ptr_eq(reg_peek(rr.reg, "a", NULL), built);
+	ck_assert_int_eq(em_lb_port_live(), 1);
+
+	/* a is rebuilt: the old snapshot and its port are freed while the
+	 * connection still uses the old balancer. */
+	reg_upsert(rr.reg, REG_SVC_A(", {name: other, port: 8}"));
+	ck_assert_ptr_null(reg_peek(rr.reg, "a", NULL));
+	ck_assert_int_eq(em_lb_port_live(), 1);		/* the connection's */
+	ck_assert_int_eq(write(fd, "bcd", 3), 3);
+	ck_assert_int_eq(read(fd, buf, 3), 3);
+	ck_assert_str_eq(buf, "bcd");
+	close(fd);
+	WAIT_STAT(p, completed, 1);
+	ck_assert_int_eq(em_lb_port_live(), 0);
+
+	/* The next connection builds the new port's balancer. */
+	fd = client_connect(p);
+	ck_assert_int_eq(write(fd, "e", 1), 1);
+	ck_assert_int_eq(read(fd, buf, 1), 1);
+	ck_assert_ptr_nonnull(reg_peek(rr.reg, "a", NULL));
+	close(fd);
+	WAIT_STAT(p, completed, 2);
+	ck_assert_int_eq(em_lb_port_live(), 1);		/* kept by the port */
+	em_proxy_stop(p);
+	em_registry_free(rr.reg);
+	ck_assert_int_eq(em_lb_port_live(), 0);
+	em_lb_free(lb);
+	server_stop(&echo);
+	urcu_memb_unregister_thread();
+}
+END_TEST
+
 /* The backend resets mid-transfer: the relay ends with a reset toward the
  * client, counted as an error, and no SIGPIPE kills the process. */
 START_TEST(test_upstream_reset)
@@ -682,6 +834,7 @@ Suite *proxy_suite(void)
 	tcase_add_test(tc, test_idle_timeout);
 	tcase_add_test(tc, test_stop_with_open_connections);
 	tcase_add_test(tc, test_conn_outlives_snapshot);
+	tcase_add_test(tc, test_registry_lazy_balancer);
 	tcase_add_test(tc, test_upstream_reset);
 	tcase_add_test(tc, test_ipv6_listener);
 	tcase_add_test(tc, test_timer_heap);
