@@ -16,6 +16,7 @@
 #include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "registry/manifest.h"
@@ -23,6 +24,7 @@
 
 #define DEBOUNCE_MS 100
 #define DEBOUNCE_MAX_MS 1000
+#define HOLD_MAX_MS 5000
 
 struct tracked {
 	char *name;			/* file name inside dir */
@@ -33,6 +35,11 @@ struct tracked {
 	struct timespec mtime, ctime;
 	bool seen;			/* present in the current scan */
 	bool force;			/* an event named it: re-read */
+	bool loaded;			/* read at least once */
+	bool open_w;			/* IN_MODIFY since the last IN_CLOSE_WRITE */
+	bool closed;			/* IN_CLOSE_WRITE/IN_MOVED_TO since the last IN_MODIFY */
+	size_t n_objects;		/* objects last handed to the sink */
+	int64_t hold_since;		/* ms (monotonic) a hold began; 0: not held */
 };
 
 struct em_source_file {
@@ -47,6 +54,13 @@ struct em_source_file {
 	pthread_t thread;
 	bool thread_started;
 };
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static bool wanted_name(const char *n)
 {
@@ -248,6 +262,7 @@ static bool job_apply(struct em_source_file *sf, struct job *j)
 	t->mtime = j->st.st_mtim;
 	t->ctime = j->st.st_ctim;
 	t->force = false;
+	t->loaded = true;
 	if (j->ret < 0) {
 		if (j->err.line)
 			em_err("%s:%d:%d: %s; keeping the objects last read from it",
@@ -261,6 +276,8 @@ static bool job_apply(struct em_source_file *sf, struct job *j)
 	int r = sf->sink.replace(sf->sink.ctx, t->source, NULL, j->items);
 	if (r < 0)
 		em_err("%s: objects not stored: %s", j->full, strerror(-r));
+	else
+		t->n_objects = json_array_size(j->items);
 	em_debug("%s: %zu objects", j->full, json_array_size(j->items));
 	job_release(j);
 	return true;
@@ -311,6 +328,48 @@ static int list_names(struct em_source_file *sf, char ***out, size_t *n_out)
 	return 0;
 }
 
+/* Whether a changed file must wait for its writer (see source_file.h): one
+ * that had IN_MODIFY without IN_CLOSE_WRITE after it (`slow-cmd > f` between
+ * the O_TRUNC and the close), or one found empty that had objects with no
+ * close seen (the truncation of a writer whose events we did not get).
+ * Bounded: after HOLD_MAX_MS it is read as it is. */
+static bool held(struct em_source_file *sf, struct tracked *t, const struct stat *st,
+		 int64_t now)
+{
+	bool writing = t->open_w || (st->st_size == 0 && t->n_objects > 0 && !t->closed);
+	if (!writing) {
+		t->hold_since = 0;
+		return false;
+	}
+	if (!t->hold_since)
+		t->hold_since = now;
+	if (now - t->hold_since < HOLD_MAX_MS) {
+		em_debug("%s/%s: still open for writing, not read yet", sf->dir, t->name);
+		return true;
+	}
+	em_warn("%s/%s: %s for %d ms without being closed; reading it as it is",
+		sf->dir, t->name, t->open_w ? "written" : "empty", HOLD_MAX_MS);
+	t->open_w = false;
+	t->hold_since = 0;
+	/* An empty file read now stays read: n_objects becomes 0. */
+	return false;
+}
+
+/* Milliseconds until the first hold ends (0: now), -1 if none. */
+static int next_hold_ms(const struct em_source_file *sf)
+{
+	int64_t first = -1;
+	for (size_t i = 0; i < sf->n_files; i++) {
+		int64_t h = sf->files[i].hold_since;
+		if (h && (first == -1 || h < first))
+			first = h;
+	}
+	if (first == -1)
+		return -1;
+	int64_t left = first + HOLD_MAX_MS - now_ms();
+	return left < 0 ? 0 : (int)left;
+}
+
 /* Brings the sink in line with the directory; commits if anything changed. */
 static int rescan(struct em_source_file *sf)
 {
@@ -320,12 +379,16 @@ static int rescan(struct em_source_file *sf)
 	int r = list_names(sf, &names, &n);
 	if (r < 0) {
 		em_err("%s: cannot list: %s; keeping the objects last read", sf->path, strerror(-r));
+		/* Holds end here: their timers would otherwise wake us to fail again. */
+		for (size_t i = 0; i < sf->n_files; i++)
+			sf->files[i].hold_since = 0;
 		return r;
 	}
 	for (size_t i = 0; i < sf->n_files; i++)
 		sf->files[i].seen = false;
 	struct job *jobs = calloc(n ? n : 1, sizeof(*jobs));
 	size_t n_jobs = 0;
+	int64_t now = now_ms();
 	for (size_t i = 0; jobs && i < n; i++) {
 		struct job *j = &jobs[n_jobs];
 		snprintf(j->full, sizeof(j->full), "%s/%s", sf->dir, names[i]);
@@ -339,7 +402,7 @@ static int rescan(struct em_source_file *sf)
 			t->force = true;
 		}
 		t->seen = true;
-		if (t->force || !same_stat(t, &j->st)) {
+		if ((t->force || !same_stat(t, &j->st)) && !held(sf, t, &j->st, now)) {
 			j->idx = (size_t)(t - sf->files);
 			n_jobs++;
 		}
@@ -372,6 +435,12 @@ static int rescan(struct em_source_file *sf)
 			i++;
 			continue;
 		}
+		if (!t->loaded) {	/* named by an event, gone before being read */
+			free(t->name);
+			free(t->source);
+			sf->files[i] = sf->files[--sf->n_files];
+			continue;
+		}
 		json_t *empty = json_array();
 		if (empty) {
 			sf->sink.replace(sf->sink.ctx, t->source, NULL, empty);
@@ -390,21 +459,61 @@ static int rescan(struct em_source_file *sf)
 	return 0;
 }
 
+/* Records one event against the file it names. A file first seen through
+ * an event is tracked from that event on, so a new file being written
+ * slowly is held like an old one. Events are in order: the last one wins. */
+static void note_event(struct em_source_file *sf, const struct inotify_event *ev, int64_t now)
+{
+	if (ev->mask & IN_Q_OVERFLOW) {	/* events lost: re-check everything */
+		for (size_t i = 0; i < sf->n_files; i++)
+			sf->files[i].force = true;
+		return;
+	}
+	if (!ev->len || (ev->mask & IN_ISDIR))
+		return;
+	struct tracked *t = find_tracked(sf, ev->name);
+	if (!t) {
+		bool ours = sf->only ? strcmp(ev->name, sf->only) == 0 : wanted_name(ev->name);
+		if (!ours || (ev->mask & (IN_DELETE | IN_MOVED_FROM)) || !(t = add_tracked(sf, ev->name)))
+			return;
+	}
+	t->force = true;
+	if (ev->mask & IN_MODIFY) {
+		/* The O_TRUNC of `cmd > f` and every write(2) give IN_MODIFY;
+		 * the writer's close gives IN_CLOSE_WRITE. */
+		if (!t->open_w && !t->hold_since)
+			t->hold_since = now;
+		t->open_w = true;
+		t->closed = false;
+	}
+	if (ev->mask & (IN_CLOSE_WRITE | IN_MOVED_TO)) {
+		/* Written and closed, or a complete file renamed in: read it,
+		 * even empty (deliberately emptied). */
+		t->open_w = false;
+		t->closed = true;
+		t->hold_since = 0;
+	}
+	if (ev->mask & (IN_CREATE | IN_DELETE | IN_MOVED_FROM)) {
+		/* Another inode (or none) under the name: nothing of the old
+		 * one's writer applies. */
+		t->open_w = false;
+		t->closed = false;
+		t->hold_since = 0;
+	}
+}
+
 /* Reads pending inotify events, marking named files for re-reading. */
 static void drain(struct em_source_file *sf)
 {
 	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	int64_t now = now_ms();
 	for (;;) {
 		ssize_t n = read(sf->ifd, buf, sizeof(buf));
 		if (n <= 0)
 			return;
 		for (char *p = buf; p < buf + n;) {
 			struct inotify_event *ev = (struct inotify_event *)p;
-			if (ev->len) {
-				struct tracked *t = find_tracked(sf, ev->name);
-				if (t)
-					t->force = true;
-			}
+			note_event(sf, ev, now);
 			p += sizeof(*ev) + ev->len;
 		}
 	}
@@ -418,24 +527,29 @@ static void *watch_thread(void *arg)
 		{ .fd = sf->efd, .events = POLLIN },
 	};
 	for (;;) {
-		if (poll(pfd, 2, -1) == -1) {
+		/* Sleeps until an event or, when a file is held for its
+		 * writer, until that hold runs out. */
+		int r = poll(pfd, 2, next_hold_ms(sf));
+		if (r == -1) {
 			if (errno == EINTR)
 				continue;
 			em_err("%s: poll: %s; no more reloads", sf->path, strerror(errno));
 			return NULL;
 		}
-		if (pfd[1].revents)
+		if (r > 0 && pfd[1].revents)
 			return NULL;
-		drain(sf);
-		/* Debounce: wait for DEBOUNCE_MS of quiet (at most DEBOUNCE_MAX_MS),
-		 * so a burst of writes gives one reload. */
-		for (int waited = 0; waited < DEBOUNCE_MAX_MS; waited += DEBOUNCE_MS) {
-			int r = poll(pfd, 2, DEBOUNCE_MS);
-			if (r > 0 && pfd[1].revents)
-				return NULL;
-			if (r <= 0)
-				break;
+		if (r > 0) {
 			drain(sf);
+			/* Debounce: wait for DEBOUNCE_MS of quiet (at most
+			 * DEBOUNCE_MAX_MS), so a burst of writes gives one reload. */
+			for (int waited = 0; waited < DEBOUNCE_MAX_MS; waited += DEBOUNCE_MS) {
+				r = poll(pfd, 2, DEBOUNCE_MS);
+				if (r > 0 && pfd[1].revents)
+					return NULL;
+				if (r <= 0)
+					break;
+				drain(sf);
+			}
 		}
 		rescan(sf);
 	}
