@@ -244,8 +244,8 @@ answers() {
 		"+norecurse A $SVC" 'flags: qr aa ra;' "$A4"
 	check "$l: question echoed with its case" dig_expect "$run" "$srv" \
 		"A NGINX-svc.Default.svc.cluster.local" "$HDR" "$Q_CASE" "$A4_CASE"
-	check "$l: +dnssec +adflag: no ad flag" dig_expect "$run" "$srv" "+dnssec +adflag A $SVC" \
-		"$HDR" "$A4" '!flags: [^;]*ad'
+	check "$l: +dnssec +adflag: DO copied (RFC 3225), no ad flag" dig_expect "$run" "$srv" \
+		"+dnssec +adflag A $SVC" "$HDR" "$A4" '!flags: [^;]*ad' 'EDNS: version: 0, flags: do;'
 	check "$l: DNS cookie in the query" dig_expect "$run" "$srv" "+cookie A $SVC" \
 		"$HDR" 'EDNS: version: 0' "$A4"
 	check "$l: +nocookie +noedns +norecurse" dig_expect "$run" "$srv" \

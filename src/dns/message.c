@@ -47,6 +47,7 @@ struct query {
 	size_t qend;			/* first byte after QTYPE/QCLASS */
 	uint16_t qtype;
 	bool edns;
+	bool dnssec_ok;			/* the query's DO bit */
 	uint16_t client_size;		/* the client's EDNS UDP size */
 };
 
@@ -156,6 +157,7 @@ static enum em_dns_reason parse_opt(const uint8_t *msg, size_t len, size_t p, st
 	if (version != 0)
 		return EM_DNS_PASS_EDNS_VERSION;
 	qu->edns = true;
+	qu->dnssec_ok = (msg[p + 7] & 0x80) != 0;
 	qu->client_size = size < 512 ? 512 : size;	/* RFC 6891 6.2.3 */
 	return EM_DNS_ANSWERED;
 }
@@ -400,12 +402,15 @@ static void write_soa(struct out *o, const struct em_dns_opts *opts, const char 
 	o->ns++;
 }
 
-static void write_opt(struct out *o, const struct em_dns_opts *opts)
+/* DO is copied from the query (RFC 3225 3): it says the client can take
+ * DNSSEC records, not that the answer is signed; AD stays clear, so a
+ * validating client never takes our unsigned answer as secure. */
+static void write_opt(struct out *o, const struct em_dns_opts *opts, bool dnssec_ok)
 {
 	wbytes(o, "", 1);
 	w16(o, T_OPT);
 	w16(o, opts->edns_size < 512 ? 512 : opts->edns_size);
-	w32(o, 0);		/* ext rcode 0, version 0, DO clear: we never sign */
+	w32(o, dnssec_ok ? 0x8000 : 0);	/* ext rcode 0, version 0, DO */
 	w16(o, 0);		/* no options: cookies are ignored (RFC 7873 5.2) */
 	o->ar++;
 }
@@ -590,7 +595,7 @@ static int build(const struct em_dns_opts *opts, const struct em_dns_catalog *ca
 	}
 	}
 	if (qu->edns)
-		write_opt(o, opts);
+		write_opt(o, opts, qu->dnssec_ok);
 	return rcode;
 }
 

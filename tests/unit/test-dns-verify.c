@@ -201,8 +201,14 @@ static inline int dv_check_pair(const uint8_t *q, size_t qlen, const struct dv_m
 	const uint8_t *qdns;
 	size_t hl = (q[0] >> 4) == 4 ? 20 : 40, alen = hl == 20 ? 4 : 16;
 	const uint8_t *qs = hl == 20 ? q + 12 : q + 8;
+	uint32_t query_do = 0;
 
-	(void)qlen;
+	qdns = q + hl + 8;
+	/* An answered query has no records but its OPT, right after the
+	 * question (which the answer echoes, so a->qend is the query's too). */
+	if (dv16(qdns + 10) == 1 && hl + 8 + a->qend + 11 <= qlen &&
+	    dv16(qdns + a->qend + 1) == 41)
+		query_do = (qdns[a->qend + 7] & 0x80) ? 0x8000 : 0;
 	if (a->version != q[0] >> 4)
 		DV_FAIL(scratch, "version changed");
 	if (memcmp(a->src, qs + alen, alen) || memcmp(a->dst, qs, alen))
@@ -224,8 +230,9 @@ static inline int dv_check_pair(const uint8_t *q, size_t qlen, const struct dv_m
 	for (unsigned i = 0; i < a->nrr; i++) {
 		const struct dv_rr *r = &a->rr[i];
 		if (r->type == 41) {
-			if (i != a->nrr - 1 || r->name[0] || (r->ttl & 0x8000) || (r->ttl >> 16) != 0)
-				DV_FAIL(scratch, "OPT misplaced, DO set or ext rcode");
+			if (i != a->nrr - 1 || r->name[0] || (r->ttl & 0x8000) != query_do ||
+			    (r->ttl >> 16) != 0)
+				DV_FAIL(scratch, "OPT misplaced, DO not copied or ext rcode");
 		} else if (r->cls != 1) {
 			DV_FAIL(scratch, "record class");
 		}
