@@ -258,9 +258,10 @@ int main(int argc, char **argv)
 		return EXIT_FAILURE;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
-	em_info("ready in %ld ms: listener 127.0.0.1:%u, DNS queue %u (x%u)",
+	em_info("ready in %ld ms: listener 127.0.0.1:%u%s, DNS queue %u (x%u)",
 		(long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000),
-		d.cfg.tproxy_port, d.cfg.queue_num, d.cfg.queues);
+		d.cfg.tproxy_port, *d.cfg.fake_ipv6_range ? " and [::1]" : "",
+		d.cfg.queue_num, d.cfg.queues);
 	log_stats(&d);
 
 	for (;;) {
