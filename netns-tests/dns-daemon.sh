@@ -45,15 +45,6 @@ topo_traps
 FAKE6_RANGE=fd9e:6d65:7368::/64
 SVC=$EM_FQDN
 
-passed=0 failed=0
-check() { # check "what" CMD...
-	local what=$1; shift
-	if "$@" >"$TOPO_DIR/check.out" 2>&1; then
-		passed=$((passed + 1)); echo "ok - $what"
-	else
-		failed=$((failed + 1)); echo "FAIL - $what"; sed 's/^/    /' "$TOPO_DIR/check.out" | tail -n 25
-	fi
-}
 
 # A daemon that does not answer makes every later query time out: stop there.
 give_up_unless_ready() {

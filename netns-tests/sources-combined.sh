@@ -43,19 +43,9 @@ NS_PA="em-combined-$$-pod-a"
 NS_PB="em-combined-$$-pod-b"
 NS_DNS="em-combined-$$-dns"
 TOPO_NS="$NS_A $NS_B $NS_PA $NS_PB $NS_DNS"
-trap topo_cleanup EXIT
-trap 'exit 1' INT TERM
+topo_traps
 
 DIR=$TOPO_DIR/manifests
-passed=0 failed=0
-check() { # check "what" CMD...
-	local what=$1; shift
-	if "$@" >"$TOPO_DIR/check.out" 2>&1; then
-		passed=$((passed + 1)); echo "ok - $what"
-	else
-		failed=$((failed + 1)); echo "FAIL - $what"; sed 's/^/    /' "$TOPO_DIR/check.out" | tail -n 20
-	fi
-}
 ms() { echo $(( $(date +%s%N) / 1000000 )); }
 fqdn() { echo "$1.default.svc.cluster.local"; }
 

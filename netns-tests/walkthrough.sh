@@ -12,15 +12,6 @@ EM_MANIFESTS=${EM_MANIFESTS:-$here/../contrib/manifests/nginx.yaml}
 . "$here/lib/topology.sh"
 topo_traps
 
-passed=0 failed=0
-check() { # check "what" CMD...
-	local what=$1; shift
-	if "$@" >"$TOPO_DIR/check.out" 2>&1; then
-		passed=$((passed + 1)); echo "ok - $what"
-	else
-		failed=$((failed + 1)); echo "FAIL - $what"; sed 's/^/    /' "$TOPO_DIR/check.out" | tail -n 20
-	fi
-}
 
 snapshot_net() { # the namespace's ruleset, rules and routes, for before/after diffs
 	local run=$1

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # topology.sh — the seed walkthrough as network namespaces; sourced by
 # walkthrough.sh (the test) and demo.sh.
 #
@@ -66,6 +67,18 @@ topo_cleanup() {
 	rmdir /etc/netns 2>/dev/null
 	rm -rf "$TOPO_DIR"
 	return 0
+}
+
+# check "what" CMD...: one counted result line; the command's output is
+# shown only when it fails. Scripts end with `echo "$passed passed, $failed failed"`.
+passed=0 failed=0
+check() {
+	local what=$1; shift
+	if "$@" >"$TOPO_DIR/check.out" 2>&1; then
+		passed=$((passed + 1)); echo "ok - $what"
+	else
+		failed=$((failed + 1)); echo "FAIL - $what"; sed 's/^/    /' "$TOPO_DIR/check.out" | tail -n 25
+	fi
 }
 
 # The caller's traps: cleanup on every exit, and a signal is an exit.
