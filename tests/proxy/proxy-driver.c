@@ -451,7 +451,9 @@ static int run_client(int argc, char **argv)
 	/* Split what is held back into payload and trailer. */
 	memcpy(tail, buf, tail_len);
 	tail[tail_len] = '\0';
-	char *eof = strstr(tail, "\nEOF ");
+	/* memmem, not strstr: the payload is random bytes and may hold a NUL
+	 * just before the trailer. */
+	char *eof = memmem(tail, tail_len, "\nEOF ", 5);
 	size_t payload = eof ? (size_t)(eof - tail) : tail_len;
 	if (ofd >= 0 && write_full(ofd, tail, payload) < 0)
 		return 1;
