@@ -147,13 +147,16 @@ START_TEST(not_ready_pods_skipped)
 }
 END_TEST
 
+/* hostNetwork: the address is hostIP:port. A real hostNetwork pod has
+ * podIP = hostIP, which would let the podIP rule pass this test too: the
+ * pod here says otherwise, so only the hostNetwork rule gives 192.168.0.7. */
 START_TEST(host_port_and_host_network)
 {
 	load("s",
 	     POD("hp", "{app: x}", "    - {containerPort: 80, hostPort: 30080}\n", READY("10.0.0.1"))
 	     "---\nkind: Pod\nmetadata: {name: hn, labels: {app: x}}\n"
 	     "spec:\n  hostNetwork: true\n  containers: [{name: c, ports: [{containerPort: 80}]}]\n"
-	     "status:\n  phase: Running\n  podIP: 192.168.0.7\n  hostIP: 192.168.0.7\n"
+	     "status:\n  phase: Running\n  podIP: 10.0.0.2\n  hostIP: 192.168.0.7\n"
 	     "  conditions: [{type: Ready, status: \"True\"}]\n"
 	     POD("plain", "{app: x}", "    - {containerPort: 80}\n", READY("10.0.0.3"))
 	     "---\nkind: Service\nmetadata: {name: s}\nspec:\n  selector: {app: x}\n"
