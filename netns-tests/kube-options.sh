@@ -161,6 +161,46 @@ for case in unknown:'SSL certificate problem' mismatch:'subject name'; do
 	api_stop
 done
 
+# ---- EndpointSlices: several slices merged, one deleted through the watch -------
+slice_json() { # NAME IP
+	cat <<EOF
+{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"$1","namespace":"default",
+ "labels":{"kubernetes.io/service-name":"sliced"}},"addressType":"IPv4",
+ "endpoints":[{"addresses":["$2"],"conditions":{"ready":true}}],"ports":[{"name":"web","port":80,"protocol":"TCP"}]}
+EOF
+}
+sliced_svc='{"apiVersion":"v1","kind":"Service","metadata":{"name":"sliced","namespace":"default"},
+ "spec":{"clusterIP":"None","ports":[{"name":"web","port":8080,"protocol":"TCP"}]}}'
+SLICED=http://sliced.default.svc.cluster.local:8080/
+# backends_seen N: N requests, all answered; prints the distinct backends
+backends_seen() {
+	local i b
+	for i in $(seq "$1"); do
+		b=$(na curl -sS --max-time 3 "$SLICED") || { echo "request $i failed"; return 1; }
+		echo "$b" | grep -o 'backend-2\|Welcome to nginx!' | head -n 1
+	done | LC_ALL=C sort -u | tr '\n' ','
+}
+both_slices() { local s; s=$(backends_seen 8); echo "$s"; [ "$s" = 'Welcome to nginx!,backend-2,' ]; }
+only_nginx() { local s; s=$(backends_seen 6); echo "$s"; [ "$s" = 'Welcome to nginx!,' ]; }
+ip -n "$NS_PB" addr add 10.244.2.3/24 dev eth0
+mkdir -p "$TOPO_DIR/b2"; echo backend-2 > "$TOPO_DIR/b2/index.html"
+ip netns exec "$NS_PB" /usr/bin/python3 -m http.server --bind 10.244.2.3 --directory "$TOPO_DIR/b2" 80 >/dev/null 2>&1 &
+echo $! > "$TOPO_DIR/b2.pid"
+wait_until 15 nb curl -sf --max-time 1 -o /dev/null http://10.244.2.3/ || echo "# backend 2 did not start"
+API_SCHEME=http
+api_start ""
+api upsert "{\"resource\":\"services\",\"objects\":[$sliced_svc]}"
+api upsert "{\"resource\":\"endpointslices\",\"objects\":[$(slice_json sliced-a 10.244.2.2),$(slice_json sliced-b 10.244.2.3)]}"
+kdaemon_start slices --source "kube:http://127.0.0.1:$API_PORT"
+check "EndpointSlices: the service is answered" wait_until 10 answers sliced.default.svc.cluster.local
+check "EndpointSlices: two slices merged, both backends serve" both_slices
+api delete '{"resource":"endpointslices","namespace":"default","name":"sliced-b"}'
+check "EndpointSlices: a slice deleted through the watch -> only the other backend serves" \
+	wait_until 10 only_nginx
+stop_pid slices "$(cat "$TOPO_DIR/daemon-slices.pid")"
+check_log_errors "$TOPO_DIR/daemon-slices.log"
+api_stop
+
 # ---- an API server that misbehaves --------------------------------------------
 API_SCHEME=http
 bad_start notjson
