@@ -386,9 +386,14 @@ START_TEST(file_source_reload)
 	write_file("b.json", "{\"kind\":\"Service\",\"metadata\":{\"name\":\"b\"},\"spec\":{\"ports\":[{\"port\":80}]}}");
 	wait_for("default", "b", 80, "");
 
-	/* A broken file keeps its last good objects. */
+	/* A broken file keeps its last good objects. Wait for the event (the
+	 * parse error, logged at error level) before asserting that nothing
+	 * changed: a sleep would pass as well if the file were never read. */
+	uint64_t errors = em_log_error_count();
 	write_file("a.yaml", "kind: Service\nmetadata: {name: a\n");
-	usleep(400000);
+	for (int i = 0; i < 300 && em_log_error_count() == errors; i++)
+		usleep(10000);
+	ck_assert_uint_gt(em_log_error_count(), errors);
 	ck_assert_str_eq(backends("default", "a", IPPROTO_TCP, 80), "10.0.0.2:80");
 	write_file("a.yaml", SVC_EP("a", "10.0.0.3"));
 	wait_for("default", "a", 80, "10.0.0.3:80");
