@@ -139,7 +139,9 @@ static void scan_content_length(struct scan *sc, const char *v, size_t n)
 			goto bad;
 		x = x * 10 + (uint64_t)(v[i] - '0');
 	}
-	if (sc->ncl++ && x != sc->cl)
+	/* RFC 9110 §8.6 allows merging identical duplicates; we refuse every
+	 * duplicate, as http-parser (our second reader) does. */
+	if (sc->ncl++)
 		goto bad;
 	sc->cl = x;
 	return;

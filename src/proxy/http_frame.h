@@ -115,7 +115,8 @@ struct em_http_head {
  *        (per h->body) starts right after it;
  *   0    more bytes are needed (len is still within the limits);
  *   < 0  the negated status to answer with, then close:
- *        -400 malformed, ambiguous framing or a smuggling shape,
+ *        -400 malformed, ambiguous framing or a smuggling shape (this
+ *             includes any repeated Content-Length, identical or not),
  *        -414 request line longer than lim->max_line,
  *        -431 head larger than lim->max_head or too many headers,
  *        -501 unknown Transfer-Encoding coding or unknown method,
