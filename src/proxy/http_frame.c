@@ -263,7 +263,7 @@ static void scan_header(struct scan *sc, const char *buf, struct em_http_header 
 		break;
 	case 17:
 		if (span_is(buf, nm, "transfer-encoding")) {
-			hd->flags |= EM_HTTP_HDR_HOP;
+			hd->flags |= EM_HTTP_HDR_HOP | EM_HTTP_HDR_TE;
 			scan_transfer_encoding(sc, v, n);
 		} else if (span_is(buf, nm, "x-forwarded-proto")) {
 			hd->flags |= EM_HTTP_HDR_HOP;

@@ -71,6 +71,8 @@ enum {
 					 * request writer when upgrading) */
 	EM_HTTP_HDR_XFF = 1 << 2,	/* an X-Forwarded-For header (its value
 					 * is kept and appended to) */
+	EM_HTTP_HDR_TE = 1 << 3,	/* a Transfer-Encoding header (its
+					 * validated codings are re-sent) */
 };
 
 struct em_http_header {
@@ -162,7 +164,8 @@ int em_http_cookie_find(const struct em_http_head *h, const char *buf, const cha
  *   every header without EM_HTTP_HDR_HOP, in order (Host as sent)
  *   X-Forwarded-For: <existing values>, <client>   (or just <client>)
  *   X-Forwarded-Proto: http
- *   Content-Length: n | Transfer-Encoding: chunked   (per h->body)
+ *   Content-Length: n | Transfer-Encoding: <codings>  (per h->body; the
+ *        codings received, joined with ", ", always ending in chunked)
  *   Connection: Upgrade + the Upgrade header(s)      when h->upgrade
  *   Connection: keep-alive                           otherwise
  * client is the client's address as text (NUL-terminated, may be NULL: no

@@ -428,7 +428,7 @@ START_TEST(rewrite_request_framing)
 {
 	wreq("POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "::1");
 	ck_assert_str_eq(OUT, "POST /c HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: ::1\r\n"
-			      "X-Forwarded-Proto: http\r\nTransfer-Encoding: chunked\r\n"
+			      "X-Forwarded-Proto: http\r\nTransfer-Encoding: gzip, chunked\r\n"
 			      "Connection: keep-alive\r\n\r\n");
 	/* HTTP/1.0 stays 1.0; Connection: keep-alive keeps the upstream open */
 	wreq("GET / HTTP/1.0\r\n\r\n", "1.2.3.4");
