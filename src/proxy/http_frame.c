@@ -211,6 +211,19 @@ static void scan_connection(struct scan *sc, const char *buf, size_t off, size_t
 	}
 }
 
+/* Host = uri-host [ ":" port ] (RFC 9112 §3.2, RFC 3986 §3.2.2): reg-name
+ * characters, IP literals in brackets, percent-encoding. It may be empty. */
+static bool valid_host(const char *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char c = v[i];
+		if (!c || !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      strchr("-._~!$&'()*+,;=:[]%", c)))
+			return false;
+	}
+	return true;
+}
+
 /* Classify one header: set its flags and feed what framing needs. */
 static void scan_header(struct scan *sc, const char *buf, struct em_http_header *hd)
 {
@@ -224,8 +237,11 @@ static void scan_header(struct scan *sc, const char *buf, struct em_http_header 
 			hd->flags |= EM_HTTP_HDR_HOP;
 		break;
 	case 4:
-		if (span_is(buf, nm, "host"))
+		if (span_is(buf, nm, "host")) {
 			sc->nhost++;
+			if (!valid_host(v, n))
+				fail(sc, 400);
+		}
 		break;
 	case 6:
 		if (span_is(buf, nm, "expect") && n == 12 && strncasecmp(v, "100-continue", 12) == 0)

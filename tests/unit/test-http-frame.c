@@ -267,6 +267,11 @@ START_TEST(request_host)
 	ck_assert_int_gt(preq("GET / HTTP/1.0\r\n\r\n"), 0);
 	ck_assert_uint_eq(H.host.len, 0);
 	ck_assert_int_gt(preq("GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+	ck_assert_int_gt(preq("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n"), 0);
+	ck_assert_int_gt(preq("GET / HTTP/1.1\r\nHost:\r\n\r\n"), 0);
+	ck_assert_int_eq(preq("GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), -400);
+	ck_assert_int_eq(preq("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"), -400);
+	ck_assert_int_eq(preq("GET / HTTP/1.1\r\nHost: a@b\r\n\r\n"), -400);
 }
 END_TEST
 
