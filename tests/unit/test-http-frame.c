@@ -868,6 +868,106 @@ START_TEST(chunk_api)
 }
 END_TEST
 
+/* ---- the end-to-end smuggling vectors, through the core alone -------- */
+
+static size_t unescape(const char *in, char *out)
+{
+	size_t n = 0;
+	for (const char *p = in; *p; p++) {
+		if (*p != '\\') {
+			out[n++] = *p;
+			continue;
+		}
+		switch (*++p) {
+		case 'r': out[n++] = '\r'; break;
+		case 'n': out[n++] = '\n'; break;
+		case 't': out[n++] = '\t'; break;
+		case '0': out[n++] = '\0'; break;
+		case '\\': out[n++] = '\\'; break;
+		case 'x': {
+			char hex[3] = { p[1], p[2], 0 };
+			out[n++] = (char)strtol(hex, NULL, 16);
+			p += 2;
+			break;
+		}
+		default: ck_abort_msg("bad escape \\%c", *p);
+		}
+	}
+	return n;
+}
+
+/* What the core decides for one vector, in the file's vocabulary. */
+static void simulate(bool resp, const char *b, size_t len, char *got, size_t cap)
+{
+	struct em_http_limits lim;
+	struct em_http_chunk c;
+	struct em_http_chunk_step st;
+	em_http_limits_default(&lim);
+
+	int r = resp ? em_http_parse_response(b, len, &lim, HTTP_GET, false, &H)
+		     : em_http_parse_request(b, len, &lim, &H);
+	if (r <= 0) {
+		snprintf(got, cap, r ? "%d" : "open", -r);
+		return;
+	}
+	size_t pos = (size_t)r;
+	snprintf(got, cap, "200");
+	if (H.body == EM_HTTP_BODY_LENGTH && H.content_length > len - pos) {
+		snprintf(got, cap, resp ? "close" : "open");
+	} else if (H.body == EM_HTTP_BODY_CHUNKED) {
+		em_http_chunk_init(&c);
+		while (!em_http_chunk_done(&c)) {
+			uint64_t pend = em_http_chunk_pending(&c);
+			if (pend > len - pos) {
+				snprintf(got, cap, "close");
+				return;
+			}
+			pos += pend;
+			if (pend)
+				em_http_chunk_moved(&c, pend);
+			if (em_http_chunk_feed(&c, b + pos, len - pos, &st)) {
+				snprintf(got, cap, resp ? "close" : "400");
+				return;
+			}
+			pos += st.consumed;
+			if (!st.done && !st.data) {
+				snprintf(got, cap, "close");
+				return;
+			}
+		}
+	}
+}
+
+START_TEST(smuggling_vectors)
+{
+	const char *data = getenv("EM_TEST_DATA");
+	char path[512], line[4096], raw[4096], got[16];
+	int cases = 0;
+
+	ck_assert_ptr_nonnull(data);
+	snprintf(path, sizeof(path), "%s/../proxy/http-smuggling.vectors", data);
+	FILE *f = fopen(path, "r");
+	ck_assert_msg(f != NULL, "cannot open %s", path);
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = 0;
+		if (!line[0] || line[0] == '#')
+			continue;
+		char *dir = strtok(line, "\t"), *name = strtok(NULL, "\t");
+		char *expect = strtok(NULL, "\t"), *bytes = strtok(NULL, "");
+		ck_assert_msg(dir && name && expect && bytes, "bad line in %s", path);
+		size_t n = unescape(bytes, raw);
+		simulate(strcmp(dir, "resp") == 0, raw, n, got, sizeof(got));
+		bool ok = false;
+		for (char *e = strtok(expect, "|"); e; e = strtok(NULL, "|"))
+			ok |= strcmp(e, got) == 0;
+		ck_assert_msg(ok, "%s %s: got %s", dir, name, got);
+		cases++;
+	}
+	fclose(f);
+	ck_assert_int_gt(cases, 50);
+}
+END_TEST
+
 Suite *http_frame_suite(void)
 {
 	Suite *s = suite_create("http_frame");
@@ -908,6 +1008,7 @@ Suite *http_frame_suite(void)
 		{ "chunk_smuggling", chunk_smuggling },
 		{ "chunk_limits", chunk_limits },
 		{ "chunk_api", chunk_api },
+		{ "smuggling_vectors", smuggling_vectors },
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
