@@ -625,6 +625,21 @@ int em_http_parse_response(const char *buf, size_t len, const struct em_http_lim
 	return (int)h->head_len;
 }
 
+bool em_http_method_idempotent(unsigned method)
+{
+	switch (method) {
+	case HTTP_GET:
+	case HTTP_HEAD:
+	case HTTP_OPTIONS:
+	case HTTP_TRACE:
+	case HTTP_PUT:
+	case HTTP_DELETE:
+		return true;
+	default:
+		return false;
+	}
+}
+
 /* ---- sniffing -------------------------------------------------------- */
 
 enum em_http_sniff em_http_sniff(const char *buf, size_t len)

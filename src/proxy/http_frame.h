@@ -136,6 +136,11 @@ int em_http_parse_request(const char *buf, size_t len, const struct em_http_limi
 int em_http_parse_response(const char *buf, size_t len, const struct em_http_limits *lim,
 			   unsigned req_method, bool req_upgrade, struct em_http_head *h);
 
+/* RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE (enum
+ * http_method). A request may be retried on another upstream after it was
+ * sent only if its method is idempotent (and it had no body). */
+bool em_http_method_idempotent(unsigned method);
+
 /* What the first bytes of a new client connection look like, to fall back
  * to L4 for TLS, HTTP/2 and anything that is not HTTP/1.x. */
 enum em_http_sniff {

@@ -368,6 +368,17 @@ START_TEST(request_expect_upgrade)
 }
 END_TEST
 
+START_TEST(idempotent)
+{
+	ck_assert(em_http_method_idempotent(HTTP_GET));
+	ck_assert(em_http_method_idempotent(HTTP_PUT));
+	ck_assert(em_http_method_idempotent(HTTP_DELETE));
+	ck_assert(!em_http_method_idempotent(HTTP_POST));
+	ck_assert(!em_http_method_idempotent(HTTP_PATCH));
+	ck_assert(!em_http_method_idempotent(HTTP_CONNECT));
+}
+END_TEST
+
 START_TEST(sniff)
 {
 	ck_assert_int_eq(em_http_sniff("", 0), EM_HTTP_SNIFF_MORE);
@@ -993,6 +1004,7 @@ Suite *http_frame_suite(void)
 		{ "request_keep_alive", request_keep_alive },
 		{ "request_expect_upgrade", request_expect_upgrade },
 		{ "sniff", sniff },
+		{ "idempotent", idempotent },
 		{ "rewrite_request_hop_by_hop", rewrite_request_hop_by_hop },
 		{ "rewrite_request_xff", rewrite_request_xff },
 		{ "rewrite_request_framing", rewrite_request_framing },
