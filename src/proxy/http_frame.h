@@ -204,6 +204,29 @@ int em_http_reply(unsigned status, bool close_conn, char *out, size_t cap);
 
 /* ---- chunked bodies (RFC 9112 §7.1) ---------------------------------- */
 
+/* The machine is incremental: it keeps its place inside a size line or the
+ * trailers, so the caller never needs a buffer as large as a line. A
+ * forwarding loop for one direction (errors and EAGAIN left out):
+ *
+ *	while (!em_http_chunk_done(&c)) {
+ *		uint64_t left = em_http_chunk_pending(&c);
+ *		if (left) {			// chunk data: never copied
+ *			n = splice(in, pipe, min(left, room));
+ *			em_http_chunk_moved(&c, n);
+ *			... splice pipe -> out ...
+ *			continue;
+ *		}
+ *		n = recv(in, peek, sizeof(peek), MSG_PEEK);
+ *		if (em_http_chunk_feed(&c, peek, n, &st))
+ *			reject (400 / close);
+ *		recv(in, peek, st.consumed, 0);	// drop exactly the framing
+ *		send(out, st.emit, st.emit_len);	// after the data already moved
+ *	}
+ *
+ * Bytes after the body (st.done) belong to the next message and stay in the
+ * socket. If a body turns out malformed after some of it went on, the
+ * receiving peer holds a partial message: close that connection too. */
+
 /* Limits of the chunked machine. */
 #define EM_HTTP_CHUNK_LINE_MAX 4096	/* chunk-size line incl. extensions */
 #define EM_HTTP_TRAILER_MAX 8192	/* whole trailer section */
