@@ -190,8 +190,9 @@ enum {
  * status line as received, every header without EM_HTTP_HDR_HOP, the
  * canonical framing header (none for NONE/CLOSE/TUNNEL, and for 1xx),
  * Connection: close | keep-alive | Upgrade (+ Upgrade header for a 101).
- * A CLOSE-delimited body always gets Connection: close. Returns the length
- * or -ENOSPC. */
+ * A CLOSE-delimited body always gets Connection: close. An interim (1xx)
+ * response to an HTTP/1.0 client (EM_HTTP_W_CLIENT_10) is not forwarded
+ * (RFC 9110 §15.2): 0 is returned. Returns the length or -ENOSPC. */
 int em_http_write_response(const struct em_http_head *h, const char *buf, unsigned flags,
 			   char *out, size_t cap);
 

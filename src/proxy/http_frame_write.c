@@ -150,6 +150,9 @@ int em_http_write_response(const struct em_http_head *h, const char *buf, unsign
 {
 	struct out o = { .p = out, .cap = cap };
 
+	/* RFC 9110 §15.2: no 1xx to an HTTP/1.0 client */
+	if (h->interim && (flags & EM_HTTP_W_CLIENT_10))
+		return 0;
 	/* RFC 9110 §6.2: an intermediary sends its own version */
 	putf(&o, "HTTP/1.1 %03u ", (unsigned)h->status);
 	putspan(&o, buf, h->reason);

@@ -173,7 +173,12 @@ static void check_written_response(const struct em_http_head *h, const char *buf
 	struct em_http_limits big = { .max_head = sizeof(w), .max_line = sizeof(w),
 				      .max_headers = EM_HTTP_HEADERS_MAX };
 
-	int n = em_http_write_response(h, buf, rng & 3, w, sizeof(w));
+	unsigned flags = rng & 3;
+	int n = em_http_write_response(h, buf, flags, w, sizeof(w));
+	if (h->interim && (flags & EM_HTTP_W_CLIENT_10)) {
+		CHECK(n == 0);	/* no 1xx to a 1.0 client */
+		return;
+	}
 	CHECK(n > 0);
 	if (h->nheaders + 3 > EM_HTTP_HEADERS_MAX)
 		return;

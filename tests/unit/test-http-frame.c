@@ -502,6 +502,9 @@ START_TEST(rewrite_response)
 	ck_assert_str_eq(OUT, "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n");
 	wresp("HTTP/1.1 100 Continue\r\n\r\n", HTTP_PUT, false, EM_HTTP_W_CLOSE);
 	ck_assert_str_eq(OUT, "HTTP/1.1 100 Continue\r\n\r\n");
+	/* never a 1xx to a 1.0 client */
+	ck_assert_int_eq(em_http_write_response(&H, "HTTP/1.1 100 Continue\r\n\r\n",
+						EM_HTTP_W_CLIENT_10, OUT, sizeof(OUT)), 0);
 	wresp("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
 	      "Sec-WebSocket-Accept: x\r\n\r\n", HTTP_GET, true, 0);
 	ck_assert_str_eq(OUT, "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: x\r\n"
