@@ -52,6 +52,7 @@ struct em_udp {
 	bool started;
 	struct em_udp_table table;
 	uint64_t gen, next_gen_check;
+	bool change_pending;		/* cfg.changed still to be (re)called */
 	uint8_t *buf;
 	/* The batch of events being handled, so that a flow freed by one
 	 * event can void its later events (libuv's rule). */
@@ -383,7 +384,10 @@ static void timers(struct em_udp *u, uint64_t now)
 		if (g != u->gen) {
 			u->gen = g;
 			check_backends(u);
+			u->change_pending = true;
 		}
+		if (u->change_pending && u->cfg.changed)
+			u->change_pending = u->cfg.changed(u->cfg.changed_ctx) < 0;
 	}
 }
 
@@ -535,6 +539,7 @@ int em_udp_start(const struct em_udp_config *cfg, struct em_udp **out)
 		goto fail;
 	if (cfg->generation)
 		u->gen = cfg->generation(cfg->resolve_ctx);
+	u->change_pending = true;	/* the first state, whatever the generation */
 	if ((err = -pthread_create(&u->tid, NULL, thread_main, u)) < 0)
 		goto fail;
 	u->started = true;

@@ -49,6 +49,12 @@ struct em_udp_config {
 	 * registry generation). On a change every flow is checked against the
 	 * current backends of its port, and ended if its backend left. */
 	uint64_t (*generation)(void *ctx);
+	/* Optional: called on the UDP thread, outside any read-side section,
+	 * after a generation change (and once at start), e.g. to refresh the
+	 * ruleset's UDP capture sets. A negative return retries it on the
+	 * next check (every 200 ms). */
+	int (*changed)(void *ctx);
+	void *changed_ctx;
 };
 
 struct em_udp_stats {
