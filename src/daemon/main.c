@@ -219,6 +219,8 @@ static int start_dns(struct daemon *d)
 	dc.queues = (uint16_t)d->cfg.queues;
 	dc.bypass_mark = d->cfg.bypass_mark;
 	dc.in_place = d->cfg.dns_in_place;
+	if (d->cfg.dns_external_timeout_ms)
+		dc.external_timeout_ms = d->cfg.dns_external_timeout_ms;
 	d->dns_src.current = current_snapshot;
 	d->dns_src.ctx = d->reg;
 	em_dns_snapshot_provider(&prov, &d->dns_src);
