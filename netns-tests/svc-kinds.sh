@@ -1,33 +1,41 @@
 #!/usr/bin/env bash
-# svc-udp.sh — every kind of Service port on the real daemon (issue 15):
-# UDP service ports through TPROXY for UDP, a DNS server pod published as a
-# UDP service, mixed TCP+UDP on one port number, NodePort, SCTP-only and
-# port-less services.
+# svc-kinds.sh — every kind of Service on the real daemon (issue 15):
+# ExternalName, UDP service ports through TPROXY for UDP, a DNS server pod
+# published as a UDP service, mixed TCP+UDP on one port number, NodePort,
+# SCTP-only and port-less services.
 #
 #   client pod 10.245.0.2 (udp-client.py, dig, curl)
 #     |  (veth)
 #   10.245.0.1
 #   node: edgemesh-tproxy ---- 10.53.0.1 (veth) ---- dns 10.53.0.2: dnsmasq,
 #   10.246.1.1   10.246.2.1                          the node's resolver
+#                                                    (web.example.test =
+#                                                    10.246.1.2); 10.53.0.3:
+#                                                    slow-dns.py, 3 s late
 #     |  (veth)    |  (veth)
 #   pod-1          pod-2         each: UDP echo :7000 (replies "<pod>:..."),
 #   10.246.1.2     10.246.2.2    TCP echo :7001, dnsmasq :53 answering
-#                                who.test = its own address
+#                                who.test = its own address; pod-1: HTTP
+#                                :8080 (the ExternalName target)
 #
 # Services (namespace default):
 #   udp-echo  NodePort  7000/UDP -> 7000, 7000/TCP -> 7001 (mixed), app=echo
 #   dns-svc   ClusterIP 53/UDP -> 53, app=echo
 #   sctp-only ClusterIP 9999/SCTP, app=echo
 #   no-ports  ClusterIP no ports, app=echo
+#   ext       ExternalName "Web.Example.Test." (case and dot normalised)
+#   ext-slow  ExternalName slow.example.test (only the slow resolver knows it)
 #
-# Checks: flows spread over both pods and keep their pod; replies come from
+# Checks: ExternalName with getent and curl from the pod and the node
+# (CNAME + the target's A record from the node's resolver), cached for the
+# target's TTL, passed untouched when the resolver is too slow; flows spread over both pods and keep their pod; replies come from
 # the fake IP:port; the same from the node itself; dig through dns-svc's
 # fake IP; TCP on 7000 reaches the TCP target; SCTP and port-less services
 # resolve but nothing is captured (UDP to them is refused by the kernel);
 # the ruleset's udp4 set holds exactly the UDP service ports; pod-1 deleted
 # -> its flows move to pod-2; DNS to the node's resolver is untouched.
 #
-# Usage: EM_BIN=build/edgemesh-tproxy bash netns-tests/svc-udp.sh   (root)
+# Usage: EM_BIN=build/edgemesh-tproxy bash netns-tests/svc-kinds.sh   (root)
 # Last line: `N passed, N failed`.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -141,12 +149,32 @@ kind: Service
 metadata: { name: no-ports, namespace: default }
 spec:
   selector: { app: echo }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: ext, namespace: default }
+spec:
+  type: ExternalName
+  externalName: Web.Example.Test.
+  ports:
+    - { name: http, port: 8080 }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: ext-slow, namespace: default }
+spec:
+  type: ExternalName
+  externalName: slow.example.test
 YAML
 }
 
 network
-printf '10.1.2.3 www.example.test\n' > "$TOPO_DIR/hosts"
-bg resolver "$NS_R" dnsmasq --keep-in-foreground --no-resolv --no-hosts --addn-hosts="$TOPO_DIR/hosts" \
+printf '10.1.2.3 www.example.test\n10.246.1.2 web.example.test\n' > "$TOPO_DIR/hosts"
+ip -n "$NS_R" addr add 10.53.0.3/24 dev eth0
+bg slowdns "$NS_R" $PY "$TOOLS/slow-dns.py" 10.53.0.3 10.9.9.9 3
+mkdir -p "$TOPO_DIR/www" && echo hello-external > "$TOPO_DIR/www/index.html"
+bg http "$NS_P1" $PY -m http.server --bind 10.246.1.2 --directory "$TOPO_DIR/www" 8080
+bg resolver "$NS_R" dnsmasq --keep-in-foreground --no-resolv --no-hosts --addn-hosts="$TOPO_DIR/hosts" --local-ttl=30 \
 	--listen-address=10.53.0.2 --bind-interfaces --user=root --group=root --pid-file= --log-facility=-
 pod_servers "$NS_P1" 10.246.1.2 pod-1
 pod_servers "$NS_P2" 10.246.2.2 pod-2
@@ -155,7 +183,8 @@ for run in np1 np2; do
 	wait_until 5 listening $run -lun 7000 && wait_until 5 listening $run -ltn 7001 &&
 		wait_until 5 listening $run -lun 53 || { echo "pod servers did not start"; exit 1; }
 done
-wait_until 5 listening nr -lun 53 || { echo "resolver did not start"; exit 1; }
+wait_until 5 listening nr -lun 53 && wait_until 5 listening np1 -ltn 8080 ||
+	{ echo "resolver or HTTP server did not start"; exit 1; }
 
 mkdir -p "$TOPO_DIR/state"
 bg daemon "$NS_N" "$EM_BIN" --source "file:$TOPO_DIR/manifests" --state-dir "$TOPO_DIR/state" \
@@ -171,6 +200,51 @@ log "udp-echo $ECHO, dns-svc $DNSVC, sctp-only $SCTP, no-ports $NOPORTS"
 set_has() { nn nft list set inet edgemesh udp4 | grep -q "$1 . $2"; }
 wait_until 5 set_has "$ECHO" 7000
 [ -n "${SVC_PAUSE:-}" ] && { echo "paused: $TOPO_ID"; sleep "$SVC_PAUSE"; }
+
+
+# ---- ExternalName ----------------------------------------------------------------
+EXT=ext.default.svc.cluster.local
+dns_stats() { # the daemon's DNS counter line after SIGUSR1
+	local before; before=$(grep -c 'dns: packets' "$TOPO_DIR/daemon.log")
+	kill -USR1 "$(cat "$TOPO_DIR/daemon.pid")"
+	wait_until 3 sh -c "[ \$(grep -c 'dns: packets' $TOPO_DIR/daemon.log) -gt $before ]"
+	grep 'dns: packets' "$TOPO_DIR/daemon.log" | tail -1
+}
+held() { dns_stats | grep -oE ' held=[0-9]+' | cut -d= -f2 || echo 0; }
+ext_dig() {
+	local out; out=$(nc_ dig +time=3 +tries=1 "$EXT" A)
+	echo "$out"
+	grep -qE "^$EXT\.[[:space:]]+5[[:space:]]+IN[[:space:]]+CNAME[[:space:]]+web\.example\.test\.\$" <<<"$out" &&
+		grep -qE '^web\.example\.test\.[[:space:]]+[0-9]+[[:space:]]+IN[[:space:]]+A[[:space:]]+10\.246\.1\.2$' <<<"$out" &&
+		grep -q 'flags: qr aa' <<<"$out" && grep -q 'OPT PSEUDOSECTION' <<<"$out"
+}
+check "ExternalName: dig gets CNAME web.example.test + its A record (EDNS)" ext_dig
+ext_getent() { $1 getent hosts "$EXT" | tee /dev/stderr | grep -q '^10\.246\.1\.2[[:space:]]'; }
+check "ExternalName: getent hosts from a pod" ext_getent nc_
+check "ExternalName: getent hosts from the node" ext_getent nn
+ext_curl() { $1 curl -sS --max-time 5 "http://$EXT:8080/" | grep -x hello-external; }
+check "ExternalName: curl from a pod reaches the target" ext_curl nc_
+check "ExternalName: curl from the node reaches the target" ext_curl nn
+cached() { # dnsmasq gives its hosts 30 s (--local-ttl): answered from the cache
+	local h1 h2 out
+	h1=$(held); out=$(nc_ dig +noall +answer +time=2 +tries=1 "$EXT" A)
+	h2=$(held); echo "$out"; echo "held before $h1, after $h2"
+	[ "$h1" -ge 1 ] && [ "$h2" -eq "$h1" ] &&
+		grep -qE '^web\.example\.test\.[[:space:]]+([0-9]|[12][0-9]|30)[[:space:]]+IN[[:space:]]+A[[:space:]]+10\.246\.1\.2$' <<<"$out"
+}
+check "ExternalName: the target's records are cached for their TTL" cached
+ext_slow() {
+	local out h1 h2; h1=$(held)
+	# the slow resolver answers the daemon too late: the client's own query
+	# passes and gets the slow resolver's own (late) answer
+	out=$(nc_ dig +time=8 +tries=1 @10.53.0.3 "ext-slow.default.svc.cluster.local" A)
+	echo "$out"; h2=$(held)
+	grep -qE "^ext-slow\.default\.svc\.cluster\.local\.[[:space:]]+60[[:space:]]+IN[[:space:]]+A[[:space:]]+10\.9\.9\.9\$" <<<"$out" &&
+		! grep -q CNAME <<<"$out" && [ "$h2" -gt "$h1" ] && dns_stats | grep -qE 'held_passed=[1-9]'
+}
+check "ExternalName: resolver too slow -> the query passes untouched" ext_slow
+ext_no_fake() { ! nn nft list set inet edgemesh udp4 | grep -q "$(nc_ dig +short "$EXT" A | tail -1) \."; }
+check "ExternalName: no fake IP, nothing captured" ext_no_fake
 
 # ---- UDP flows from the pod ---------------------------------------------------
 nc_ $PY "$TOOLS/udp-client.py" "$ECHO" 7000 8 3 > "$TOPO_DIR/flows.out"
