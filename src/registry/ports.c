@@ -60,7 +60,7 @@ char *em_external_name_normalise(const char *name)
 			return NULL;
 		}
 	}
-	if (name[n - 1] == '-') {
+	if (lbl == 0 || name[n - 1] == '-') {	/* "a.b.." or "a.b-" */
 		errno = EINVAL;
 		return NULL;
 	}
