@@ -4,9 +4,9 @@
 # published as a UDP service, mixed TCP+UDP on one port number, NodePort,
 # SCTP-only and port-less services.
 #
-#   client pod 10.245.0.2 (udp-client.py, dig, curl)
+#   client pod 10.245.0.2, fd45::2 (udp-client.py, dig, curl)
 #     |  (veth)
-#   10.245.0.1
+#   10.245.0.1, fd45::1            fake ranges 198.18.0.0/16, fd9e:6d65:7368::/64
 #   node: edgemesh-tproxy ---- 10.53.0.1 (veth) ---- dns 10.53.0.2: dnsmasq,
 #   10.246.1.1   10.246.2.1                          the node's resolver
 #                                                    (web.example.test =
@@ -79,6 +79,10 @@ network() {
 			awk '{split($4, a, "/"); split(a[1], b, "."); print b[1]"."b[2]"."b[3]".1"}')"
 	done
 	nn sysctl -qw net.ipv4.ip_forward=1
+	# IPv6 for the client only: UDP to the fake IPv6 address
+	ip -n "$NS_N" addr add fd45::1/64 dev c0 nodad
+	ip -n "$NS_C" addr add fd45::2/64 dev eth0 nodad
+	ip -n "$NS_C" -6 route add default via fd45::1
 	set_resolver "$NS_N" 10.53.0.2
 	set_resolver "$NS_C" 10.53.0.2
 }
@@ -188,7 +192,7 @@ wait_until 5 listening nr -lun 53 && wait_until 5 listening np1 -ltn 8080 ||
 
 mkdir -p "$TOPO_DIR/state"
 bg daemon "$NS_N" "$EM_BIN" --source "file:$TOPO_DIR/manifests" --state-dir "$TOPO_DIR/state" \
-	--log-level debug --udp-idle-timeout 30
+	--log-level debug --udp-idle-timeout 30 --fake-ipv6-range fd9e:6d65:7368::/64
 fake() { nc_ dig +short +time=1 +tries=1 "$1.default.svc.cluster.local" A | grep '^198\.18\.'; }
 wait_until 10 fake udp-echo || { echo "daemon not ready:"; tail -20 "$TOPO_DIR/daemon.log"; exit 1; }
 ECHO=$(fake udp-echo)
@@ -272,6 +276,16 @@ host_flow() {
 }
 check "UDP from the node itself, replies from the fake IP" host_flow
 
+
+v6_flows() {
+	local f6; f6=$(nc_ dig +short +time=1 +tries=1 udp-echo.default.svc.cluster.local AAAA)
+	[ -n "$f6" ] || return 1
+	nc_ $PY "$TOOLS/udp-client.py" "$f6" 7000 4 2 | tee "$TOPO_DIR/v6.out"
+	[ "$(grep -c " $f6:7000 pod-" "$TOPO_DIR/v6.out")" -eq 8 ] &&
+		nn nft list set inet edgemesh udp6 | grep -q "$f6 . 7000"
+}
+check "UDP over IPv6 to the fake IPv6 address (backends IPv4), replies from it" v6_flows
+
 # ---- a DNS server pod published as a UDP service ------------------------------
 dig_pod() {
 	local out; out=$(nc_ dig +time=2 +tries=1 "@$DNSVC" who.test A)
@@ -330,6 +344,23 @@ udp_stats_line() { # asks the daemon for its counters; prints the new udp line
 }
 not_seen() { udp_stats_line | grep 'refused 0,'; }
 check "the UDP forwarder never saw the SCTP-only or port-less services" not_seen
+
+
+# ---- an ICMP error from the backend ends the flow ------------------------------------
+icmp_ends_flow() {
+	local before after
+	kill "$(cat "$TOPO_DIR/pod-2-udp.pid")"
+	wait_until 3 sh -c "! ip netns exec $NS_P2 ss -Hlun 'sport = :7000' | grep -q ."
+	# pod-2's flows: the first datagram meets port unreachable (the flow
+	# ends), the next one starts a new flow on a backend that answers
+	nc_ $PY "$TOOLS/udp-client.py" "$ECHO" 7000 6 3 | tee "$TOPO_DIR/icmp.out"
+	before=$(grep -c ' pod-1:r2' "$TOPO_DIR/icmp.out")
+	udp_stats_line | tee "$TOPO_DIR/icmp.stats"
+	grep -qE 'icmp [1-9]' "$TOPO_DIR/icmp.stats" && [ "$before" -eq 6 ]
+}
+check "ICMP port unreachable from a backend ends the flow; the client moves on" icmp_ends_flow
+bg pod-2-udp "$NS_P2" $PY "$TOOLS/udp-echo.py" 10.246.2.2 7000 pod-2
+wait_until 5 listening np2 -lun 7000
 
 # ---- backend deleted: its flows move -----------------------------------------------
 rm -f "$TOPO_DIR/go"
