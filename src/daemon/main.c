@@ -32,6 +32,8 @@ struct daemon {
 	struct em_dns_snapshot_source dns_src;
 	struct em_nf *nf;
 	struct em_udp *udp;
+	struct em_nf_udp_port *udp_set;	/* the UDP capture set as last installed */
+	size_t n_udp_set;		/* (UDP thread only) */
 };
 
 static const struct em_snapshot *current_snapshot(void *reg)
@@ -92,26 +94,42 @@ static int sync_udp_capture(void *arg)
 				}
 				v = nv;
 			}
+			/* memset: entries are compared bytewise below */
 			if (svc->has_fake4) {
-				v[n] = (struct em_nf_udp_port){ .family = AF_INET, .port = sp->port };
+				memset(&v[n], 0, sizeof(v[n]));
+				v[n].family = AF_INET;
+				v[n].port = sp->port;
 				memcpy(v[n++].addr, &svc->fake4, 4);
 			}
 			if (svc->has_fake6) {
-				v[n] = (struct em_nf_udp_port){ .family = AF_INET6, .port = sp->port };
+				memset(&v[n], 0, sizeof(v[n]));
+				v[n].family = AF_INET6;
+				v[n].port = sp->port;
 				memcpy(v[n++].addr, &svc->fake6, 16);
 			}
 		}
 	}
 	urcu_memb_read_unlock();
+	/* Services are in a stable order: most commits (pods coming and
+	 * going) leave the set as it is, and cost no netlink round trip. */
+	if (ret == 0 && d->udp_set && n == d->n_udp_set &&
+	    (n == 0 || memcmp(v, d->udp_set, n * sizeof(*v)) == 0)) {
+		free(v);
+		return 0;
+	}
 	if (ret == 0)
 		ret = em_nf_udp_sync(d->nf, v, n);
-	if (ret < 0)
+	if (ret < 0) {
 		em_log_rl(&rl, EM_LOG_WARN, "UDP capture sets (%zu ports): %s; retrying", n,
 			  strerror(-ret));
-	else
-		em_debug("UDP capture sets: %zu fake IP:port", n);
-	free(v);
-	return ret;
+		free(v);
+		return ret;
+	}
+	em_debug("UDP capture sets: %zu fake IP:port", n);
+	free(d->udp_set);
+	d->udp_set = v ? v : malloc(1);	/* non-NULL: "installed", even empty */
+	d->n_udp_set = n;
+	return 0;
 }
 
 static int start_udp(struct daemon *d)
@@ -306,6 +324,8 @@ static void stop_all(struct daemon *d)
 {
 	em_udp_stop(d->udp);	/* first: its thread refreshes the ruleset's sets */
 	d->udp = NULL;
+	free(d->udp_set);
+	d->udp_set = NULL;
 	if (d->nf && em_nf_remove(d->nf) < 0)
 		em_err("removing the ruleset failed; `nft delete table inet edgemesh` removes it");
 	d->nf = NULL;

@@ -431,6 +431,7 @@ struct match {
 	enum kind kind;
 	const struct em_service *svc;
 	const struct em_dns_target *target;	/* K_EXTERNAL, address queries */
+	struct em_dns_target local;	/* ... when the target is a cluster service */
 	size_t dom_off;		/* offset of the domain inside the question, or 0 */
 	unsigned port_lbl;	/* K_SRV: label index of _<port> */
 };
@@ -508,6 +509,38 @@ static void classify(const struct em_dns_opts *opts, const struct em_dns_catalog
 		if (m->svc)
 			m->kind = K_SVC;
 	}
+}
+
+/* An ExternalName whose target is "<svc>.<ns>.svc.<domain>" of a known
+ * (not ExternalName) service: its fake IP, without asking anyone (the
+ * node's resolver may not know cluster names). false: not such a target. */
+static bool cluster_target(const struct em_dns_opts *opts, const struct em_dns_catalog *cat,
+			   const char *target, uint16_t qtype, struct em_dns_target *out)
+{
+	size_t dl = strlen(cat->domain), tl = strlen(target);
+
+	if (dl && cat->domain[dl - 1] == '.')
+		dl--;
+	if (tl <= dl + 5 || strncasecmp(target + tl - dl, cat->domain, dl) != 0 ||
+	    strncasecmp(target + tl - dl - 5, ".svc.", 5) != 0)
+		return false;
+	size_t head = tl - dl - 5;
+	const char *dot = memchr(target, '.', head);
+	if (!dot || dot == target || memchr(dot + 1, '.', head - (size_t)(dot + 1 - target)) ||
+	    (size_t)(dot + 1 - target) == head)
+		return false;
+	const struct em_service *svc = cat->find_name(cat->ctx, dot + 1, head - (size_t)(dot + 1 - target),
+						      target, (size_t)(dot - target));
+	if (!svc || svc->external_name)
+		return false;
+	memset(out, 0, sizeof(*out));
+	out->qtype = qtype;
+	out->ttl = opts->ttl;
+	if (qtype == T_A && svc->has_fake4)
+		memcpy(out->addr[out->n++], &svc->fake4, 4);
+	if (qtype == T_AAAA && svc->has_fake6)
+		memcpy(out->addr[out->n++], &svc->fake6, 16);
+	return true;
 }
 
 /* ExternalName, as CoreDNS answers it: a CNAME to the target, then the
@@ -656,8 +689,10 @@ enum em_dns_reason em_dns_answer_message(const struct em_dns_opts *opts,
 		if (qu.qtype == T_A || qu.qtype == T_AAAA || qu.qtype == T_ANY) {
 			/* ANY: the IPv4 records (RFC 8482 allows a subset) */
 			uint16_t t = qu.qtype == T_AAAA ? T_AAAA : T_A;
-			m.target = cat->find_target ?
-				cat->find_target(cat->target_ctx, m.svc->external_name, t) : NULL;
+			if (cluster_target(opts, cat, m.svc->external_name, t, &m.local))
+				m.target = &m.local;
+			else if (cat->find_target)
+				m.target = cat->find_target(cat->target_ctx, m.svc->external_name, t);
 			if (!m.target)
 				return EM_DNS_PASS_EXTERNAL;
 		}

@@ -789,6 +789,10 @@ static struct em_service ext_svc = {
 	.external_name = "db.example.test",
 };
 static struct em_dns_target_cache ext_cache;
+static struct em_service ext_in_cluster = {
+	.ns = "default", .name = "alias", .session_affinity = "None",
+	.external_name = "nginx-svc.default.svc.cluster.local",
+};
 
 static const struct em_service *ext_find_name(void *ctx, const char *ns, size_t ns_len,
 					      const char *name, size_t name_len)
@@ -796,6 +800,9 @@ static const struct em_service *ext_find_name(void *ctx, const char *ns, size_t 
 	if (ns_len == 7 && strncasecmp(ns, "default", 7) == 0 && name_len == 3 &&
 	    strncasecmp(name, "ext", 3) == 0)
 		return &ext_svc;
+	if (ns_len == 7 && strncasecmp(ns, "default", 7) == 0 && name_len == 5 &&
+	    strncasecmp(name, "alias", 5) == 0)
+		return &ext_in_cluster;
 	return dv_find_name(ctx, ns, ns_len, name, name_len);
 }
 
@@ -931,6 +938,33 @@ static size_t add_rr(uint8_t *b, size_t p, uint16_t type, uint32_t ttl, const vo
 	return p + rdlen;
 }
 
+/* A target that is a cluster service: its fake IP, no lookup. */
+START_TEST(external_to_cluster_service)
+{
+	struct dv_msg m;
+	uint8_t want[4];
+
+	memset(&ext_cache, 0, sizeof(ext_cache));	/* nothing cached */
+	ck_assert_int_eq(ask4("alias.default.svc.cluster.local", 1, true, &m), EM_DNS_ANSWERED);
+	ck_assert_uint_eq(m.an, 2);
+	ck_assert_uint_eq(m.rr[0].type, 5);
+	ck_assert_str_eq(m.rr[1].name, "nginx-svc.default.svc.cluster.local");
+	inet_pton(AF_INET, "198.18.0.10", want);
+	ck_assert(memcmp(m.dns + m.rr[1].rdoff, want, 4) == 0);
+	ck_assert_int_eq(ask4("alias.default.svc.cluster.local", 28, false, &m), EM_DNS_ANSWERED);
+	ck_assert_uint_eq(m.an, 2);
+	ck_assert_uint_eq(m.rr[1].type, 28);
+	/* an unknown cluster name goes to the resolver like any other */
+	ext_in_cluster.external_name = "nope.default.svc.cluster.local";
+	ck_assert_int_eq(ask4("alias.default.svc.cluster.local", 1, false, &m), EM_DNS_PASS_EXTERNAL);
+	ext_in_cluster.external_name = "default.svc.cluster.local";
+	ck_assert_int_eq(ask4("alias.default.svc.cluster.local", 1, false, &m), EM_DNS_PASS_EXTERNAL);
+	ext_in_cluster.external_name = "a.b.default.svc.cluster.local";
+	ck_assert_int_eq(ask4("alias.default.svc.cluster.local", 1, false, &m), EM_DNS_PASS_EXTERNAL);
+	ext_in_cluster.external_name = "nginx-svc.default.svc.cluster.local";
+}
+END_TEST
+
 START_TEST(external_resolver_reply_parse)
 {
 	uint8_t b[1024], a1[4] = { 10, 0, 0, 1 }, a2[4] = { 10, 0, 0, 2 };
@@ -1065,6 +1099,7 @@ Suite *dns_suite(void)
 	tcase_add_test(tc, external_cname_with_edns);
 	tcase_add_test(tc, external_target_unknown_passes);
 	tcase_add_test(tc, external_other_types_and_nxdomain);
+	tcase_add_test(tc, external_to_cluster_service);
 	tcase_add_test(tc, external_resolver_reply_parse);
 	tcase_add_test(tc, external_cache_ttl);
 	suite_add_tcase(s, tc);
