@@ -487,18 +487,18 @@ static void held_answer(struct qthread *t, struct held *h)
 	if (prov->release)
 		prov->release(prov->ctx);
 	if (r == EM_DNS_ANSWERED) {
-		struct raw_out ro = { .id = h->id, .pkt = h->pkt, .len = out_len, .indev = h->indev };
-		struct sockaddr_storage ss;
-		socklen_t sl;
+		/* the same raw path as every other answer (one-answer batch) */
+		struct batch b = { .n_raw = 1 };
+		bool ok[1] = { false };
 
-		raw_dest(&ro, &ss, &sl);
-		if (sendto(h->pkt[0] >> 4 == 4 ? t->raw4 : t->raw6, h->pkt, out_len, 0,
-			   (struct sockaddr *)&ss, sl) == (ssize_t)out_len) {
+		b.raw[0] = (struct raw_out){ .id = h->id, .pkt = h->pkt, .len = out_len,
+					     .indev = h->indev };
+		raw_flush_family(t, &b, h->pkt[0] >> 4 == 4 ? 4 : 6, ok);
+		if (ok[0]) {
 			ADD(raw_sent);
 			held_release(t, h, NF_DROP);
 			return;
 		}
-		ADD(raw_errors);
 	}
 	held_release(t, h, NF_ACCEPT);
 }
