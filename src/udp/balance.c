@@ -29,9 +29,18 @@ static void backend_addr(const struct em_balancer_backend *b, struct sockaddr_st
 }
 
 int em_udp_lb_pick(struct em_lb_port *lp, const struct sockaddr *client, socklen_t client_len,
+		   const struct sockaddr *orig_dst, socklen_t orig_dst_len,
 		   struct sockaddr_storage *be, socklen_t *be_len)
 {
-	int idx = em_lb_port_pick(lp, client, client_len, -1, 0);
+	struct em_balancer_request req = {
+		.size = sizeof(req),
+		.client = client,
+		.client_len = client_len,
+		.orig_dst = orig_dst,
+		.orig_dst_len = orig_dst_len,
+		.avoid = -1,
+	};
+	int idx = em_lb_port_pick_request(lp, &req);
 
 	if (idx < 0)
 		return -1;
@@ -39,9 +48,24 @@ int em_udp_lb_pick(struct em_lb_port *lp, const struct sockaddr *client, socklen
 	return idx;
 }
 
-void em_udp_lb_release(struct em_lb_port *lp, int index, bool ok)
+void em_udp_lb_release(struct em_lb_port *lp, int index, enum em_udp_end end, int err,
+		       uint64_t bytes_up, uint64_t bytes_down)
 {
-	em_lb_port_release(lp, index, ok ? EM_BALANCER_OK : EM_BALANCER_FAILED);
+	static const enum em_balancer_outcome outcome[] = {
+		[EM_UDP_END_ANSWERED] = EM_BALANCER_OK,
+		[EM_UDP_END_SILENT] = EM_BALANCER_CANCELLED,
+		[EM_UDP_END_ICMP] = EM_BALANCER_FAILED,
+		[EM_UDP_END_LOCAL] = EM_BALANCER_LOCAL,
+	};
+	struct em_balancer_result res = {
+		.size = sizeof(res),
+		.outcome = outcome[end],
+		.error = end == EM_UDP_END_ICMP || end == EM_UDP_END_LOCAL ? err : 0,
+		.bytes_sent = bytes_up,
+		.bytes_received = bytes_down,
+	};
+
+	em_lb_port_release_result(lp, index, &res);
 }
 
 void em_udp_lb_put(struct em_lb_port *lp)

@@ -47,6 +47,7 @@ struct flow {
 	int pick;
 	struct sockaddr_storage backend;
 	socklen_t backend_len;
+	uint64_t bytes_up, bytes_down;	/* for the balancer's result */
 };
 
 struct em_udp {
@@ -96,8 +97,10 @@ static struct flow *flow_of(struct em_udp_flow_node *n)
 	return (struct flow *)((char *)n - offsetof(struct flow, node));
 }
 
-/* Ends a flow already unlinked from the table (or never linked). */
-static void flow_free(struct em_udp *u, struct flow *f, bool ok)
+/* Ends a flow already unlinked from the table (or never linked). why:
+ * EM_UDP_END_ICMP or _LOCAL with err, else 0 (answered or not is known
+ * from the flow). */
+static void flow_free(struct em_udp *u, struct flow *f, enum em_udp_end why, int err)
 {
 	for (int j = u->ev_i + 1; u->ev && j < u->ev_n; j++)
 		if (u->ev[j].data.ptr == &f->up || u->ev[j].data.ptr == &f->reply)
@@ -107,18 +110,23 @@ static void flow_free(struct em_udp *u, struct flow *f, bool ok)
 	if (f->reply.fd >= 0)
 		close(f->reply.fd);
 	if (f->lp) {
-		em_udp_lb_release(f->lp, f->pick, ok);
+		if (why != EM_UDP_END_ICMP && why != EM_UDP_END_LOCAL)
+			why = f->bytes_down ? EM_UDP_END_ANSWERED : EM_UDP_END_SILENT;
+		em_udp_lb_release(f->lp, f->pick, why, err, f->bytes_up, f->bytes_down);
 		em_udp_lb_put(f->lp);
 	}
 	free(f);
 	atomic_fetch_sub_explicit(&u->active, 1, memory_order_relaxed);
 }
 
-static void flow_end(struct em_udp *u, struct flow *f, bool ok)
+static void flow_end(struct em_udp *u, struct flow *f, enum em_udp_end why, int err)
 {
 	em_udp_table_remove(&u->table, &f->node);
-	flow_free(u, f, ok);
+	flow_free(u, f, why, err);
 }
+
+/* why for the other ends: answered or silent, from the flow's bytes */
+#define ENDED EM_UDP_END_SILENT
 
 static void on_up(struct em_udp *u, struct source *s, uint32_t events);
 static void on_reply(struct em_udp *u, struct source *s, uint32_t events);
@@ -206,12 +214,13 @@ static struct flow *flow_new(struct em_udp *u, const struct em_udp_key *key, uin
 	f->reply.fn = on_reply;
 	f->lp = lp;
 	atomic_fetch_add_explicit(&u->active, 1, memory_order_relaxed);
-	f->pick = em_udp_lb_pick(lp, (struct sockaddr *)&client, clen, &f->backend, &f->backend_len);
+	f->pick = em_udp_lb_pick(lp, (struct sockaddr *)&client, clen, (struct sockaddr *)&dst, dlen,
+				 &f->backend, &f->backend_len);
 	if (f->pick < 0) {
 		ADD(no_backend);
 		f->lp = NULL;
 		em_udp_lb_put(lp);
-		flow_free(u, f, true);
+		flow_free(u, f, ENDED, 0);
 		return NULL;
 	}
 	if ((r = f->up.fd = up_socket(u, (struct sockaddr *)&f->backend, f->backend_len)) < 0 ||
@@ -227,14 +236,14 @@ static struct flow *flow_new(struct em_udp *u, const struct em_udp_key *key, uin
 			f->up.fd = -1;
 		if (f->reply.fd < 0)
 			f->reply.fd = -1;
-		flow_free(u, f, true);
+		flow_free(u, f, EM_UDP_END_LOCAL, -r);
 		return NULL;
 	}
 	ADD(flows);
 	struct em_udp_flow_node *old = em_udp_table_insert(&u->table, &f->node, now);
 	if (old) {
 		ADD(evicted);
-		flow_free(u, flow_of(old), true);
+		flow_free(u, flow_of(old), ENDED, 0);
 	}
 	return f;
 }
@@ -246,13 +255,14 @@ static bool forward_up(struct em_udp *u, struct flow *f, const void *buf, size_t
 		if (errno == ECONNREFUSED || errno == EHOSTUNREACH || errno == ENETUNREACH) {
 			/* an ICMP error from an earlier datagram */
 			ADD(icmp_errors);
-			flow_end(u, f, false);
+			flow_end(u, f, EM_UDP_END_ICMP, errno);
 			return false;
 		}
 		ADD(errors);
 		return true;
 	}
 	ADD(datagrams_up);
+	f->bytes_up += len;
 	em_udp_table_touch(&u->table, &f->node, now_ms());
 	return true;
 }
@@ -272,9 +282,10 @@ static void on_up(struct em_udp *u, struct source *s, uint32_t events)
 				return;
 			/* Connected UDP: ICMP unreachable shows up here. */
 			ADD(icmp_errors);
-			flow_end(u, f, false);
+			flow_end(u, f, EM_UDP_END_ICMP, errno);
 			return;
 		}
+		f->bytes_down += (uint64_t)n;	/* the backend answered, whatever comes next */
 		if (send(f->reply.fd, u->buf, (size_t)n, 0) == -1) {
 			ADD(errors);
 			continue;
@@ -297,7 +308,7 @@ static void on_reply(struct em_udp *u, struct source *s, uint32_t events)
 			if (errno == EAGAIN || errno == EINTR)
 				return;
 			/* the client went away (ICMP port unreachable) */
-			flow_end(u, f, true);
+			flow_end(u, f, ENDED, 0);
 			return;
 		}
 		if (!forward_up(u, f, u->buf, (size_t)n))
@@ -367,7 +378,7 @@ static void check_backends(struct em_udp *u)
 			em_udp_lb_put(lp);
 		if (!keep) {
 			ADD(moved);
-			flow_end(u, f, true);
+			flow_end(u, f, ENDED, 0);
 		}
 	}
 }
@@ -379,7 +390,7 @@ static void timers(struct em_udp *u, uint64_t now)
 
 	while ((n = em_udp_table_expire(&u->table, now, idle))) {
 		ADD(idle);
-		flow_free(u, flow_of(n), true);
+		flow_free(u, flow_of(n), ENDED, 0);
 	}
 	if (u->cfg.generation && now >= u->next_gen_check) {
 		uint64_t g;
@@ -497,7 +508,7 @@ void em_udp_stop(struct em_udp *u)
 	}
 	while ((n = em_udp_table_oldest(&u->table))) {
 		em_udp_table_remove(&u->table, n);
-		flow_free(u, flow_of(n), true);
+		flow_free(u, flow_of(n), ENDED, 0);
 	}
 	em_udp_table_fini(&u->table);
 	if (u->l4.fd >= 0)
