@@ -20,7 +20,7 @@ PACKAGES=(
 	libhttp-parser-dev liburcu-dev libjansson-dev libyaml-dev
 	libcurl4-openssl-dev libsqlite3-dev check
 	nftables iproute2 iptables procps psmisc
-	valgrind nginx-light dnsmasq-base dnsutils curl python3 sqlite3
+	valgrind nginx-light dnsmasq-base dnsutils curl python3 sqlite3 socat
 	wrk dnsperf haproxy
 )
 
