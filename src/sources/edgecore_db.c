@@ -38,7 +38,7 @@ struct em_source_edgecore {
 	char *name;
 	char *path;
 	unsigned poll_ms, busy_ms;
-	bool merge_legacy;
+	struct em_edgecore_config read_cfg;	/* what read_rows uses of it */
 	struct em_source_sink sink;
 
 	sqlite3 *db;			/* kept open for data_version */
@@ -186,67 +186,148 @@ static int table_exists(sqlite3 *db, const char *table, bool *exists)
 	return 0;
 }
 
-/* Copies the rows of st: column 0 the key, column `vcol` the value; for
- * meta, column 1 the type, which says the kind and whether it is a list. */
-static int copy_rows(sqlite3_stmt *st, bool v2, int kind, struct rows *rs)
+static long long mono_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
+
+/* A read made of short read transactions. Each holds the SHARED lock for at
+ * most about budget_us, then lets edgecore's writer in, and the next one
+ * resumes after the last key copied (keyset paging on the primary key).
+ * Rows are each consistent; the whole may mix states across a commit of
+ * edgecore's, like a watch does, and then the next poll reads again, since
+ * the data_version noted is the one from before the first transaction. */
+struct reader {
+	sqlite3 *db;
+	struct rows *rs;
+	long long budget_us;
+	unsigned max_rows;		/* per transaction; 0: no limit */
+	unsigned rows_in_txn;
+	bool in_txn;
+	long long t0;			/* start of the current transaction */
+	struct em_edgecore_lock_times *lt;
+};
+
+static int txn_begin(struct reader *rd)
 {
 	int rc;
 
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		struct row *r;
+	if (rd->in_txn)
+		return 0;
+	rd->t0 = mono_us();
+	rc = sqlite3_exec(rd->db, "BEGIN DEFERRED", NULL, NULL, NULL);
+	if (rc != SQLITE_OK)
+		return sqlite_errno(rc);
+	rd->in_txn = true;
+	rd->rows_in_txn = 0;
+	return 0;
+}
 
-		if (rs->n == rs->cap) {
-			size_t cap = rs->cap ? rs->cap * 2 : 1024;
-			struct row *nv = realloc(rs->v, cap * sizeof(*nv));
-			if (!nv)
+static void txn_end(struct reader *rd, bool ok)
+{
+	long long held;
+
+	if (!rd->in_txn)
+		return;
+	sqlite3_exec(rd->db, ok ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL);
+	rd->in_txn = false;
+	held = mono_us() - rd->t0;
+	rd->lt->total_us += held;
+	rd->lt->transactions++;
+	if (held > rd->lt->max_us)
+		rd->lt->max_us = held;
+}
+
+/* Copies the rows `sql` selects, in key order, resuming after the last key
+ * copied when the transaction's budget is spent. ?1 is the key to resume
+ * after (`lo` at first), ?2.. are binds[]. For meta, column 1 is the type,
+ * which says the kind and whether it is a list; else every row is `kind`. */
+static int copy_paged(struct reader *rd, const char *sql, const char *lo, const char *const *binds,
+		      int n_binds, bool v2, int kind)
+{
+	const char *after = lo;
+	sqlite3_stmt *st = NULL;
+	struct rows *rs = rd->rs;
+	int rc, ret;
+
+	for (;;) {
+		bool more = false;
+
+		ret = txn_begin(rd);
+		if (ret < 0)
+			return ret;
+		rc = sqlite3_prepare_v2(rd->db, sql, -1, &st, NULL);
+		if (rc != SQLITE_OK)
+			return sqlite_errno(rc);
+		sqlite3_bind_text(st, 1, after, -1, SQLITE_STATIC);
+		for (int i = 0; i < n_binds; i++)
+			sqlite3_bind_text(st, i + 2, binds[i], -1, SQLITE_STATIC);
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+			struct row *r;
+
+			if (rs->n == rs->cap) {
+				size_t cap = rs->cap ? rs->cap * 2 : 1024;
+				struct row *nv = realloc(rs->v, cap * sizeof(*nv));
+				if (!nv) {
+					sqlite3_finalize(st);
+					return -ENOMEM;
+				}
+				rs->v = nv;
+				rs->cap = cap;
+			}
+			r = &rs->v[rs->n];
+			r->v2 = v2;
+			r->list = false;
+			r->kind = (unsigned char)kind;
+			if (!v2) {
+				const char *type = (const char *)sqlite3_column_text(st, 1);
+				for (int k = 0; k < K_COUNT && type; k++)
+					for (int t = 0; t < 2; t++)
+						if (kinds[k].types[t] && strcmp(type, kinds[k].types[t]) == 0) {
+							r->kind = (unsigned char)k;
+							r->list = t == 1;
+						}
+			}
+			r->key = col(rs, st, 0);
+			r->value = col(rs, st, v2 ? 1 : 2);
+			if (!r->key || !r->value) {
+				sqlite3_finalize(st);
 				return -ENOMEM;
-			rs->v = nv;
-			rs->cap = cap;
+			}
+			rs->n++;
+			after = r->key;		/* chunks never move: stays valid */
+			if (mono_us() - rd->t0 >= rd->budget_us ||
+			    (rd->max_rows && ++rd->rows_in_txn >= rd->max_rows)) {
+				more = true;
+				break;
+			}
 		}
-		r = &rs->v[rs->n];
-		r->v2 = v2;
-		r->list = false;
-		r->kind = (unsigned char)kind;
-		if (!v2) {
-			const char *type = (const char *)sqlite3_column_text(st, 1);
-			for (int k = 0; k < K_COUNT && type; k++)
-				for (int t = 0; t < 2; t++)
-					if (kinds[k].types[t] && strcmp(type, kinds[k].types[t]) == 0) {
-						r->kind = (unsigned char)k;
-						r->list = t == 1;
-					}
-		}
-		r->key = col(rs, st, 0);
-		r->value = col(rs, st, v2 ? 1 : 2);
-		if (!r->key || !r->value)
-			return -ENOMEM;
-		rs->n++;
+		sqlite3_finalize(st);
+		if (!more)
+			return rc == SQLITE_DONE ? 0 : sqlite_errno(rc);
+		txn_end(rd, true);	/* let the writer in, then resume */
 	}
-	return rc == SQLITE_DONE ? 0 : sqlite_errno(rc);
 }
 
 /* meta_v2: one key range per kind (the primary key index does the work;
  * the GVR column is not used: its name differs between edgecore versions). */
-static int copy_v2(sqlite3 *db, struct rows *rs)
+static int copy_v2(struct reader *rd)
 {
-	sqlite3_stmt *st;
-	int rc = sqlite3_prepare_v2(db, "SELECT key, value FROM meta_v2 WHERE key > ?1 AND key < ?2",
-				    -1, &st, NULL);
+	struct rows *rs = rd->rs;
 	int ret = 0;
 
-	if (rc != SQLITE_OK)
-		return sqlite_errno(rc);
 	for (int k = 0; k < K_COUNT && ret == 0; k++) {
-		/* prefix ends in '/': every key under it sorts below prefix-with-'0' */
+		/* the prefix ends in '/': every key under it sorts below prefix-with-'0' */
 		char hi[64];
+		const char *binds[1] = { hi };
 		size_t n0 = rs->n;
 
 		snprintf(hi, sizeof(hi), "%.*s0", (int)strlen(kinds[k].v2_prefix) - 1,
 			 kinds[k].v2_prefix);
-		sqlite3_reset(st);
-		sqlite3_bind_text(st, 1, kinds[k].v2_prefix, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, hi, -1, SQLITE_TRANSIENT);
-		ret = copy_rows(st, true, k, rs);
+		ret = copy_paged(rd, "SELECT key, value FROM meta_v2 WHERE key > ?1 AND key < ?2 ORDER BY key",
+				 kinds[k].v2_prefix, binds, 1, true, k);
 		/* objects, i.e. "/<g>/<v>/<r>/<ns>/<name>", not list rows */
 		for (size_t i = n0; i < rs->n && !rs->v2_has[k]; i++) {
 			size_t slashes = 0;
@@ -255,69 +336,54 @@ static int copy_v2(sqlite3 *db, struct rows *rs)
 			rs->v2_has[k] = slashes == 5;
 		}
 	}
-	sqlite3_finalize(st);
 	return ret;
 }
 
 /* meta: by type, leaving out the kinds meta_v2 holds unless merge_legacy. */
-static int copy_meta(sqlite3 *db, bool merge_legacy, struct rows *rs)
+static int copy_meta(struct reader *rd, bool merge_legacy)
 {
-	char sql[256] = "SELECT key, type, value FROM meta WHERE type IN (";
-	const char *bind[2 * K_COUNT];
-	sqlite3_stmt *st;
-	int n = 0, rc, ret;
+	char sql[256] = "SELECT key, type, value FROM meta WHERE key > ?1 AND type IN (";
+	const char *binds[2 * K_COUNT];
+	int n = 0;
 
 	for (int k = 0; k < K_COUNT; k++) {
-		if (rs->v2_has[k] && !merge_legacy)
+		if (rd->rs->v2_has[k] && !merge_legacy)
 			continue;
 		for (int t = 0; t < 2; t++)
 			if (kinds[k].types[t]) {
 				strcat(sql, n ? ",?" : "?");
-				bind[n++] = kinds[k].types[t];
+				binds[n++] = kinds[k].types[t];
 			}
 	}
 	if (!n)
 		return 0;
-	strcat(sql, ")");
-	rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-	if (rc != SQLITE_OK)
-		return sqlite_errno(rc);
-	for (int i = 0; i < n; i++)
-		sqlite3_bind_text(st, i + 1, bind[i], -1, SQLITE_STATIC);
-	ret = copy_rows(st, false, 0, rs);
-	sqlite3_finalize(st);
-	return ret;
+	strcat(sql, ") ORDER BY key");
+	return copy_paged(rd, sql, "", binds, n, false, 0);
 }
 
-static long long mono_us(void)
+/* The read: copy the selected rows (in short transactions, see struct
+ * reader), noting data_version first. */
+static int read_rows(sqlite3 *db, const struct em_edgecore_config *cfg, struct rows *rs,
+		     long long *version, struct em_edgecore_lock_times *lt)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
-}
-
-/* One short read transaction: copy the rows, note data_version, commit.
- * *lock_us: how long it lasted (the SHARED lock is held at most that long). */
-static int read_rows(sqlite3 *db, bool merge_legacy, struct rows *rs, long long *version,
-		     long long *lock_us)
-{
+	struct reader rd = {
+		.db = db, .rs = rs, .lt = lt,
+		.budget_us = (long long)(cfg->lock_budget_ms ? cfg->lock_budget_ms : 10) * 1000,
+		.max_rows = cfg->max_rows_per_txn,
+	};
+	bool merge_legacy = cfg->merge_legacy;
 	bool has_meta = false, has_v2 = false;
 	sqlite3_stmt *st;
-	long long t0 = mono_us();
 	int rc, ret;
 
-	rc = sqlite3_exec(db, "BEGIN DEFERRED", NULL, NULL, NULL);
-	if (rc != SQLITE_OK)
-		return sqlite_errno(rc);
-	ret = table_exists(db, "meta", &has_meta);
+	memset(lt, 0, sizeof(*lt));
+	ret = txn_begin(&rd);
+	if (ret == 0)
+		ret = table_exists(db, "meta", &has_meta);
 	if (ret == 0)
 		ret = table_exists(db, "meta_v2", &has_v2);
 	if (ret == 0 && !has_meta && !has_v2)
 		ret = -ENODATA;		/* not (yet) an edgecore database */
-	if (ret == 0 && has_v2)
-		ret = copy_v2(db, rs);	/* first: it decides which meta rows count */
-	if (ret == 0 && has_meta)
-		ret = copy_meta(db, merge_legacy, rs);
 	if (ret == 0 && version) {
 		rc = sqlite3_prepare_v2(db, "PRAGMA data_version", -1, &st, NULL);
 		if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
@@ -326,8 +392,11 @@ static int read_rows(sqlite3 *db, bool merge_legacy, struct rows *rs, long long 
 			ret = sqlite_errno(rc == SQLITE_OK ? sqlite3_extended_errcode(db) : rc);
 		sqlite3_finalize(st);
 	}
-	sqlite3_exec(db, ret == 0 ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL);
-	*lock_us = mono_us() - t0;
+	if (ret == 0 && has_v2)
+		ret = copy_v2(&rd);	/* first: it decides which meta rows count */
+	if (ret == 0 && has_meta)
+		ret = copy_meta(&rd, merge_legacy);
+	txn_end(&rd, ret == 0);
 	return ret;
 }
 
@@ -490,7 +559,7 @@ int em_edgecore_db_read(const struct em_edgecore_config *cfg, json_t **items,
 	const char *path = cfg->path && *cfg->path ? cfg->path : EM_EDGECORE_DEFAULT_DB;
 	struct rows rs = { 0 };
 	struct counts c = { 0 };
-	long long lock_us = 0;
+	struct em_edgecore_lock_times lt = { 0 };
 	struct stat sb;
 	sqlite3 *db;
 	int ret;
@@ -501,12 +570,12 @@ int em_edgecore_db_read(const struct em_edgecore_config *cfg, json_t **items,
 	ret = open_db(path, cfg->busy_timeout_ms ? cfg->busy_timeout_ms : 1000, &db);
 	if (ret < 0)
 		return ret;
-	ret = read_rows(db, cfg->merge_legacy, &rs, NULL, &lock_us);
+	ret = read_rows(db, cfg, &rs, NULL, &lt);
 	sqlite3_close(db);
 	if (ret == 0)
 		*items = parse_rows(&rs, &c);
 	if (info) {
-		info->lock_us = (unsigned long)lock_us;
+		info->lock = lt;
 		info->rows = rs.n;
 		info->bytes = rs.bytes;
 		info->skipped = c.skipped;
@@ -575,7 +644,8 @@ static void poll_once(struct em_source_edgecore *e)
 {
 	struct rows rs = { 0 };
 	struct counts c = { 0 };
-	long long version = 0, now, lock_us = 0;
+	struct em_edgecore_lock_times lt;
+	long long version = 0, now;
 	struct stat sb;
 	struct sig sig;
 	sqlite3_stmt *st;
@@ -621,10 +691,10 @@ static void poll_once(struct em_source_edgecore *e)
 	} else {
 		unchanged(e, &sb, &sig);
 	}
-	ret = read_rows(e->db, e->merge_legacy, &rs, &version, &lock_us);
-	atomic_store(&e->lock_us_last, (unsigned long)lock_us);
-	if ((unsigned long)lock_us > atomic_load(&e->lock_us_max))
-		atomic_store(&e->lock_us_max, (unsigned long)lock_us);
+	ret = read_rows(e->db, &e->read_cfg, &rs, &version, &lt);
+	atomic_store(&e->lock_us_last, (unsigned long)lt.max_us);
+	if ((unsigned long)lt.max_us > atomic_load(&e->lock_us_max))
+		atomic_store(&e->lock_us_max, (unsigned long)lt.max_us);
 	if (ret < 0) {
 		rows_free(&rs);
 		note_error(e, ret, "cannot read");
@@ -643,8 +713,8 @@ static void poll_once(struct em_source_edgecore *e)
 	if (e->last_err)
 		em_info("%s: reading %s again: %zu objects", e->name, e->path, json_array_size(items));
 	else
-		em_debug("%s: read %zu objects from %s (read lock %lld us)", e->name,
-			 json_array_size(items), e->path, lock_us);
+		em_debug("%s: read %zu objects from %s (read lock held at most %lld us)", e->name,
+			 json_array_size(items), e->path, lt.max_us);
 	json_decref(items);
 	e->version = version;
 	e->sig = sig;
@@ -710,7 +780,9 @@ int em_source_edgecore_start(const struct em_edgecore_config *cfg, struct em_sou
 	e->path = strdup(cfg->path && *cfg->path ? cfg->path : EM_EDGECORE_DEFAULT_DB);
 	e->poll_ms = cfg->poll_interval_ms ? cfg->poll_interval_ms : 1000;
 	e->busy_ms = cfg->busy_timeout_ms ? cfg->busy_timeout_ms : 1000;
-	e->merge_legacy = cfg->merge_legacy;
+	e->read_cfg.merge_legacy = cfg->merge_legacy;
+	e->read_cfg.lock_budget_ms = cfg->lock_budget_ms;
+	e->read_cfg.max_rows_per_txn = cfg->max_rows_per_txn;
 	if (!e->name || !e->path) {
 		edgecore_free(e);
 		return -ENOMEM;

@@ -25,10 +25,12 @@
  * higher metadata.resourceVersion wins, meta_v2 on a tie.
  *
  * Every change is delivered as sink.replace(kind NULL, everything) + commit.
- * The database is opened SQLITE_OPEN_READONLY with PRAGMA query_only, each
- * read is one short deferred transaction that only copies the selected rows
- * (parsing happens after it), and the busy timeout bounds how long a read
- * waits for edgecore's writer. A missing or locked database keeps the last
+ * The database is opened SQLITE_OPEN_READONLY with PRAGMA query_only. A
+ * read copies the selected rows (parsing happens afterwards) in deferred
+ * read transactions of at most about lock_budget_ms each, resuming after the
+ * last key copied, so edgecore's writer (rollback journal, 5 s busy timeout)
+ * never waits longer than one of them; the busy timeout bounds how long a
+ * read waits for the writer. A missing or locked database keeps the last
  * good data; so does a hot journal left by a crashed writer, which a
  * read-only reader may not roll back (logged as such). */
 #ifndef EM_SOURCES_EDGECORE_DB_H
@@ -48,6 +50,9 @@ struct em_edgecore_config {
 	unsigned poll_interval_ms;	/* change check [1000] */
 	unsigned busy_timeout_ms;	/* SQLite busy timeout for a read [1000] */
 	bool merge_legacy;		/* read meta rows of kinds meta_v2 holds too [no] */
+	unsigned lock_budget_ms;	/* a read transaction ends after this long and the
+					 * read resumes in the next one [10] */
+	unsigned max_rows_per_txn;	/* ... or after this many rows [0: no limit] */
 };
 
 struct em_source_edgecore;
@@ -61,8 +66,16 @@ int em_source_edgecore_start(const struct em_edgecore_config *cfg, struct em_sou
  * happens after it returns. */
 void em_source_edgecore_stop(struct em_source_edgecore *e);
 
+/* A read is a sequence of short read transactions (the SHARED lock is held
+ * during each, released in between). */
+struct em_edgecore_lock_times {
+	long long max_us;		/* the longest transaction */
+	long long total_us;		/* all of them */
+	unsigned transactions;
+};
+
 struct em_edgecore_read_info {
-	unsigned long lock_us;		/* the read transaction (SHARED lock) lasted */
+	struct em_edgecore_lock_times lock;
 	size_t rows;			/* rows copied out */
 	size_t bytes;			/* key + value bytes copied */
 	unsigned long skipped;		/* rows of our kinds that are not usable objects */
@@ -82,7 +95,7 @@ struct em_edgecore_stats {
 	unsigned long failures;		/* failed reads or opens */
 	unsigned long skipped;		/* rows of our kinds that are not usable objects */
 	unsigned long ignored;		/* rows under our types/prefixes of other APIs */
-	unsigned long lock_us_last;	/* the last read transaction lasted */
+	unsigned long lock_us_last;	/* longest read transaction of the last read */
 	unsigned long lock_us_max;	/* the longest one so far */
 };
 void em_source_edgecore_stats(struct em_source_edgecore *e, struct em_edgecore_stats *st);

@@ -748,6 +748,45 @@ START_TEST(hot_journal)
 }
 END_TEST
 
+START_TEST(paged_reads)
+{
+	/* A read in several transactions (3 rows each) resumes where it
+	 * stopped: every object exactly once (the recording sink counts
+	 * duplicates as bad calls), whatever the table. */
+	struct em_edgecore_config c = cfg(0);
+	struct em_edgecore_read_info info;
+	json_t *items;
+	sqlite3 *db;
+
+	make_db();
+	db = db_open();
+	exec(db, "BEGIN");
+	for (int i = 0; i < 40; i++) {
+		char key[64], name[16], val[512];
+		snprintf(name, sizeof(name), "s%02d", i);
+		snprintf(key, sizeof(key), "/core/v1/services/default/%s", name);
+		snprintf(val, sizeof(val), OBJ(CORE("Service"), "%s", "%d", ""), name, 100 + i);
+		put_v2(db, key, "/v1, Resource=services", "default", name, 100 + i, val);
+		snprintf(key, sizeof(key), "default/endpoints/%s", name);
+		snprintf(val, sizeof(val), OBJ("", "%s", "%d", EPS_REST), name, 200 + i);
+		put_meta(db, key, "endpoints", val);
+	}
+	exec(db, "COMMIT");
+	sqlite3_close(db);
+	c.max_rows_per_txn = 3;
+	ck_assert_int_eq(em_edgecore_db_read(&c, &items, &info), 0);
+	rec_replace(NULL, "edgecore-db", NULL, items);
+	ck_assert_uint_eq(nobjs(), 6 + 80);
+	ck_assert_uint_ge(info.lock.transactions, 1 + (7 + 80) / 3);
+	ck_assert(has("Service default/s00") && has("Service default/s39"));
+	ck_assert(has("Endpoints default/s00") && has("Endpoints default/s39"));
+	json_decref(items);
+	/* the source pages the same way */
+	ck_assert_int_eq(em_source_edgecore_start(&c, sink, &E), 0);
+	ck_assert_uint_eq(nobjs(), 6 + 80);
+}
+END_TEST
+
 Suite *edgecore_suite(void);
 Suite *edgecore_suite(void)
 {
@@ -769,6 +808,7 @@ Suite *edgecore_suite(void)
 	tcase_add_test(tc, ignored_rows_stay_in_the_database);
 	tcase_add_test(tc, stale_legacy_rows);
 	tcase_add_test(tc, hot_journal);
+	tcase_add_test(tc, paged_reads);
 	suite_add_tcase(s, tc);
 	return s;
 }
