@@ -10,6 +10,8 @@
 # No networking involved: no namespace needed.
 #
 # usage: netns-tests/bench-edgecore.sh [BUILD_DIR] [SERVICES] [PODS] [SECRETS]
+# BENCH_DB=FILE keeps the generated database there (reused when present);
+# RUNS=N reads per measurement (15).
 set -eu
 src=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$src/build}
@@ -25,6 +27,8 @@ cc -O2 -std=c11 -D_GNU_SOURCE -I"$src/src" -I"$src/include" -o "$work/bench" "$s
 	"$build/libemcore.a" $(pkg-config --cflags --libs jansson yaml-0.1 liburcu-memb libmnl libnftnl \
 	libnetfilter_queue libcurl sqlite3) -lhttp_parser -lpthread -ldl
 
+db=${BENCH_DB:-$work/edgecore.db}
+if [ ! -s "$db" ]; then
 /usr/bin/python3 - "$services" "$pods" > "$work/objects.json" <<'PY'
 import json, sys
 S, P = int(sys.argv[1]), int(sys.argv[2])
@@ -55,8 +59,8 @@ for i in range(S):
                 "subsets": [{"addresses": addrs, "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}]})
 json.dump(out, sys.stdout)
 PY
-/usr/bin/python3 "$src/tools/make-edgecore-db.py" "$work/edgecore.db" --v2 --podlist --ignorable "$work/objects.json"
-/usr/bin/python3 - "$work/edgecore.db" "$secrets" <<'PY'
+/usr/bin/python3 "$src/tools/make-edgecore-db.py" "$db" --v2 --podlist --ignorable "$work/objects.json"
+/usr/bin/python3 - "$db" "$secrets" <<'PY'
 import json, sqlite3, sys
 con = sqlite3.connect(sys.argv[1])
 with con:
@@ -68,5 +72,6 @@ with con:
                     "VALUES (?, '/v1, Resource=secrets', ?, ?, 1, ?)",
                     ("/core/v1/secrets/ns%d/s%d" % (i % 50, i), "ns%d" % (i % 50), "s%d" % i, v))
 PY
-echo "== $services services, $services Endpoints, $pods pods (meta_v2 + meta, podlists), $secrets secrets: $(du -h "$work/edgecore.db" | cut -f1) database"
-"$work/bench" "$work/edgecore.db" "${RUNS:-15}"
+fi
+echo "== $services services, $services Endpoints, $pods pods (meta_v2 + meta, podlists), $secrets secrets: $(du -h "$db" | cut -f1) database"
+"$work/bench" "$db" "${RUNS:-15}"

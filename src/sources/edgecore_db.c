@@ -240,14 +240,54 @@ static void txn_end(struct reader *rd, bool ok)
 		rd->lt->max_us = held;
 }
 
-/* Copies the rows `sql` selects, in key order, resuming after the last key
- * copied when the transaction's budget is spent. ?1 is the key to resume
- * after (`lo` at first), ?2.. are binds[]. For meta, column 1 is the type,
- * which says the kind and whether it is a list; else every row is `kind`. */
+/* Keeps a copied row (a meta row of another type: returns 0, nothing kept). */
+static int keep_row(struct rows *rs, sqlite3_stmt *st, int kcol, int vcol, bool v2, int kind,
+		    const char *type)
+{
+	struct row *r;
+
+	if (!v2) {
+		kind = -1;
+		for (int k = 0; k < K_COUNT && type && kind < 0; k++)
+			for (int t = 0; t < 2; t++)
+				if (kinds[k].types[t] && strcmp(type, kinds[k].types[t]) == 0) {
+					kind = k;
+					break;
+				}
+		if (kind < 0 || sqlite3_column_type(st, vcol) == SQLITE_NULL)
+			return 0;
+	}
+	if (rs->n == rs->cap) {
+		size_t cap = rs->cap ? rs->cap * 2 : 1024;
+		struct row *nv = realloc(rs->v, cap * sizeof(*nv));
+		if (!nv)
+			return -ENOMEM;
+		rs->v = nv;
+		rs->cap = cap;
+	}
+	r = &rs->v[rs->n];
+	r->v2 = v2;
+	r->kind = (unsigned char)kind;
+	r->list = !v2 && kinds[kind].types[1] && strcmp(type, kinds[kind].types[1]) == 0;
+	r->key = col(rs, st, kcol);
+	r->value = col(rs, st, vcol);
+	if (!r->key || !r->value)
+		return -ENOMEM;
+	rs->n++;
+	return 1;
+}
+
+/* Copies the rows `sql` selects, resuming where it stopped when the
+ * transaction's budget is spent. meta_v2 (v2): columns key, value, in key
+ * order, ?1 the key to resume after (`lo` at first), ?2 binds[0]. meta:
+ * columns rowid, type, key, value (NULL unless the type is ours), in rowid
+ * order, ?1 the rowid to resume after, ?2.. binds[]: every row comes back,
+ * so a long stretch of other rows cannot hold the lock past the budget. */
 static int copy_paged(struct reader *rd, const char *sql, const char *lo, const char *const *binds,
 		      int n_binds, bool v2, int kind)
 {
 	const char *after = lo;
+	sqlite3_int64 after_rowid = 0;
 	sqlite3_stmt *st = NULL;
 	struct rows *rs = rd->rs;
 	int rc, ret;
@@ -261,43 +301,28 @@ static int copy_paged(struct reader *rd, const char *sql, const char *lo, const 
 		rc = sqlite3_prepare_v2(rd->db, sql, -1, &st, NULL);
 		if (rc != SQLITE_OK)
 			return sqlite_errno(rc);
-		sqlite3_bind_text(st, 1, after, -1, SQLITE_STATIC);
+		if (v2)
+			sqlite3_bind_text(st, 1, after, -1, SQLITE_STATIC);
+		else
+			sqlite3_bind_int64(st, 1, after_rowid);
 		for (int i = 0; i < n_binds; i++)
 			sqlite3_bind_text(st, i + 2, binds[i], -1, SQLITE_STATIC);
 		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-			struct row *r;
+			int kept;
 
-			if (rs->n == rs->cap) {
-				size_t cap = rs->cap ? rs->cap * 2 : 1024;
-				struct row *nv = realloc(rs->v, cap * sizeof(*nv));
-				if (!nv) {
-					sqlite3_finalize(st);
-					return -ENOMEM;
-				}
-				rs->v = nv;
-				rs->cap = cap;
+			if (v2) {
+				kept = keep_row(rs, st, 0, 1, true, kind, NULL);
+				if (kept > 0)
+					after = rs->v[rs->n - 1].key;	/* chunks never move */
+			} else {
+				after_rowid = sqlite3_column_int64(st, 0);
+				kept = keep_row(rs, st, 2, 3, false, 0,
+						(const char *)sqlite3_column_text(st, 1));
 			}
-			r = &rs->v[rs->n];
-			r->v2 = v2;
-			r->list = false;
-			r->kind = (unsigned char)kind;
-			if (!v2) {
-				const char *type = (const char *)sqlite3_column_text(st, 1);
-				for (int k = 0; k < K_COUNT && type; k++)
-					for (int t = 0; t < 2; t++)
-						if (kinds[k].types[t] && strcmp(type, kinds[k].types[t]) == 0) {
-							r->kind = (unsigned char)k;
-							r->list = t == 1;
-						}
-			}
-			r->key = col(rs, st, 0);
-			r->value = col(rs, st, v2 ? 1 : 2);
-			if (!r->key || !r->value) {
+			if (kept < 0) {
 				sqlite3_finalize(st);
-				return -ENOMEM;
+				return kept;
 			}
-			rs->n++;
-			after = r->key;		/* chunks never move: stays valid */
 			if (mono_us() - rd->t0 >= rd->budget_us ||
 			    (rd->max_rows && ++rd->rows_in_txn >= rd->max_rows)) {
 				more = true;
@@ -342,7 +367,9 @@ static int copy_v2(struct reader *rd)
 /* meta: by type, leaving out the kinds meta_v2 holds unless merge_legacy. */
 static int copy_meta(struct reader *rd, bool merge_legacy)
 {
-	char sql[256] = "SELECT key, type, value FROM meta WHERE key > ?1 AND type IN (";
+	/* No index on type: a scan in storage order, every row returned (see
+	 * copy_paged), the value only for our types (no other value is read). */
+	char sql[320] = "SELECT rowid, type, key, CASE WHEN type IN (";
 	const char *binds[2 * K_COUNT];
 	int n = 0;
 
@@ -351,14 +378,16 @@ static int copy_meta(struct reader *rd, bool merge_legacy)
 			continue;
 		for (int t = 0; t < 2; t++)
 			if (kinds[k].types[t]) {
-				strcat(sql, n ? ",?" : "?");
+				/* numbered: ?1 (the rowid) comes later in the text */
+				snprintf(sql + strlen(sql), sizeof(sql) - strlen(sql), "%s?%d",
+					 n ? "," : "", n + 2);
 				binds[n++] = kinds[k].types[t];
 			}
 	}
 	if (!n)
 		return 0;
-	strcat(sql, ") ORDER BY key");
-	return copy_paged(rd, sql, "", binds, n, false, 0);
+	strcat(sql, ") THEN value END FROM meta WHERE rowid > ?1 ORDER BY rowid");
+	return copy_paged(rd, sql, NULL, binds, n, false, 0);
 }
 
 /* The read: copy the selected rows (in short transactions, see struct
