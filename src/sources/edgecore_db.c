@@ -19,6 +19,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,7 +196,7 @@ static long long mono_us(void)
 
 /* A read made of short read transactions. Each holds the SHARED lock for at
  * most about budget_us, then lets edgecore's writer in, and the next one
- * resumes after the last key copied (keyset paging on the primary key).
+ * resumes after the last row seen (paging on the rowid).
  * Rows are each consistent; the whole may mix states across a commit of
  * edgecore's, like a watch does, and then the next poll reads again, since
  * the data_version noted is the one from before the first transaction. */
@@ -240,23 +241,38 @@ static void txn_end(struct reader *rd, bool ok)
 		rd->lt->max_us = held;
 }
 
-/* Keeps a copied row (a meta row of another type: returns 0, nothing kept). */
-static int keep_row(struct rows *rs, sqlite3_stmt *st, int kcol, int vcol, bool v2, int kind,
-		    const char *type)
+/* Which of kinds[] a selected row is: by the meta type (and whether the
+ * value is a list) or by the meta_v2 key prefix; -1 for none. */
+static int classify(bool v2, const char *what, bool *list)
+{
+	*list = false;
+	for (int k = 0; what && k < K_COUNT; k++) {
+		if (v2) {
+			if (strncmp(what, kinds[k].v2_prefix, strlen(kinds[k].v2_prefix)) == 0)
+				return k;
+			continue;
+		}
+		for (int t = 0; t < 2; t++)
+			if (kinds[k].types[t] && strcmp(what, kinds[k].types[t]) == 0) {
+				*list = t == 1;
+				return k;
+			}
+	}
+	return -1;
+}
+
+/* Copies one row if it is selected (columns 1-3 not NULL). 1 kept, 0 not. */
+static int keep_row(struct rows *rs, sqlite3_stmt *st, bool v2)
 {
 	struct row *r;
+	bool list;
+	int kind;
 
-	if (!v2) {
-		kind = -1;
-		for (int k = 0; k < K_COUNT && type && kind < 0; k++)
-			for (int t = 0; t < 2; t++)
-				if (kinds[k].types[t] && strcmp(type, kinds[k].types[t]) == 0) {
-					kind = k;
-					break;
-				}
-		if (kind < 0 || sqlite3_column_type(st, vcol) == SQLITE_NULL)
-			return 0;
-	}
+	if (sqlite3_column_type(st, 3) == SQLITE_NULL)
+		return 0;
+	kind = classify(v2, (const char *)sqlite3_column_text(st, 1), &list);
+	if (kind < 0)
+		return 0;
 	if (rs->n == rs->cap) {
 		size_t cap = rs->cap ? rs->cap * 2 : 1024;
 		struct row *nv = realloc(rs->v, cap * sizeof(*nv));
@@ -268,28 +284,29 @@ static int keep_row(struct rows *rs, sqlite3_stmt *st, int kcol, int vcol, bool 
 	r = &rs->v[rs->n];
 	r->v2 = v2;
 	r->kind = (unsigned char)kind;
-	r->list = !v2 && kinds[kind].types[1] && strcmp(type, kinds[kind].types[1]) == 0;
-	r->key = col(rs, st, kcol);
-	r->value = col(rs, st, vcol);
+	r->list = list;
+	r->key = col(rs, st, 2);
+	r->value = col(rs, st, 3);
 	if (!r->key || !r->value)
 		return -ENOMEM;
 	rs->n++;
 	return 1;
 }
 
-/* Copies the rows `sql` selects, resuming where it stopped when the
- * transaction's budget is spent. meta_v2 (v2): columns key, value, in key
- * order, ?1 the key to resume after (`lo` at first), ?2 binds[0]. meta:
- * columns rowid, type, key, value (NULL unless the type is ours), in rowid
- * order, ?1 the rowid to resume after, ?2.. binds[]: every row comes back,
- * so a long stretch of other rows cannot hold the lock past the budget. */
-static int copy_paged(struct reader *rd, const char *sql, const char *lo, const char *const *binds,
-		      int n_binds, bool v2, int kind)
+/* Copies the rows of one table that `sql` selects, resuming after the last
+ * rowid seen when the transaction's budget is spent. The query returns
+ * EVERY row of the table, in rowid (storage) order, as: rowid, then the
+ * meta type or meta_v2 key, the key and the value, all three NULL unless
+ * the row is selected. So nothing of another row is ever copied out of
+ * SQLite (its value is not even read: the CASE skips the column), the table
+ * is read sequentially rather than through the key index, and a long run of
+ * other rows cannot hold the lock past the budget. ?1 is the rowid to
+ * resume after, ?2.. binds[]. */
+static int copy_paged(struct reader *rd, const char *sql, const char *const *binds, int n_binds,
+		      bool v2)
 {
-	const char *after = lo;
-	sqlite3_int64 after_rowid = 0;
+	sqlite3_int64 after = INT64_MIN;
 	sqlite3_stmt *st = NULL;
-	struct rows *rs = rd->rs;
 	int rc, ret;
 
 	for (;;) {
@@ -301,24 +318,14 @@ static int copy_paged(struct reader *rd, const char *sql, const char *lo, const 
 		rc = sqlite3_prepare_v2(rd->db, sql, -1, &st, NULL);
 		if (rc != SQLITE_OK)
 			return sqlite_errno(rc);
-		if (v2)
-			sqlite3_bind_text(st, 1, after, -1, SQLITE_STATIC);
-		else
-			sqlite3_bind_int64(st, 1, after_rowid);
+		sqlite3_bind_int64(st, 1, after);
 		for (int i = 0; i < n_binds; i++)
 			sqlite3_bind_text(st, i + 2, binds[i], -1, SQLITE_STATIC);
 		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 			int kept;
 
-			if (v2) {
-				kept = keep_row(rs, st, 0, 1, true, kind, NULL);
-				if (kept > 0)
-					after = rs->v[rs->n - 1].key;	/* chunks never move */
-			} else {
-				after_rowid = sqlite3_column_int64(st, 0);
-				kept = keep_row(rs, st, 2, 3, false, 0,
-						(const char *)sqlite3_column_text(st, 1));
-			}
+			after = sqlite3_column_int64(st, 0);
+			kept = keep_row(rd->rs, st, v2);
 			if (kept < 0) {
 				sqlite3_finalize(st);
 				return kept;
@@ -336,30 +343,37 @@ static int copy_paged(struct reader *rd, const char *sql, const char *lo, const 
 	}
 }
 
-/* meta_v2: one key range per kind (the primary key index does the work;
- * the GVR column is not used: its name differs between edgecore versions). */
+/* meta_v2: by key prefix, one range per kind. The GVR column is not used:
+ * its name differs between edgecore versions. */
 static int copy_v2(struct reader *rd)
 {
+	char cond[512] = "", sql[1200], hi[K_COUNT][64];
+	const char *binds[2 * K_COUNT];
 	struct rows *rs = rd->rs;
-	int ret = 0;
+	int ret;
 
-	for (int k = 0; k < K_COUNT && ret == 0; k++) {
+	for (int k = 0; k < K_COUNT; k++) {
 		/* the prefix ends in '/': every key under it sorts below prefix-with-'0' */
-		char hi[64];
-		const char *binds[1] = { hi };
-		size_t n0 = rs->n;
-
-		snprintf(hi, sizeof(hi), "%.*s0", (int)strlen(kinds[k].v2_prefix) - 1,
+		snprintf(hi[k], sizeof(hi[k]), "%.*s0", (int)strlen(kinds[k].v2_prefix) - 1,
 			 kinds[k].v2_prefix);
-		ret = copy_paged(rd, "SELECT key, value FROM meta_v2 WHERE key > ?1 AND key < ?2 ORDER BY key",
-				 kinds[k].v2_prefix, binds, 1, true, k);
-		/* objects, i.e. "/<g>/<v>/<r>/<ns>/<name>", not list rows */
-		for (size_t i = n0; i < rs->n && !rs->v2_has[k]; i++) {
-			size_t slashes = 0;
-			for (const char *p = rs->v[i].key; *p; p++)
-				slashes += *p == '/';
-			rs->v2_has[k] = slashes == 5;
-		}
+		binds[2 * k] = kinds[k].v2_prefix;
+		binds[2 * k + 1] = hi[k];
+		snprintf(cond + strlen(cond), sizeof(cond) - strlen(cond), "%s(key > ?%d AND key < ?%d)",
+			 k ? " OR " : "", 2 * k + 2, 2 * k + 3);
+	}
+	snprintf(sql, sizeof(sql),
+		 "SELECT rowid, CASE WHEN %s THEN key END, CASE WHEN %s THEN key END, "
+		 "CASE WHEN %s THEN value END FROM meta_v2 WHERE rowid > ?1 ORDER BY rowid",
+		 cond, cond, cond);
+	ret = copy_paged(rd, sql, binds, 2 * K_COUNT, true);
+	/* which kinds it holds objects of ("/<g>/<v>/<r>/<ns>/<name>"; list rows
+	 * and other shapes do not count) */
+	for (size_t i = 0; i < rs->n; i++) {
+		size_t slashes = 0;
+		for (const char *p = rs->v[i].key; *p; p++)
+			slashes += *p == '/';
+		if (slashes == 5)
+			rs->v2_has[rs->v[i].kind] = true;
 	}
 	return ret;
 }
@@ -367,9 +381,7 @@ static int copy_v2(struct reader *rd)
 /* meta: by type, leaving out the kinds meta_v2 holds unless merge_legacy. */
 static int copy_meta(struct reader *rd, bool merge_legacy)
 {
-	/* No index on type: a scan in storage order, every row returned (see
-	 * copy_paged), the value only for our types (no other value is read). */
-	char sql[320] = "SELECT rowid, type, key, CASE WHEN type IN (";
+	char in[128] = "", sql[512];
 	const char *binds[2 * K_COUNT];
 	int n = 0;
 
@@ -378,16 +390,18 @@ static int copy_meta(struct reader *rd, bool merge_legacy)
 			continue;
 		for (int t = 0; t < 2; t++)
 			if (kinds[k].types[t]) {
-				/* numbered: ?1 (the rowid) comes later in the text */
-				snprintf(sql + strlen(sql), sizeof(sql) - strlen(sql), "%s?%d",
+				snprintf(in + strlen(in), sizeof(in) - strlen(in), "%s?%d",
 					 n ? "," : "", n + 2);
 				binds[n++] = kinds[k].types[t];
 			}
 	}
 	if (!n)
 		return 0;
-	strcat(sql, ") THEN value END FROM meta WHERE rowid > ?1 ORDER BY rowid");
-	return copy_paged(rd, sql, NULL, binds, n, false, 0);
+	snprintf(sql, sizeof(sql),
+		 "SELECT rowid, CASE WHEN type IN (%s) THEN type END, CASE WHEN type IN (%s) THEN key END, "
+		 "CASE WHEN type IN (%s) THEN value END FROM meta WHERE rowid > ?1 ORDER BY rowid",
+		 in, in, in);
+	return copy_paged(rd, sql, binds, n, false);
 }
 
 /* The read: copy the selected rows (in short transactions, see struct

@@ -28,7 +28,8 @@
  * The database is opened SQLITE_OPEN_READONLY with PRAGMA query_only. A
  * read copies the selected rows (parsing happens afterwards) in deferred
  * read transactions of at most about lock_budget_ms each, resuming after the
- * last key copied, so edgecore's writer (rollback journal, 5 s busy timeout)
+ * last row seen (tables are scanned in rowid order, a row's value read only
+ * when it is selected), so edgecore's writer (rollback journal, 5 s busy timeout)
  * never waits longer than one of them; the busy timeout bounds how long a
  * read waits for the writer. A missing or locked database keeps the last
  * good data; so does a hot journal left by a crashed writer, which a
