@@ -57,7 +57,7 @@ static const struct opt opts[] = {
 	{ "kube-ca-file", OPT_STR, F(kube_ca_file), 0, 0, "", "FILE", "CA bundle for the API server" },
 	{ "kube-insecure", OPT_BOOL, F(kube_insecure), 0, 0, "no", "yes|no", "do not verify the API server certificate" },
 	{ "node-name", OPT_STR, F(node_name), 0, 0, "", "NAME", "this node's name (default: the host name)" },
-	{ "pods-on-node-only", OPT_BOOL, F(kube_pods_on_node_only), 0, 0, "no", "yes|no", "watch only the pods of this node (services then reach local backends only)" },
+	{ "pods-on-node-only", OPT_BOOL, F(kube_pods_on_node_only), 0, 0, "no", "yes|no", "watch only the pods of this node (services without Endpoints then reach local backends only)" },
 	{ "poll-interval-ms", OPT_UINT, F(poll_interval_ms), 0, 3600000, "1000", "MS", "edgecore-db polling interval" },
 	{ "edgecore-merge-legacy", OPT_BOOL, F(edgecore_merge_legacy), 0, 0, "no", "yes|no", "edgecore-db: also read the legacy meta rows (podlists, pre-upgrade copies) of kinds meta_v2 holds (no: they are stale and left out)" },
 	{ "idle-timeout", OPT_UINT, F(idle_timeout_s), 0, 604800, "3600", "SECONDS", "close forwarded connections idle this long" },
