@@ -101,8 +101,7 @@ static void store_key(char *buf, size_t n, enum em_obj_kind kind, const char *ns
 	snprintf(buf, n, "%d/%s/%s", (int)kind, ns, name);
 }
 
-/* The head of a slot's list is the copy in effect; when it changes for a
- * pod, the pod index follows. */
+/* Notes a pod whose copy in effect changed, for the next build. */
 static void pod_changed(struct em_registry *reg, const struct em_obj *pod)
 {
 	if (reg->all_pods_changed)
@@ -112,6 +111,8 @@ static void pod_changed(struct em_registry *reg, const struct em_obj *pod)
 		reg->all_pods_changed = true;
 }
 
+/* The head of a slot's list is the copy in effect; when it changes for a
+ * pod, the pod index follows (and the pod is noted as changed). */
 static void effect_changed(struct em_registry *reg, struct em_obj *before, struct em_obj *after)
 {
 	reg->dirty = true;
