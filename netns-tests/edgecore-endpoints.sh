@@ -114,12 +114,9 @@ daemon_start() { # NAME SOURCE
 	echo $! > "$TOPO_DIR/daemon-$1.pid"
 }
 daemon_stop() { # NAME
-	local pid; pid=$(cat "$TOPO_DIR/daemon-$1.pid")
-	kill "$pid"; wait "$pid" 2>/dev/null; rm -f "$TOPO_DIR/daemon-$1.pid"
-	wait_until 5 sh -c "! ip netns exec $NS_A nft list table inet edgemesh"
-	if grep -q '^<3>' "$TOPO_DIR/daemon-$1.log"; then
-		echo "# errors logged by the daemon ($1):"; grep '^<3>' "$TOPO_DIR/daemon-$1.log" | head
-	fi
+	stop_pid "$1" "$(cat "$TOPO_DIR/daemon-$1.pid")"
+	check "$1: the rules are gone once it has exited" sh -c "! ip netns exec $NS_A nft list table inet edgemesh"
+	check_log_errors "$TOPO_DIR/daemon-$1.log"
 	[ "$failed" = 0 ] || { echo "# daemon log ($1):"; tail -n 30 "$TOPO_DIR/daemon-$1.log"; }
 }
 
