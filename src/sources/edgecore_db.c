@@ -366,13 +366,15 @@ static int copy_v2(struct reader *rd)
 		 "CASE WHEN %s THEN value END FROM meta_v2 WHERE rowid > ?1 ORDER BY rowid",
 		 cond, cond, cond);
 	ret = copy_paged(rd, sql, binds, 2 * K_COUNT, true);
-	/* which kinds it holds objects of ("/<g>/<v>/<r>/<ns>/<name>"; list rows
-	 * and other shapes do not count) */
+	/* which kinds it holds objects of ("/<g>/<v>/<r>/<ns>/<name>"; list rows,
+	 * cluster-scoped ("null" namespace) and other shapes do not count) */
 	for (size_t i = 0; i < rs->n; i++) {
+		const char *ns = NULL;
 		size_t slashes = 0;
 		for (const char *p = rs->v[i].key; *p; p++)
-			slashes += *p == '/';
-		if (slashes == 5)
+			if (*p == '/' && ++slashes == 4)
+				ns = p + 1;
+		if (slashes == 5 && strncmp(ns, "null/", 5) != 0)
 			rs->v2_has[rs->v[i].kind] = true;
 	}
 	return ret;

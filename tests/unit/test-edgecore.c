@@ -649,15 +649,19 @@ START_TEST(ignored_rows_stay_in_the_database)
 	put_v2(db, "/core/v1/pods/default/p/status", "/v1, Resource=pods", "default", "p", 4, POD("p", "5"));
 	put_v2(db, "/core/v1/endpoints/null/x", "/v1, Resource=endpoints", "null", "x", 4,
 	       "{\"metadata\":{\"name\":\"x\"}}");
+	/* ... which does not make meta_v2 a holder of Endpoints: meta's are read */
+	put_meta(db, "default/endpoints/web", "endpoints", OBJ("", "web", "5", EPS_REST));
 	sqlite3_close(db);
 	items = read_all(false, &info);
 	ck_assert(has("Service default/web") && has("Service default/bare") && has("Pod default/p"));
+	ck_assert(has("Endpoints default/web"));
 	ck_assert_str_eq(rv("Pod default/p"), "4");
-	ck_assert_uint_eq(nobjs(), 3);
+	ck_assert_uint_eq(nobjs(), 4);
 	ck_assert_uint_eq(info.skipped, 0);
 	ck_assert_uint_eq(info.ignored, 4);	/* kn, list row, 6 parts, null namespace */
-	/* copied out: web, bare, kn; p, its list row, p/status, x. Nothing else. */
-	ck_assert_uint_eq(info.rows, 7);
+	/* copied out: web, bare, kn, endpoints web; p, its list row, p/status, x.
+	 * Nothing else. */
+	ck_assert_uint_eq(info.rows, 8);
 	json_decref(items);
 }
 END_TEST
