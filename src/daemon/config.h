@@ -45,6 +45,7 @@ struct em_config {
 	char *node_name;
 	bool kube_pods_on_node_only;
 	unsigned poll_interval_ms;
+	bool edgecore_merge_legacy;	/* read meta rows of kinds meta_v2 holds too */
 	unsigned idle_timeout_s;
 	unsigned connect_timeout_ms;
 	unsigned udp_idle_timeout_s;	/* UDP flow idle timeout */
