@@ -24,6 +24,7 @@
 #                        that every case produces a figure (CI: bench-short)
 #        BENCH_ROUNDS (3), BENCH_SECONDS (8), BENCH_IDLE_CONNS (8000),
 #        BENCH_PIN=0     no CPU pinning; BENCH_LOAD_CPU (0), BENCH_PROXY_CPU (1)
+#        BENCH_DAEMON_ARGS  extra daemon flags (e.g. --dns-in-place=yes)
 #        BENCH_JSON      where the raw figures go (default /tmp/em-bench-<date>.json)
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -202,7 +203,7 @@ SVC
 
 bg daemon "$NS_NODE" $PIN_PROXY "$EM_BIN" --source "file:$DIR/manifests" --state-dir "$DIR/state" \
 	--node-name bench-node --workers 1 --queues 1 --queue-num 0 --log-level warn \
-	--idle-timeout 600
+	--idle-timeout 600 ${BENCH_DAEMON_ARGS:-}
 FQDN=bench.default.svc.cluster.local
 fake_ip() { in_ns "$NS_CLI" dig +short +time=1 +tries=1 @10.90.9.2 "$FQDN" A | grep -E '^198\.18\.' | head -n1; }
 wait_until 15 sh -c "ip netns exec $NS_CLI dig +short +time=1 +tries=1 @10.90.9.2 $FQDN A | grep -q '^198\.18\.'" \
@@ -428,16 +429,19 @@ idle_case() {
 	sleep 1
 	rss1=$(rss_kb "$proc") fd1=$(fds "$proc") km1=$(kmem_kb)
 	for i in $(seq 0 $((k - 1))); do kill "$(pid_of "idle-$i")" 2>/dev/null; wait "$(pid_of "idle-$i")" 2>/dev/null; rm -f "$DIR/idle-$i.pid"; done
+	# Fewer than asked: the per-connection figures are over those held.
+	rec idle "$peer" "$r" held "$got"
 	if [ "$got" != "$IDLE" ]; then
-		log "idle/$peer: only $got of $IDLE connections ($(cat "$DIR"/idle-*.err | sort | uniq -c | head -n 3))"
-		return 0
+		log "idle/$peer: only $got of $IDLE connections held ($(sort "$DIR"/idle-*.err | uniq -c | head -n 3 | tr -s ' \n' ' '))"
+		[ "$got" -gt 0 ] || return 0
 	fi
-	rec idle "$peer" "$r" kernel_B_per_conn_total "$(( (km1 - km0) * 1024 / IDLE ))"
+	rm -f "$DIR"/idle-*.out "$DIR"/idle-*.err
+	rec idle "$peer" "$r" kernel_B_per_conn_total "$(( (km1 - km0) * 1024 / got ))"
 	if [ -n "$proc" ]; then
-		rec idle "$peer" "$r" user_B_per_conn "$(( (rss1 - rss0) * 1024 / IDLE ))"
-		rec idle "$peer" "$r" fds_per_conn "$(awk -v a="$fd0" -v b="$fd1" -v n="$IDLE" 'BEGIN { printf "%.3f", (b - a) / n }')"
+		rec idle "$peer" "$r" user_B_per_conn "$(( (rss1 - rss0) * 1024 / got ))"
+		rec idle "$peer" "$r" fds_per_conn "$(awk -v a="$fd0" -v b="$fd1" -v n="$got" 'BEGIN { printf "%.3f", (b - a) / n }')"
 	fi
-	log "idle/$peer round $r: $IDLE conns, RSS +$((rss1 - rss0)) KiB, fds +$((fd1 - fd0)), kernel +$((km1 - km0)) KiB"
+	log "idle/$peer round $r: $got conns, RSS +$((rss1 - rss0)) KiB, fds +$((fd1 - fd0)), kernel +$((km1 - km0)) KiB"
 }
 
 # ---- the rounds ---------------------------------------------------------------------
@@ -463,16 +467,16 @@ for r in $(seq "$ROUNDS"); do
 	udp_case "$r"
 done
 
-# Fixed rate: half of HAProxy's median peak rate of the keep-alive case.
-RATE=$(awk -F'\t' '$1 == "keepalive_1k" && $2 == "haproxy-http" && $4 == "rps" { print $5 }' "$RAW" |
-	sort -n | awk '{ v[NR] = $1 } END { if (NR) printf "%.0f", v[int((NR + 1) / 2)] / 2 }')
-if [ -n "$RATE" ] && [ "$RATE" -gt 0 ]; then
-	for r in $(seq "$ROUNDS"); do
-		for peer in $(rot "$r" $HTTP_PEERS); do rate_case "$peer" "$r" "$RATE"; done
-	done
-else
-	log "fixed_rate: no HAProxy peak rate to halve"
-fi
+# Fixed rate: half of HAProxy's peak rate, measured again (SECS/2 of the
+# keep-alive case) just before each fixed-rate round, so that a machine
+# whose speed drifts (shared CPUs) is not driven past saturation.
+for r in $(seq "$ROUNDS"); do
+	RATE=$(ip netns exec "$NS_CLI" $PIN_LOAD wrk -t2 -c$CONNS -d"$(( (SECS + 1) / 2 ))s" "http://${ADDR[haproxy-http]}/1k" 2>&1 |
+		awk '/^Requests\/sec:/ { printf "%.0f", $2 / 2 }')
+	[ -n "$RATE" ] && [ "$RATE" -gt 0 ] || { log "fixed_rate: no HAProxy peak rate to halve"; continue; }
+	rec fixed_rate haproxy-http "$r" half_peak_rps "$RATE"
+	for peer in $(rot "$r" $HTTP_PEERS); do rate_case "$peer" "$r" "$RATE"; done
+done
 
 for r in $(seq "$ROUNDS"); do
 	for peer in $(rot "$r" direct edgemesh-http haproxy-http); do idle_case "$peer" "$r"; done
@@ -498,7 +502,7 @@ python3 "$here/report.py" "$RAW" "$JSON" \
 	--meta "date=$(date -u +%FT%TZ)" "kernel=$(uname -r)" "cpus=$ncpu" \
 	"cpu_model=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)" \
 	"pinning=$PINNING" "rounds=$ROUNDS" "seconds=$SECS" "connections=$CONNS" \
-	"idle_connections=$IDLE" "fixed_rate=${RATE:-0}" "transfers_per_round=$XFERS" \
+	"idle_connections=$IDLE" "fixed_rate=half of HAProxy peak, measured before each round" "transfers_per_round=$XFERS" \
 	"registry=$REG_SVC services, $REG_PODS pods" \
 	"haproxy=$(haproxy -v | head -n1 | awk '{ print $3 }')" "nginx=$(nginx -v 2>&1 | sed 's/.*\///')" \
 	"dnsmasq=$(dnsmasq -v | head -n1 | awk '{ print $3 }')" \
