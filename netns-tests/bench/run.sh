@@ -24,6 +24,8 @@
 #                        that every case produces a figure (CI: bench-short)
 #        BENCH_ROUNDS (3), BENCH_SECONDS (8), BENCH_IDLE_CONNS (8000),
 #        BENCH_PIN=0     no CPU pinning; BENCH_LOAD_CPU (0), BENCH_PROXY_CPU (1)
+#        BENCH_CASES     the cases to run, space-separated (default all): keepalive
+#                        l4 new_conn download upload dns fixed_rate idle registry
 #        BENCH_DAEMON_ARGS  extra daemon flags (e.g. --dns-in-place=yes)
 #        BENCH_JSON      where the raw figures go (default /tmp/em-bench-<date>.json)
 set -u
@@ -449,6 +451,9 @@ HTTP_PEERS="direct edgemesh-http haproxy-http nginx"
 # Rotate the order each round so no peer always runs first.
 rot() { local r=$1; shift; local a=("$@") n=$#; local i; for i in $(seq 0 $((n - 1))); do echo "${a[$(( (i + r) % n ))]}"; done; }
 
+CASES=${BENCH_CASES:-keepalive l4 new_conn download upload dns fixed_rate idle registry}
+want() { [[ " $CASES " == *" $1 "* ]]; }
+
 # A short warm-up: connections established, caches hot.
 for peer in $HTTP_PEERS; do
 	ip netns exec "$NS_CLI" wrk -t1 -c4 -d1s "http://${ADDR[$peer]}/1k" >/dev/null 2>&1
@@ -456,21 +461,21 @@ done
 
 for r in $(seq "$ROUNDS"); do
 	log "== round $r of $ROUNDS"
-	for peer in $(rot "$r" $HTTP_PEERS); do wrk_case keepalive_1k "$peer" "$r"; done
-	for peer in $(rot "$r" edgemesh-l4 haproxy-tcp); do wrk_case keepalive_1k_l4 "$peer" "$r"; done
-	for peer in $(rot "$r" direct edgemesh-http haproxy-http); do
+	want keepalive && for peer in $(rot "$r" $HTTP_PEERS); do wrk_case keepalive_1k "$peer" "$r"; done
+	want l4 && for peer in $(rot "$r" edgemesh-l4 haproxy-tcp); do wrk_case keepalive_1k_l4 "$peer" "$r"; done
+	want new_conn && for peer in $(rot "$r" direct edgemesh-http haproxy-http); do
 		wrk_case new_conn "$peer" "$r" -H "Connection: close"
 	done
-	for peer in $(rot "$r" $HTTP_PEERS); do xfer_case download "$peer" "$r"; done
-	for peer in $(rot "$r" $HTTP_PEERS); do xfer_case upload "$peer" "$r"; done
-	for peer in $(rot "$r" edgemesh dnsmasq noop-queue); do dns_case "$peer" "$r"; done
-	udp_case "$r"
+	want download && for peer in $(rot "$r" $HTTP_PEERS); do xfer_case download "$peer" "$r"; done
+	want upload && for peer in $(rot "$r" $HTTP_PEERS); do xfer_case upload "$peer" "$r"; done
+	want dns && for peer in $(rot "$r" edgemesh dnsmasq noop-queue); do dns_case "$peer" "$r"; done
+	want udp && udp_case "$r"
 done
 
 # Fixed rate: half of HAProxy's peak rate, measured again (SECS/2 of the
 # keep-alive case) just before each fixed-rate round, so that a machine
 # whose speed drifts (shared CPUs) is not driven past saturation.
-for r in $(seq "$ROUNDS"); do
+want fixed_rate && for r in $(seq "$ROUNDS"); do
 	RATE=$(ip netns exec "$NS_CLI" $PIN_LOAD wrk -t2 -c$CONNS -d"$(( (SECS + 1) / 2 ))s" "http://${ADDR[haproxy-http]}/1k" 2>&1 |
 		awk '/^Requests\/sec:/ { printf "%.0f", $2 / 2 }')
 	[ -n "$RATE" ] && [ "$RATE" -gt 0 ] || { log "fixed_rate: no HAProxy peak rate to halve"; continue; }
@@ -478,13 +483,15 @@ for r in $(seq "$ROUNDS"); do
 	for peer in $(rot "$r" $HTTP_PEERS); do rate_case "$peer" "$r" "$RATE"; done
 done
 
-for r in $(seq "$ROUNDS"); do
+want idle && for r in $(seq "$ROUNDS"); do
 	for peer in $(rot "$r" direct edgemesh-http haproxy-http); do idle_case "$peer" "$r"; done
 done
 
 # ---- registry scale (no peer; not interleaved) -------------------------------------
-log "registry: $REG_SVC services, $REG_PODS pods"
-if out=$(sh "$top/netns-tests/bench-registry.sh" "$EM_BUILD" "$REG_SVC" "$REG_PODS" 2>&1); then
+want registry && log "registry: $REG_SVC services, $REG_PODS pods"
+if ! want registry; then
+	:
+elif out=$(sh "$top/netns-tests/bench-registry.sh" "$EM_BUILD" "$REG_SVC" "$REG_PODS" 2>&1); then
 	json=$(awk '/^== json/ { on = 1 } /^== yaml/ { on = 0 } on' <<<"$out")
 	rec registry edgemesh 1 load_ms "$(sed -n 's/^load: \([0-9]*\) ms.*/\1/p' <<<"$json" | head -n1)"
 	rec registry edgemesh 1 rss_MiB "$(sed -n 's/^rss: [0-9]* KiB before, \([0-9]*\) KiB after load.*/\1/p' <<<"$json" | head -n1 | awk '{ printf "%.1f", $1 / 1024 }')"
