@@ -134,7 +134,7 @@ def main():
         vs = "-" if v is None else (f"{v:.2f}x" if r["ratio"] else f"{v:.2f}" if v < 100 else f"{v:.0f}")
         print(f"{r['label']:<{w}}  {vs:>9}  {r['target'] or '':>9}  {r['verdict'] or ''}")
 
-    print("\nmedians (number of rounds):")
+    print("\nmedians [lowest..highest round]:")
     for case, metrics in FIGURES:
         peers = sorted({p for (c, p, m) in raw if c == case})
         for peer in peers:
@@ -143,7 +143,8 @@ def main():
                 vals = raw.get((case, peer, m))
                 if vals:
                     agg = "max " if m == "user_B_per_conn" and len(vals) > 1 else ""
-                    cells.append(f"{m}={agg}{med[(case, peer, m)]:g} ({len(vals)})")
+                    spread = f" [{min(vals):g}..{max(vals):g}]" if len(vals) > 1 else ""
+                    cells.append(f"{m}={agg}{med[(case, peer, m)]:g}{spread}")
             if cells:
                 print(f"  {case:<16} {peer:<14} " + "  ".join(cells))
     for k, v in meta.items():

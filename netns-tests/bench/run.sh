@@ -55,6 +55,7 @@ CONNS=50
 JSON=${BENCH_JSON:-/tmp/em-bench-$(date -u +%Y%m%dT%H%M%SZ).json}
 
 ID=$$
+LOADAVG0=$(cut -d" " -f1-3 /proc/loadavg)
 NS_CLI=em-bench-$ID-cli NS_NODE=em-bench-$ID-node NS_P1=em-bench-$ID-pod1
 NS_P2=em-bench-$ID-pod2 NS_DNS=em-bench-$ID-dns
 ALL_NS="$NS_CLI $NS_NODE $NS_P1 $NS_P2 $NS_DNS"
@@ -506,7 +507,7 @@ fi
 errs=$(grep -c '^<3>' "$DIR/daemon.err" 2>/dev/null)
 [ "${errs:-0}" -gt 0 ] && log "the daemon logged $errs errors, first: $(grep -m1 '^<3>' "$DIR/daemon.err")"
 python3 "$here/report.py" "$RAW" "$JSON" \
-	--meta "date=$(date -u +%FT%TZ)" "kernel=$(uname -r)" "cpus=$ncpu" \
+	--meta "date=$(date -u +%FT%TZ)" "loadavg_at_end=$(cut -d" " -f1-3 /proc/loadavg)" "loadavg_at_start=$LOADAVG0" "kernel=$(uname -r)" "cpus=$ncpu" \
 	"cpu_model=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)" \
 	"pinning=$PINNING" "rounds=$ROUNDS" "seconds=$SECS" "connections=$CONNS" \
 	"idle_connections=$IDLE" "fixed_rate=half of HAProxy peak, measured before each round" "transfers_per_round=$XFERS" \
