@@ -12,10 +12,12 @@
 #                                  nfq-noop (queue 7, udp 5354) ---- 10.90.9.2 em-bench-$$-dns
 #                                                                     dnsmasq :5353 (peer),
 #                                                                     dnsmasq :5354 (behind nfq-noop)
+#   socat UDP relay :7100 in the node; UDP echo :7000 in both pods.
 #
 # Service default/bench (pods pod1, pod2): port 80 `http` (the daemon's HTTP
 # path: the per-request forwarder once it is merged, L4 before), port 81
-# `tcp` (L4), port 8080 `http-upload` (to the sinks). 100 more services
+# `tcp` (L4), port 8080 `http-upload` (to the sinks), port 7000 `udp` (the
+# UDP forwarder, issue 15). 100 more services
 # svc-N.bench give the DNS case its names.
 #
 # Usage: bash netns-tests/bench/run.sh          (root; from contrib/quickstart.sh bench)
@@ -25,7 +27,7 @@
 #        BENCH_ROUNDS (3), BENCH_SECONDS (8), BENCH_IDLE_CONNS (8000),
 #        BENCH_PIN=0     no CPU pinning; BENCH_LOAD_CPU (0), BENCH_PROXY_CPU (1)
 #        BENCH_CASES     the cases to run, space-separated (default all): keepalive
-#                        l4 new_conn download upload dns fixed_rate idle registry
+#                        l4 new_conn download upload dns udp fixed_rate idle registry
 #        BENCH_DAEMON_ARGS  extra daemon flags (e.g. --dns-in-place=yes)
 #        BENCH_JSON      where the raw figures go (default /tmp/em-bench-<date>.json)
 set -u
@@ -39,7 +41,7 @@ for b in "$EM_BIN" "$LOAD" "$NOOP"; do
 	[ -x "$b" ] || { echo "missing $b: build first (ninja -C $EM_BUILD)"; exit 1; }
 done
 [ "$(id -u)" = 0 ] || { echo "run.sh: needs root"; exit 77; }
-for t in wrk dnsperf haproxy nginx dnsmasq iptables; do
+for t in wrk dnsperf haproxy nginx dnsmasq iptables socat python3; do
 	command -v "$t" >/dev/null || { echo "missing $t (bash contrib/quickstart.sh deps)"; exit 1; }
 done
 
@@ -163,6 +165,7 @@ for p in 1 2; do
 	nginx_conf "nginx-pod$p" "	server { listen 10.90.$((p + 1)).2:80 backlog=4096; root $DIR/www; }"
 	bg "nginx-pod$p" "em-bench-$ID-pod$p" $PIN_LOAD nginx -c "$DIR/nginx-pod$p/nginx.conf" -e "$DIR/nginx-pod$p/error.log"
 	bg "sink-pod$p" "em-bench-$ID-pod$p" $PIN_LOAD "$LOAD" sink "10.90.$((p + 1)).2" 8080
+	bg "udp-echo-pod$p" "em-bench-$ID-pod$p" $PIN_LOAD python3 "$top/tests/udp/udp-echo-fast.py" "10.90.$((p + 1)).2" 7000
 done
 
 # ---- manifests and the daemon -------------------------------------------------
@@ -193,6 +196,7 @@ spec:
     - { name: http, port: 80, protocol: TCP, targetPort: 80 }
     - { name: tcp, port: 81, protocol: TCP, targetPort: 80 }
     - { name: http-upload, port: 8080, protocol: TCP, targetPort: 8080 }
+    - { name: udp, port: 7000, protocol: UDP, targetPort: 7000 }
 SVC
 	for i in $(seq 0 99); do cat <<SVC
 ---
@@ -265,6 +269,7 @@ nginx_conf nginx-proxy "
 	client_max_body_size 0;
 	server { listen 10.90.1.1:82 backlog=4096; location / { proxy_pass http://pods; } }
 	server { listen 10.90.1.1:8082; location / { proxy_pass http://sinks; } }"
+bg socat "$NS_NODE" $PIN_PROXY socat UDP-RECVFROM:7100,bind=10.90.1.1,fork UDP-SENDTO:10.90.2.2:7000
 bg nginx-proxy "$NS_NODE" $PIN_PROXY nginx -c "$DIR/nginx-proxy/nginx.conf" -e "$DIR/nginx-proxy/error.log"
 
 # ---- DNS peers: dnsmasq on 5353, and dnsmasq on 5354 behind the no-op queue ---
@@ -284,7 +289,7 @@ bg nfq-noop "$NS_NODE" $PIN_PROXY "$NOOP" 7 "$DIR/noop.ready"
 
 listening() { in_ns "$1" ss -Hln "sport = :$2" | grep -q .; }
 for chk in "$NS_P1 80" "$NS_P2 80" "$NS_P1 8080" "$NS_P2 8080" "$NS_NODE 80" "$NS_NODE 81" \
-	"$NS_NODE 82" "$NS_NODE 8082" "$NS_DNS 5353" "$NS_DNS 5354"; do
+	"$NS_NODE 82" "$NS_NODE 8082" "$NS_DNS 5353" "$NS_DNS 5354" "$NS_P1 7000" "$NS_P2 7000" "$NS_NODE 7100"; do
 	wait_until 10 listening $chk || { echo "nothing listens on $chk"; tail -n 5 "$DIR"/*.err; exit 1; }
 done
 wait_until 5 test -e "$DIR/noop.ready" || { echo "nfq-noop did not start"; cat "$DIR/nfq-noop.err"; exit 1; }
@@ -391,12 +396,28 @@ dns_case() {
 }
 
 # ---- UDP request/response (issue 15) ------------------------------------------
-# HOOK for issue 15 (UDP forwarding, built on another branch): once the daemon
-# forwards UDP service ports, add a `udp` port to Service default/bench, a UDP
-# echo server in both pods, and a udp_case PEER ROUND here that records
-# `rec udp PEER ROUND rps|p99_us|cpu_us_per_req` for edgemesh-udp and direct;
-# report.py already lists the case (marked "not built" until figures appear).
-udp_case() { :; }
+# tests/udp/udp-rr.py (8 flows, one 64-byte request outstanding each) against
+# the UDP echo in both pods: direct to pod1, through the daemon's UDP
+# forwarder (the fake IP, port 7000 `udp`), through socat relaying on the node.
+udp_case() {
+	local r=$1 peer addr proc out t0 t1
+	for peer in $(rot "$r" direct edgemesh-udp socat); do
+		case $peer in
+		direct) addr="10.90.2.2 7000" proc= ;;
+		edgemesh-udp) addr="$FAKE 7000" proc=daemon ;;
+		socat) addr="10.90.1.1 7100" proc= ;;
+		esac
+		t0=$(ticks "$proc")
+		out=$(ip netns exec "$NS_CLI" $PIN_LOAD python3 "$top/tests/udp/udp-rr.py" $addr 8 "$SECS")
+		t1=$(ticks "$proc")
+		[ -n "$out" ] || { log "udp/$peer: no figure"; continue; }
+		rec udp "$peer" "$r" rps "${out%% *}"
+		rec udp "$peer" "$r" lost "${out##* }"
+		[ -n "$proc" ] && rec udp "$peer" "$r" cpu_us_per_req \
+			"$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v n="${out%% *}" -v s="$SECS" 'BEGIN { if (n > 0) printf "%.2f", d / hz * 1e6 / (n * s) }')"
+		log "udp/$peer round $r: $out (replies/s, lost)"
+	done
+}
 
 # meminfo Slab (KiB) + TCP socket buffer pages (sockstat "mem", KiB)
 kmem_kb() {
@@ -452,7 +473,7 @@ HTTP_PEERS="direct edgemesh-http haproxy-http nginx"
 # Rotate the order each round so no peer always runs first.
 rot() { local r=$1; shift; local a=("$@") n=$#; local i; for i in $(seq 0 $((n - 1))); do echo "${a[$(( (i + r) % n ))]}"; done; }
 
-CASES=${BENCH_CASES:-keepalive l4 new_conn download upload dns fixed_rate idle registry}
+CASES=${BENCH_CASES:-keepalive l4 new_conn download upload dns udp fixed_rate idle registry}
 want() { [[ " $CASES " == *" $1 "* ]]; }
 
 # A short warm-up: connections established, caches hot.
