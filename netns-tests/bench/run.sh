@@ -45,6 +45,13 @@ for t in wrk dnsperf haproxy nginx dnsmasq iptables socat python3; do
 	command -v "$t" >/dev/null || { echo "missing $t (bash contrib/quickstart.sh deps)"; exit 1; }
 done
 
+# Every process here may open as many files as the hard limit allows (the
+# daemon and HAProxy hold two sockets per idle connection).
+FDMAX=$(ulimit -Hn)
+[ "$FDMAX" = unlimited ] && FDMAX=1048576
+ulimit -n "$FDMAX"
+NGX_CONN=$(( FDMAX - 500 < 20000 ? FDMAX - 500 : 20000 ))
+
 SHORT=${BENCH_SHORT:-0}
 if [ "$SHORT" = 1 ]; then
 	ROUNDS=${BENCH_ROUNDS:-1} SECS=${BENCH_SECONDS:-2} IDLE=${BENCH_IDLE_CONNS:-400}
@@ -142,10 +149,10 @@ nginx_conf() { # NAME BODY
 daemon off;
 master_process off;
 worker_processes 1;
-worker_rlimit_nofile 20000;
+worker_rlimit_nofile $((NGX_CONN + 500));
 pid $DIR/$1/nginx.pid;
 error_log $DIR/$1/error.log warn;
-events { worker_connections 19000; }
+events { worker_connections $NGX_CONN; }
 http {
 	access_log off;
 	client_body_temp_path $DIR/$1;
@@ -219,10 +226,13 @@ FAKE=$(fake_ip)
 log "edgemesh-tproxy up, $FQDN -> $FAKE"
 
 # ---- peers in the node: HAProxy (http + tcp), nginx reverse proxy ------------
+# HAProxy refuses to start when 2 x maxconn + its pipes exceed the fd limit.
+HAP_MAXCONN=$(( (FDMAX - 500) * 4 / 9 ))
+[ "$HAP_MAXCONN" -gt $((IDLE + 200)) ] && HAP_MAXCONN=$((IDLE + 200))
 cat > "$DIR/haproxy.cfg" <<HAP
 global
-	maxconn 8200
-	maxpipes 1000
+	maxconn $HAP_MAXCONN
+	maxpipes $((HAP_MAXCONN / 8))
 	nbthread 1
 	log stderr format raw local0 emerg
 defaults
@@ -433,7 +443,7 @@ estab() { in_ns "$NS_CLI" ss -Htn state established | wc -l; }
 # idle_case PEER ROUND: IDLE keep-alive connections, one GET each, then idle.
 # At most 4,000 per client process (the fd limit is 20,000 per process).
 idle_case() {
-	local peer=$1 r=$2 proc=${PROC[$1]} per=4000 n=0 k=0 rss0 fd0 km0 rss1 fd1 km1 got i addr
+	local peer=$1 r=$2 proc=${PROC[$1]} per=$(( FDMAX - 100 < 4000 ? FDMAX - 100 : 4000 )) n=0 k=0 rss0 fd0 km0 rss1 fd1 km1 got i addr
 	wait_until 30 test "$(estab)" -lt 10
 	sleep 0.5
 	rss0=$(rss_kb "$proc") fd0=$(fds "$proc") km0=$(kmem_kb)
