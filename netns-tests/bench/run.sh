@@ -17,8 +17,9 @@
 # Service default/bench (pods pod1, pod2): port 80 `http` (the daemon's HTTP
 # path: the per-request forwarder once it is merged, L4 before), port 81
 # `tcp` (L4), port 8080 `http-upload` (to the sinks), port 7000 `udp` (the
-# UDP forwarder, issue 15). 100 more services
-# svc-N.bench give the DNS case its names.
+# UDP forwarder, issue 15). 100 more services svc-N.bench give the DNS case
+# its names. nginx runs with master_process off: one process, whose pid is
+# the one whose CPU time counts.
 #
 # Usage: bash netns-tests/bench/run.sh          (root; from contrib/quickstart.sh bench)
 # Env:   EM_BIN (default build/edgemesh-tproxy), EM_BUILD (build),
@@ -304,7 +305,6 @@ for chk in "$NS_P1 80" "$NS_P2 80" "$NS_P1 8080" "$NS_P2 8080" "$NS_NODE 80" "$N
 done
 wait_until 5 test -e "$DIR/noop.ready" || { echo "nfq-noop did not start"; cat "$DIR/nfq-noop.err"; exit 1; }
 
-# The nginx proxy's worker (master_process off: one process).
 log "topology up; pinning: $PINNING"
 
 # ---- measuring helpers ---------------------------------------------------------
