@@ -34,6 +34,8 @@ static const struct opt opts[] = {
 	{ "fake-ipv4-range", OPT_STR, F(fake_ipv4_range), 0, 0, "198.18.0.0/16", "CIDR", "pool of fake IPv4 addresses handed out in DNS answers" },
 	{ "fake-ipv6-range", OPT_STR, F(fake_ipv6_range), 0, 0, "", "CIDR", "pool of fake IPv6 addresses for AAAA answers (empty: none, AAAA gets an empty answer)" },
 	{ "capture-cidr", OPT_LIST, F(capture_cidrs), F(n_capture_cidrs), 0, NULL, "CIDR", "also capture TCP to this range (e.g. the ClusterIP range); repeatable" },
+	{ "client-iface", OPT_LIST, F(client_ifaces), F(n_client_ifaces), 0, "auto", "NAME", "capture connections and DNS queries of pods arriving on this interface (a name, prefix*, auto = common CNI names cni*, cbr0, docker0, veth*, cali*, lxc*, kube-bridge, weave; any = from anyone); host processes always; repeatable" },
+	{ "client-cidr", OPT_LIST, F(client_cidrs), F(n_client_cidrs), 0, NULL, "CIDR", "also capture from this source range (e.g. this node's pod CIDR); repeatable" },
 	{ "tproxy-port", OPT_UINT, F(tproxy_port), 0, 65535, "15001", "PORT", "TPROXY listener port (on 127.0.0.1)" },
 	{ "queue-num", OPT_UINT, F(queue_num), 0, 65535, "0", "N", "first NFQUEUE number for DNS" },
 	{ "queues", OPT_UINT, F(queues), 0, 64, "1", "N", "number of DNS queues (one thread each, fanout)" },

@@ -17,6 +17,8 @@ struct mnl_nlmsg_batch;
 #define EM_NF_TABLE "edgemesh"
 /* fake IPv4, fake IPv6 and up to this many extra ranges */
 #define EM_NF_MAX_CAPTURE 18
+/* client interfaces (after expanding "auto") and client ranges, each */
+#define EM_NF_MAX_CLIENTS 16
 
 /* Everything the batch needs, already parsed and checked. */
 struct em_nf_plan {
@@ -34,6 +36,12 @@ struct em_nf_plan {
 	uint32_t capture_mark;
 	uint32_t bypass_mark;
 	enum em_nf_queue_variant variant;	/* never AUTO when building */
+	/* Capture scope (see em_nf_config): with neither interfaces nor
+	 * ranges, anyone passing the reverse-path check is a client. */
+	char client_ifaces[EM_NF_MAX_CLIENTS][16];	/* "name" or "prefix*" */
+	unsigned n_client_ifaces;
+	struct em_nf_cidr client_cidrs[EM_NF_MAX_CLIENTS];
+	unsigned n_client_cidrs;
 };
 
 /* Turn the config into a plan; -EINVAL after logging the bad value. */
@@ -42,7 +50,7 @@ bool em_nf_plan_has_v6(const struct em_nf_plan *p);
 
 /* ---- nfnetlink batches (ruleset.c) ---- */
 
-#define EM_NF_BATCH_MAX_MSGS 64
+#define EM_NF_BATCH_MAX_MSGS 128
 
 struct em_nf_batch {
 	char *buf;

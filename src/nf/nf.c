@@ -101,6 +101,63 @@ static int add_capture(struct em_nf_plan *p, const char *what, const char *s, in
 	return 0;
 }
 
+static int add_client_iface(struct em_nf_plan *p, const char *name)
+{
+	size_t len = strlen(name);
+
+	if (len == 0 || len >= sizeof(p->client_ifaces[0]) ||
+	    strcspn(name, "*") < len - 1 || strpbrk(name, "/ \t\n") ||
+	    strcmp(name, "*") == 0) {
+		em_err("nf: client interface \"%s\" is not an interface name, a prefix "
+		       "ending in '*', auto or any", name);
+		return -EINVAL;
+	}
+	if (p->n_client_ifaces >= EM_NF_MAX_CLIENTS) {
+		em_err("nf: too many client interfaces (at most %d)", EM_NF_MAX_CLIENTS);
+		return -EINVAL;
+	}
+	memcpy(p->client_ifaces[p->n_client_ifaces++], name, len + 1);
+	return 0;
+}
+
+/* The capture scope: interfaces ("auto" expanded, "any" = no scope) and
+ * source ranges. */
+static int plan_scope(const struct em_nf_config *cfg, struct em_nf_plan *p)
+{
+	static const char *const auto_ifaces[] = { EM_NF_AUTO_CLIENT_IFACES };
+	bool any = false;
+
+	for (unsigned i = 0; i < cfg->n_client_ifaces; i++) {
+		const char *name = cfg->client_ifaces[i];
+
+		if (strcmp(name, "any") == 0) {
+			any = true;
+		} else if (strcmp(name, "auto") == 0) {
+			for (size_t k = 0; k < sizeof(auto_ifaces) / sizeof(auto_ifaces[0]); k++)
+				if (add_client_iface(p, auto_ifaces[k]) < 0)
+					return -EINVAL;
+		} else if (add_client_iface(p, name) < 0) {
+			return -EINVAL;
+		}
+	}
+	for (unsigned i = 0; i < cfg->n_client_cidrs; i++) {
+		if (p->n_client_cidrs >= EM_NF_MAX_CLIENTS) {
+			em_err("nf: too many client ranges (at most %d)", EM_NF_MAX_CLIENTS);
+			return -EINVAL;
+		}
+		if (em_nf_cidr_parse(cfg->client_cidrs[i], AF_UNSPEC,
+				     &p->client_cidrs[p->n_client_cidrs]) < 0) {
+			em_err("nf: client range \"%s\" is not an IP prefix with host bits clear",
+			       cfg->client_cidrs[i]);
+			return -EINVAL;
+		}
+		p->n_client_cidrs++;
+	}
+	if (any)
+		p->n_client_ifaces = p->n_client_cidrs = 0;
+	return 0;
+}
+
 int em_nf_plan_from_config(const struct em_nf_config *cfg, struct em_nf_plan *p)
 {
 	memset(p, 0, sizeof(*p));
@@ -163,7 +220,7 @@ int em_nf_plan_from_config(const struct em_nf_config *cfg, struct em_nf_plan *p)
 	p->capture_mark = cfg->capture_mark;
 	p->bypass_mark = cfg->bypass_mark;
 	p->variant = cfg->queue_variant;
-	return 0;
+	return plan_scope(cfg, p);
 }
 
 static struct mnl_socket *nl_open(int bus)
@@ -426,6 +483,11 @@ int em_nf_install(const struct em_nf_config *cfg, struct em_nf **out)
 							sizeof(range6)) : "",
 		nf->plan.n_capture - nf->plan.n_fake, cfg->tproxy_port,
 		cfg->capture_mark, cfg->route_table, em_nf_queue_variant_name(nf));
+	if (nf->plan.n_client_ifaces + nf->plan.n_client_cidrs)
+		em_info("nf: capture scope: lo, %u interface patterns, %u source ranges; "
+			"strict reverse-path check", nf->plan.n_client_ifaces, nf->plan.n_client_cidrs);
+	else
+		em_info("nf: capture scope: anyone passing the strict reverse-path check");
 	mnl_socket_close(rt);
 	mnl_socket_close(nl);
 	*out = nf;

@@ -65,7 +65,27 @@ struct em_nf_config {
 	bool main_route;		/* add the `local <fake range> dev lo` route
 					 * to the main table; default true */
 	enum em_nf_queue_variant queue_variant;	/* default EM_NF_QUEUE_AUTO */
+	/* Capture scope, prerouting only (host processes come through lo and
+	 * are always clients). A packet that fails the strict reverse-path
+	 * check (`fib saddr . iif oif missing`: spoofed, or a local source on
+	 * a non-lo interface) is never captured nor queued. Beyond that, when
+	 * either list below is non-empty only packets arriving on one of
+	 * these interfaces or from one of these ranges are clients; anything
+	 * else addressed to a capture range is dropped (counted by the rule)
+	 * and its DNS queries go to the resolver unqueued. Interfaces: exact
+	 * names, "prefix*", "auto" (EM_NF_AUTO_CLIENT_IFACES) or "any" (no
+	 * interface scope: everyone). Both lists empty (the default here;
+	 * the daemon's default is "auto"): everyone. */
+	const char *const *client_ifaces;
+	unsigned n_client_ifaces;
+	const char *const *client_cidrs;	/* e.g. this node's pod CIDR */
+	unsigned n_client_cidrs;
 };
+
+/* Interfaces that CNI plugins commonly connect a node's pods through. */
+#define EM_NF_AUTO_CLIENT_IFACES \
+	"cni*", "cbr0", "docker0", "veth*", "cali*", "lxc*", "kube-bridge", "weave"
+
 
 struct em_nf;
 
