@@ -82,6 +82,8 @@ static int start_registry(struct daemon *d)
 		.fake_ipv4_range = d->cfg.fake_ipv4_range,
 		.fake_ipv6_range = d->cfg.fake_ipv6_range,
 		.state_dir = *d->cfg.state_dir ? d->cfg.state_dir : NULL,
+		.capture_cidrs = (const char *const *)d->cfg.capture_cidrs,
+		.n_capture_cidrs = d->cfg.n_capture_cidrs,
 	};
 	int ret;
 
@@ -155,6 +157,10 @@ static int start_rules(struct daemon *d)
 	nc.fake_ipv6 = d->cfg.fake_ipv6_range;
 	nc.capture_cidrs = (const char *const *)d->cfg.capture_cidrs;
 	nc.n_capture_cidrs = d->cfg.n_capture_cidrs;
+	nc.client_ifaces = (const char *const *)d->cfg.client_ifaces;
+	nc.n_client_ifaces = d->cfg.n_client_ifaces;
+	nc.client_cidrs = (const char *const *)d->cfg.client_cidrs;
+	nc.n_client_cidrs = d->cfg.n_client_cidrs;
 	nc.tproxy_port = (uint16_t)d->cfg.tproxy_port;
 	nc.queue_num = (uint16_t)d->cfg.queue_num;
 	nc.queues = (uint16_t)d->cfg.queues;
@@ -179,10 +185,11 @@ static void log_stats(struct daemon *d)
 
 	em_registry_get_stats(d->reg, &rs);
 	em_info("registry: generation %llu, %llu services, %llu backends, %llu objects, "
-		"%llu without fake IP, %llu rejected, last build %llu us",
+		"%llu without fake IP, %llu rejected, %llu rejected backend addresses, last build %llu us",
 		(unsigned long long)rs.generation, (unsigned long long)rs.services,
 		(unsigned long long)rs.backends, (unsigned long long)rs.objects,
 		(unsigned long long)rs.fake_exhausted, (unsigned long long)rs.rejected,
+		(unsigned long long)rs.rejected_addrs,
 		(unsigned long long)rs.last_build_us);
 	if (d->dns) {
 		struct em_dns_stats ds;
