@@ -17,7 +17,8 @@
 # Endpoints at loopback, link-local (169.254.169.254), the fake range,
 # unspecified, multicast and broadcast are never dialed and are counted; a
 # name with a newline is refused and reaches neither the state file nor the
-# log as a line of its own.
+# log as a line of its own; the daemon started as plain root keeps only
+# CAP_NET_ADMIN and CAP_NET_RAW, with no_new_privs.
 #
 # Usage: EM_BIN=build/edgemesh-tproxy bash netns-tests/security.sh   (root)
 # Last line: `N passed, N failed`.
@@ -75,6 +76,19 @@ META=$(na dig +short +time=2 +tries=1 @10.53.0.2 meta.default.svc.cluster.local 
 echo "# nginx-svc $FAKE, meta $META"
 
 curl_fake() { "$@" curl -sS --max-time 3 "http://$FAKE:12345/" | grep -q 'Welcome to nginx!'; }
+
+# ---- 0. least privilege -------------------------------------------------------
+caps_kept() { # only CAP_NET_ADMIN (12) and CAP_NET_RAW (13), no_new_privs
+	local st=/proc/$(daemon_pid a)/status
+	grep -E '^(Cap|NoNewPrivs)' "$st"
+	grep -q '^CapEff:[[:space:]]*0000000000003000$' "$st" &&
+	grep -q '^CapPrm:[[:space:]]*0000000000003000$' "$st" &&
+	grep -q '^CapInh:[[:space:]]*0000000000000000$' "$st" &&
+	grep -q '^CapBnd:[[:space:]]*0000000000003000$' "$st" &&
+	grep -q '^CapAmb:[[:space:]]*0000000000000000$' "$st" &&
+	grep -q '^NoNewPrivs:[[:space:]]*1$' "$st"
+}
+check "started as plain root: /proc/PID/status shows only the kept capabilities" caps_kept
 
 # ---- 1. capture scope ----------------------------------------------------------
 check "host of edge-node-a reaches the service" curl_fake na

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "daemon/config.h"
+#include "daemon/privs.h"
 #include "daemon/sources.h"
 #include "dns/queue.h"
 #include "lb/lb.h"
@@ -259,7 +260,7 @@ int main(int argc, char **argv)
 		d.cfg.cluster_domain, d.cfg.fake_ipv4_range,
 		*d.cfg.fake_ipv6_range ? " and " : "", d.cfg.fake_ipv6_range);
 	if (start_registry(&d) < 0 || start_proxy(&d) < 0 || start_dns(&d) < 0 ||
-	    start_rules(&d) < 0) {
+	    start_rules(&d) < 0 || em_privs_drop() < 0) {
 		em_err("start-up failed; nothing is left installed");
 		stop_all(&d);
 		return EXIT_FAILURE;
