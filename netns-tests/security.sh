@@ -18,7 +18,7 @@
 # unspecified, multicast and broadcast are never dialed and are counted; a
 # name with a newline is refused and reaches neither the state file nor the
 # log as a line of its own; the daemon started as plain root keeps only
-# CAP_NET_ADMIN and CAP_NET_RAW, with no_new_privs.
+# CAP_NET_ADMIN, with no_new_privs.
 #
 # Usage: EM_BIN=build/edgemesh-tproxy bash netns-tests/security.sh   (root)
 # Last line: `N passed, N failed`.
@@ -69,6 +69,8 @@ while True:
 echo $! > "$TOPO_DIR/local10550.pid"
 wait_until 5 listening na -ltn 10550
 
+snapshot_net() { na nft list ruleset; na ip -4 rule; na ip -6 rule; na ip -4 route show table all; na ip -6 route show table all; }
+before=$(snapshot_net)
 start_daemon a
 check "daemon on edge-node-a answers DNS" wait_until 10 daemon_answers a
 FAKE=$(na dig +short +time=2 +tries=1 @10.53.0.2 "$EM_FQDN" A)
@@ -78,13 +80,13 @@ echo "# nginx-svc $FAKE, meta $META"
 curl_fake() { "$@" curl -sS --max-time 3 "http://$FAKE:12345/" | grep -q 'Welcome to nginx!'; }
 
 # ---- 0. least privilege -------------------------------------------------------
-caps_kept() { # only CAP_NET_ADMIN (12) and CAP_NET_RAW (13), no_new_privs
+caps_kept() { # only CAP_NET_ADMIN (12), no_new_privs
 	local st=/proc/$(daemon_pid a)/status
 	grep -E '^(Cap|NoNewPrivs)' "$st"
-	grep -q '^CapEff:[[:space:]]*0000000000003000$' "$st" &&
-	grep -q '^CapPrm:[[:space:]]*0000000000003000$' "$st" &&
+	grep -q '^CapEff:[[:space:]]*0000000000001000$' "$st" &&
+	grep -q '^CapPrm:[[:space:]]*0000000000001000$' "$st" &&
 	grep -q '^CapInh:[[:space:]]*0000000000000000$' "$st" &&
-	grep -q '^CapBnd:[[:space:]]*0000000000003000$' "$st" &&
+	grep -q '^CapBnd:[[:space:]]*0000000000001000$' "$st" &&
 	grep -q '^CapAmb:[[:space:]]*0000000000000000$' "$st" &&
 	grep -q '^NoNewPrivs:[[:space:]]*1$' "$st"
 }
@@ -161,7 +163,16 @@ check "... and the fake-IP state file holds only valid names" sh -c \
 	"f='$TOPO_DIR/state-a/fake-ips'; cat \"\$f\"; [ -s \"\$f\" ] && ! grep -Evq '^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])? ' \"\$f\""
 stop_daemon a
 
-# ---- 5. the daemon's own check: a ruleset without reverse-path check --------------
+# ---- 5. --cleanup (the unit's ExecStopPost) after a crash -------------------------
+start_daemon a --fake-ipv6-range fd00:e3::/64
+check "daemon with an IPv6 range up" wait_until 10 daemon_answers a
+stop_daemon a KILL
+check "SIGKILL leaves the table and the rule behind" sh -c "ip netns exec $NS_A nft list table inet edgemesh >/dev/null && ip netns exec $NS_A ip rule | grep -q 'lookup 482'"
+check "--cleanup exits 0" na "$EM_BIN" --fake-ipv6-range fd00:e3::/64 --cleanup
+check "... and removes table, rules and routes" diff <(echo "$before") <(snapshot_net)
+check "--cleanup again: nothing left to remove is no error" na "$EM_BIN" --fake-ipv6-range fd00:e3::/64 --cleanup
+
+# ---- 6. the daemon's own check: a ruleset without reverse-path check --------------
 na iptables-nft -t mangle -A PREROUTING ! -i lo -p udp --dport 53 -j NFQUEUE --queue-num 0 --queue-bypass
 start_daemon a --manage-rules=no
 check "daemon without its ruleset is up" wait_until 10 sh -c "grep -q 'ready in' '$TOPO_DIR/daemon-a.log'"

@@ -36,6 +36,7 @@ struct em_config {
 	bool dns_pods;			/* queue forwarded queries (prerouting hook) */
 	bool dns_in_place;		/* accept rewritten queries instead of raw-socket replies */
 	bool manage_rules;		/* install the nftables table and policy routes */
+	bool cleanup;			/* remove what a crashed run left, then exit */
 	char *lb_strategy;
 	char *lb_plugins[EM_CONFIG_MAX_LIST];
 	unsigned n_lb_plugins;

@@ -146,13 +146,10 @@ static int start_dns(struct daemon *d)
 	return ret;
 }
 
-static int start_rules(struct daemon *d)
+static void nf_config(struct daemon *d, struct em_nf_config *out)
 {
 	struct em_nf_config nc;
-	int ret;
 
-	if (!d->cfg.manage_rules)
-		return 0;
 	em_nf_config_defaults(&nc);
 	nc.fake_ipv4 = d->cfg.fake_ipv4_range;
 	nc.fake_ipv6 = d->cfg.fake_ipv6_range;
@@ -171,6 +168,17 @@ static int start_rules(struct daemon *d)
 	nc.bypass_mark = d->cfg.bypass_mark;
 	nc.route_table = d->cfg.route_table;
 	nc.rule_priority = d->cfg.rule_priority;
+	*out = nc;
+}
+
+static int start_rules(struct daemon *d)
+{
+	struct em_nf_config nc;
+	int ret;
+
+	if (!d->cfg.manage_rules)
+		return 0;
+	nf_config(d, &nc);
 	if ((ret = em_nf_install(&nc, &d->nf)) < 0)
 		return ret;	/* logged by em_nf_install */
 	em_info("ruleset installed: table inet edgemesh, DNS queue %s, policy route table %u",
@@ -244,6 +252,13 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	em_log_set_level(level);
+	if (d.cfg.cleanup) {	/* ExecStopPost: what a crash left goes */
+		struct em_nf_config nc;
+		nf_config(&d, &nc);
+		ret = em_nf_cleanup(&nc);
+		em_config_free(&d.cfg);
+		return ret < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+	}
 
 	/* Signals are taken synchronously below; every thread inherits the mask. */
 	sigemptyset(&sigs);

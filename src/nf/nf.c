@@ -375,7 +375,7 @@ static int routing_remove(struct em_nf *nf, struct mnl_socket *rt)
 		int ret = u->is_rule ? em_nf_rule_fwmark(rt, false, &u->rule)
 				     : em_nf_route_local(rt, false, &u->route);
 
-		if (ret == -ENOENT || ret == -ESRCH)
+		if (ret == -ENOENT || ret == -ESRCH || ret == -EAFNOSUPPORT)
 			ret = 0;
 		if (ret < 0 && !first)
 			first = ret;
@@ -538,4 +538,37 @@ int em_nf_remove(struct em_nf *nf)
 		em_info("nf: removed table inet %s and its policy routing", EM_NF_TABLE);
 	free(nf);
 	return ret;
+}
+
+int em_nf_cleanup(const struct em_nf_config *cfg)
+{
+	struct em_nf *nf = calloc(1, sizeof(*nf));
+	int ret;
+
+	if (!nf)
+		return -ENOMEM;
+	ret = em_nf_plan_from_config(cfg, &nf->plan);
+	if (ret < 0) {
+		free(nf);
+		return ret;
+	}
+	/* compat-ip removes the inet table and the ip/ip6 ones */
+	nf->plan.variant = EM_NF_QUEUE_COMPAT_IP;
+	for (int v6 = 0; v6 < 2; v6++) {
+		int family = v6 ? AF_INET6 : AF_INET;
+
+		nf->undo[nf->n_undo++] = (struct undo){ .route = {
+			.family = family, .table = cfg->route_table } };
+		nf->undo[nf->n_undo++] = (struct undo){ .is_rule = true, .rule = {
+			.family = family, .fwmark = cfg->capture_mark,
+			.table = cfg->route_table, .priority = cfg->rule_priority } };
+	}
+	for (unsigned i = 0; cfg->main_route && i < nf->plan.n_fake && nf->n_undo < MAX_UNDO; i++) {
+		struct undo u = { .route = { .family = nf->plan.capture[i].family,
+			.table = RT_TABLE_MAIN, .dst_len = nf->plan.capture[i].plen } };
+
+		memcpy(u.route.dst, nf->plan.capture[i].addr, 16);
+		nf->undo[nf->n_undo++] = u;
+	}
+	return em_nf_remove(nf);
 }

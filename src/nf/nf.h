@@ -104,6 +104,13 @@ int em_nf_install(const struct em_nf_config *cfg, struct em_nf **out);
  * no-op. Returns 0 or the first -errno met; nf is freed in every case. */
 int em_nf_remove(struct em_nf *nf);
 
+/* What a crashed run may have left, removed without knowing what it
+ * installed: the tables of every variant, the fwmark rules and the local
+ * routes of both families, the main-table routes of the fake ranges (as
+ * cfg names them). What is not there is not an error. For the unit's
+ * ExecStopPost (`edgemesh-tproxy --cleanup`). 0 or the first -errno. */
+int em_nf_cleanup(const struct em_nf_config *cfg);
+
 /* The queue variant in use ("native", "compat-inet", "compat-ip", or "none"
  * when no DNS queueing was asked for). */
 const char *em_nf_queue_variant_name(const struct em_nf *nf);
