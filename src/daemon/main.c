@@ -69,11 +69,11 @@ static int make_state_dir(const char *dir)
 {
 	if (!*dir)
 		return 0;
-	if (mkdir(dir, 0755) == -1 && errno != EEXIST) {
+	if (mkdir(dir, 0700) == -1 && errno != EEXIST) {
 		em_err("state directory %s: %s", dir, strerror(errno));
 		return -errno;
 	}
-	return 0;
+	return em_state_dir_check(dir);
 }
 
 static int start_registry(struct daemon *d)

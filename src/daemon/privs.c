@@ -4,11 +4,13 @@
 #include "daemon/privs.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/securebits.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -102,5 +104,38 @@ int em_privs_drop(void)
 	}
 	em_info("privileges: kept capabilities 0x%llx (CAP_NET_ADMIN is 0x1000), no_new_privs; "
 		"%u dropped from the bounding set", (unsigned long long)keep, dropped);
+	return 0;
+}
+
+int em_state_dir_check(const char *dir)
+{
+	struct stat st;
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), ret;
+
+	if (fd == -1 || fstat(fd, &st) == -1) {
+		ret = -errno;
+		em_err("state directory %s: %s%s", dir, strerror(errno),
+		       errno == ELOOP || errno == ENOTDIR ? " (must be a directory, not a symlink)" : "");
+		if (fd != -1)
+			close(fd);
+		return ret;
+	}
+	if (st.st_uid != geteuid()) {
+		em_err("state directory %s belongs to uid %u, not to this process's uid %u: refused",
+		       dir, (unsigned)st.st_uid, (unsigned)geteuid());
+		close(fd);
+		return -EPERM;
+	}
+	if ((st.st_mode & 07777) != 0700) {
+		em_warn("state directory %s had mode %04o; set to 0700", dir,
+			(unsigned)(st.st_mode & 07777));
+		if (fchmod(fd, 0700) == -1) {
+			ret = -errno;
+			em_err("state directory %s: chmod 0700: %s", dir, strerror(errno));
+			close(fd);
+			return ret;
+		}
+	}
+	close(fd);
 	return 0;
 }

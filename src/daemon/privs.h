@@ -18,6 +18,12 @@
  * (uid 0 without capabilities). */
 #ifndef EM_PRIVS_KEEP	/* -DEM_PRIVS_KEEP=... only to measure what is needed */
 #define EM_PRIVS_KEEP (UINT64_C(1) << 12)	/* CAP_NET_ADMIN */
+/* The state directory must be a directory of this user, not a symlink,
+ * with mode 0700 (a wider mode of our own directory is narrowed, with a
+ * warning). Another owner is refused: its owner could choose the fake IPs.
+ * 0 or -errno after logging. */
+int em_state_dir_check(const char *dir);
+
 #endif
 
 /* Sets no_new_privs, drops every capability but EM_PRIVS_KEEP from the
@@ -27,5 +33,11 @@
  * non-root user with fewer capabilities: what is not held is not kept).
  * Returns 0 or -errno after logging what failed. */
 int em_privs_drop(void);
+
+/* The state directory must be a directory of this user, not a symlink,
+ * with mode 0700 (a wider mode of our own directory is narrowed, with a
+ * warning). Another owner is refused: its owner could choose the fake IPs.
+ * 0 or -errno after logging. */
+int em_state_dir_check(const char *dir);
 
 #endif

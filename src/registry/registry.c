@@ -401,9 +401,11 @@ static int rebuild(struct em_registry *reg, struct em_snapshot **old)
 		em_fakeip_begin(reg->pool);
 		ret = em_snapshot_build(&in, &snap, &st);
 		int sr = em_fakeip_end(reg->pool);
-		if (sr < 0)
-			em_err("fake IP state %s: cannot save: %s; addresses may change on restart",
-			       reg->state_file ? reg->state_file : "-", strerror(-sr));
+		static struct em_ratelimit save_rl;
+		if (sr < 0)	/* retried with back-off by the pool */
+			em_log_rl(&save_rl, EM_LOG_ERR, "fake IP state %s: cannot save: %s; "
+				  "retrying with back-off; addresses may change on restart",
+				  reg->state_file ? reg->state_file : "-", strerror(-sr));
 		if (ret == 0) {
 			reg->stats.services = st.services;
 			reg->stats.backends = st.backends;
