@@ -103,6 +103,22 @@ check "LAN neighbour's DNS query (via the node) is not answered with a fake IP" 
 check "pod-a's DNS query is still answered" sh -c \
 	"npa() { ip netns exec $NS_PA \"\$@\"; }; npa dig +short +time=2 +tries=1 @10.53.0.2 $EM_FQDN A | grep -q '^198\\.18\\.'"
 
+# ---- 1b. the ruleset stays true ------------------------------------------------
+table_back() { na nft list table inet edgemesh >/dev/null 2>&1 && na ip rule | grep -q 'lookup 482' &&
+	na ip route show table main | grep -q '^local 198.18.0.0/16'; }
+t0=$(date +%s%N)
+na nft flush ruleset
+check "nft flush ruleset: table, rule and fake-range route back within 1 s" wait_until 1 table_back
+echo "# table back after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+check "... host reaches the service again" curl_fake na
+check "... pod-a too, the LAN neighbour still not" sh -c \
+	"ip netns exec $NS_PA curl -sS --max-time 3 http://$FAKE:12345/ | grep -q 'Welcome to nginx!' &&
+	 ! ip netns exec $NS_B curl -sS --max-time 2 http://$FAKE:12345/"
+check "... logged once" sh -c "[ \$(grep -c 'reinstalled in' '$TOPO_DIR/daemon-a.log') = 1 ]"
+na ip rule del fwmark 0x1e2 lookup 482
+check "a deleted policy rule is put back within 1 s" wait_until 1 sh -c "ip netns exec $NS_A ip rule | grep -q 'lookup 482'"
+check "... and host connections work" curl_fake na
+
 # ---- 2. spoofed DNS sources ------------------------------------------------------
 cat > "$TOPO_DIR/spoof.py" <<'EOF'
 import socket, struct, sys

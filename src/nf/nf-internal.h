@@ -111,4 +111,45 @@ int em_nf_route_local(struct mnl_socket *rt, bool add, const struct em_nf_route 
 /* `ip rule add|del fwmark M lookup T priority P`. */
 int em_nf_rule_fwmark(struct mnl_socket *rt, bool add, const struct em_nf_rule *r);
 
+/* ---- the installed state (nf.c) and its watcher (watch.c) ---- */
+
+/* Per family: the table's local default route and the rule; plus the fake
+ * ranges' routes in main. */
+#define MAX_UNDO 6
+
+/* One routing object added (or found already there at install: a crashed
+ * run's leftovers count as ours); exactly these are removed, newest first. */
+struct undo {
+	bool is_rule;
+	struct em_nf_route route;
+	struct em_nf_rule rule;
+};
+
+struct em_nf_watch;
+
+struct em_nf {
+	struct em_nf_plan plan;
+	struct undo undo[MAX_UNDO];
+	unsigned n_undo;
+	struct em_nf_watch *watch;	/* NULL: not watching */
+};
+
+/* A bound NETLINK_NETFILTER / NETLINK_ROUTE socket with a receive timeout
+ * and NETLINK_CAP_ACK; NULL with errno. */
+struct mnl_socket *em_nf_nl_open(int bus);
+/* Install (replace) or remove the plan's tables in one batch; logs. */
+int em_nf_table_batch(struct mnl_socket *nl, const struct em_nf_plan *p, bool install);
+
+/* Delete the fake ranges' main-table routes of nf (undo kept). */
+void em_nf_main_routes_del(struct em_nf *nf, struct mnl_socket *rt);
+/* Add every routing object of nf again; those that were missing are
+ * counted in *readded. 0 or the first -errno other than EEXIST. */
+int em_nf_routing_ensure(struct em_nf *nf, struct mnl_socket *rt, unsigned *readded);
+
+/* Watch nftables and routing events; when the table, a policy rule or a
+ * route of nf vanishes, put it back (see watch.c). Started by
+ * em_nf_install when the config asks for it, stopped by em_nf_remove. */
+int em_nf_watch_start(struct em_nf *nf);
+void em_nf_watch_stop(struct em_nf *nf);
+
 #endif

@@ -19,24 +19,6 @@
 
 #define NL_TIMEOUT_S 5
 
-/* Per family: the table's local default route and the rule; plus the fake
- * ranges' routes in main. */
-#define MAX_UNDO 6
-
-/* One routing object added (or found already there at install: a crashed
- * run's leftovers count as ours); exactly these are removed, newest first. */
-struct undo {
-	bool is_rule;
-	struct em_nf_route route;
-	struct em_nf_rule rule;
-};
-
-struct em_nf {
-	struct em_nf_plan plan;
-	struct undo undo[MAX_UNDO];
-	unsigned n_undo;
-};
-
 void em_nf_config_defaults(struct em_nf_config *cfg)
 {
 	*cfg = (struct em_nf_config){
@@ -55,6 +37,7 @@ void em_nf_config_defaults(struct em_nf_config *cfg)
 		.route_table = 0x1e2,
 		.rule_priority = 0x1e2,
 		.main_route = true,
+		.watch = true,
 		.queue_variant = EM_NF_QUEUE_AUTO,
 	};
 }
@@ -223,7 +206,7 @@ int em_nf_plan_from_config(const struct em_nf_config *cfg, struct em_nf_plan *p)
 	return plan_scope(cfg, p);
 }
 
-static struct mnl_socket *nl_open(int bus)
+struct mnl_socket *em_nf_nl_open(int bus)
 {
 	struct timeval tv = { .tv_sec = NL_TIMEOUT_S };
 	struct mnl_socket *nl = mnl_socket_open(bus);
@@ -414,13 +397,51 @@ static int routing_add(struct em_nf *nf, struct mnl_socket *rt,
 		if (ret == 0)
 			ret = rule_add(nf, rt, AF_INET6, cfg);
 	}
+	return ret;
+}
+
+/* The main-table routes of the fake ranges: only while the table exists
+ * (added after it, removed before it), since without the table's scope
+ * chain a LAN neighbour routing the fake range here would reach host
+ * sockets bound to 0.0.0.0. */
+static int routing_add_main(struct em_nf *nf, struct mnl_socket *rt,
+			    const struct em_nf_config *cfg)
+{
+	const struct em_nf_plan *p = &nf->plan;
+	int ret = 0;
+
 	for (unsigned i = 0; ret == 0 && cfg->main_route && i < p->n_fake; i++)
 		ret = route_add(nf, rt, p->capture[i].family, RT_TABLE_MAIN,
 				p->capture[i].addr, p->capture[i].plen);
 	return ret;
 }
 
-static int table_batch(struct mnl_socket *nl, const struct em_nf_plan *p, bool install)
+void em_nf_main_routes_del(struct em_nf *nf, struct mnl_socket *rt)
+{
+	for (unsigned i = nf->n_undo; i-- > 0;)
+		if (!nf->undo[i].is_rule && nf->undo[i].route.table == RT_TABLE_MAIN)
+			em_nf_route_local(rt, false, &nf->undo[i].route);
+}
+
+int em_nf_routing_ensure(struct em_nf *nf, struct mnl_socket *rt, unsigned *readded)
+{
+	int first = 0;
+
+	*readded = 0;
+	for (unsigned i = 0; i < nf->n_undo; i++) {
+		const struct undo *u = &nf->undo[i];
+		int ret = u->is_rule ? em_nf_rule_fwmark(rt, true, &u->rule)
+				     : em_nf_route_local(rt, true, &u->route);
+
+		if (ret == 0)
+			(*readded)++;
+		else if (ret != -EEXIST && !first)
+			first = ret;
+	}
+	return first;
+}
+
+int em_nf_table_batch(struct mnl_socket *nl, const struct em_nf_plan *p, bool install)
 {
 	struct em_nf_batch b;
 	const char *bad = NULL;
@@ -455,8 +476,8 @@ int em_nf_install(const struct em_nf_config *cfg, struct em_nf **out)
 	if (ret < 0)
 		goto err_free;
 
-	nl = nl_open(NETLINK_NETFILTER);
-	rt = nl ? nl_open(NETLINK_ROUTE) : NULL;
+	nl = em_nf_nl_open(NETLINK_NETFILTER);
+	rt = nl ? em_nf_nl_open(NETLINK_ROUTE) : NULL;
 	if (!nl || !rt) {
 		ret = -errno;
 		em_err("nf: cannot open netlink: %s", strerror(errno));
@@ -471,9 +492,17 @@ int em_nf_install(const struct em_nf_config *cfg, struct em_nf **out)
 	ret = routing_add(nf, rt, cfg);
 	if (ret < 0)
 		goto err_routing;
-	ret = table_batch(nl, &nf->plan, true);
+	ret = em_nf_table_batch(nl, &nf->plan, true);
 	if (ret < 0)
 		goto err_routing;
+	ret = routing_add_main(nf, rt, cfg);
+	if (ret < 0) {
+		em_nf_table_batch(nl, &nf->plan, false);
+		goto err_routing;
+	}
+	if (cfg->watch && (ret = em_nf_watch_start(nf)) < 0)
+		em_warn("nf: cannot watch for a flushed ruleset (%s): a `nft flush ruleset` "
+			"will not be repaired", strerror(-ret));
 
 	em_info("nf: installed table inet %s: TCP to %s%s%s (+%u more ranges) -> port %u, "
 		"mark 0x%x -> table %u; DNS queue %s",
@@ -512,18 +541,23 @@ int em_nf_remove(struct em_nf *nf)
 
 	if (!nf)
 		return 0;
-	/* The table first: marked packets without the local route would
-	 * leave by the main table for a moment otherwise. */
-	nl = nl_open(NETLINK_NETFILTER);
+	em_nf_watch_stop(nf);
+	/* The fake ranges' main routes before the table (never the route
+	 * without the table), the table before the policy routing: marked
+	 * packets without the local route would leave by the main table for
+	 * a moment otherwise. */
+	rt = em_nf_nl_open(NETLINK_ROUTE);
+	if (rt)
+		em_nf_main_routes_del(nf, rt);
+	nl = em_nf_nl_open(NETLINK_NETFILTER);
 	if (!nl) {
 		ret = -errno;
 		em_err("nf: cannot open netlink to remove table inet %s: %s",
 		       EM_NF_TABLE, strerror(errno));
 	} else {
-		ret = table_batch(nl, &nf->plan, false);
+		ret = em_nf_table_batch(nl, &nf->plan, false);
 		mnl_socket_close(nl);
 	}
-	rt = nl_open(NETLINK_ROUTE);
 	if (!rt) {
 		r = -errno;
 		em_err("nf: cannot open rtnetlink to remove the policy routing: %s",

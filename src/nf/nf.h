@@ -64,6 +64,10 @@ struct em_nf_config {
 	uint32_t rule_priority;		/* ip rule priority; default 482 */
 	bool main_route;		/* add the `local <fake range> dev lo` route
 					 * to the main table; default true */
+	bool watch;			/* put the table, rules and routes back when
+					 * something removes them while installed
+					 * (nftables and rtnetlink events, e.g.
+					 * `nft flush ruleset`); default true */
 	enum em_nf_queue_variant queue_variant;	/* default EM_NF_QUEUE_AUTO */
 	/* Capture scope, prerouting only (host processes come through lo and
 	 * are always clients). A packet that fails the strict reverse-path
