@@ -198,6 +198,21 @@ check "... counted as spoofed" sh -c "grep 'dns:' '$TOPO_DIR/daemon-a.log' | tai
 stop_daemon a
 na iptables-nft -t mangle -F PREROUTING
 
+# ---- 7. plugins ---------------------------------------------------------------------
+PLUGIN=${EM_LB_PLUGIN:-$(dirname "$EM_BIN")/src/lb/em-lb-test-plugin.so}
+if [ -f "$PLUGIN" ]; then
+	mkdir -p "$TOPO_DIR/ww" && chmod 0777 "$TOPO_DIR/ww" && cp "$PLUGIN" "$TOPO_DIR/ww/p.so"
+	refused_plugin() {
+		local out rc=0
+		out=$(na "$EM_BIN" --config /dev/null --source "file:$TOPO_DIR/manifests" \
+			--state-dir "$TOPO_DIR/state-p" --manage-rules=no --queues 0 \
+			--lb-plugin "$TOPO_DIR/ww/p.so" 2>&1) || rc=$?
+		echo "exit $rc: $out" | tail -n 3
+		[ "$rc" != 0 ] && printf '%s' "$out" | grep -q 'group- or world-writable'
+	}
+	check "a plugin in a world-writable directory is refused before dlopen" refused_plugin
+fi
+
 [ "$failed" = 0 ] || { echo "# daemon log (edge-node-a):"; tail -n 30 "$TOPO_DIR/daemon-a.log"; }
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
