@@ -155,6 +155,17 @@ spoofed_nothing() { # SRC PORT
 }
 check "spoofed 127.0.0.1 query from the LAN: nothing delivered on the node" spoofed_nothing 127.0.0.1 5353
 check "spoofed node-address query from the LAN: nothing delivered" spoofed_nothing 10.53.0.1 5354
+# From pod-a (a client interface): only the reverse-path check stands between
+# a spoofed 127.0.0.1 and the queue.
+spoofed_from_pod() {
+	na /usr/bin/python3 "$TOPO_DIR/catch.py" 127.0.0.1 5356 2.5 & local pid=$!
+	sleep 0.3
+	npa /usr/bin/python3 "$TOPO_DIR/spoof.py" 127.0.0.1 5356 10.53.0.2 "$EM_FQDN"
+	wait $pid || return 1
+	na nft list chain inet edgemesh scope | grep 'fib saddr' | grep -q 'packets [1-9]' ||
+		{ na nft list chain inet edgemesh scope; return 1; }
+}
+check "spoofed 127.0.0.1 query from a pod: refused by the reverse-path rule" spoofed_from_pod
 
 # ---- 3. backends -----------------------------------------------------------------
 dial_meta() { # RUN: six tries (one per backend in turn); the local listener sees none

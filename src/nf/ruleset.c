@@ -542,7 +542,7 @@ static void match_prefix(struct rb *rb, const struct em_nf_cidr *c, bool src)
 static void match_rpf_fail(struct rb *rb)
 {
 	struct nftnl_expr *e = expr(rb, "fib");
-	uint8_t missing = 0;
+	uint32_t missing = 0;	/* as nft: the whole register (store8 zeroes it) */
 
 	if (e) {
 		nftnl_expr_set_u32(e, NFTNL_EXPR_FIB_FLAGS,
@@ -559,7 +559,8 @@ static bool plan_scoped(const struct em_nf_plan *p)
 	return p->n_client_ifaces + p->n_client_cidrs > 0;
 }
 
-static void put_regular_chain(struct em_nf_batch *b, const char *name, const char *desc)
+static void put_regular_chain(struct em_nf_batch *b, uint16_t family, const char *name,
+			      const char *desc)
 {
 	struct nftnl_chain *c = nftnl_chain_alloc();
 	struct nlmsghdr *nlh;
@@ -570,7 +571,7 @@ static void put_regular_chain(struct em_nf_batch *b, const char *name, const cha
 	}
 	nftnl_chain_set_str(c, NFTNL_CHAIN_TABLE, EM_NF_TABLE);
 	nftnl_chain_set_str(c, NFTNL_CHAIN_NAME, name);
-	nlh = msg_start(b, NFT_MSG_NEWCHAIN, NFPROTO_INET, NLM_F_CREATE, desc);
+	nlh = msg_start(b, NFT_MSG_NEWCHAIN, family, NLM_F_CREATE, desc);
 	if (nlh) {
 		nftnl_chain_nlmsg_build_payload(nlh, c);
 		msg_end(b);
@@ -578,65 +579,71 @@ static void put_regular_chain(struct em_nf_batch *b, const char *name, const cha
 	nftnl_chain_free(c);
 }
 
-/* The refuse and scope chains; before the prerouting chain that jumps. */
-static void build_scope_chains(struct em_nf_batch *b, const struct em_nf_plan *p)
+/* The refuse and scope chains of the family's table; before the chain
+ * that jumps. dns_only: the refuse chain of the compat-ip variant's ip/ip6
+ * tables, which only queue DNS (the inet table drops the rest). */
+static void build_scope_chains(struct em_nf_batch *b, const struct em_nf_plan *p,
+			       uint16_t family, bool dns_only)
 {
 	uint16_t port = htons(53);
 	struct rb rb;
 
-	put_regular_chain(b, "refuse", "refuse chain");
-	for (unsigned i = 0; i < p->n_capture; i++) {
-		rb = rule_new(NFPROTO_INET, EM_NF_TABLE, "refuse");
+	put_regular_chain(b, family, "refuse", "refuse chain");
+	for (unsigned i = 0; !dns_only && i < p->n_capture; i++) {
+		rb = rule_new(family, EM_NF_TABLE, "refuse");
 		match_prefix(&rb, &p->capture[i], false);
 		counter(&rb);
 		verdict(&rb, NF_DROP);
-		rule_put(b, &rb, NFPROTO_INET, "drop rule (refuse)");
+		rule_put(b, &rb, family, "drop rule (refuse)");
 	}
-	rb = rule_new(NFPROTO_INET, EM_NF_TABLE, "refuse");
+	rb = rule_new(family, EM_NF_TABLE, "refuse");
 	meta_load(&rb, NFT_META_L4PROTO);
 	cmp_u8(&rb, IPPROTO_UDP);
 	payload(&rb, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
 	cmp(&rb, NFT_CMP_EQ, &port, sizeof(port));
 	counter(&rb);
 	verdict(&rb, NF_ACCEPT);
-	rule_put(b, &rb, NFPROTO_INET, "DNS pass rule (refuse)");
+	rule_put(b, &rb, family, "DNS pass rule (refuse)");
 
-	put_regular_chain(b, "scope", "scope chain");
-	rb = rule_new(NFPROTO_INET, EM_NF_TABLE, "scope");
+	put_regular_chain(b, family, "scope", "scope chain");
+	rb = rule_new(family, EM_NF_TABLE, "scope");
 	match_iifname(&rb, "lo");
 	verdict(&rb, NFT_RETURN);
-	rule_put(b, &rb, NFPROTO_INET, "lo rule (scope)");
-	rb = rule_new(NFPROTO_INET, EM_NF_TABLE, "scope");
+	rule_put(b, &rb, family, "lo rule (scope)");
+	rb = rule_new(family, EM_NF_TABLE, "scope");
 	match_rpf_fail(&rb);
 	counter(&rb);
 	verdict_chain(&rb, NFT_GOTO, "refuse");
-	rule_put(b, &rb, NFPROTO_INET, "reverse-path rule (scope)");
+	rule_put(b, &rb, family, "reverse-path rule (scope)");
 	if (!plan_scoped(p))
 		return;
 	for (unsigned i = 0; i < p->n_client_ifaces; i++) {
-		rb = rule_new(NFPROTO_INET, EM_NF_TABLE, "scope");
+		rb = rule_new(family, EM_NF_TABLE, "scope");
 		match_iifname(&rb, p->client_ifaces[i]);
 		verdict(&rb, NFT_RETURN);
-		rule_put(b, &rb, NFPROTO_INET, "client interface rule (scope)");
+		rule_put(b, &rb, family, "client interface rule (scope)");
 	}
 	for (unsigned i = 0; i < p->n_client_cidrs; i++) {
-		rb = rule_new(NFPROTO_INET, EM_NF_TABLE, "scope");
+		if ((family == NFPROTO_IPV4 && p->client_cidrs[i].family != AF_INET) ||
+		    (family == NFPROTO_IPV6 && p->client_cidrs[i].family != AF_INET6))
+			continue;
+		rb = rule_new(family, EM_NF_TABLE, "scope");
 		match_prefix(&rb, &p->client_cidrs[i], true);
 		verdict(&rb, NFT_RETURN);
-		rule_put(b, &rb, NFPROTO_INET, "client range rule (scope)");
+		rule_put(b, &rb, family, "client range rule (scope)");
 	}
-	rb = rule_new(NFPROTO_INET, EM_NF_TABLE, "scope");
+	rb = rule_new(family, EM_NF_TABLE, "scope");
 	counter(&rb);
 	verdict_chain(&rb, NFT_GOTO, "refuse");
-	rule_put(b, &rb, NFPROTO_INET, "non-client rule (scope)");
+	rule_put(b, &rb, family, "non-client rule (scope)");
 }
 
-static void rule_jump_scope(struct em_nf_batch *b)
+static void rule_jump_scope(struct em_nf_batch *b, uint16_t family, const char *chain)
 {
-	struct rb rb = rule_new(NFPROTO_INET, EM_NF_TABLE, "prerouting");
+	struct rb rb = rule_new(family, EM_NF_TABLE, chain);
 
 	verdict_chain(&rb, NFT_JUMP, "scope");
-	rule_put(b, &rb, NFPROTO_INET, "jump rule (prerouting)");
+	rule_put(b, &rb, family, "jump rule (prerouting)");
 }
 
 bool em_nf_plan_has_v6(const struct em_nf_plan *p)
@@ -654,9 +661,11 @@ static void build_ip_dns_table(struct em_nf_batch *b, const struct em_nf_plan *p
 {
 	put_table(b, NFT_MSG_NEWTABLE, family, EM_NF_TABLE, NLM_F_CREATE, "add dns table");
 	if (p->dns_pods) {
+		build_scope_chains(b, p, family, true);
 		put_chain(b, family, EM_NF_TABLE, "prerouting_dns", "filter",
 			  NF_INET_PRE_ROUTING, PRIO_MANGLE, "prerouting_dns chain");
 		rule_return_on_bypass(b, p, family, "prerouting_dns");
+		rule_jump_scope(b, family, "prerouting_dns");
 		rule_queue(b, p, family, "prerouting_dns", true, p->variant,
 			   "queue rule (compat, prerouting)");
 	}
@@ -680,11 +689,11 @@ int em_nf_ruleset_build_install(struct em_nf_batch *b, const struct em_nf_plan *
 	destroy_table(b, NFPROTO_IPV6, EM_NF_TABLE);
 
 	put_table(b, NFT_MSG_NEWTABLE, NFPROTO_INET, EM_NF_TABLE, NLM_F_CREATE, "add table");
-	build_scope_chains(b, p);
+	build_scope_chains(b, p, NFPROTO_INET, false);
 	put_chain(b, NFPROTO_INET, EM_NF_TABLE, "prerouting", "filter",
 		  NF_INET_PRE_ROUTING, PRIO_MANGLE, "prerouting chain");
 	rule_return_on_bypass(b, p, NFPROTO_INET, "prerouting");
-	rule_jump_scope(b);
+	rule_jump_scope(b, NFPROTO_INET, "prerouting");
 	for (unsigned i = 0; i < p->n_capture; i++)
 		rule_tproxy(b, p, &p->capture[i]);
 	if (dns_inet && p->dns_pods)

@@ -356,11 +356,13 @@ START_TEST(batch_install_compat_ip)
 	ck_assert_uint_eq(w.queue_target, 4);	/* 2 hooks x ip, ip6 */
 	ck_assert_uint_eq(w.nfq.flags, NFQ_FLAG_BYPASS);
 	ck_assert_uint_eq(w.nfq.queues_total, 1);
-	/* inet: prerouting + output; ip and ip6: two dns chains each */
-	ck_assert_uint_eq(w.chains, 6 + 2);
+	/* inet: prerouting + output; ip and ip6: two dns chains each; each
+	 * of the three tables: scope + refuse */
+	ck_assert_uint_eq(w.chains, 6 + 3 * 2);
 	ck_assert_uint_eq(w.tables_new, 3 + 3);
-	ck_assert_uint_eq(w.families[NFPROTO_IPV4], 2 + 1 + 2 + 4);
-	ck_assert_uint_eq(w.families[NFPROTO_IPV6], 2 + 1 + 2 + 4);
+	/* + refuse (DNS only), scope (lo, reverse path), the jump */
+	ck_assert_uint_eq(w.families[NFPROTO_IPV4], 2 + 1 + 2 + 4 + 2 + 1 + 2 + 1);
+	ck_assert_uint_eq(w.families[NFPROTO_IPV6], 2 + 1 + 2 + 4 + 2 + 1 + 2 + 1);
 }
 END_TEST
 
