@@ -4,6 +4,7 @@
 #ifndef EM_NF_INTERNAL_H
 #define EM_NF_INTERNAL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -86,6 +87,13 @@ int em_nf_ruleset_build_probe(struct em_nf_batch *b, enum em_nf_queue_variant v)
 int em_nf_batch_send(struct mnl_socket *nl, const struct em_nf_batch *b,
 		     const char **bad);
 
+/* The UDP capture sets (fake IP . port of every UDP service port): flush
+ * and refill, one batch; ends the batch. */
+#define EM_NF_UDP_SET4 "udp4"
+#define EM_NF_UDP_SET6 "udp6"
+int em_nf_ruleset_build_udp_sync(struct em_nf_batch *b, const struct em_nf_plan *p,
+				 const struct em_nf_udp_port *ports, size_t n);
+
 /* ---- rtnetlink (route.c) ---- */
 
 struct em_nf_route {
@@ -132,7 +140,16 @@ struct em_nf {
 	struct undo undo[MAX_UNDO];
 	unsigned n_undo;
 	struct em_nf_watch *watch;	/* NULL: not watching */
+	/* The UDP sets' last contents, so that a reinstalled table gets them
+	 * back; the lock orders em_nf_udp_sync against the watcher's repairs. */
+	pthread_mutex_t lock;
+	struct em_nf_udp_port *udp;
+	size_t n_udp;
 };
+
+/* Fill the UDP sets on nl (lock held by the caller); 0 or -errno. */
+int em_nf_udp_apply(struct em_nf *nf, struct mnl_socket *nl,
+		    const struct em_nf_udp_port *ports, size_t n);
 
 /* A bound NETLINK_NETFILTER / NETLINK_ROUTE socket with a receive timeout
  * and NETLINK_CAP_ACK; NULL with errno. */

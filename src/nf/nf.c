@@ -472,6 +472,7 @@ int em_nf_install(const struct em_nf_config *cfg, struct em_nf **out)
 	nf = calloc(1, sizeof(*nf));
 	if (!nf)
 		return -ENOMEM;
+	pthread_mutex_init(&nf->lock, NULL);
 	ret = em_nf_plan_from_config(cfg, &nf->plan);
 	if (ret < 0)
 		goto err_free;
@@ -570,6 +571,8 @@ int em_nf_remove(struct em_nf *nf)
 		ret = r;
 	if (!ret)
 		em_info("nf: removed table inet %s and its policy routing", EM_NF_TABLE);
+	free(nf->udp);
+	pthread_mutex_destroy(&nf->lock);
 	free(nf);
 	return ret;
 }
@@ -581,6 +584,7 @@ int em_nf_cleanup(const struct em_nf_config *cfg)
 
 	if (!nf)
 		return -ENOMEM;
+	pthread_mutex_init(&nf->lock, NULL);
 	ret = em_nf_plan_from_config(cfg, &nf->plan);
 	if (ret < 0) {
 		free(nf);
@@ -605,4 +609,47 @@ int em_nf_cleanup(const struct em_nf_config *cfg)
 		nf->undo[nf->n_undo++] = u;
 	}
 	return em_nf_remove(nf);
+}
+
+int em_nf_udp_apply(struct em_nf *nf, struct mnl_socket *nl,
+		    const struct em_nf_udp_port *ports, size_t n)
+{
+	struct em_nf_batch b;
+	const char *bad = NULL;
+	int ret = em_nf_batch_init(&b, batch_seq());
+
+	if (ret == 0) {
+		ret = em_nf_ruleset_build_udp_sync(&b, &nf->plan, ports, n);
+		if (ret == 0)
+			ret = em_nf_batch_send(nl, &b, &bad);
+		em_nf_batch_fini(&b);
+	}
+	return ret;
+}
+
+int em_nf_udp_sync(struct em_nf *nf, const struct em_nf_udp_port *ports, size_t n)
+{
+	struct mnl_socket *nl = em_nf_nl_open(NETLINK_NETFILTER);
+	int ret;
+
+	if (!nl)
+		return -errno;
+	pthread_mutex_lock(&nf->lock);
+	ret = em_nf_udp_apply(nf, nl, ports, n);
+	if (ret == 0) {	/* remembered for a reinstall by the watcher */
+		struct em_nf_udp_port *copy = n ? malloc(n * sizeof(*copy)) : NULL;
+
+		if (n && !copy) {
+			ret = -ENOMEM;
+		} else {
+			if (n)
+				memcpy(copy, ports, n * sizeof(*copy));
+			free(nf->udp);
+			nf->udp = copy;
+			nf->n_udp = n;
+		}
+	}
+	pthread_mutex_unlock(&nf->lock);
+	mnl_socket_close(nl);
+	return ret;
 }

@@ -168,9 +168,14 @@ static void repair(struct em_nf_watch *w, bool table_hit, bool route_hit, bool o
 		table_hit = table_present(w->nl) == 0;
 	if (table_hit) {
 		/* never the fake ranges' local route without the table: out
-		 * first, back after */
+		 * first, back after; the UDP sets get their last contents */
+		pthread_mutex_lock(&w->nf->lock);
 		em_nf_main_routes_del(w->nf, w->rt);
 		ret = em_nf_table_batch(w->nl, &w->nf->plan, true);
+		if (ret == 0 && w->nf->n_udp &&
+		    (ret = em_nf_udp_apply(w->nf, w->nl, w->nf->udp, w->nf->n_udp)) < 0)
+			em_err("nf: refilling the UDP capture sets: %s", strerror(-ret));
+		pthread_mutex_unlock(&w->nf->lock);
 		w->repairs++;
 		if (ret == 0)
 			em_warn("nf: table inet %s was removed or changed by someone else "
