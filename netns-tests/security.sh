@@ -18,7 +18,11 @@
 # unspecified, multicast and broadcast are never dialed and are counted; a
 # name with a newline is refused and reaches neither the state file nor the
 # log as a line of its own; the daemon started as plain root keeps only
-# CAP_NET_ADMIN, with no_new_privs.
+# CAP_NET_ADMIN, with no_new_privs; `nft flush ruleset` and a deleted policy
+# rule are repaired within a second; a spoofed 127.0.0.1 query from a pod
+# (a client interface) is stopped by the reverse-path rule; `--cleanup`
+# removes what a SIGKILLed daemon left; a plugin in a world-writable
+# directory is refused.
 #
 # Usage: EM_BIN=build/edgemesh-tproxy bash netns-tests/security.sh   (root)
 # Last line: `N passed, N failed`.
