@@ -16,7 +16,8 @@ top=$(pwd)
 # Build: compiler, meson, the libraries. Run: nftables, iproute2.
 # Tests: check, valgrind, clang's libFuzzer, nginx, dnsmasq, dig, curl, python3,
 # sqlite3, iptables (compat NFQUEUE rules in some netns tests).
-# Benchmarks: wrk, dnsperf, haproxy.
+# Benchmarks: wrk, dnsperf, haproxy. Hardening checks: systemd (systemd-analyze),
+# binutils (readelf).
 PACKAGES=(
 	meson ninja-build pkg-config gcc clang libclang-rt-14-dev
 	libmnl-dev libnftnl-dev libnetfilter-queue-dev libnfnetlink-dev
@@ -25,6 +26,7 @@ PACKAGES=(
 	nftables iproute2 iptables procps psmisc
 	valgrind nginx-light dnsmasq-base dnsutils curl python3 sqlite3 socat
 	wrk dnsperf haproxy
+	systemd binutils
 )
 
 deps() {
