@@ -115,7 +115,8 @@ struct em_http_head {
  *        (per h->body) starts right after it;
  *   0    more bytes are needed (len is still within the limits);
  *   < 0  the negated status to answer with, then close:
- *        -400 malformed, ambiguous framing or a smuggling shape,
+ *        -400 malformed, ambiguous framing or a smuggling shape (this
+ *             includes any repeated Content-Length, identical or not),
  *        -414 request line longer than lim->max_line,
  *        -431 head larger than lim->max_head or too many headers,
  *        -501 unknown Transfer-Encoding coding or unknown method,
@@ -189,8 +190,8 @@ int em_http_write_response(const struct em_http_head *h, const char *buf, unsign
 /* A complete generated response for status (400, 408, 413, 414, 431, 501,
  * 502, 503, 504, 505; other codes get a generic reason): status line,
  * Content-Type: text/plain, Content-Length, Connection: close when
- * close_conn, and a one-line body. Returns the length or -ENOSPC (128 bytes
- * always suffice). */
+ * close_conn, and a one-line body (the reason). Returns the length, -ENOSPC
+ * (192 bytes always suffice) or -EINVAL for a status outside 100..599. */
 int em_http_reply(unsigned status, bool close_conn, char *out, size_t cap);
 
 /* ---- chunked bodies (RFC 9112 §7.1) ---------------------------------- */
@@ -204,8 +205,6 @@ int em_http_reply(unsigned status, bool close_conn, char *out, size_t cap);
  * it holds no pointer. */
 struct em_http_chunk {
 	uint8_t state;
-	uint8_t emitted_data;	/* a chunk has been announced (emit "\r\n" after it) */
-	uint16_t ext;		/* extension sub-state */
 	uint32_t line;		/* bytes of the current size/trailer line */
 	uint32_t trailer;	/* bytes of trailer section so far */
 	uint64_t size;		/* chunk-size being read / of the current chunk */
@@ -234,7 +233,8 @@ void em_http_chunk_init(struct em_http_chunk *c);
  * data, "0\r\n\r\n" at the end. Trailer fields are validated (field syntax,
  * EM_HTTP_TRAILER_MAX) and dropped: the forwarded body never carries
  * trailers (the Trailer header is hop-by-hop and removed too).
- * Must not be called while data is pending (em_http_chunk_pending > 0).
+ * Called while data is pending (em_http_chunk_pending > 0) it returns
+ * -EINVAL and changes nothing.
  * Returns 0, or -EBADMSG for a malformed body (empty, non-hex or overflowing
  * size, data not followed by CRLF, bare LF, control bytes, over-long line or
  * trailers): the caller answers 400 (request) / closes (response). With
@@ -242,7 +242,10 @@ void em_http_chunk_init(struct em_http_chunk *c);
 int em_http_chunk_feed(struct em_http_chunk *c, const char *p, size_t len,
 		       struct em_http_chunk_step *s);
 
-/* The caller moved n (≤ pending) data bytes of the current chunk. */
+/* The caller moved n (≤ pending) data bytes of the current chunk. More than
+ * pending is a caller bug: the machine goes to its error state. If the body
+ * then fails (-EBADMSG after data went on), the upstream connection holds a
+ * partial chunk and must be closed, never pooled. */
 void em_http_chunk_moved(struct em_http_chunk *c, uint64_t n);
 
 /* Data bytes of the current chunk still to move. */
