@@ -61,6 +61,19 @@ static const struct opt opts[] = {
 	{ "poll-interval-ms", OPT_UINT, F(poll_interval_ms), 0, 3600000, "1000", "MS", "edgecore-db polling interval" },
 	{ "idle-timeout", OPT_UINT, F(idle_timeout_s), 0, 604800, "3600", "SECONDS", "close forwarded connections idle this long" },
 	{ "connect-timeout-ms", OPT_UINT, F(connect_timeout_ms), 0, 600000, "3000", "MS", "backend connect timeout" },
+	{ "http-max-head", OPT_UINT, F(http_max_head), 256, 1048576, "8192", "BYTES", "largest HTTP request head; larger ones get 431" },
+	{ "http-max-line", OPT_UINT, F(http_max_line), 64, 1048576, "4096", "BYTES", "longest HTTP request line; longer ones get 414" },
+	{ "http-head-timeout-ms", OPT_UINT, F(http_head_timeout_ms), 1, 3600000, "10000", "MS", "time from the first byte of an HTTP request head to its end; slower clients get 408" },
+	{ "http-keepalive-timeout", OPT_UINT, F(http_keepalive_s), 1, 604800, "60", "SECONDS", "close an idle HTTP keep-alive client connection after this long" },
+	{ "http-response-timeout-ms", OPT_UINT, F(http_response_timeout_ms), 1, 3600000, "60000", "MS", "time from a request sent upstream to its response head; else 504" },
+	{ "http-pool-per-backend", OPT_UINT, F(http_pool_per_backend), 0, 100000, "32", "N", "idle upstream keep-alive connections kept per backend and worker" },
+	{ "http-pool-total", OPT_UINT, F(http_pool_total), 0, 1000000, "512", "N", "idle upstream keep-alive connections kept per worker; 0 disables reuse" },
+	{ "http-pool-idle-timeout", OPT_UINT, F(http_pool_idle_s), 1, 86400, "30", "SECONDS", "close an idle upstream keep-alive connection after this long" },
+	{ "http-pool-max-requests", OPT_UINT, F(http_pool_max_requests), 1, UINT_MAX, "1000", "N", "requests sent on one upstream connection before it is closed" },
+	{ "max-connections", OPT_UINT, F(max_conns), 1, 10000000, "16384", "N", "client connections forwarded at once; more are reset at once" },
+	{ "max-connections-per-client", OPT_UINT, F(max_conns_per_client), 1, 10000000, "4096", "N", "client connections per client address; more are reset at once" },
+	{ "pipe-size", OPT_UINT, F(pipe_size), 4096, 1048576, "262144", "BYTES", "size of the pipes bodies and relays are spliced through" },
+	{ "big-pipes", OPT_UINT, F(big_pipes), 0, 100000, "48", "N", "pipes grown to pipe-size at once (the rest stay 64 KiB): keeps under fs.pipe-user-pages-soft without CAP_SYS_RESOURCE" },
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))

@@ -47,6 +47,20 @@ struct em_config {
 	unsigned poll_interval_ms;
 	unsigned idle_timeout_s;
 	unsigned connect_timeout_ms;
+	/* forwarder limits (proxy.h names them) */
+	unsigned http_max_head;
+	unsigned http_max_line;
+	unsigned http_head_timeout_ms;
+	unsigned http_keepalive_s;
+	unsigned http_response_timeout_ms;
+	unsigned http_pool_per_backend;
+	unsigned http_pool_total;
+	unsigned http_pool_idle_s;
+	unsigned http_pool_max_requests;
+	unsigned max_conns;
+	unsigned max_conns_per_client;
+	unsigned pipe_size;
+	unsigned big_pipes;
 };
 
 /* Fill *cfg with defaults, then the config file (the --config flag, else
