@@ -225,9 +225,15 @@ no_smuggled_seen() {
 	! cat "$D"/nginx-*/access.log "$D/sum.log" | grep -i smuggled
 }
 
-stats_line() { # the daemon's counters (SIGUSR1)
-	kill -USR1 "$(daemon_pid n)"; sleep 0.3
-	grep 'forwarder http' "$D/daemon-n.log" | tail -n 1
+stats_line() { # the daemon's counters (SIGUSR1): the smuggling set counted
+	local before line
+	before=$(grep -c 'forwarder http' "$D/daemon-n.log")
+	kill -USR1 "$(daemon_pid n)"
+	wait_until 5 sh -c "[ \$(grep -c 'forwarder http' '$D/daemon-n.log') -gt $before ]"
+	line=$(grep 'forwarder http' "$D/daemon-n.log" | tail -n 1)
+	echo "$line"
+	printf '%s\n' "$line" | grep -Eq 'bad requests ([1-9][0-9]+)' &&
+		printf '%s\n' "$line" | grep -Eq 'timeouts head [0-9]+ response [1-9]'
 }
 
 # ---- run ---------------------------------------------------------------------
@@ -241,7 +247,7 @@ start_backend 2 die 8081
 start_backend 2 silent 8082
 manifests
 mkdir -p "$D/state"
-nn "$EM_BIN" --source "file:$D/manifests" --state-dir "$D/state" --node-name node \
+ip netns exec "$NS_N" "$EM_BIN" --source "file:$D/manifests" --state-dir "$D/state" --node-name node \
 	--capture-cidr 10.96.0.0/16 --dns-host no --dns-pods no \
 	--http-response-timeout-ms 1500 --log-level info >>"$D/daemon-n.log" 2>&1 &
 echo $! > "$D/daemon-n.pid"
@@ -275,6 +281,6 @@ check "smuggling: NUL in a field value" smuggle nul 'GET / HTTP/1.1\r\nHost: t\r
 check "smuggling: request line without a valid version" smuggle nover 'GET / HTTP/9\r\nHost: t\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n'
 check "no backend ever saw a smuggled request (their own logs)" no_smuggled_seen
 check "counters (SIGUSR1)" stats_line
-stop_daemon n
+check "the daemon stops on SIGTERM" stop_daemon n
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -71,6 +71,9 @@ struct em_http_conn {
 	struct em_http_conn *prev, *next;
 	uint8_t state;			/* enum http_state */
 	bool sniffed;			/* first bytes looked at (L4 fallback decided) */
+	/* An EPOLLIN edge came since the last EAGAIN (or bytes are known to
+	 * wait): worth peeking for a request head. */
+	bool readable;
 	struct sockaddr_storage client_addr;
 	socklen_t client_len;
 	struct sockaddr_storage dst_addr;
@@ -100,6 +103,9 @@ struct http_req {
 	bool resp_keep_alive;		/* upstream may be reused */
 	bool client_close;		/* close the client after this response */
 	bool resp_bytes;		/* a response byte arrived from upstream */
+	/* An EPOLLIN edge came from the upstream since its last EAGAIN: a
+	 * response head is worth peeking for (saves a recv per request). */
+	bool up_readable;
 	uint16_t status;
 	uint64_t picked_ms, sent_ms, last_ms;
 	uint64_t latency_us;
@@ -374,6 +380,8 @@ static int read_head(struct em_proxy_worker *w, struct em_http_conn *c)
 	ssize_t n;
 	int ret;
 
+	if (!c->readable)
+		return 0;
 	b = em_proxy_buf_get(w);
 	if (!b) {
 		conn_close(w, c, true, EM_BALANCER_CANCELLED);
@@ -382,8 +390,10 @@ static int read_head(struct em_proxy_worker *w, struct em_http_conn *c)
 	n = recv(c->client.fd, b->in, b->cap_in, MSG_PEEK | MSG_DONTWAIT);
 	if (n <= 0) {
 		em_proxy_buf_put(w, b);
-		if (n == -1 && (errno == EAGAIN || errno == EINTR))
+		if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
+			c->readable = false;
 			return 0;
+		}
 		/* EOF or error between requests: the client is done. */
 		conn_close(w, c, n == -1, EM_BALANCER_CANCELLED);
 		return 0;
@@ -434,6 +444,9 @@ static int read_head(struct em_proxy_worker *w, struct em_http_conn *c)
 		conn_close(w, c, true, EM_BALANCER_CANCELLED);
 		return 0;
 	}
+	/* Nothing more was waiting: the next edge says when there is. */
+	if (n == ret && (size_t)n < b->cap_in)
+		c->readable = false;
 	c->state = ST_CONNECT;	/* until pick_and_connect says otherwise */
 	em_proxy_timer_cancel(&w->timers, &c->timer);
 	begin_request(w, c);
@@ -515,16 +528,13 @@ static void pick_and_connect(struct em_proxy_worker *w, struct em_http_conn *c)
 		if (!r->fresh_only) {
 			r->up = em_proxy_pool_take(w, &ss, len, c);
 			if (r->up) {
+				/* Still registered (pool.c): only the handler
+				 * changes. */
 				EM_PROXY_COUNT(p, pool_hits, 1);
 				r->up->src.on_event = upstream_event;
-				ev.data.ptr = &r->up->src;
-				if (epoll_ctl(w->epfd, EPOLL_CTL_MOD, r->up->src.fd, &ev) == -1) {
-					em_proxy_upconn_close(w, r->up, true);
-					r->up = NULL;
-				} else {
-					start_exchange(w, c);
-					return;
-				}
+				r->up_readable = false;
+				start_exchange(w, c);
+				return;
 			}
 		}
 		EM_PROXY_COUNT(p, pool_misses, 1);
@@ -535,6 +545,7 @@ static void pick_and_connect(struct em_proxy_worker *w, struct em_http_conn *c)
 				release(w, r, EM_BALANCER_LOCAL, ENOMEM);
 				break;
 			}
+			r->up_readable = false;
 			ev.data.ptr = &r->up->src;
 			if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) == -1) {
 				release(w, r, EM_BALANCER_LOCAL, errno);
@@ -618,6 +629,8 @@ static void upstream_event(struct em_proxy_worker *w, struct em_proxy_src *src,
 
 	if (!c || src->fd < 0 || c->state == ST_DEAD || !c->rq || c->rq->up != u)
 		return;
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		c->rq->up_readable = true;
 	if (c->state == ST_CONNECT) {
 		int err = 0;
 		socklen_t len = sizeof(err);
@@ -781,8 +794,12 @@ static void tunnel(struct em_proxy_worker *w, struct em_http_conn *c)
 	em_proxy_l4_tunnel(w, cfd, ufd, &client, client_len);
 }
 
-/* The response head is in r->buf->in (parsed into r->buf->head). */
-static int response_head(struct em_proxy_worker *w, struct em_http_conn *c)
+/* The response head is in r->buf->in (parsed into r->buf->head), followed
+ * by `avail` peeked bytes. Writes the head to send on; a small body that
+ * is already there in full goes with it (one send instead of three
+ * splices). Returns the body bytes taken inline (the caller consumes
+ * head_len + that many), or -EBADMSG. */
+static int response_head(struct em_proxy_worker *w, struct em_http_conn *c, size_t avail)
 {
 	struct http_req *r = c->rq;
 	struct em_http_head *h = &r->buf->head;
@@ -811,6 +828,15 @@ static int response_head(struct em_proxy_worker *w, struct em_http_conn *c)
 	r->buf->out_off = 0;
 	EM_PROXY_COUNT(w->proxy, responses[h->status / 100 % 6], 1);
 	r->rs = RS_HEAD_OUT;
+	if (r->resp.kind == EM_HTTP_BODY_LENGTH && h->content_length <= avail &&
+	    h->content_length <= r->buf->cap_out - (size_t)len) {
+		size_t inl = (size_t)h->content_length;
+
+		memcpy(r->buf->out + len, r->buf->in + h->head_len, inl);
+		r->buf->out_len += inl;
+		r->resp.kind = EM_HTTP_BODY_NONE;
+		return (int)inl;
+	}
 	return 0;
 }
 
@@ -893,10 +919,12 @@ static int exchange(struct em_proxy_worker *w, struct em_http_conn *c)
 				progress = true;
 			}
 		}
-		if (r->rs == RS_WAIT && r->rq != RQ_HEAD) {
+		if (r->rs == RS_WAIT && r->rq != RQ_HEAD && r->up_readable) {
 			struct em_proxy_buf *b = r->buf;
 
 			n = recv(ufd, b->in, b->cap_in, MSG_PEEK | MSG_DONTWAIT);
+			if (n < 0 && (errno == EAGAIN || errno == EINTR))
+				r->up_readable = false;
 			if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
 				int err = n == 0 ? ECONNRESET : errno;
 
@@ -913,11 +941,15 @@ static int exchange(struct em_proxy_worker *w, struct em_http_conn *c)
 				r->resp_bytes = true;
 				ret = em_http_parse_response(b->in, (size_t)n, &p->limits, r->method,
 							     r->upgrade, &b->head);
+				int inl = 0;
+
 				if (ret == 0 && (size_t)n >= b->cap_in)
 					ret = -502;
-				if (ret < 0 || (ret > 0 && recv(ufd, b->in, (size_t)ret,
-								MSG_DONTWAIT) != ret) ||
-				    (ret > 0 && response_head(w, c) < 0)) {
+				if (ret > 0)
+					inl = response_head(w, c, (size_t)(n - ret));
+				if (ret < 0 || inl < 0 ||
+				    (ret > 0 && recv(ufd, b->in, (size_t)(ret + inl),
+						     MSG_DONTWAIT) != ret + inl)) {
 					static _Thread_local struct em_ratelimit bad_rl;
 
 					em_log_rl(&bad_rl, EM_LOG_INFO,
@@ -929,7 +961,9 @@ static int exchange(struct em_proxy_worker *w, struct em_http_conn *c)
 					return 1;
 				}
 				if (ret > 0) {
-					r->bytes_down += (uint64_t)ret;
+					r->bytes_down += (uint64_t)(ret + inl);
+					if (n == ret + inl && (size_t)n < b->cap_in)
+						r->up_readable = false;
 					progress = true;
 				}
 			}
@@ -1045,6 +1079,8 @@ static void client_event(struct em_proxy_worker *w, struct em_proxy_src *src,
 
 	if (c->state == ST_DEAD)
 		return;
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		c->readable = true;
 	if ((events & EPOLLERR) && c->state != ST_EXCHANGE) {
 		conn_close(w, c, true, EM_BALANCER_CANCELLED);
 		return;
@@ -1068,6 +1104,7 @@ static void on_timer(struct em_proxy_worker *w, struct em_proxy_timer *t)
 			ssize_t n = recv(c->client.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
 
 			if (n > 0) {
+				c->readable = true;
 				drive(w, c);
 				return;
 			}
@@ -1131,6 +1168,7 @@ void em_proxy_http_start(struct em_proxy_worker *w, int cfd,
 	c->dst_addr = *orig_dst;
 	c->dst_len = dst_len;
 	c->state = ST_IDLE;
+	c->readable = true;
 	em_proxy_timer_init(&c->timer, on_timer);
 	c->next = w->http_conns;
 	if (w->http_conns)

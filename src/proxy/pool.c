@@ -1,9 +1,12 @@
 /* pool.c — per-worker keep-alive pool of idle upstream connections, keyed by
  * backend address (not by balancer index: a new snapshot renumbers
  * backends, the address stays). Bounded per backend and in total, with an
- * idle timeout; an idle connection stays registered in epoll for
- * EPOLLRDHUP, so a backend closing it is noticed and the socket dropped
- * before a request is sent on it.
+ * idle timeout. Every upstream socket stays registered edge-triggered for
+ * in, out and EPOLLRDHUP for its whole life; parking and taking only swap
+ * src.on_event (no epoll_ctl per request). A backend closing an idle
+ * connection raises an edge that idle_event takes as the end of it; a
+ * close that raced with the end of the previous response is caught when
+ * the connection is next used (http.c retries it once, fresh).
  *
  * struct em_proxy_upconn is owned by the HTTP request using it (owner set)
  * or by the pool (owner NULL, in a bucket list). Closed ones go to the
@@ -81,8 +84,10 @@ static void idle_event(struct em_proxy_worker *w, struct em_proxy_src *src, uint
 {
 	struct em_proxy_upconn *u = (struct em_proxy_upconn *)src;
 
-	(void)events;
 	if (u->src.fd < 0 || u->owner)
+		return;
+	/* A late EPOLLOUT edge of the last request says nothing. */
+	if (!(events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
 		return;
 	em_proxy_upconn_close(w, u, true);
 }
@@ -139,7 +144,6 @@ void em_proxy_pool_put(struct em_proxy_worker *w, struct em_proxy_upconn *u,
 		       bool reusable)
 {
 	const struct em_proxy_config *cfg = &w->proxy->cfg;
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.ptr = &u->src };
 	size_t h = addr_hash(&u->addr), same = 0;
 
 	if (!reusable || w->stopping || cfg->pool_total == 0 ||
@@ -160,10 +164,7 @@ void em_proxy_pool_put(struct em_proxy_worker *w, struct em_proxy_upconn *u,
 			goto close;
 		em_proxy_upconn_close(w, last, false);
 	}
-	/* Level-triggered from now on: any byte or the FIN wakes idle_event. */
 	u->src.on_event = idle_event;
-	if (epoll_ctl(w->epfd, EPOLL_CTL_MOD, u->src.fd, &ev) == -1)
-		goto close;
 	u->owner = NULL;
 	u->prev = NULL;
 	u->next = w->pool.bucket[h];
