@@ -74,10 +74,9 @@ struct em_http_conn {
 	/* An EPOLLIN edge came since the last EAGAIN (or bytes are known to
 	 * wait): worth peeking for a request head. */
 	bool readable;
-	struct sockaddr_storage client_addr;
-	socklen_t client_len;
-	struct sockaddr_storage dst_addr;
-	socklen_t dst_len;
+	union em_proxy_addr client_addr;
+	union em_proxy_addr dst_addr;
+	socklen_t client_len, dst_len;
 	struct em_proxy_timer timer;	/* by state: keep-alive, head, connect, response, linger */
 	struct http_req *rq;		/* the request in flight, NULL while idle */
 };
@@ -128,17 +127,16 @@ static void arm(struct em_proxy_worker *w, struct em_http_conn *c, uint64_t ms)
 	em_proxy_timer_arm(&w->timers, &c->timer, w->now_ms + ms);
 }
 
-static void ip_text(const struct sockaddr_storage *ss, char *buf, size_t len)
+static void ip_text(const union em_proxy_addr *a, char *buf, size_t len)
 {
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+	if (a->sa.sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = &a->sin6;
 		if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr))
 			inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12], buf, (socklen_t)len);
 		else
 			inet_ntop(AF_INET6, &s6->sin6_addr, buf, (socklen_t)len);
 	} else {
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, buf,
-			  (socklen_t)len);
+		inet_ntop(AF_INET, &a->sin.sin_addr, buf, (socklen_t)len);
 	}
 }
 
@@ -232,7 +230,7 @@ static void conn_close(struct em_proxy_worker *w, struct em_http_conn *c, bool r
 	else
 		close(c->client.fd);
 	c->client.fd = -1;
-	em_proxy_client_done(w->proxy, &c->client_addr);
+	em_proxy_client_done(w->proxy, &c->client_addr.sa);
 	unlink_conn(w, c);
 }
 
@@ -310,17 +308,19 @@ static void fallback_l4(struct em_proxy_worker *w, struct em_http_conn *c)
 {
 	struct em_proxy *p = w->proxy;
 	struct em_proxy_target t = { 0 };
-	struct sockaddr_storage client = c->client_addr, dst = c->dst_addr;
+	struct sockaddr_storage client = { 0 }, dst = { 0 };
 	socklen_t client_len = c->client_len, dst_len = c->dst_len;
 	int fd;
 
-	if (p->cfg.resolve(p->cfg.resolve_ctx, (struct sockaddr *)&c->dst_addr,
-			   (struct sockaddr *)&c->client_addr, &t) < 0 || !t.lb) {
+	if (p->cfg.resolve(p->cfg.resolve_ctx, &c->dst_addr.sa,
+			   &c->client_addr.sa, &t) < 0 || !t.lb) {
 		EM_PROXY_COUNT(p, no_backend, 1);
 		conn_close(w, c, true, EM_BALANCER_CANCELLED);
 		return;
 	}
 	EM_PROXY_COUNT(p, l4_fallbacks, 1);
+	memcpy(&client, &c->client_addr, client_len);
+	memcpy(&dst, &c->dst_addr, dst_len);
 	fd = conn_detach(w, c);
 	em_proxy_l4_start(w, fd, &client, client_len, &dst, dst_len, t.lb);
 }
@@ -346,8 +346,8 @@ static void begin_request(struct em_proxy_worker *w, struct em_http_conn *c)
 	EM_PROXY_COUNT(p, requests, 1);
 	/* The current snapshot, for this request: a pod added since the
 	 * connection opened is a candidate, a deleted one is not. */
-	if (p->cfg.resolve(p->cfg.resolve_ctx, (struct sockaddr *)&c->dst_addr,
-			   (struct sockaddr *)&c->client_addr, &t) < 0 || !t.lb) {
+	if (p->cfg.resolve(p->cfg.resolve_ctx, &c->dst_addr.sa,
+			   &c->client_addr.sa, &t) < 0 || !t.lb) {
 		EM_PROXY_COUNT(p, no_backend, 1);
 		reply(w, c, 503, !r->has_body && r->keep_alive);
 		return;
@@ -433,7 +433,7 @@ static int read_head(struct em_proxy_worker *w, struct em_http_conn *c)
 	if (ret < 0) {
 		char a[64];
 
-		em_proxy_addr_text((struct sockaddr *)&c->client_addr, a, sizeof(a));
+		em_proxy_addr_text(&c->client_addr.sa, a, sizeof(a));
 		em_log_rl(&bad_rl, EM_LOG_INFO, "proxy: http request from %s refused: %d", a, -ret);
 		EM_PROXY_COUNT(p, bad_requests, 1);
 		reply(w, c, (unsigned)-ret, false);
@@ -493,9 +493,9 @@ static void pick_and_connect(struct em_proxy_worker *w, struct em_http_conn *c)
 	struct http_req *r = c->rq;
 	struct em_http_head *h = &r->buf->head;
 	struct em_balancer_request req = {
-		.client = (struct sockaddr *)&c->client_addr,
+		.client = &c->client_addr.sa,
 		.client_len = c->client_len,
-		.orig_dst = (struct sockaddr *)&c->dst_addr,
+		.orig_dst = &c->dst_addr.sa,
 		.orig_dst_len = c->dst_len,
 		.method = r->buf->in + h->method_s.off,
 		.method_len = h->method_s.len,
@@ -776,11 +776,12 @@ static void finish(struct em_proxy_worker *w, struct em_http_conn *c)
 static void tunnel(struct em_proxy_worker *w, struct em_http_conn *c)
 {
 	struct http_req *r = c->rq;
-	struct sockaddr_storage client = c->client_addr;
+	struct sockaddr_storage client = { 0 };
 	socklen_t client_len = c->client_len;
 	int ufd = r->up->src.fd, cfd;
 
 	EM_PROXY_COUNT(w->proxy, tunnels, 1);
+	memcpy(&client, &c->client_addr, client_len);
 	release(w, r, EM_BALANCER_OK, 0);
 	epoll_ctl(w->epfd, EPOLL_CTL_DEL, ufd, NULL);
 	/* The socket moves to the relay: the upconn struct goes without
@@ -1159,14 +1160,14 @@ void em_proxy_http_start(struct em_proxy_worker *w, int cfd,
 
 	if (!c) {
 		em_proxy_close_reset(cfd);
-		em_proxy_client_done(p, client);
+		em_proxy_client_done(p, (const struct sockaddr *)client);
 		return;
 	}
 	c->client = (struct em_proxy_src){ cfd, client_event };
-	c->client_addr = *client;
-	c->client_len = client_len;
-	c->dst_addr = *orig_dst;
-	c->dst_len = dst_len;
+	c->client_len = client_len < sizeof(c->client_addr) ? client_len : sizeof(c->client_addr);
+	c->dst_len = dst_len < sizeof(c->dst_addr) ? dst_len : sizeof(c->dst_addr);
+	memcpy(&c->client_addr, client, c->client_len);
+	memcpy(&c->dst_addr, orig_dst, c->dst_len);
 	c->state = ST_IDLE;
 	c->readable = true;
 	em_proxy_timer_init(&c->timer, on_timer);

@@ -131,7 +131,7 @@ static void conn_close(struct em_proxy_worker *w, struct em_proxy_conn *c,
 	c->prev = NULL;
 	c->next = w->dead;
 	w->dead = c;
-	em_proxy_client_done(p, &c->client_addr);
+	em_proxy_client_done(p, (const struct sockaddr *)&c->client_addr);
 	atomic_fetch_sub_explicit(&p->c.active, 1, memory_order_relaxed);
 }
 
@@ -409,7 +409,7 @@ void em_proxy_l4_start(struct em_proxy_worker *w, int cfd,
 		set_linger0(cfd);
 		close(cfd);
 		em_lb_port_put(lb);
-		em_proxy_client_done(p, client);
+		em_proxy_client_done(p, (const struct sockaddr *)client);
 		return;
 	}
 	c->state = CONN_CONNECTING;
@@ -435,7 +435,7 @@ void em_proxy_l4_tunnel(struct em_proxy_worker *w, int cfd, int ufd,
 		close(cfd);
 		set_linger0(ufd);
 		close(ufd);
-		em_proxy_client_done(w->proxy, client);
+		em_proxy_client_done(w->proxy, (const struct sockaddr *)client);
 		return;
 	}
 	c->upstream.fd = ufd;

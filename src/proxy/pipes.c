@@ -11,13 +11,14 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "proxy/worker.h"
 
 /* Free pipes and buffers kept per worker; more are closed / freed. */
 #define FREE_PIPES_MAX 64
-#define FREE_BUFS_MAX 64
+#define FREE_BUFS_MAX 32
 
 struct em_proxy_pipe *em_proxy_pipe_get(struct em_proxy_worker *w)
 {
@@ -76,6 +77,21 @@ void em_proxy_pipe_put(struct em_proxy_worker *w, struct em_proxy_pipe *pp)
 	w->pools.n_pipes++;
 }
 
+static size_t buf_bytes(const struct em_proxy_worker *w)
+{
+	size_t in = w->proxy->limits.max_head;
+
+	return sizeof(struct em_proxy_buf) + in + in + 512;
+}
+
+/* Buffers are mapped, not malloc'ed: a burst of requests beyond the free
+ * list gives its pages back to the kernel when it is over, instead of
+ * leaving a fragmented heap that idle connections would appear to cost. */
+static void buf_free(struct em_proxy_worker *w, struct em_proxy_buf *b)
+{
+	munmap(b, buf_bytes(w));
+}
+
 struct em_proxy_buf *em_proxy_buf_get(struct em_proxy_worker *w)
 {
 	struct em_proxy_buf *b = w->pools.bufs;
@@ -85,8 +101,9 @@ struct em_proxy_buf *em_proxy_buf_get(struct em_proxy_worker *w)
 		w->pools.bufs = b->next;
 		w->pools.n_bufs--;
 	} else {
-		b = malloc(sizeof(*b) + in + out);
-		if (!b)
+		b = mmap(NULL, buf_bytes(w), PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (b == MAP_FAILED)
 			return NULL;
 		b->in = (char *)(b + 1);
 		b->out = b->in + in;
@@ -102,7 +119,7 @@ void em_proxy_buf_put(struct em_proxy_worker *w, struct em_proxy_buf *b)
 	if (!b)
 		return;
 	if (w->pools.n_bufs >= FREE_BUFS_MAX || w->stopping) {
-		free(b);
+		buf_free(w, b);
 		return;
 	}
 	b->next = w->pools.bufs;
@@ -120,7 +137,7 @@ void em_proxy_pools_free(struct em_proxy_worker *w)
 	while (w->pools.bufs) {
 		struct em_proxy_buf *b = w->pools.bufs;
 		w->pools.bufs = b->next;
-		free(b);
+		buf_free(w, b);
 	}
 	w->pools.n_pipes = w->pools.n_bufs = 0;
 }

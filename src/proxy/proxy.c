@@ -78,13 +78,13 @@ void em_proxy_close_reset(int fd)
 	close(fd);
 }
 
-static size_t client_bucket(const struct sockaddr_storage *client)
+static size_t client_bucket(const struct sockaddr *client)
 {
 	const unsigned char *ip;
 	size_t len;
 	uint32_t h = 2166136261u;
 
-	if (client->ss_family == AF_INET6) {
+	if (client->sa_family == AF_INET6) {
 		ip = ((const struct sockaddr_in6 *)client)->sin6_addr.s6_addr;
 		len = 16;
 	} else {
@@ -100,7 +100,7 @@ static size_t client_bucket(const struct sockaddr_storage *client)
  * max_conns_per_client. */
 static bool client_admit(struct em_proxy *p, const struct sockaddr_storage *client)
 {
-	_Atomic unsigned *per = &p->per_client[client_bucket(client)];
+	_Atomic unsigned *per = &p->per_client[client_bucket((const struct sockaddr *)client)];
 
 	if (atomic_fetch_add(&p->clients, 1) >= p->cfg.max_conns) {
 		atomic_fetch_sub(&p->clients, 1);
@@ -114,7 +114,7 @@ static bool client_admit(struct em_proxy *p, const struct sockaddr_storage *clie
 	return true;
 }
 
-void em_proxy_client_done(struct em_proxy *p, const struct sockaddr_storage *client)
+void em_proxy_client_done(struct em_proxy *p, const struct sockaddr *client)
 {
 	atomic_fetch_sub(&p->per_client[client_bucket(client)], 1);
 	atomic_fetch_sub(&p->clients, 1);
@@ -146,7 +146,7 @@ static void accept_one(struct em_proxy_worker *w, int cfd,
 	 * client dialled (the fake IP:port), not the listener's. */
 	if (getsockname(cfd, (struct sockaddr *)&dst, &dst_len) == -1) {
 		em_proxy_close_reset(cfd);
-		em_proxy_client_done(p, client);
+		em_proxy_client_done(p, (const struct sockaddr *)client);
 		EM_PROXY_COUNT(p, refused, 1);
 		return;
 	}
@@ -159,7 +159,7 @@ static void accept_one(struct em_proxy_worker *w, int cfd,
 		em_log_rl(&refuse_rl, EM_LOG_INFO,
 			  "proxy: refused %s -> %s: not a service port", a, b);
 		em_proxy_close_reset(cfd);
-		em_proxy_client_done(p, client);
+		em_proxy_client_done(p, (const struct sockaddr *)client);
 		return;
 	}
 	/* The one place where the protocol of a port picks its forwarder. */
@@ -176,7 +176,7 @@ static void accept_one(struct em_proxy_worker *w, int cfd,
 		EM_PROXY_COUNT(p, refused, 1);
 		em_lb_port_put(t.lb);
 		em_proxy_close_reset(cfd);
-		em_proxy_client_done(p, client);
+		em_proxy_client_done(p, (const struct sockaddr *)client);
 		break;
 	}
 }

@@ -8,12 +8,21 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <netinet/in.h>
 
 #include "proxy/http_frame.h"
 #include "proxy/proxy.h"
 
 struct em_proxy_worker;
 struct em_proxy_src;
+
+/* An IPv4 or IPv6 socket address in 28 bytes (not sockaddr_storage's 128):
+ * what a long-lived connection struct keeps. */
+union em_proxy_addr {
+	struct sockaddr sa;
+	struct sockaddr_in sin;
+	struct sockaddr_in6 sin6;
+};
 
 /* What an epoll event's data.ptr points to: an fd and the function that
  * handles its events (Redis' rfileProc, nginx's ev->handler). The loop calls
@@ -172,7 +181,7 @@ int em_proxy_listener_open(int family, const char *addr, uint16_t port,
 void em_proxy_close_reset(int fd);
 /* proxy.c: the client slot taken at accept (limits); every client
  * connection gives it back exactly once when it ends. */
-void em_proxy_client_done(struct em_proxy *p, const struct sockaddr_storage *client);
+void em_proxy_client_done(struct em_proxy *p, const struct sockaddr *client);
 void em_proxy_addr_text(const struct sockaddr *sa, char *buf, size_t len);
 
 /* pipes.c: borrow/return pipes and head buffers. */
