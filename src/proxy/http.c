@@ -74,6 +74,7 @@ struct em_http_conn {
 	/* An EPOLLIN edge came since the last EAGAIN (or bytes are known to
 	 * wait): worth peeking for a request head. */
 	bool readable;
+	bool rerun;			/* the timer is a zero-delay re-run, not keep-alive */
 	union em_proxy_addr client_addr;
 	union em_proxy_addr dst_addr;
 	socklen_t client_len, dst_len;
@@ -124,6 +125,7 @@ static void pick_and_connect(struct em_proxy_worker *w, struct em_http_conn *c);
 
 static void arm(struct em_proxy_worker *w, struct em_http_conn *c, uint64_t ms)
 {
+	c->rerun = false;
 	em_proxy_timer_arm(&w->timers, &c->timer, w->now_ms + ms);
 }
 
@@ -1069,8 +1071,10 @@ static void drive(struct em_proxy_worker *w, struct em_http_conn *c)
 	}
 	/* Many pipelined requests answered at once: let other connections
 	 * run; the rest waits in the socket, so arm a turn-of-loop timer. */
-	if (c->state == ST_IDLE)
+	if (c->state == ST_IDLE) {
 		arm(w, c, 0);
+		c->rerun = true;
+	}
 }
 
 static void client_event(struct em_proxy_worker *w, struct em_proxy_src *src,
@@ -1097,18 +1101,12 @@ static void on_timer(struct em_proxy_worker *w, struct em_proxy_timer *t)
 
 	switch (c->state) {
 	case ST_IDLE:
-		/* A zero-delay re-run (drive's guard) or the keep-alive
-		 * deadline: peek first; if nothing is waiting, it was the
-		 * keep-alive that expired. */
-		{
-			char b;
-			ssize_t n = recv(c->client.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-
-			if (n > 0) {
-				c->readable = true;
-				drive(w, c);
-				return;
-			}
+		if (c->rerun) {
+			/* drive() yielded after many pipelined requests. */
+			c->rerun = false;
+			arm(w, c, (uint64_t)p->cfg.keepalive_s * 1000);
+			drive(w, c);
+			return;
 		}
 		EM_PROXY_COUNT(p, idle_timeouts, 1);
 		conn_close(w, c, false, EM_BALANCER_CANCELLED);

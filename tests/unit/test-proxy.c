@@ -1342,6 +1342,46 @@ START_TEST(test_http_l4_fallback)
 }
 END_TEST
 
+static void short_keepalive(struct em_proxy_config *cfg)
+{
+	cfg->keepalive_s = 1;
+}
+
+START_TEST(test_http_many_pipelined_then_idle)
+{
+	struct hsrv a;
+	struct fake_service fs;
+	struct em_proxy *p;
+	struct em_proxy_stats st;
+	static char req[100 * 40];
+	char body[64], c;
+	size_t len = 0;
+	int fd;
+
+	hsrv_start(&a, 1, HSRV_OK);
+	service_init(&fs, &a.port, 1);
+	p = http_proxy_start(&fs, short_keepalive);
+	fd = client_connect(p);
+	/* More than drive() handles in one go: it yields and comes back. */
+	for (int i = 0; i < 100; i++)
+		len += (size_t)snprintf(req + len, sizeof(req) - len,
+					"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n", i);
+	send_all(fd, req, len);
+	for (int i = 0; i < 100; i++) {
+		ck_assert_int_eq(read_response(fd, body, sizeof(body), NULL), 200);
+		ck_assert_str_eq(body, "1 GET 0");
+	}
+	/* Then the keep-alive timeout closes the idle connection. */
+	ck_assert_int_eq(read(fd, &c, 1), 0);
+	close(fd);
+	em_proxy_get_stats(p, &st);
+	ck_assert_uint_eq(st.requests, 100);
+	ck_assert_uint_eq(st.idle_timeouts, 1);
+	http_done(&fs, p);
+	hsrv_stop(&a);
+}
+END_TEST
+
 static void two_per_client(struct em_proxy_config *cfg)
 {
 	cfg->max_conns_per_client = 2;
@@ -1401,6 +1441,7 @@ Suite *proxy_suite(void)
 	tcase_add_test(tc, test_http_stale_pool_retry);
 	tcase_add_test(tc, test_http_l4_fallback);
 	tcase_add_test(tc, test_conn_limit_per_client);
+	tcase_add_test(tc, test_http_many_pipelined_then_idle);
 	suite_add_tcase(s, tc);
 	return s;
 }
