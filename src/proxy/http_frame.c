@@ -211,6 +211,19 @@ static void scan_connection(struct scan *sc, const char *buf, size_t off, size_t
 	}
 }
 
+/* Host = uri-host [ ":" port ] (RFC 9112 §3.2, RFC 3986 §3.2.2): reg-name
+ * characters, IP literals in brackets, percent-encoding. It may be empty. */
+static bool valid_host(const char *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char c = v[i];
+		if (!c || !((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      strchr("-._~!$&'()*+,;=:[]%", c)))
+			return false;
+	}
+	return true;
+}
+
 /* Classify one header: set its flags and feed what framing needs. */
 static void scan_header(struct scan *sc, const char *buf, struct em_http_header *hd)
 {
@@ -224,8 +237,11 @@ static void scan_header(struct scan *sc, const char *buf, struct em_http_header 
 			hd->flags |= EM_HTTP_HDR_HOP;
 		break;
 	case 4:
-		if (span_is(buf, nm, "host"))
+		if (span_is(buf, nm, "host")) {
 			sc->nhost++;
+			if (!valid_host(v, n))
+				fail(sc, 400);
+		}
 		break;
 	case 6:
 		if (span_is(buf, nm, "expect") && n == 12 && strncasecmp(v, "100-continue", 12) == 0)
@@ -263,7 +279,7 @@ static void scan_header(struct scan *sc, const char *buf, struct em_http_header 
 		break;
 	case 17:
 		if (span_is(buf, nm, "transfer-encoding")) {
-			hd->flags |= EM_HTTP_HDR_HOP;
+			hd->flags |= EM_HTTP_HDR_HOP | EM_HTTP_HDR_TE;
 			scan_transfer_encoding(sc, v, n);
 		} else if (span_is(buf, nm, "x-forwarded-proto")) {
 			hd->flags |= EM_HTTP_HDR_HOP;
@@ -607,6 +623,21 @@ int em_http_parse_response(const char *buf, size_t len, const struct em_http_lim
 	h->keep_alive = keep_alive(h, &sc) && h->body != EM_HTTP_BODY_CLOSE &&
 			h->body != EM_HTTP_BODY_TUNNEL;
 	return (int)h->head_len;
+}
+
+bool em_http_method_idempotent(unsigned method)
+{
+	switch (method) {
+	case HTTP_GET:
+	case HTTP_HEAD:
+	case HTTP_OPTIONS:
+	case HTTP_TRACE:
+	case HTTP_PUT:
+	case HTTP_DELETE:
+		return true;
+	default:
+		return false;
+	}
 }
 
 /* ---- sniffing -------------------------------------------------------- */

@@ -71,6 +71,8 @@ enum {
 					 * request writer when upgrading) */
 	EM_HTTP_HDR_XFF = 1 << 2,	/* an X-Forwarded-For header (its value
 					 * is kept and appended to) */
+	EM_HTTP_HDR_TE = 1 << 3,	/* a Transfer-Encoding header (its
+					 * validated codings are re-sent) */
 };
 
 struct em_http_header {
@@ -134,6 +136,11 @@ int em_http_parse_request(const char *buf, size_t len, const struct em_http_limi
 int em_http_parse_response(const char *buf, size_t len, const struct em_http_limits *lim,
 			   unsigned req_method, bool req_upgrade, struct em_http_head *h);
 
+/* RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE (enum
+ * http_method). A request may be retried on another upstream after it was
+ * sent only if its method is idempotent (and it had no body). */
+bool em_http_method_idempotent(unsigned method);
+
 /* What the first bytes of a new client connection look like, to fall back
  * to L4 for TLS, HTTP/2 and anything that is not HTTP/1.x. */
 enum em_http_sniff {
@@ -162,7 +169,8 @@ int em_http_cookie_find(const struct em_http_head *h, const char *buf, const cha
  *   every header without EM_HTTP_HDR_HOP, in order (Host as sent)
  *   X-Forwarded-For: <existing values>, <client>   (or just <client>)
  *   X-Forwarded-Proto: http
- *   Content-Length: n | Transfer-Encoding: chunked   (per h->body)
+ *   Content-Length: n | Transfer-Encoding: <codings>  (per h->body; the
+ *        codings received, joined with ", ", always ending in chunked)
  *   Connection: Upgrade + the Upgrade header(s)      when h->upgrade
  *   Connection: keep-alive                           otherwise
  * client is the client's address as text (NUL-terminated, may be NULL: no
@@ -182,8 +190,9 @@ enum {
  * status line as received, every header without EM_HTTP_HDR_HOP, the
  * canonical framing header (none for NONE/CLOSE/TUNNEL, and for 1xx),
  * Connection: close | keep-alive | Upgrade (+ Upgrade header for a 101).
- * A CLOSE-delimited body always gets Connection: close. Returns the length
- * or -ENOSPC. */
+ * A CLOSE-delimited body always gets Connection: close. An interim (1xx)
+ * response to an HTTP/1.0 client (EM_HTTP_W_CLIENT_10) is not forwarded
+ * (RFC 9110 §15.2): 0 is returned. Returns the length or -ENOSPC. */
 int em_http_write_response(const struct em_http_head *h, const char *buf, unsigned flags,
 			   char *out, size_t cap);
 
@@ -195,6 +204,29 @@ int em_http_write_response(const struct em_http_head *h, const char *buf, unsign
 int em_http_reply(unsigned status, bool close_conn, char *out, size_t cap);
 
 /* ---- chunked bodies (RFC 9112 §7.1) ---------------------------------- */
+
+/* The machine is incremental: it keeps its place inside a size line or the
+ * trailers, so the caller never needs a buffer as large as a line. A
+ * forwarding loop for one direction (errors and EAGAIN left out):
+ *
+ *	while (!em_http_chunk_done(&c)) {
+ *		uint64_t left = em_http_chunk_pending(&c);
+ *		if (left) {			// chunk data: never copied
+ *			n = splice(in, pipe, min(left, room));
+ *			em_http_chunk_moved(&c, n);
+ *			... splice pipe -> out ...
+ *			continue;
+ *		}
+ *		n = recv(in, peek, sizeof(peek), MSG_PEEK);
+ *		if (em_http_chunk_feed(&c, peek, n, &st))
+ *			reject (400 / close);
+ *		recv(in, peek, st.consumed, 0);	// drop exactly the framing
+ *		send(out, st.emit, st.emit_len);	// after the data already moved
+ *	}
+ *
+ * Bytes after the body (st.done) belong to the next message and stay in the
+ * socket. If a body turns out malformed after some of it went on, the
+ * receiving peer holds a partial message: close that connection too. */
 
 /* Limits of the chunked machine. */
 #define EM_HTTP_CHUNK_LINE_MAX 4096	/* chunk-size line incl. extensions */

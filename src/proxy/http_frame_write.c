@@ -85,12 +85,25 @@ static void put_upgrade(struct out *o, const struct em_http_head *h, const char 
 	}
 }
 
-static void put_framing(struct out *o, const struct em_http_head *h)
+/* Content-Length from our number; Transfer-Encoding as one field holding
+ * the codings received (validated: a list ending in chunked), so that a
+ * gzip transfer coding under the chunking is not lost on the way. */
+static void put_framing(struct out *o, const struct em_http_head *h, const char *buf)
 {
-	if (h->body == EM_HTTP_BODY_LENGTH)
+	bool first = true;
+
+	if (h->body == EM_HTTP_BODY_LENGTH) {
 		putf(o, "Content-Length: %" PRIu64 "\r\n", h->content_length);
-	else if (h->body == EM_HTTP_BODY_CHUNKED)
-		puts_(o, "Transfer-Encoding: chunked\r\n");
+	} else if (h->body == EM_HTTP_BODY_CHUNKED) {
+		for (uint32_t i = 0; i < h->nheaders; i++) {
+			if (!(h->hdr[i].flags & EM_HTTP_HDR_TE))
+				continue;
+			puts_(o, first ? "Transfer-Encoding: " : ", ");
+			putspan(o, buf, h->hdr[i].value);
+			first = false;
+		}
+		put(o, "\r\n", 2);
+	}
 }
 
 int em_http_write_request(const struct em_http_head *h, const char *buf, const char *client,
@@ -123,7 +136,7 @@ int em_http_write_request(const struct em_http_head *h, const char *buf, const c
 		put(&o, "\r\n", 2);
 	puts_(&o, "X-Forwarded-Proto: http\r\n");
 
-	put_framing(&o, h);
+	put_framing(&o, h, buf);
 	if (h->upgrade)
 		put_upgrade(&o, h, buf);
 	else
@@ -137,6 +150,9 @@ int em_http_write_response(const struct em_http_head *h, const char *buf, unsign
 {
 	struct out o = { .p = out, .cap = cap };
 
+	/* RFC 9110 §15.2: no 1xx to an HTTP/1.0 client */
+	if (h->interim && (flags & EM_HTTP_W_CLIENT_10))
+		return 0;
 	/* RFC 9110 §6.2: an intermediary sends its own version */
 	putf(&o, "HTTP/1.1 %03u ", (unsigned)h->status);
 	putspan(&o, buf, h->reason);
@@ -146,7 +162,7 @@ int em_http_write_response(const struct em_http_head *h, const char *buf, unsign
 		put(&o, "\r\n", 2);
 		return finish(&o);
 	}
-	put_framing(&o, h);
+	put_framing(&o, h, buf);
 	if (h->status == 101)
 		put_upgrade(&o, h, buf);
 	else if (h->body == EM_HTTP_BODY_TUNNEL)

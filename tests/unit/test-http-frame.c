@@ -267,6 +267,11 @@ START_TEST(request_host)
 	ck_assert_int_gt(preq("GET / HTTP/1.0\r\n\r\n"), 0);
 	ck_assert_uint_eq(H.host.len, 0);
 	ck_assert_int_gt(preq("GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+	ck_assert_int_gt(preq("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n"), 0);
+	ck_assert_int_gt(preq("GET / HTTP/1.1\r\nHost:\r\n\r\n"), 0);
+	ck_assert_int_eq(preq("GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), -400);
+	ck_assert_int_eq(preq("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"), -400);
+	ck_assert_int_eq(preq("GET / HTTP/1.1\r\nHost: a@b\r\n\r\n"), -400);
 }
 END_TEST
 
@@ -363,6 +368,17 @@ START_TEST(request_expect_upgrade)
 }
 END_TEST
 
+START_TEST(idempotent)
+{
+	ck_assert(em_http_method_idempotent(HTTP_GET));
+	ck_assert(em_http_method_idempotent(HTTP_PUT));
+	ck_assert(em_http_method_idempotent(HTTP_DELETE));
+	ck_assert(!em_http_method_idempotent(HTTP_POST));
+	ck_assert(!em_http_method_idempotent(HTTP_PATCH));
+	ck_assert(!em_http_method_idempotent(HTTP_CONNECT));
+}
+END_TEST
+
 START_TEST(sniff)
 {
 	ck_assert_int_eq(em_http_sniff("", 0), EM_HTTP_SNIFF_MORE);
@@ -428,7 +444,7 @@ START_TEST(rewrite_request_framing)
 {
 	wreq("POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "::1");
 	ck_assert_str_eq(OUT, "POST /c HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: ::1\r\n"
-			      "X-Forwarded-Proto: http\r\nTransfer-Encoding: chunked\r\n"
+			      "X-Forwarded-Proto: http\r\nTransfer-Encoding: gzip, chunked\r\n"
 			      "Connection: keep-alive\r\n\r\n");
 	/* HTTP/1.0 stays 1.0; Connection: keep-alive keeps the upstream open */
 	wreq("GET / HTTP/1.0\r\n\r\n", "1.2.3.4");
@@ -486,6 +502,9 @@ START_TEST(rewrite_response)
 	ck_assert_str_eq(OUT, "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n");
 	wresp("HTTP/1.1 100 Continue\r\n\r\n", HTTP_PUT, false, EM_HTTP_W_CLOSE);
 	ck_assert_str_eq(OUT, "HTTP/1.1 100 Continue\r\n\r\n");
+	/* never a 1xx to a 1.0 client */
+	ck_assert_int_eq(em_http_write_response(&H, "HTTP/1.1 100 Continue\r\n\r\n",
+						EM_HTTP_W_CLIENT_10, OUT, sizeof(OUT)), 0);
 	wresp("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
 	      "Sec-WebSocket-Accept: x\r\n\r\n", HTTP_GET, true, 0);
 	ck_assert_str_eq(OUT, "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: x\r\n"
@@ -863,6 +882,106 @@ START_TEST(chunk_api)
 }
 END_TEST
 
+/* ---- the end-to-end smuggling vectors, through the core alone -------- */
+
+static size_t unescape(const char *in, char *out)
+{
+	size_t n = 0;
+	for (const char *p = in; *p; p++) {
+		if (*p != '\\') {
+			out[n++] = *p;
+			continue;
+		}
+		switch (*++p) {
+		case 'r': out[n++] = '\r'; break;
+		case 'n': out[n++] = '\n'; break;
+		case 't': out[n++] = '\t'; break;
+		case '0': out[n++] = '\0'; break;
+		case '\\': out[n++] = '\\'; break;
+		case 'x': {
+			char hex[3] = { p[1], p[2], 0 };
+			out[n++] = (char)strtol(hex, NULL, 16);
+			p += 2;
+			break;
+		}
+		default: ck_abort_msg("bad escape \\%c", *p);
+		}
+	}
+	return n;
+}
+
+/* What the core decides for one vector, in the file's vocabulary. */
+static void simulate(bool resp, const char *b, size_t len, char *got, size_t cap)
+{
+	struct em_http_limits lim;
+	struct em_http_chunk c;
+	struct em_http_chunk_step st;
+	em_http_limits_default(&lim);
+
+	int r = resp ? em_http_parse_response(b, len, &lim, HTTP_GET, false, &H)
+		     : em_http_parse_request(b, len, &lim, &H);
+	if (r <= 0) {
+		snprintf(got, cap, r ? "%d" : "open", -r);
+		return;
+	}
+	size_t pos = (size_t)r;
+	snprintf(got, cap, "200");
+	if (H.body == EM_HTTP_BODY_LENGTH && H.content_length > len - pos) {
+		snprintf(got, cap, resp ? "close" : "open");
+	} else if (H.body == EM_HTTP_BODY_CHUNKED) {
+		em_http_chunk_init(&c);
+		while (!em_http_chunk_done(&c)) {
+			uint64_t pend = em_http_chunk_pending(&c);
+			if (pend > len - pos) {
+				snprintf(got, cap, "close");
+				return;
+			}
+			pos += pend;
+			if (pend)
+				em_http_chunk_moved(&c, pend);
+			if (em_http_chunk_feed(&c, b + pos, len - pos, &st)) {
+				snprintf(got, cap, resp ? "close" : "400");
+				return;
+			}
+			pos += st.consumed;
+			if (!st.done && !st.data) {
+				snprintf(got, cap, "close");
+				return;
+			}
+		}
+	}
+}
+
+START_TEST(smuggling_vectors)
+{
+	const char *data = getenv("EM_TEST_DATA");
+	char path[512], line[4096], raw[4096], got[16];
+	int cases = 0;
+
+	ck_assert_ptr_nonnull(data);
+	snprintf(path, sizeof(path), "%s/../proxy/http-smuggling.vectors", data);
+	FILE *f = fopen(path, "r");
+	ck_assert_msg(f != NULL, "cannot open %s", path);
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = 0;
+		if (!line[0] || line[0] == '#')
+			continue;
+		char *dir = strtok(line, "\t"), *name = strtok(NULL, "\t");
+		char *expect = strtok(NULL, "\t"), *bytes = strtok(NULL, "");
+		ck_assert_msg(dir && name && expect && bytes, "bad line in %s", path);
+		size_t n = unescape(bytes, raw);
+		simulate(strcmp(dir, "resp") == 0, raw, n, got, sizeof(got));
+		bool ok = false;
+		for (char *e = strtok(expect, "|"); e; e = strtok(NULL, "|"))
+			ok |= strcmp(e, got) == 0;
+		ck_assert_msg(ok, "%s %s: got %s", dir, name, got);
+		cases++;
+	}
+	fclose(f);
+	ck_assert_int_gt(cases, 50);
+}
+END_TEST
+
 Suite *http_frame_suite(void)
 {
 	Suite *s = suite_create("http_frame");
@@ -888,6 +1007,7 @@ Suite *http_frame_suite(void)
 		{ "request_keep_alive", request_keep_alive },
 		{ "request_expect_upgrade", request_expect_upgrade },
 		{ "sniff", sniff },
+		{ "idempotent", idempotent },
 		{ "rewrite_request_hop_by_hop", rewrite_request_hop_by_hop },
 		{ "rewrite_request_xff", rewrite_request_xff },
 		{ "rewrite_request_framing", rewrite_request_framing },
@@ -903,6 +1023,7 @@ Suite *http_frame_suite(void)
 		{ "chunk_smuggling", chunk_smuggling },
 		{ "chunk_limits", chunk_limits },
 		{ "chunk_api", chunk_api },
+		{ "smuggling_vectors", smuggling_vectors },
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
