@@ -18,7 +18,7 @@
 
 /* Free pipes and buffers kept per worker; more are closed / freed. */
 #define FREE_PIPES_MAX 64
-#define FREE_BUFS_MAX 32
+#define FREE_BUFS_MAX 128
 
 struct em_proxy_pipe *em_proxy_pipe_get(struct em_proxy_worker *w)
 {
