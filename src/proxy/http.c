@@ -103,6 +103,7 @@ struct http_req {
 	bool resp_keep_alive;		/* upstream may be reused */
 	bool client_close;		/* close the client after this response */
 	bool resp_bytes;		/* a response byte arrived from upstream */
+	bool resp_bad;			/* body framing broken: close once the head is out */
 	/* An EPOLLIN edge came from the upstream since its last EAGAIN: a
 	 * response head is worth peeking for (saves a recv per request). */
 	bool up_readable;
@@ -797,15 +798,85 @@ static void tunnel(struct em_proxy_worker *w, struct em_http_conn *c)
 	em_proxy_l4_tunnel(w, cfd, ufd, &client, client_len);
 }
 
-/* The response head is in r->buf->in (parsed into r->buf->head), followed
- * by `avail` peeked bytes. Writes the head to send on; a small body that
- * is already there in full goes with it (one send instead of three
- * splices). Returns the body bytes taken inline (the caller consumes
- * head_len + that many), or -EBADMSG. */
-static int response_head(struct em_proxy_worker *w, struct em_http_conn *c, size_t avail)
+/* Append the body bytes that came in the same read as the response head
+ * (extra[0..len)) to the head being sent on, by the body's framing. Returns
+ * 0 or -EBADMSG (bad chunk framing). Rewritten chunk framing is never longer
+ * than what it replaces, so out (cap_in + 512) always has room. */
+static int take_extra(struct http_req *r, enum em_http_body kind, const char *extra,
+		      size_t len)
+{
+	struct em_proxy_buf *b = r->buf;
+	struct body *d = &r->resp;
+
+	switch (kind) {
+	case EM_HTTP_BODY_LENGTH: {
+		size_t k = len < d->left ? len : (size_t)d->left;
+
+		memcpy(b->out + b->out_len, extra, k);
+		b->out_len += k;
+		d->left -= k;
+		d->taken += k;
+		if (d->left == 0)
+			d->kind = EM_HTTP_BODY_NONE;	/* complete */
+		if (len > k)
+			r->resp_keep_alive = false;	/* bytes beyond the message */
+		return 0;
+	}
+	case EM_HTTP_BODY_CLOSE:
+	case EM_HTTP_BODY_TUNNEL:
+		memcpy(b->out + b->out_len, extra, len);
+		b->out_len += len;
+		d->taken += len;
+		return 0;
+	case EM_HTTP_BODY_CHUNKED:
+		while (len) {
+			uint64_t pending = em_http_chunk_pending(&d->ch);
+			struct em_http_chunk_step st;
+
+			if (d->chunk_end) {
+				r->resp_keep_alive = false;
+				return 0;
+			}
+			if (pending) {
+				size_t k = len < pending ? len : (size_t)pending;
+
+				memcpy(b->out + b->out_len, extra, k);
+				b->out_len += k;
+				em_http_chunk_moved(&d->ch, k);
+				extra += k;
+				len -= k;
+				continue;
+			}
+			if (em_http_chunk_feed(&d->ch, extra, len, &st) < 0)
+				return -EBADMSG;
+			memcpy(b->out + b->out_len, st.emit, st.emit_len);
+			b->out_len += st.emit_len;
+			extra += st.consumed;
+			len -= st.consumed;
+			if (st.done)
+				d->chunk_end = true;
+			if (!st.consumed && !st.emit_len && !st.data && !st.done)
+				return -EBADMSG;	/* bytes it would not take: cannot be put back */
+		}
+		return 0;
+	default:
+		if (len)
+			r->resp_keep_alive = false;
+		return 0;
+	}
+}
+
+/* The response head is r->buf->in[0..head_len) (parsed into r->buf->head),
+ * followed by `extra` bytes of the same read. Writes the head to send on
+ * and, after it, the body bytes already here (small bodies go out whole in
+ * one send); an interim (1xx) head keeps the bytes after it for the next
+ * head. Returns 0 or -EBADMSG. */
+static int response_head(struct em_proxy_worker *w, struct em_http_conn *c, size_t extra)
 {
 	struct http_req *r = c->rq;
-	struct em_http_head *h = &r->buf->head;
+	struct em_proxy_buf *b = r->buf;
+	struct em_http_head *h = &b->head;
+	size_t head_len = h->head_len;
 	unsigned flags = 0;
 	int len;
 
@@ -824,22 +895,25 @@ static int response_head(struct em_proxy_worker *w, struct em_http_conn *c, size
 		flags |= EM_HTTP_W_CLOSE;
 	if (r->minor == 0)
 		flags |= EM_HTTP_W_CLIENT_10;
-	len = em_http_write_response(h, r->buf->in, flags, r->buf->out, r->buf->cap_out);
+	len = em_http_write_response(h, b->in, flags, b->out, b->cap_out);
 	if (len < 0)
 		return -EBADMSG;
-	r->buf->out_len = (size_t)len;
-	r->buf->out_off = 0;
+	b->out_len = (size_t)len;
+	b->out_off = 0;
 	EM_PROXY_COUNT(w->proxy, responses[h->status / 100 % 6], 1);
 	r->rs = RS_HEAD_OUT;
-	if (r->resp.kind == EM_HTTP_BODY_LENGTH && h->content_length <= avail &&
-	    h->content_length <= r->buf->cap_out - (size_t)len) {
-		size_t inl = (size_t)h->content_length;
-
-		memcpy(r->buf->out + len, r->buf->in + h->head_len, inl);
-		r->buf->out_len += inl;
-		r->resp.kind = EM_HTTP_BODY_NONE;
-		return (int)inl;
+	if (h->interim) {
+		/* The final head may already follow: parse it next. */
+		memmove(b->in, b->in + head_len, extra);
+		b->in_len = extra;
+		return 0;
 	}
+	b->in_len = 0;
+	/* Bad chunk framing behind a good head: what came before it goes on,
+	 * then the client connection is closed, as when the same bytes
+	 * arrive after the head (the outcome must not depend on timing). */
+	if (take_extra(r, r->tunnel ? EM_HTTP_BODY_TUNNEL : h->body, b->in + head_len, extra) < 0)
+		r->resp_bad = true;
 	return 0;
 }
 
@@ -922,37 +996,43 @@ static int exchange(struct em_proxy_worker *w, struct em_http_conn *c)
 				progress = true;
 			}
 		}
-		if (r->rs == RS_WAIT && r->rq != RQ_HEAD && r->up_readable) {
+		if (r->rs == RS_WAIT && r->rq != RQ_HEAD && (r->up_readable || r->buf->in_len)) {
+			/* Plain reads (no peek): the head and whatever body
+			 * bytes came with it are taken here and sent on from
+			 * user space; the rest of the body is spliced. */
 			struct em_proxy_buf *b = r->buf;
+			size_t have = b->in_len;
 
-			n = recv(ufd, b->in, b->cap_in, MSG_PEEK | MSG_DONTWAIT);
-			if (n < 0 && (errno == EAGAIN || errno == EINTR))
-				r->up_readable = false;
-			if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-				int err = n == 0 ? ECONNRESET : errno;
+			if (r->up_readable && have < b->cap_in) {
+				n = recv(ufd, b->in + have, b->cap_in - have, MSG_DONTWAIT);
+				if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+					r->up_readable = false;
+				} else if (n <= 0) {
+					int err = n == 0 ? ECONNRESET : errno;
 
-				if (r->resp_bytes) {
-					EM_PROXY_COUNT(p, bad_responses, 1);
-					release(w, r, EM_BALANCER_FAILED, err);
-					reply(w, c, 502, false);
+					if (r->resp_bytes) {
+						EM_PROXY_COUNT(p, bad_responses, 1);
+						release(w, r, EM_BALANCER_FAILED, err);
+						reply(w, c, 502, false);
+						return 1;
+					}
+					attempt_failed(w, c, EM_BALANCER_FAILED, err, true);
 					return 1;
+				} else {
+					/* A short read emptied the socket. */
+					if ((size_t)n < b->cap_in - have)
+						r->up_readable = false;
+					have += (size_t)n;
+					b->in_len = have;
+					r->resp_bytes = true;
 				}
-				attempt_failed(w, c, EM_BALANCER_FAILED, err, true);
-				return 1;
 			}
-			if (n > 0) {
-				r->resp_bytes = true;
-				ret = em_http_parse_response(b->in, (size_t)n, &p->limits, r->method,
+			if (have) {
+				ret = em_http_parse_response(b->in, have, &p->limits, r->method,
 							     r->upgrade, &b->head);
-				int inl = 0;
-
-				if (ret == 0 && (size_t)n >= b->cap_in)
+				if (ret == 0 && have >= b->cap_in)
 					ret = -502;
-				if (ret > 0)
-					inl = response_head(w, c, (size_t)(n - ret));
-				if (ret < 0 || inl < 0 ||
-				    (ret > 0 && recv(ufd, b->in, (size_t)(ret + inl),
-						     MSG_DONTWAIT) != ret + inl)) {
+				if (ret < 0 || (ret > 0 && response_head(w, c, have - (size_t)ret) < 0)) {
 					static _Thread_local struct em_ratelimit bad_rl;
 
 					em_log_rl(&bad_rl, EM_LOG_INFO,
@@ -964,9 +1044,7 @@ static int exchange(struct em_proxy_worker *w, struct em_http_conn *c)
 					return 1;
 				}
 				if (ret > 0) {
-					r->bytes_down += (uint64_t)(ret + inl);
-					if (n == ret + inl && (size_t)n < b->cap_in)
-						r->up_readable = false;
+					r->bytes_down += have - b->in_len;
 					progress = true;
 				}
 			}
@@ -987,6 +1065,11 @@ static int exchange(struct em_proxy_worker *w, struct em_http_conn *c)
 			if (b->out_off < b->out_len)
 				return 0;
 			progress = true;
+			if (r->resp_bad) {
+				EM_PROXY_COUNT(p, bad_responses, 1);
+				abort_response(w, c, EBADMSG);
+				return 0;
+			}
 			if (r->interim) {
 				r->rs = RS_WAIT;
 			} else if (r->tunnel) {

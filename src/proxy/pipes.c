@@ -110,7 +110,7 @@ struct em_proxy_buf *em_proxy_buf_get(struct em_proxy_worker *w)
 		b->cap_in = in;
 		b->cap_out = out;
 	}
-	b->out_len = b->out_off = 0;
+	b->in_len = b->out_len = b->out_off = 0;
 	return b;
 }
 

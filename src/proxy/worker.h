@@ -70,6 +70,7 @@ struct em_proxy_buf {
 	char *in;			/* cap_in bytes */
 	char *out;			/* cap_out bytes */
 	size_t cap_in, cap_out;
+	size_t in_len;			/* response bytes received into `in` */
 	size_t out_len, out_off;	/* rewritten head: written so far */
 };
 
