@@ -74,6 +74,9 @@ static const struct opt opts[] = {
 	{ "max-connections-per-client", OPT_UINT, F(max_conns_per_client), 1, 10000000, "4096", "N", "client connections per client address; more are reset at once" },
 	{ "pipe-size", OPT_UINT, F(pipe_size), 4096, 1048576, "262144", "BYTES", "size of the pipes bodies and relays are spliced through" },
 	{ "big-pipes", OPT_UINT, F(big_pipes), 0, 100000, "48", "N", "pipes grown to pipe-size at once (the rest stay 64 KiB): keeps under fs.pipe-user-pages-soft without CAP_SYS_RESOURCE" },
+	{ "udp-idle-timeout", OPT_UINT, F(udp_idle_timeout_s), 0, 86400, "60", "SECONDS", "a UDP flow keeps its backend until idle this long" },
+	{ "udp-max-flows", OPT_UINT, F(udp_max_flows), 0, 1000000, "2048", "N", "UDP flows held at once (two sockets each); the least recently active is evicted" },
+	{ "dns-external-timeout-ms", OPT_UINT, F(dns_external_timeout_ms), 0, 60000, "1500", "MS", "ExternalName: wait this long for the resolver's answer about the target, then let the query pass untouched" },
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))

@@ -61,6 +61,9 @@ struct em_config {
 	unsigned max_conns_per_client;
 	unsigned pipe_size;
 	unsigned big_pipes;
+	unsigned udp_idle_timeout_s;	/* UDP flow idle timeout */
+	unsigned udp_max_flows;		/* bound of the UDP flow table */
+	unsigned dns_external_timeout_ms; /* ExternalName target lookups */
 };
 
 /* Fill *cfg with defaults, then the config file (the --config flag, else
