@@ -471,7 +471,10 @@ static void start_exchange(struct em_proxy_worker *w, struct em_http_conn *c)
 	r->rs = RS_WAIT;
 	r->buf->out_off = 0;
 	r->up->requests++;
-	em_proxy_timer_cancel(&w->timers, &c->timer);
+	/* Until the request is through: inactivity (a stuck head or a slow
+	 * upload); then the response timeout (exchange). */
+	r->last_ms = w->now_ms;
+	arm(w, c, (uint64_t)w->proxy->cfg.idle_timeout_s * 1000);
 }
 
 /* Every attempt failed, or none was possible. */
@@ -889,7 +892,9 @@ static int response_head(struct em_proxy_worker *w, struct em_http_conn *c, size
 		r->client_close = !r->keep_alive || h->body == EM_HTTP_BODY_CLOSE ||
 				  r->rq != RQ_DONE;
 		body_init(&r->resp, r->tunnel ? EM_HTTP_BODY_NONE : h->body, h->content_length);
-		em_proxy_timer_cancel(&w->timers, &c->timer);
+		/* From here on: inactivity, whatever the body's length. */
+		r->last_ms = w->now_ms;
+		arm(w, c, (uint64_t)w->proxy->cfg.idle_timeout_s * 1000);
 	}
 	if (r->client_close && !h->interim)
 		flags |= EM_HTTP_W_CLOSE;
@@ -960,7 +965,8 @@ static int exchange(struct em_proxy_worker *w, struct em_http_conn *c)
 				return 0;
 			r->rq = r->has_body ? RQ_BODY : RQ_DONE;
 			r->sent_ms = w->now_ms;
-			arm(w, c, p->cfg.response_timeout_ms);
+			if (r->rq == RQ_DONE)
+				arm(w, c, p->cfg.response_timeout_ms);
 			progress = true;
 		}
 		if (r->rq == RQ_BODY) {
@@ -991,8 +997,12 @@ static int exchange(struct em_proxy_worker *w, struct em_http_conn *c)
 			}
 			if (ret == BODY_DONE) {
 				r->rq = RQ_DONE;
+				r->sent_ms = w->now_ms;
+				if (r->rs == RS_WAIT)
+					arm(w, c, p->cfg.response_timeout_ms);
 				progress = true;
 			} else if (ret == BODY_PROGRESS) {
+				r->last_ms = w->now_ms;
 				progress = true;
 			}
 		}
@@ -1082,7 +1092,6 @@ static int exchange(struct em_proxy_worker *w, struct em_http_conn *c)
 				em_proxy_buf_put(w, r->buf);
 				r->buf = NULL;
 				r->last_ms = w->now_ms;
-				arm(w, c, (uint64_t)p->cfg.idle_timeout_s * 1000);
 			}
 		}
 		if (r->rs == RS_BODY) {
@@ -1204,7 +1213,7 @@ static void on_timer(struct em_proxy_worker *w, struct em_proxy_timer *t)
 		drive(w, c);
 		return;
 	case ST_EXCHANGE:
-		if (r->rs == RS_WAIT && r->rq != RQ_HEAD) {
+		if (r->rs == RS_WAIT && r->rq == RQ_DONE) {
 			static _Thread_local struct em_ratelimit to_rl;
 
 			em_log_rl(&to_rl, EM_LOG_INFO, "proxy: %s: no response within %u ms",
@@ -1214,8 +1223,7 @@ static void on_timer(struct em_proxy_worker *w, struct em_proxy_timer *t)
 			reply(w, c, 504, false);
 			return;
 		}
-		if (r->rs == RS_BODY &&
-		    w->now_ms - r->last_ms < (uint64_t)p->cfg.idle_timeout_s * 1000) {
+		if (w->now_ms - r->last_ms < (uint64_t)p->cfg.idle_timeout_s * 1000) {
 			em_proxy_timer_arm(&w->timers, &c->timer,
 					   r->last_ms + (uint64_t)p->cfg.idle_timeout_s * 1000);
 			return;

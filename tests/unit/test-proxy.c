@@ -1288,6 +1288,31 @@ START_TEST(test_http_timeouts_and_aborts)
 }
 END_TEST
 
+START_TEST(test_http_slow_upload_is_not_a_timeout)
+{
+	struct hsrv a;
+	struct fake_service fs;
+	struct em_proxy *p;
+	char body[64];
+	int fd;
+
+	/* The response timeout counts from the end of the request: an upload
+	 * slower than it is fine. */
+	hsrv_start(&a, 1, HSRV_OK);
+	service_init(&fs, &a.port, 1);
+	p = http_proxy_start(&fs, short_response_timeout);
+	fd = client_connect(p);
+	SEND(fd, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\nabc");
+	usleep(600000);
+	SEND(fd, "def");
+	ck_assert_int_eq(read_response(fd, body, sizeof(body), NULL), 200);
+	ck_assert_str_eq(body, "1 POST 6");
+	close(fd);
+	http_done(&fs, p);
+	hsrv_stop(&a);
+}
+END_TEST
+
 START_TEST(test_http_stale_pool_retry)
 {
 	struct hsrv a;
@@ -1439,6 +1464,7 @@ Suite *proxy_suite(void)
 	tcase_add_test(tc, test_http_failures);
 	tcase_add_test(tc, test_http_timeouts_and_aborts);
 	tcase_add_test(tc, test_http_stale_pool_retry);
+	tcase_add_test(tc, test_http_slow_upload_is_not_a_timeout);
 	tcase_add_test(tc, test_http_l4_fallback);
 	tcase_add_test(tc, test_conn_limit_per_client);
 	tcase_add_test(tc, test_http_many_pipelined_then_idle);
