@@ -1288,6 +1288,42 @@ START_TEST(test_http_timeouts_and_aborts)
 }
 END_TEST
 
+START_TEST(test_http_head_and_http10)
+{
+	struct hsrv a;
+	struct fake_service fs;
+	struct em_proxy *p;
+	char line[256], body[64], c;
+	size_t cl = 0;
+	int fd;
+
+	hsrv_start(&a, 1, HSRV_OK);
+	service_init(&fs, &a.port, 1);
+	p = http_proxy_start(&fs, NULL);
+	fd = client_connect(p);
+	/* HEAD: a Content-Length but no body; the next answer follows at once. */
+	SEND(fd, "HEAD / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n");
+	ck_assert_int_ge(read_line(fd, line, sizeof(line)), 0);
+	ck_assert_str_eq(line, "HTTP/1.1 200 OK");
+	while (read_line(fd, line, sizeof(line)) > 0)
+		if (strncasecmp(line, "Content-Length:", 15) == 0)
+			cl = strtoul(line + 15, NULL, 10);
+	ck_assert_uint_gt(cl, 0);
+	ck_assert_int_eq(read_response(fd, body, sizeof(body), NULL), 200);
+	ck_assert_str_eq(body, "1 GET 0");
+	close(fd);
+	/* HTTP/1.0 without keep-alive: one answer, then the close. */
+	fd = client_connect(p);
+	SEND(fd, "GET / HTTP/1.0\r\nHost: a\r\n\r\n");
+	ck_assert_int_eq(read_response(fd, body, sizeof(body), NULL), 200);
+	ck_assert_str_eq(body, "1 GET 0");
+	ck_assert_int_eq(read(fd, &c, 1), 0);
+	close(fd);
+	http_done(&fs, p);
+	hsrv_stop(&a);
+}
+END_TEST
+
 START_TEST(test_http_slow_upload_is_not_a_timeout)
 {
 	struct hsrv a;
@@ -1465,6 +1501,7 @@ Suite *proxy_suite(void)
 	tcase_add_test(tc, test_http_timeouts_and_aborts);
 	tcase_add_test(tc, test_http_stale_pool_retry);
 	tcase_add_test(tc, test_http_slow_upload_is_not_a_timeout);
+	tcase_add_test(tc, test_http_head_and_http10);
 	tcase_add_test(tc, test_http_l4_fallback);
 	tcase_add_test(tc, test_conn_limit_per_client);
 	tcase_add_test(tc, test_http_many_pipelined_then_idle);
