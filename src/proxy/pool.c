@@ -175,7 +175,8 @@ void em_proxy_pool_put(struct em_proxy_worker *w, struct em_proxy_upconn *u,
 	em_proxy_timer_arm(&w->timers, &u->idle, w->now_ms + (uint64_t)cfg->pool_idle_s * 1000);
 	return;
 close:
-	upconn_close(w, u, !reusable, false);
+	/* The exchange ended cleanly (else the caller resets it itself). */
+	upconn_close(w, u, false, false);
 }
 
 void em_proxy_pool_close_all(struct em_proxy_worker *w)

@@ -234,8 +234,8 @@ struct em_proxy_upconn *em_proxy_upconn_new(struct em_proxy_worker *w, int fd,
 					    const struct sockaddr_storage *ss,
 					    socklen_t len, void *owner,
 					    em_proxy_event_fn on_event);
-/* Done with u: park it in the pool when `reusable` and the bounds allow,
- * else close it. */
+/* Done with u after a clean exchange: park it in the pool when `reusable`
+ * and the bounds allow, else close it (FIN). */
 void em_proxy_pool_put(struct em_proxy_worker *w, struct em_proxy_upconn *u,
 		       bool reusable);
 /* Close u now (reset when `reset`). */
