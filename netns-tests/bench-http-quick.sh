@@ -8,7 +8,8 @@
 # N keep-alive connections through the daemon (one request each; BURST=1
 # sends all requests before reading any answer) and prints the daemon's RSS,
 # the machine's Slab (client sockets included, other tenants too) and fds
-# per connection. DOWNLOAD=1 adds 64 MiB downloads, daemon against direct.
+# per connection (beyond 4096, pass EM_OPTS="--max-connections-per-client
+# 20000": the clients share one address). DOWNLOAD=1 adds 64 MiB downloads, daemon against direct.
 #
 #   em-$$-node: edgemesh-tproxy (10.96.0.10:80 captured), haproxy
 #               10.244.1.1:8888, wrk, the idle client
@@ -16,7 +17,7 @@
 #     |- n2 10.244.2.1 ---- 10.244.2.2 em-$$-p2: nginx :80 (/1k)
 #
 # Usage: EM_BIN=build/edgemesh-tproxy [WORKERS=1] [DUR=5] [ROUNDS=3]
-#        [IDLE=4000 [BURST=1]] [DOWNLOAD=1] [PERF=1] [STRACE=1] netns-tests/bench-http-quick.sh
+#        [EM_OPTS="daemon flags"] [IDLE=4000 [BURST=1]] [DOWNLOAD=1] [PERF=1] [STRACE=1] netns-tests/bench-http-quick.sh
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 EM_BIN=${EM_BIN:-$here/../build/edgemesh-tproxy}
@@ -40,7 +41,8 @@ user root root;
 worker_processes 1;
 pid $dir/nginx.pid;
 error_log $dir/error.log;
-events { worker_connections 4096; }
+worker_rlimit_nofile 20000;
+events { worker_connections 19000; }
 http { access_log off; keepalive_requests 100000;
 	client_body_temp_path $dir; proxy_temp_path $dir; fastcgi_temp_path $dir; uwsgi_temp_path $dir; scgi_temp_path $dir;
 	server { listen 10.244.$i.2:80; root $dir/html; } }
@@ -86,7 +88,7 @@ backend b
 	server s2 10.244.2.2:80
 HA
 ip netns exec "$NS_N" "$EM_BIN" --source "file:$D/manifests" --state-dir "$D/state" --node-name node \
-	--capture-cidr 10.96.0.0/16 --dns-host no --dns-pods no --workers ${WORKERS:-1} --log-level warn >>"$D/daemon-n.log" 2>&1 &
+	--capture-cidr 10.96.0.0/16 --dns-host no --dns-pods no --workers ${WORKERS:-1} --log-level warn ${EM_OPTS:-} >>"$D/daemon-n.log" 2>&1 &
 echo $! > "$D/daemon-n.pid"
 ip netns exec "$NS_N" haproxy -f $D/haproxy.cfg -db >/dev/null 2>&1 & echo $! > $D/haproxy.pid
 wait_until 10 sh -c "ip netns exec $NS_N curl -sf -o /dev/null http://10.96.0.10/1k"
@@ -129,20 +131,29 @@ if [ -n "${DOWNLOAD:-}" ]; then
 	done
 fi
 if [ -n "${IDLE:-}" ]; then
-	rss() { awk '/^VmRSS/ { print $2 }' /proc/$empid/status; }
-	slab() { awk '/^Slab:/ { print $2 }' /proc/meminfo; }
-	fds() { ls /proc/$empid/fd | wc -l; }
-	r0=$(rss); s0=$(slab); f0=$(fds)
-	mkfifo $D/in
-	nn python3 "$here/../tests/proxy/idle-clients.py" 10.96.0.10 80 $IDLE ${BURST:-} < $D/in > $D/client.out &
-	cpid=$!; exec 9>$D/in
-	wait_until 300 grep -q open $D/client.out
-	sleep 1
-	r1=$(rss); s1=$(slab); f1=$(fds)
-	echo "idle N=$IDLE${BURST:+ (burst)}: daemon RSS ${r0} -> ${r1} kB, $(( (r1 - r0) * 1024 / IDLE )) B/conn;" \
-		"Slab ${s0} -> ${s1} kB, $(( (s1 - s0) * 1024 / IDLE )) B/conn (both ends, whole machine);" \
-		"fds ${f0} -> ${f1}, $(( (f1 - f0) * 1000 / IDLE ))/1000 per conn"
-	exec 9>&-
-	wait $cpid
+	# idle_run LABEL ADDR PID: N keep-alive connections to ADDR:80, one
+	# request each; PID's RSS and fds and the machine's Slab before/after.
+	idle_run() {
+		local label=$1 addr=$2 pid=$3 r0 r1 s0 s1 f0 f1 cpid
+		rss() { awk '/^VmRSS/ { print $2 }' /proc/$pid/status; }
+		slab() { awk '/^Slab:/ { print $2 }' /proc/meminfo; }
+		fds() { ls /proc/$pid/fd | wc -l; }
+		r0=$(rss); s0=$(slab); f0=$(fds)
+		rm -f $D/in $D/client.out; mkfifo $D/in
+		nn python3 "$here/../tests/proxy/idle-clients.py" $addr 80 $IDLE ${BURST:-} < $D/in > $D/client.out &
+		cpid=$!; exec 9>$D/in
+		wait_until 300 grep -q open $D/client.out
+		sleep 1
+		r1=$(rss); s1=$(slab); f1=$(fds)
+		echo "idle $label N=$IDLE${BURST:+ (burst)}: RSS ${r0} -> ${r1} kB, $(( (r1 - r0) * 1024 / IDLE )) B/conn;" \
+			"Slab ${s0} -> ${s1} kB, $(( (s1 - s0) * 1024 / IDLE )) B/conn (both ends, whole machine);" \
+			"fds ${f0} -> ${f1}, $(( (f1 - f0) * 1000 / IDLE ))/1000 per conn"
+		exec 9>&-
+		wait $cpid
+	}
+	idle_run daemon 10.96.0.10 $empid
+	sleep 2
+	# The same to nginx directly: Slab of a plain client+server pair.
+	idle_run direct-to-nginx 10.244.1.2 "$(pgrep -P "$(cat $D/nginx-1/nginx.pid)" | head -n 1)"
 fi
 kill -USR1 $empid; sleep 0.5; grep 'forwarder http' $D/daemon-n.log | tail -n 1
