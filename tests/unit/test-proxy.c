@@ -1288,6 +1288,54 @@ START_TEST(test_http_timeouts_and_aborts)
 }
 END_TEST
 
+static void two_per_upstream(struct em_proxy_config *cfg)
+{
+	cfg->pool_max_requests = 2;
+}
+
+static void no_pool(struct em_proxy_config *cfg)
+{
+	cfg->pool_total = 0;
+}
+
+START_TEST(test_http_pool_bounds)
+{
+	struct hsrv a;
+	struct fake_service fs;
+	struct em_proxy *p;
+	char body[64];
+	int fd;
+
+	/* At most two requests per upstream connection: six take three. */
+	hsrv_start(&a, 1, HSRV_OK);
+	service_init(&fs, &a.port, 1);
+	p = http_proxy_start(&fs, two_per_upstream);
+	fd = client_connect(p);
+	for (int i = 0; i < 6; i++) {
+		SEND(fd, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+		ck_assert_int_eq(read_response(fd, body, sizeof(body), NULL), 200);
+	}
+	close(fd);
+	http_done(&fs, p);
+	ck_assert_int_eq(a.conns, 3);
+	hsrv_stop(&a);
+
+	/* No pool: one upstream connection per request. */
+	hsrv_start(&a, 1, HSRV_OK);
+	service_init(&fs, &a.port, 1);
+	p = http_proxy_start(&fs, no_pool);
+	fd = client_connect(p);
+	for (int i = 0; i < 4; i++) {
+		SEND(fd, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+		ck_assert_int_eq(read_response(fd, body, sizeof(body), NULL), 200);
+	}
+	close(fd);
+	http_done(&fs, p);
+	ck_assert_int_eq(a.conns, 4);
+	hsrv_stop(&a);
+}
+END_TEST
+
 START_TEST(test_http_head_and_http10)
 {
 	struct hsrv a;
@@ -1502,6 +1550,7 @@ Suite *proxy_suite(void)
 	tcase_add_test(tc, test_http_stale_pool_retry);
 	tcase_add_test(tc, test_http_slow_upload_is_not_a_timeout);
 	tcase_add_test(tc, test_http_head_and_http10);
+	tcase_add_test(tc, test_http_pool_bounds);
 	tcase_add_test(tc, test_http_l4_fallback);
 	tcase_add_test(tc, test_conn_limit_per_client);
 	tcase_add_test(tc, test_http_many_pipelined_then_idle);
