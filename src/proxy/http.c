@@ -10,11 +10,14 @@
  * reference resolved from the current snapshot, and an upstream connection
  * taken from the pool or opened.
  *
- * Heads are read with MSG_PEEK and parsed from the start each time (they
- * are at most max_head bytes); once complete, exactly head_len bytes are
- * consumed, so the body and any pipelined request stay in the socket. The
- * next request head is not read before the current response is through:
- * pipelined requests are answered in order by construction.
+ * Request heads are read with MSG_PEEK and parsed from the start each time
+ * (they are at most max_head bytes); once complete, exactly head_len bytes
+ * are consumed, so the body and any pipelined request stay in the socket.
+ * The next request head is not read before the current response is
+ * through: pipelined requests are answered in order by construction.
+ * Response heads are read with one plain recv: body bytes that came in the
+ * same read (at most max_head of them) are sent on with the head from user
+ * space, which makes a small response one send; the rest is spliced.
  *
  * Both sockets are edge-triggered for in and out: drive() advances until
  * every path waits on EAGAIN or on the other side, and a fresh edge of

@@ -1,9 +1,13 @@
 /* proxy.h — the forwarder: transparent (TPROXY) listeners, one epoll loop per
- * worker thread, L4 splice relaying to a backend chosen by the balancer.
+ * worker thread, L4 splice relaying to a backend chosen by the balancer, and
+ * on HTTP ports (target app EM_APP_HTTP) the HTTP/1.x forwarder, which
+ * balances every request of a keep-alive connection on its own.
  *
  * The proxy does not know the registry: for every accepted connection it
  * calls cfg->resolve() with the original destination (the fake IP:port the
- * client dialled, from getsockname() on the accepted socket). The daemon
+ * client dialled, from getsockname() on the accepted socket), and on HTTP
+ * ports again for every request (so a request sees the current snapshot:
+ * the reference it gets is dropped when the request ends). The daemon
  * implements resolve with the current snapshot, e.g.
  *
  *	static int resolve(void *ctx, const struct sockaddr *dst,
@@ -57,9 +61,10 @@ struct em_proxy_target {
 	enum em_app_proto app;		/* the port's protocol: dispatch key */
 };
 
-/* Called on a worker thread for each accepted connection. Fill *out and
- * return 0, or return -ENOENT when orig_dst is not a service port (the proxy
- * then refuses the connection: it is never an open relay). Must not block. */
+/* Called on a worker thread for each accepted connection (and each HTTP
+ * request). Fill *out and return 0, or return -ENOENT when orig_dst is not a
+ * service port (the proxy then refuses the connection, or answers the
+ * request with 503: it is never an open relay). Must not block. */
 typedef int (*em_proxy_resolve_fn)(void *ctx, const struct sockaddr *orig_dst,
 				   const struct sockaddr *client,
 				   struct em_proxy_target *out);
