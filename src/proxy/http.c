@@ -1,6 +1,8 @@
 /* http.c — the HTTP/1.x forwarder: per-request balancing over one client
  * connection, upstream keep-alive (pool.c), bodies moved with splice(2)
- * (pipes.c) by the framing that http_frame.c decided.
+ * (pipes.c) by the framing that http_frame.c decided. This file: the
+ * client connection, request heads, resolving, picking and connecting,
+ * retries, timers; http_exchange.c moves a request and its response.
  *
  * One struct em_http_conn per client connection. While idle it holds the
  * client socket, a timer and this struct: no buffer, no pipe, no upstream,
@@ -34,100 +36,16 @@
 
 #include <http_parser.h>
 
-#include "proxy/worker.h"
+#include "proxy/http.h"
 #include "util/log.h"
 
-/* After a reply that ends the connection: drain what the client still sends
- * for this long, so our reply is not destroyed by the RST that closing a
- * socket with unread bytes sends. */
-#define LINGER_MS 2000
-/* Peek size for chunk framing (the machine consumes long lines piecewise). */
-#define CHUNK_PEEK 2048
-
-enum http_state {
-	ST_IDLE,	/* between requests: no buffer */
-	ST_HEAD,	/* part of a request head received; head timeout armed */
-	ST_CONNECT,	/* upstream connect in progress */
-	ST_EXCHANGE,	/* request going up, response coming down */
-	ST_LINGER,	/* reply sent and write side shut: draining, then close */
-	ST_DEAD,
-};
-
-enum req_phase { RQ_HEAD, RQ_BODY, RQ_DONE };
-enum resp_phase { RS_WAIT, RS_HEAD_OUT, RS_BODY, RS_DONE };
-
-/* One direction of a message body. */
-struct body {
-	uint8_t kind;			/* enum em_http_body */
-	bool eof;			/* the source closed */
-	bool chunk_end;			/* chunked: last chunk and trailers consumed */
-	uint8_t emit_len, emit_off;	/* chunked: framing still to send */
-	char emit[EM_HTTP_CHUNK_EMIT_MAX];
-	uint64_t left;			/* LENGTH: bytes still to read from the source */
-	uint64_t taken;			/* bytes read from the source so far */
-	struct em_http_chunk ch;
-	struct em_proxy_splice sp;
-};
-
-struct em_http_conn {
-	struct em_proxy_src client;
-	struct em_http_conn *prev, *next;
-	uint8_t state;			/* enum http_state */
-	bool sniffed;			/* first bytes looked at (L4 fallback decided) */
-	/* An EPOLLIN edge came since the last EAGAIN (or bytes are known to
-	 * wait): worth peeking for a request head. */
-	bool readable;
-	bool rerun;			/* the timer is a zero-delay re-run, not keep-alive */
-	union em_proxy_addr client_addr;
-	union em_proxy_addr dst_addr;
-	socklen_t client_len, dst_len;
-	struct em_proxy_timer timer;	/* by state: keep-alive, head, connect, response, linger */
-	struct http_req *rq;		/* the request in flight, NULL while idle */
-};
-
-/* Everything a request in flight needs; allocated with it, freed after its
- * response: an idle connection does not carry it. */
-struct http_req {
-	struct em_proxy_buf *buf;	/* borrowed until the response head is sent */
-	struct em_lb_port *lb;		/* resolved for this request */
-	struct em_proxy_upconn *up;
-	int backend;			/* outstanding pick, or -1 */
-	int avoid;
-	unsigned attempt, max_attempts;
-	bool fresh_only;		/* retrying after a stale pooled connection */
-	bool stale_retried;
-	bool picked_any;		/* some pick returned a backend */
-	uint8_t method;			/* enum http_method */
-	uint8_t minor;
-	bool keep_alive, upgrade, has_body;
-	uint8_t rq, rs;			/* enum req_phase, enum resp_phase */
-	bool interim;			/* the response head being sent is 1xx */
-	bool tunnel;
-	bool resp_keep_alive;		/* upstream may be reused */
-	bool client_close;		/* close the client after this response */
-	bool resp_bytes;		/* a response byte arrived from upstream */
-	bool resp_bad;			/* body framing broken: close once the head is out */
-	/* An EPOLLIN edge came from the upstream since its last EAGAIN: a
-	 * response head is worth peeking for (saves a recv per request). */
-	bool up_readable;
-	uint16_t status;
-	uint64_t picked_ms, sent_ms, last_ms;
-	uint64_t latency_us;
-	uint64_t bytes_up, bytes_down;
-	struct body req, resp;
-};
-
-#define conn_of_client(src) \
-	((struct em_http_conn *)((char *)(src) - offsetof(struct em_http_conn, client)))
-#define conn_of_timer(t) \
-	((struct em_http_conn *)((char *)(t) - offsetof(struct em_http_conn, timer)))
 
 static void drive(struct em_proxy_worker *w, struct em_http_conn *c);
 static void pick_and_connect(struct em_proxy_worker *w, struct em_http_conn *c);
 
 /* ---- small helpers ---------------------------------------------------- */
 
-static void arm(struct em_proxy_worker *w, struct em_http_conn *c, uint64_t ms)
+void em_http_arm(struct em_proxy_worker *w, struct em_http_conn *c, uint64_t ms)
 {
 	c->rerun = false;
 	em_proxy_timer_arm(&w->timers, &c->timer, w->now_ms + ms);
@@ -161,15 +79,7 @@ static bool method_idempotent(unsigned m)
 	}
 }
 
-static void body_init(struct body *b, enum em_http_body kind, uint64_t len)
-{
-	memset(b, 0, sizeof(*b));
-	b->kind = (uint8_t)kind;
-	b->left = len;
-	em_http_chunk_init(&b->ch);
-}
-
-static void release(struct em_proxy_worker *w, struct http_req *r,
+void em_http_release(struct em_proxy_worker *w, struct http_req *r,
 		    enum em_balancer_outcome outcome, int err)
 {
 	struct em_balancer_result res = {
@@ -190,14 +100,14 @@ static void release(struct em_proxy_worker *w, struct http_req *r,
 
 /* Drop everything the request holds. The upstream connection is reset
  * unless it was handed back before. */
-static void req_free(struct em_proxy_worker *w, struct em_http_conn *c,
+void em_http_req_free(struct em_proxy_worker *w, struct em_http_conn *c,
 		     enum em_balancer_outcome outcome, int err)
 {
 	struct http_req *r = c->rq;
 
 	if (!r)
 		return;
-	release(w, r, outcome, err);
+	em_http_release(w, r, outcome, err);
 	if (r->up)
 		em_proxy_upconn_close(w, r->up, true);
 	em_proxy_splice_drop(w, &r->req.sp);
@@ -223,13 +133,13 @@ static void unlink_conn(struct em_proxy_worker *w, struct em_http_conn *c)
 }
 
 /* End the client connection (RST when `reset`) and whatever it holds. */
-static void conn_close(struct em_proxy_worker *w, struct em_http_conn *c, bool reset,
+void em_http_conn_close(struct em_proxy_worker *w, struct em_http_conn *c, bool reset,
 		       enum em_balancer_outcome outcome)
 {
 	if (c->state == ST_DEAD)
 		return;
 	c->state = ST_DEAD;
-	req_free(w, c, outcome, 0);
+	em_http_req_free(w, c, outcome, 0);
 	em_proxy_timer_cancel(&w->timers, &c->timer);
 	if (reset)
 		em_proxy_close_reset(c->client.fd);
@@ -242,7 +152,7 @@ static void conn_close(struct em_proxy_worker *w, struct em_http_conn *c, bool r
 
 /* Hand the client socket over (L4 fallback, tunnel): the struct goes, the
  * socket and the client slot live on. */
-static int conn_detach(struct em_proxy_worker *w, struct em_http_conn *c)
+int em_http_conn_detach(struct em_proxy_worker *w, struct em_http_conn *c)
 {
 	int fd = c->client.fd;
 
@@ -257,7 +167,7 @@ static int conn_detach(struct em_proxy_worker *w, struct em_http_conn *c)
 /* Send a reply of our own. `keep`: the connection continues (the request
  * had no body left in the socket); else the write side is shut and the
  * rest of what the client sends is drained for a moment. */
-static void reply(struct em_proxy_worker *w, struct em_http_conn *c, unsigned status,
+void em_http_answer(struct em_proxy_worker *w, struct em_http_conn *c, unsigned status,
 		  bool keep)
 {
 	char out[256];
@@ -267,19 +177,19 @@ static void reply(struct em_proxy_worker *w, struct em_http_conn *c, unsigned st
 	if (n > 0)
 		sent = send(c->client.fd, out, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
 	EM_PROXY_COUNT(w->proxy, generated[status / 100 % 6], 1);
-	req_free(w, c, EM_BALANCER_CANCELLED, 0);
+	em_http_req_free(w, c, EM_BALANCER_CANCELLED, 0);
 	if (sent != n) {
-		conn_close(w, c, true, EM_BALANCER_CANCELLED);
+		em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
 		return;
 	}
 	if (keep) {
 		c->state = ST_IDLE;
-		arm(w, c, (uint64_t)w->proxy->cfg.keepalive_s * 1000);
+		em_http_arm(w, c, (uint64_t)w->proxy->cfg.keepalive_s * 1000);
 		return;
 	}
 	shutdown(c->client.fd, SHUT_WR);
 	c->state = ST_LINGER;
-	arm(w, c, LINGER_MS);
+	em_http_arm(w, c, LINGER_MS);
 }
 
 /* ---- the balancer's view of a request ----------------------------------- */
@@ -321,13 +231,13 @@ static void fallback_l4(struct em_proxy_worker *w, struct em_http_conn *c)
 	if (p->cfg.resolve(p->cfg.resolve_ctx, &c->dst_addr.sa,
 			   &c->client_addr.sa, &t) < 0 || !t.lb) {
 		EM_PROXY_COUNT(p, no_backend, 1);
-		conn_close(w, c, true, EM_BALANCER_CANCELLED);
+		em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
 		return;
 	}
 	EM_PROXY_COUNT(p, l4_fallbacks, 1);
 	memcpy(&client, &c->client_addr, client_len);
 	memcpy(&dst, &c->dst_addr, dst_len);
-	fd = conn_detach(w, c);
+	fd = em_http_conn_detach(w, c);
 	em_proxy_l4_start(w, fd, &client, client_len, &dst, dst_len, t.lb);
 }
 
@@ -347,7 +257,7 @@ static void begin_request(struct em_proxy_worker *w, struct em_http_conn *c)
 	r->keep_alive = h->keep_alive;
 	r->upgrade = h->upgrade;
 	r->has_body = h->body != EM_HTTP_BODY_NONE;
-	body_init(&r->req, h->body, h->content_length);
+	em_http_body_init(&r->req, h->body, h->content_length);
 	r->backend = r->avoid = -1;
 	EM_PROXY_COUNT(p, requests, 1);
 	/* The current snapshot, for this request: a pod added since the
@@ -355,7 +265,7 @@ static void begin_request(struct em_proxy_worker *w, struct em_http_conn *c)
 	if (p->cfg.resolve(p->cfg.resolve_ctx, &c->dst_addr.sa,
 			   &c->client_addr.sa, &t) < 0 || !t.lb) {
 		EM_PROXY_COUNT(p, no_backend, 1);
-		reply(w, c, 503, !r->has_body && r->keep_alive);
+		em_http_answer(w, c, 503, !r->has_body && r->keep_alive);
 		return;
 	}
 	r->lb = t.lb;
@@ -363,7 +273,7 @@ static void begin_request(struct em_proxy_worker *w, struct em_http_conn *c)
 	len = em_http_write_request(h, r->buf->in, ip, r->buf->out, r->buf->cap_out);
 	if (len < 0) {
 		EM_PROXY_COUNT(p, bad_requests, 1);
-		reply(w, c, 431, false);
+		em_http_answer(w, c, 431, false);
 		return;
 	}
 	r->buf->out_len = (size_t)len;
@@ -390,7 +300,7 @@ static int read_head(struct em_proxy_worker *w, struct em_http_conn *c)
 		return 0;
 	b = em_proxy_buf_get(w);
 	if (!b) {
-		conn_close(w, c, true, EM_BALANCER_CANCELLED);
+		em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
 		return 0;
 	}
 	n = recv(c->client.fd, b->in, b->cap_in, MSG_PEEK | MSG_DONTWAIT);
@@ -401,7 +311,7 @@ static int read_head(struct em_proxy_worker *w, struct em_http_conn *c)
 			return 0;
 		}
 		/* EOF or error between requests: the client is done. */
-		conn_close(w, c, n == -1, EM_BALANCER_CANCELLED);
+		em_http_conn_close(w, c, n == -1, EM_BALANCER_CANCELLED);
 		return 0;
 	}
 	if (!c->sniffed) {
@@ -423,14 +333,14 @@ static int read_head(struct em_proxy_worker *w, struct em_http_conn *c)
 		if (c->state == ST_IDLE) {
 			/* The head timeout runs from its first byte. */
 			c->state = ST_HEAD;
-			arm(w, c, p->cfg.head_timeout_ms);
+			em_http_arm(w, c, p->cfg.head_timeout_ms);
 		}
 		return 0;
 	}
 	r = calloc(1, sizeof(*r));
 	if (!r) {
 		em_proxy_buf_put(w, b);
-		conn_close(w, c, true, EM_BALANCER_CANCELLED);
+		em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
 		return 0;
 	}
 	r->buf = b;
@@ -442,12 +352,12 @@ static int read_head(struct em_proxy_worker *w, struct em_http_conn *c)
 		em_proxy_addr_text(&c->client_addr.sa, a, sizeof(a));
 		em_log_rl(&bad_rl, EM_LOG_INFO, "proxy: http request from %s refused: %d", a, -ret);
 		EM_PROXY_COUNT(p, bad_requests, 1);
-		reply(w, c, (unsigned)-ret, false);
+		em_http_answer(w, c, (unsigned)-ret, false);
 		return 1;
 	}
 	/* Consume exactly the head; the body stays in the socket. */
 	if (recv(c->client.fd, b->in, (size_t)ret, MSG_DONTWAIT) != ret) {
-		conn_close(w, c, true, EM_BALANCER_CANCELLED);
+		em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
 		return 0;
 	}
 	/* Nothing more was waiting: the next edge says when there is. */
@@ -477,7 +387,7 @@ static void start_exchange(struct em_proxy_worker *w, struct em_http_conn *c)
 	/* Until the request is through: inactivity (a stuck head or a slow
 	 * upload); then the response timeout (exchange). */
 	r->last_ms = w->now_ms;
-	arm(w, c, (uint64_t)w->proxy->cfg.idle_timeout_s * 1000);
+	em_http_arm(w, c, (uint64_t)w->proxy->cfg.idle_timeout_s * 1000);
 }
 
 /* Every attempt failed, or none was possible. */
@@ -493,7 +403,7 @@ static void give_up(struct em_proxy_worker *w, struct em_http_conn *c)
 			  "attempt(s)", em_lb_port_label(r->lb), r->attempt);
 	/* The body, if any, is still in the socket: the connection cannot
 	 * continue then. */
-	reply(w, c, none ? 503 : 502, !r->has_body && r->keep_alive && r->req.taken == 0);
+	em_http_answer(w, c, none ? 503 : 502, !r->has_body && r->keep_alive && r->req.taken == 0);
 }
 
 static void pick_and_connect(struct em_proxy_worker *w, struct em_http_conn *c)
@@ -551,17 +461,17 @@ static void pick_and_connect(struct em_proxy_worker *w, struct em_http_conn *c)
 		if (fd >= 0) {
 			r->up = em_proxy_upconn_new(w, fd, &ss, len, c, upstream_event);
 			if (!r->up) {
-				release(w, r, EM_BALANCER_LOCAL, ENOMEM);
+				em_http_release(w, r, EM_BALANCER_LOCAL, ENOMEM);
 				break;
 			}
 			r->up_readable = false;
 			ev.data.ptr = &r->up->src;
 			if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) == -1) {
-				release(w, r, EM_BALANCER_LOCAL, errno);
+				em_http_release(w, r, EM_BALANCER_LOCAL, errno);
 				break;
 			}
 			c->state = ST_CONNECT;
-			arm(w, c, p->cfg.connect_timeout_ms);
+			em_http_arm(w, c, p->cfg.connect_timeout_ms);
 			return;
 		}
 		res.error = -fd;
@@ -585,7 +495,7 @@ static void pick_and_connect(struct em_proxy_worker *w, struct em_http_conn *c)
 
 /* The attempt on r->up failed before any response byte. `sent`: the request
  * head (or some of it) went out. Retry when that is safe, else 502. */
-static void attempt_failed(struct em_proxy_worker *w, struct em_http_conn *c,
+void em_http_attempt_failed(struct em_proxy_worker *w, struct em_http_conn *c,
 			   enum em_balancer_outcome outcome, int err, bool sent)
 {
 	struct http_req *r = c->rq;
@@ -601,11 +511,11 @@ static void attempt_failed(struct em_proxy_worker *w, struct em_http_conn *c,
 		 * used it: not the backend's fault; once more, fresh, and
 		 * the same backend may be picked again. */
 		EM_PROXY_COUNT(w->proxy, pool_stale, 1);
-		release(w, r, EM_BALANCER_LOCAL, err);
+		em_http_release(w, r, EM_BALANCER_LOCAL, err);
 		r->stale_retried = true;
 		r->fresh_only = true;
 	} else {
-		release(w, r, outcome, err);
+		em_http_release(w, r, outcome, err);
 		if (outcome == EM_BALANCER_TIMEOUT)
 			EM_PROXY_COUNT(w->proxy, connect_timeouts, 1);
 		else
@@ -615,7 +525,7 @@ static void attempt_failed(struct em_proxy_worker *w, struct em_http_conn *c,
 		 * without a body may be sent again. */
 		if (sent && (!method_idempotent(r->method) || r->has_body)) {
 			EM_PROXY_COUNT(w->proxy, no_backend, 1);
-			reply(w, c, 502, false);
+			em_http_answer(w, c, 502, false);
 			return;
 		}
 	}
@@ -623,7 +533,7 @@ static void attempt_failed(struct em_proxy_worker *w, struct em_http_conn *c,
 		/* Body bytes left the client socket: they cannot be sent
 		 * again. */
 		EM_PROXY_COUNT(w->proxy, no_backend, 1);
-		reply(w, c, 502, false);
+		em_http_answer(w, c, 502, false);
 		return;
 	}
 	EM_PROXY_COUNT(w->proxy, retries, 1);
@@ -647,7 +557,7 @@ static void upstream_event(struct em_proxy_worker *w, struct em_proxy_src *src,
 		if (getsockopt(src->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
 			err = errno;
 		if (err || (events & (EPOLLERR | EPOLLHUP))) {
-			attempt_failed(w, c, em_proxy_errno_local(err) ? EM_BALANCER_LOCAL
+			em_http_attempt_failed(w, c, em_proxy_errno_local(err) ? EM_BALANCER_LOCAL
 								       : EM_BALANCER_FAILED,
 				       err ? err : ECONNREFUSED, false);
 			drive(w, c);
@@ -660,476 +570,6 @@ static void upstream_event(struct em_proxy_worker *w, struct em_proxy_src *src,
 	drive(w, c);
 }
 
-/* ---- bodies -------------------------------------------------------------- */
-
-enum { BODY_WAIT = 0, BODY_PROGRESS = 1, BODY_DONE = 2 };
-
-/* Move body b from `from` to `to`. Returns BODY_* or -errno: -EBADMSG for
- * bad chunk framing, -ECONNABORTED when the source closed early, else the
- * socket error. */
-static int body_move(struct em_proxy_worker *w, struct body *b, int from, int to,
-		     uint64_t *count)
-{
-	int progress = 0;
-	ssize_t n;
-
-	switch (b->kind) {
-	case EM_HTTP_BODY_NONE:
-		return BODY_DONE;
-	case EM_HTTP_BODY_LENGTH:
-	case EM_HTTP_BODY_CLOSE:
-	case EM_HTTP_BODY_TUNNEL: {
-		uint64_t limit = b->kind == EM_HTTP_BODY_LENGTH ? b->left : UINT64_MAX;
-		uint64_t taken = 0;
-
-		n = em_proxy_splice_move(w, &b->sp, from, to, limit, &taken, &b->eof);
-		if (n < 0)
-			return (int)n;
-		*count += (uint64_t)n;
-		b->taken += taken;
-		if (b->kind == EM_HTTP_BODY_LENGTH) {
-			b->left -= taken;
-			if (b->left == 0 && b->sp.queued == 0)
-				return BODY_DONE;
-			if (b->eof)
-				return -ECONNABORTED;
-		} else if (b->eof && b->sp.queued == 0) {
-			return BODY_DONE;
-		}
-		return n > 0 || taken > 0;
-	}
-	default:
-		break;
-	}
-	/* Chunked: framing parsed here, data spliced. */
-	for (;;) {
-		uint64_t pending;
-		struct em_http_chunk_step st;
-		char tmp[CHUNK_PEEK];
-
-		if (b->emit_off < b->emit_len) {
-			n = send(to, b->emit + b->emit_off, b->emit_len - b->emit_off,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
-			if (n < 0)
-				return errno == EAGAIN || errno == EINTR ? progress : -errno;
-			b->emit_off += (uint8_t)n;
-			*count += (uint64_t)n;
-			progress = 1;
-			continue;
-		}
-		if (b->chunk_end)
-			return BODY_DONE;
-		pending = em_http_chunk_pending(&b->ch);
-		if (pending || b->sp.queued) {
-			uint64_t taken = 0;
-
-			n = em_proxy_splice_move(w, &b->sp, from, to, pending, &taken, &b->eof);
-			if (n < 0)
-				return (int)n;
-			*count += (uint64_t)n;
-			b->taken += taken;
-			if (taken)
-				em_http_chunk_moved(&b->ch, taken);
-			if (n > 0 || taken)
-				progress = 1;
-			if (em_http_chunk_pending(&b->ch) || b->sp.queued)
-				return b->eof ? -ECONNABORTED : progress;
-			continue;
-		}
-		n = recv(from, tmp, sizeof(tmp), MSG_PEEK | MSG_DONTWAIT);
-		if (n == 0)
-			return -ECONNABORTED;
-		if (n < 0)
-			return errno == EAGAIN || errno == EINTR ? progress : -errno;
-		if (em_http_chunk_feed(&b->ch, tmp, (size_t)n, &st) < 0)
-			return -EBADMSG;
-		if (st.consumed && recv(from, tmp, st.consumed, MSG_DONTWAIT) != (ssize_t)st.consumed)
-			return -EIO;
-		b->taken += st.consumed;
-		memcpy(b->emit, st.emit, st.emit_len);
-		b->emit_len = st.emit_len;
-		b->emit_off = 0;
-		if (st.done)
-			b->chunk_end = true;
-		if (!st.consumed && !st.emit_len && !st.data && !st.done)
-			return progress;	/* needs more bytes than have come */
-		progress = 1;
-	}
-}
-
-/* ---- the exchange ----------------------------------------------------------- */
-
-static void finish(struct em_proxy_worker *w, struct em_http_conn *c)
-{
-	struct http_req *r = c->rq;
-	bool keep = !r->client_close && r->rq == RQ_DONE;
-	bool reuse = r->resp_keep_alive && r->rq == RQ_DONE &&
-		     r->resp.kind != EM_HTTP_BODY_CLOSE;
-
-	release(w, r, EM_BALANCER_OK, 0);
-	if (r->up) {
-		em_proxy_pool_put(w, r->up, reuse);
-		r->up = NULL;
-	}
-	req_free(w, c, EM_BALANCER_OK, 0);
-	if (!keep) {
-		shutdown(c->client.fd, SHUT_WR);
-		c->state = ST_LINGER;
-		arm(w, c, LINGER_MS);
-		return;
-	}
-	c->state = ST_IDLE;
-	arm(w, c, (uint64_t)w->proxy->cfg.keepalive_s * 1000);
-}
-
-static void tunnel(struct em_proxy_worker *w, struct em_http_conn *c)
-{
-	struct http_req *r = c->rq;
-	struct sockaddr_storage client = { 0 };
-	socklen_t client_len = c->client_len;
-	int ufd = r->up->src.fd, cfd;
-
-	EM_PROXY_COUNT(w->proxy, tunnels, 1);
-	memcpy(&client, &c->client_addr, client_len);
-	release(w, r, EM_BALANCER_OK, 0);
-	epoll_ctl(w->epfd, EPOLL_CTL_DEL, ufd, NULL);
-	/* The socket moves to the relay: the upconn struct goes without
-	 * closing it. */
-	r->up->src.fd = -1;
-	r->up->next = w->up_dead;
-	w->up_dead = r->up;
-	r->up = NULL;
-	req_free(w, c, EM_BALANCER_OK, 0);
-	cfd = conn_detach(w, c);
-	em_proxy_l4_tunnel(w, cfd, ufd, &client, client_len);
-}
-
-/* Append the body bytes that came in the same read as the response head
- * (extra[0..len)) to the head being sent on, by the body's framing. Returns
- * 0 or -EBADMSG (bad chunk framing). Rewritten chunk framing is never longer
- * than what it replaces, so out (cap_in + 512) always has room. */
-static int take_extra(struct http_req *r, enum em_http_body kind, const char *extra,
-		      size_t len)
-{
-	struct em_proxy_buf *b = r->buf;
-	struct body *d = &r->resp;
-
-	switch (kind) {
-	case EM_HTTP_BODY_LENGTH: {
-		size_t k = len < d->left ? len : (size_t)d->left;
-
-		memcpy(b->out + b->out_len, extra, k);
-		b->out_len += k;
-		d->left -= k;
-		d->taken += k;
-		if (d->left == 0)
-			d->kind = EM_HTTP_BODY_NONE;	/* complete */
-		if (len > k)
-			r->resp_keep_alive = false;	/* bytes beyond the message */
-		return 0;
-	}
-	case EM_HTTP_BODY_CLOSE:
-	case EM_HTTP_BODY_TUNNEL:
-		memcpy(b->out + b->out_len, extra, len);
-		b->out_len += len;
-		d->taken += len;
-		return 0;
-	case EM_HTTP_BODY_CHUNKED:
-		while (len) {
-			uint64_t pending = em_http_chunk_pending(&d->ch);
-			struct em_http_chunk_step st;
-
-			if (d->chunk_end) {
-				r->resp_keep_alive = false;
-				return 0;
-			}
-			if (pending) {
-				size_t k = len < pending ? len : (size_t)pending;
-
-				memcpy(b->out + b->out_len, extra, k);
-				b->out_len += k;
-				em_http_chunk_moved(&d->ch, k);
-				extra += k;
-				len -= k;
-				continue;
-			}
-			if (em_http_chunk_feed(&d->ch, extra, len, &st) < 0)
-				return -EBADMSG;
-			memcpy(b->out + b->out_len, st.emit, st.emit_len);
-			b->out_len += st.emit_len;
-			extra += st.consumed;
-			len -= st.consumed;
-			if (st.done)
-				d->chunk_end = true;
-			if (!st.consumed && !st.emit_len && !st.data && !st.done)
-				return -EBADMSG;	/* bytes it would not take: cannot be put back */
-		}
-		return 0;
-	default:
-		if (len)
-			r->resp_keep_alive = false;
-		return 0;
-	}
-}
-
-/* The response head is r->buf->in[0..head_len) (parsed into r->buf->head),
- * followed by `extra` bytes of the same read. Writes the head to send on
- * and, after it, the body bytes already here (small bodies go out whole in
- * one send); an interim (1xx) head keeps the bytes after it for the next
- * head. Returns 0 or -EBADMSG. */
-static int response_head(struct em_proxy_worker *w, struct em_http_conn *c, size_t extra)
-{
-	struct http_req *r = c->rq;
-	struct em_proxy_buf *b = r->buf;
-	struct em_http_head *h = &b->head;
-	size_t head_len = h->head_len;
-	unsigned flags = 0;
-	int len;
-
-	r->status = h->status;
-	r->interim = h->interim;
-	if (!h->interim) {
-		r->latency_us = (w->now_ms - r->picked_ms) * 1000;
-		r->tunnel = h->body == EM_HTTP_BODY_TUNNEL;
-		r->resp_keep_alive = h->keep_alive;
-		r->client_close = !r->keep_alive || h->body == EM_HTTP_BODY_CLOSE ||
-				  r->rq != RQ_DONE;
-		body_init(&r->resp, r->tunnel ? EM_HTTP_BODY_NONE : h->body, h->content_length);
-		/* From here on: inactivity, whatever the body's length. */
-		r->last_ms = w->now_ms;
-		arm(w, c, (uint64_t)w->proxy->cfg.idle_timeout_s * 1000);
-	}
-	if (r->client_close && !h->interim)
-		flags |= EM_HTTP_W_CLOSE;
-	if (r->minor == 0)
-		flags |= EM_HTTP_W_CLIENT_10;
-	len = em_http_write_response(h, b->in, flags, b->out, b->cap_out);
-	if (len < 0)
-		return -EBADMSG;
-	b->out_len = (size_t)len;
-	b->out_off = 0;
-	EM_PROXY_COUNT(w->proxy, responses[h->status / 100 % 6], 1);
-	r->rs = RS_HEAD_OUT;
-	if (h->interim) {
-		/* The final head may already follow: parse it next. */
-		memmove(b->in, b->in + head_len, extra);
-		b->in_len = extra;
-		return 0;
-	}
-	b->in_len = 0;
-	/* Bad chunk framing behind a good head: what came before it goes on,
-	 * then the client connection is closed, as when the same bytes
-	 * arrive after the head (the outcome must not depend on timing). */
-	if (take_extra(r, r->tunnel ? EM_HTTP_BODY_TUNNEL : h->body, b->in + head_len, extra) < 0)
-		r->resp_bad = true;
-	return 0;
-}
-
-/* Abort a response in the middle: the client must not take a truncated
- * body for a complete one, so its connection is reset. */
-static void abort_response(struct em_proxy_worker *w, struct em_http_conn *c, int err)
-{
-	static _Thread_local struct em_ratelimit abort_rl;
-	struct http_req *r = c->rq;
-
-	if (err != ECONNRESET && err != EPIPE && err != ECONNABORTED)
-		em_log_rl(&abort_rl, EM_LOG_INFO, "proxy: %s: response aborted: %s",
-			  em_lb_port_label(r->lb), strerror(err));
-	EM_PROXY_COUNT(w->proxy, aborted_responses, 1);
-	conn_close(w, c, true, EM_BALANCER_FAILED);
-}
-
-/* Returns 1 when the state changed, 0 to wait. */
-static int exchange(struct em_proxy_worker *w, struct em_http_conn *c)
-{
-	struct em_proxy *p = w->proxy;
-	struct http_req *r = c->rq;
-	int ufd = r->up->src.fd, cfd = c->client.fd, ret;
-	bool progress;
-	ssize_t n;
-
-	do {
-		progress = false;
-		if (r->rq == RQ_HEAD) {
-			struct em_proxy_buf *b = r->buf;
-
-			n = send(ufd, b->out + b->out_off, b->out_len - b->out_off,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
-			if (n < 0) {
-				if (errno == EAGAIN || errno == EINTR)
-					return 0;
-				attempt_failed(w, c, EM_BALANCER_FAILED, errno, b->out_off > 0);
-				return 1;
-			}
-			b->out_off += (size_t)n;
-			r->bytes_up += (uint64_t)n;
-			EM_PROXY_COUNT(p, bytes_up, (uint64_t)n);
-			if (b->out_off < b->out_len)
-				return 0;
-			r->rq = r->has_body ? RQ_BODY : RQ_DONE;
-			r->sent_ms = w->now_ms;
-			if (r->rq == RQ_DONE)
-				arm(w, c, p->cfg.response_timeout_ms);
-			progress = true;
-		}
-		if (r->rq == RQ_BODY) {
-			uint64_t before = r->bytes_up;
-
-			ret = body_move(w, &r->req, cfd, ufd, &r->bytes_up);
-			EM_PROXY_COUNT(p, bytes_up, r->bytes_up - before);
-			if (ret == -EBADMSG) {
-				EM_PROXY_COUNT(p, bad_requests, 1);
-				if (r->rs == RS_WAIT) {
-					reply(w, c, 400, false);
-					return 1;
-				}
-				conn_close(w, c, true, EM_BALANCER_CANCELLED);
-				return 0;
-			}
-			if (ret < 0) {
-				/* The client went away mid-body, or the
-				 * upstream stopped taking it. */
-				if (r->rs == RS_WAIT && ret != -ECONNABORTED &&
-				    ret != -ECONNRESET) {
-					release(w, r, EM_BALANCER_FAILED, -ret);
-					reply(w, c, 502, false);
-					return 1;
-				}
-				conn_close(w, c, true, EM_BALANCER_CANCELLED);
-				return 0;
-			}
-			if (ret == BODY_DONE) {
-				r->rq = RQ_DONE;
-				r->sent_ms = w->now_ms;
-				if (r->rs == RS_WAIT)
-					arm(w, c, p->cfg.response_timeout_ms);
-				progress = true;
-			} else if (ret == BODY_PROGRESS) {
-				r->last_ms = w->now_ms;
-				progress = true;
-			}
-		}
-		if (r->rs == RS_WAIT && r->rq != RQ_HEAD && (r->up_readable || r->buf->in_len)) {
-			/* Plain reads (no peek): the head and whatever body
-			 * bytes came with it are taken here and sent on from
-			 * user space; the rest of the body is spliced. */
-			struct em_proxy_buf *b = r->buf;
-			size_t have = b->in_len;
-
-			if (r->up_readable && have < b->cap_in) {
-				n = recv(ufd, b->in + have, b->cap_in - have, MSG_DONTWAIT);
-				if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-					r->up_readable = false;
-				} else if (n <= 0) {
-					int err = n == 0 ? ECONNRESET : errno;
-
-					if (r->resp_bytes) {
-						EM_PROXY_COUNT(p, bad_responses, 1);
-						release(w, r, EM_BALANCER_FAILED, err);
-						reply(w, c, 502, false);
-						return 1;
-					}
-					attempt_failed(w, c, EM_BALANCER_FAILED, err, true);
-					return 1;
-				} else {
-					/* A short read emptied the socket. */
-					if ((size_t)n < b->cap_in - have)
-						r->up_readable = false;
-					have += (size_t)n;
-					b->in_len = have;
-					r->resp_bytes = true;
-				}
-			}
-			if (have) {
-				ret = em_http_parse_response(b->in, have, &p->limits, r->method,
-							     r->upgrade, &b->head);
-				if (ret == 0 && have >= b->cap_in)
-					ret = -502;
-				if (ret < 0 || (ret > 0 && response_head(w, c, have - (size_t)ret) < 0)) {
-					static _Thread_local struct em_ratelimit bad_rl;
-
-					em_log_rl(&bad_rl, EM_LOG_INFO,
-						  "proxy: %s: malformed response head",
-						  em_lb_port_label(r->lb));
-					EM_PROXY_COUNT(p, bad_responses, 1);
-					release(w, r, EM_BALANCER_FAILED, EBADMSG);
-					reply(w, c, 502, false);
-					return 1;
-				}
-				if (ret > 0) {
-					r->bytes_down += have - b->in_len;
-					progress = true;
-				}
-			}
-		}
-		if (r->rs == RS_HEAD_OUT) {
-			struct em_proxy_buf *b = r->buf;
-
-			n = send(cfd, b->out + b->out_off, b->out_len - b->out_off,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
-			if (n < 0) {
-				if (errno == EAGAIN || errno == EINTR)
-					return 0;
-				conn_close(w, c, true, EM_BALANCER_CANCELLED);
-				return 0;
-			}
-			b->out_off += (size_t)n;
-			EM_PROXY_COUNT(p, bytes_down, (uint64_t)n);
-			if (b->out_off < b->out_len)
-				return 0;
-			progress = true;
-			if (r->resp_bad) {
-				EM_PROXY_COUNT(p, bad_responses, 1);
-				abort_response(w, c, EBADMSG);
-				return 0;
-			}
-			if (r->interim) {
-				r->rs = RS_WAIT;
-			} else if (r->tunnel) {
-				tunnel(w, c);
-				return 0;
-			} else {
-				r->rs = RS_BODY;
-				/* The head buffer is free again: only bodies
-				 * remain. */
-				em_proxy_buf_put(w, r->buf);
-				r->buf = NULL;
-				r->last_ms = w->now_ms;
-			}
-		}
-		if (r->rs == RS_BODY) {
-			uint64_t before = r->bytes_down;
-
-			ret = body_move(w, &r->resp, ufd, cfd, &r->bytes_down);
-			EM_PROXY_COUNT(p, bytes_down, r->bytes_down - before);
-			if (ret < 0) {
-				if (ret == -EBADMSG)
-					EM_PROXY_COUNT(p, bad_responses, 1);
-				abort_response(w, c, -ret);
-				return 0;
-			}
-			if (ret == BODY_PROGRESS) {
-				progress = true;
-				r->last_ms = w->now_ms;
-			}
-			if (ret == BODY_DONE)
-				r->rs = RS_DONE;
-		}
-		if (r->rs == RS_DONE && (r->rq == RQ_DONE || !r->has_body || r->client_close)) {
-			finish(w, c);
-			return 1;
-		}
-		if (r->rs == RS_DONE && r->rq != RQ_DONE) {
-			/* An early response (e.g. 413) while the body is still
-			 * coming: this connection cannot continue. */
-			r->client_close = true;
-			finish(w, c);
-			return 1;
-		}
-	} while (progress);
-	return 0;
-}
-
 static int linger(struct em_proxy_worker *w, struct em_http_conn *c)
 {
 	char tmp[4096];
@@ -1138,7 +578,7 @@ static int linger(struct em_proxy_worker *w, struct em_http_conn *c)
 	while ((n = recv(c->client.fd, tmp, sizeof(tmp), MSG_DONTWAIT)) > 0)
 		;
 	if (n == 0 || (errno != EAGAIN && errno != EINTR))
-		conn_close(w, c, false, EM_BALANCER_CANCELLED);
+		em_http_conn_close(w, c, false, EM_BALANCER_CANCELLED);
 	return 0;
 }
 
@@ -1153,7 +593,7 @@ static void drive(struct em_proxy_worker *w, struct em_http_conn *c)
 			r = read_head(w, c);
 			break;
 		case ST_EXCHANGE:
-			r = exchange(w, c);
+			r = em_http_exchange(w, c);
 			break;
 		case ST_LINGER:
 			r = linger(w, c);
@@ -1167,7 +607,7 @@ static void drive(struct em_proxy_worker *w, struct em_http_conn *c)
 	/* Many pipelined requests answered at once: let other connections
 	 * run; the rest waits in the socket, so arm a turn-of-loop timer. */
 	if (c->state == ST_IDLE) {
-		arm(w, c, 0);
+		em_http_arm(w, c, 0);
 		c->rerun = true;
 	}
 }
@@ -1182,7 +622,7 @@ static void client_event(struct em_proxy_worker *w, struct em_proxy_src *src,
 	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 		c->readable = true;
 	if ((events & EPOLLERR) && c->state != ST_EXCHANGE) {
-		conn_close(w, c, true, EM_BALANCER_CANCELLED);
+		em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
 		return;
 	}
 	drive(w, c);
@@ -1199,20 +639,20 @@ static void on_timer(struct em_proxy_worker *w, struct em_proxy_timer *t)
 		if (c->rerun) {
 			/* drive() yielded after many pipelined requests. */
 			c->rerun = false;
-			arm(w, c, (uint64_t)p->cfg.keepalive_s * 1000);
+			em_http_arm(w, c, (uint64_t)p->cfg.keepalive_s * 1000);
 			drive(w, c);
 			return;
 		}
 		EM_PROXY_COUNT(p, idle_timeouts, 1);
-		conn_close(w, c, false, EM_BALANCER_CANCELLED);
+		em_http_conn_close(w, c, false, EM_BALANCER_CANCELLED);
 		return;
 	case ST_HEAD:
 		EM_PROXY_COUNT(p, head_timeouts, 1);
-		/* rq is NULL while the head is incomplete: reply() frees none. */
-		reply(w, c, 408, false);
+		/* rq is NULL while the head is incomplete: nothing to free. */
+		em_http_answer(w, c, 408, false);
 		return;
 	case ST_CONNECT:
-		attempt_failed(w, c, EM_BALANCER_TIMEOUT, ETIMEDOUT, false);
+		em_http_attempt_failed(w, c, EM_BALANCER_TIMEOUT, ETIMEDOUT, false);
 		drive(w, c);
 		return;
 	case ST_EXCHANGE:
@@ -1222,8 +662,8 @@ static void on_timer(struct em_proxy_worker *w, struct em_proxy_timer *t)
 			em_log_rl(&to_rl, EM_LOG_INFO, "proxy: %s: no response within %u ms",
 				  em_lb_port_label(r->lb), p->cfg.response_timeout_ms);
 			EM_PROXY_COUNT(p, response_timeouts, 1);
-			release(w, r, EM_BALANCER_TIMEOUT, ETIMEDOUT);
-			reply(w, c, 504, false);
+			em_http_release(w, r, EM_BALANCER_TIMEOUT, ETIMEDOUT);
+			em_http_answer(w, c, 504, false);
 			return;
 		}
 		if (w->now_ms - r->last_ms < (uint64_t)p->cfg.idle_timeout_s * 1000) {
@@ -1232,10 +672,10 @@ static void on_timer(struct em_proxy_worker *w, struct em_proxy_timer *t)
 			return;
 		}
 		EM_PROXY_COUNT(p, idle_timeouts, 1);
-		conn_close(w, c, true, EM_BALANCER_TIMEOUT);
+		em_http_conn_close(w, c, true, EM_BALANCER_TIMEOUT);
 		return;
 	case ST_LINGER:
-		conn_close(w, c, false, EM_BALANCER_CANCELLED);
+		em_http_conn_close(w, c, false, EM_BALANCER_CANCELLED);
 		return;
 	default:
 		return;
@@ -1271,16 +711,16 @@ void em_proxy_http_start(struct em_proxy_worker *w, int cfd,
 	setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 	ev.data.ptr = &c->client;
 	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, cfd, &ev) == -1) {
-		conn_close(w, c, true, EM_BALANCER_CANCELLED);
+		em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
 		return;
 	}
-	arm(w, c, (uint64_t)p->cfg.keepalive_s * 1000);
+	em_http_arm(w, c, (uint64_t)p->cfg.keepalive_s * 1000);
 }
 
 void em_proxy_http_close_all(struct em_proxy_worker *w)
 {
 	while (w->http_conns)
-		conn_close(w, w->http_conns, true, EM_BALANCER_CANCELLED);
+		em_http_conn_close(w, w->http_conns, true, EM_BALANCER_CANCELLED);
 }
 
 void em_proxy_http_reap(struct em_proxy_worker *w)
