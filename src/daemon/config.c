@@ -34,6 +34,8 @@ static const struct opt opts[] = {
 	{ "fake-ipv4-range", OPT_STR, F(fake_ipv4_range), 0, 0, "198.18.0.0/16", "CIDR", "pool of fake IPv4 addresses handed out in DNS answers" },
 	{ "fake-ipv6-range", OPT_STR, F(fake_ipv6_range), 0, 0, "", "CIDR", "pool of fake IPv6 addresses for AAAA answers (empty: none, AAAA gets an empty answer)" },
 	{ "capture-cidr", OPT_LIST, F(capture_cidrs), F(n_capture_cidrs), 0, NULL, "CIDR", "also capture TCP to this range (e.g. the ClusterIP range); repeatable" },
+	{ "client-iface", OPT_LIST, F(client_ifaces), F(n_client_ifaces), 0, "auto", "NAME", "capture connections and DNS queries of pods arriving on this interface (a name, prefix*, auto = common CNI names cni*, cbr0, docker0, veth*, cali*, lxc*, kube-bridge, weave; any = from anyone); host processes always; repeatable" },
+	{ "client-cidr", OPT_LIST, F(client_cidrs), F(n_client_cidrs), 0, NULL, "CIDR", "also capture from this source range (e.g. this node's pod CIDR); repeatable" },
 	{ "tproxy-port", OPT_UINT, F(tproxy_port), 0, 65535, "15001", "PORT", "TPROXY listener port (on 127.0.0.1)" },
 	{ "queue-num", OPT_UINT, F(queue_num), 0, 65535, "0", "N", "first NFQUEUE number for DNS" },
 	{ "queues", OPT_UINT, F(queues), 0, 64, "1", "N", "number of DNS queues (one thread each, fanout)" },
@@ -47,6 +49,7 @@ static const struct opt opts[] = {
 	{ "dns-pods", OPT_BOOL, F(dns_pods), 0, 0, "yes", "yes|no", "answer DNS queries forwarded from pods" },
 	{ "dns-in-place", OPT_BOOL, F(dns_in_place), 0, 0, "no", "yes|no", "deliver answers by accepting the rewritten query (faster) rather than through a raw socket; unsafe when something DNATs DNS on this node, e.g. kube-proxy to the cluster DNS" },
 	{ "manage-rules", OPT_BOOL, F(manage_rules), 0, 0, "yes", "yes|no", "install the nftables table and policy routes (no: you include nft/edgemesh.nft yourself)" },
+	{ "cleanup", OPT_BOOL, F(cleanup), 0, 0, "no", "yes|no", "remove the nftables table, rules and routes a previous run left (as configured), then exit (the unit's ExecStopPost)" },
 	{ "lb-strategy", OPT_STR, F(lb_strategy), 0, 0, "round-robin", "NAME", "default balancer strategy" },
 	{ "lb-plugin", OPT_LIST, F(lb_plugins), F(n_lb_plugins), 0, NULL, "PATH", "load a balancer strategy from a shared object; repeatable" },
 	{ "capture-mark", OPT_UINT, F(capture_mark), 0, UINT_MAX, "0x1e2", "MARK", "packet mark steering captured connections to the listener" },
@@ -57,8 +60,9 @@ static const struct opt opts[] = {
 	{ "kube-ca-file", OPT_STR, F(kube_ca_file), 0, 0, "", "FILE", "CA bundle for the API server" },
 	{ "kube-insecure", OPT_BOOL, F(kube_insecure), 0, 0, "no", "yes|no", "do not verify the API server certificate" },
 	{ "node-name", OPT_STR, F(node_name), 0, 0, "", "NAME", "this node's name (default: the host name)" },
-	{ "pods-on-node-only", OPT_BOOL, F(kube_pods_on_node_only), 0, 0, "no", "yes|no", "watch only the pods of this node (services then reach local backends only)" },
+	{ "pods-on-node-only", OPT_BOOL, F(kube_pods_on_node_only), 0, 0, "no", "yes|no", "watch only the pods of this node (services without Endpoints then reach local backends only)" },
 	{ "poll-interval-ms", OPT_UINT, F(poll_interval_ms), 0, 3600000, "1000", "MS", "edgecore-db polling interval" },
+	{ "edgecore-merge-legacy", OPT_BOOL, F(edgecore_merge_legacy), 0, 0, "no", "yes|no", "edgecore-db: also read the legacy meta rows (podlists, pre-upgrade copies) of kinds meta_v2 holds (no: they are stale and left out)" },
 	{ "idle-timeout", OPT_UINT, F(idle_timeout_s), 0, 604800, "3600", "SECONDS", "close forwarded connections idle this long" },
 	{ "connect-timeout-ms", OPT_UINT, F(connect_timeout_ms), 0, 600000, "3000", "MS", "backend connect timeout" },
 	{ "http-max-head", OPT_UINT, F(http_max_head), 256, 1048576, "8192", "BYTES", "largest HTTP request head; larger ones get 431" },
@@ -291,6 +295,10 @@ int em_config_load(struct em_config *cfg, int argc, char **argv)
 	em_config_defaults(cfg);
 	for (size_t i = 0; i < N_OPTS; i++)
 		lopts[i] = (struct option){ opts[i].name, required_argument, NULL, 0 };
+	/* --cleanup alone means yes (the unit's ExecStopPost line) */
+	for (size_t i = 0; i < N_OPTS; i++)
+		if (opts[i].off == F(cleanup))
+			lopts[i].has_arg = optional_argument;
 	lopts[N_OPTS] = (struct option){ "help", no_argument, NULL, 'h' };
 	lopts[N_OPTS + 1] = (struct option){ "version", no_argument, NULL, 'V' };
 	lopts[N_OPTS + 2] = (struct option){ 0 };
@@ -337,7 +345,7 @@ int em_config_load(struct em_config *cfg, int argc, char **argv)
 			clear_list(cfg, o);
 			cleared[idx] = true;
 		}
-		if ((ret = set_opt(cfg, o, optarg, "flags")) < 0)
+		if ((ret = set_opt(cfg, o, optarg ? optarg : "yes", "flags")) < 0)
 			return ret;
 	}
 	return 0;

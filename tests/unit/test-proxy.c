@@ -637,6 +637,7 @@ START_TEST(test_registry_lazy_balancer)
 	server_start(&echo, SRV_ECHO);
 	ck_assert_int_eq(em_lb_new(NULL, NULL, 0, &lb), 0);
 	rc.hooks = em_lb_snapshot_hooks(lb);
+	rc.test_allow_loopback = true;	/* the echo server is on 127.0.0.1 */
 	rr.reg = em_registry_new(&rc);
 	ck_assert_ptr_nonnull(rr.reg);
 	snprintf(yaml, sizeof(yaml), REG_SVC_A("") "---\n" REG_EP_A "---\n" REG_B("10.0.0.1"),
