@@ -53,6 +53,20 @@ struct em_config {
 	bool edgecore_merge_legacy;	/* read meta rows of kinds meta_v2 holds too */
 	unsigned idle_timeout_s;
 	unsigned connect_timeout_ms;
+	/* forwarder limits (proxy.h names them) */
+	unsigned http_max_head;
+	unsigned http_max_line;
+	unsigned http_head_timeout_ms;
+	unsigned http_keepalive_s;
+	unsigned http_response_timeout_ms;
+	unsigned http_pool_per_backend;
+	unsigned http_pool_total;
+	unsigned http_pool_idle_s;
+	unsigned http_pool_max_requests;
+	unsigned max_conns;
+	unsigned max_conns_per_client;
+	unsigned pipe_size;
+	unsigned big_pipes;
 	unsigned udp_idle_timeout_s;	/* UDP flow idle timeout */
 	unsigned udp_max_flows;		/* bound of the UDP flow table */
 	unsigned dns_external_timeout_ms; /* ExternalName target lookups */

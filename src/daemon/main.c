@@ -217,6 +217,19 @@ static int start_proxy(struct daemon *d)
 	pc.bypass_mark = d->cfg.bypass_mark;
 	pc.connect_timeout_ms = d->cfg.connect_timeout_ms;
 	pc.idle_timeout_s = d->cfg.idle_timeout_s;
+	pc.max_head = d->cfg.http_max_head;
+	pc.max_line = d->cfg.http_max_line;
+	pc.head_timeout_ms = d->cfg.http_head_timeout_ms;
+	pc.keepalive_s = d->cfg.http_keepalive_s;
+	pc.response_timeout_ms = d->cfg.http_response_timeout_ms;
+	pc.pool_per_backend = d->cfg.http_pool_per_backend;
+	pc.pool_total = d->cfg.http_pool_total;
+	pc.pool_idle_s = d->cfg.http_pool_idle_s;
+	pc.pool_max_requests = d->cfg.http_pool_max_requests;
+	pc.max_conns = d->cfg.max_conns;
+	pc.max_conns_per_client = d->cfg.max_conns_per_client;
+	pc.pipe_size = d->cfg.pipe_size;
+	pc.big_pipes = d->cfg.big_pipes;
 	pc.resolve = resolve;
 	pc.resolve_ctx = d->reg;
 	if ((ret = em_proxy_start(&pc, &d->proxy)) < 0)
@@ -319,6 +332,19 @@ static void log_stats(struct daemon *d)
 			(unsigned long long)ps.no_backend, (unsigned long long)ps.upstream_failures,
 			(unsigned long long)ps.active, (unsigned long long)ps.bytes_up,
 			(unsigned long long)ps.bytes_down);
+#define U(x) (unsigned long long)(x)
+		em_info("forwarder http: requests %llu, responses 1xx %llu 2xx %llu 3xx %llu 4xx %llu "
+			"5xx %llu, generated 4xx %llu 5xx %llu, retries %llu, pool hits %llu misses %llu "
+			"stale %llu, timeouts head %llu response %llu, bad requests %llu responses %llu, "
+			"aborted %llu, tunnels %llu, L4 fallbacks %llu, limit refusals %llu, pipes %llu "
+			"(size refused %llu, small %llu)",
+			U(ps.requests), U(ps.responses[1]), U(ps.responses[2]), U(ps.responses[3]),
+			U(ps.responses[4]), U(ps.responses[5]), U(ps.generated[4]), U(ps.generated[5]),
+			U(ps.retries), U(ps.pool_hits), U(ps.pool_misses), U(ps.pool_stale),
+			U(ps.head_timeouts), U(ps.response_timeouts), U(ps.bad_requests),
+			U(ps.bad_responses), U(ps.aborted_responses), U(ps.tunnels), U(ps.l4_fallbacks),
+			U(ps.limit_refusals), U(ps.pipes), U(ps.pipe_size_failures), U(ps.pipes_small));
+#undef U
 	}
 	if (d->udp) {
 		struct em_udp_stats us;
