@@ -281,6 +281,7 @@ check "smuggling: NUL in a field value" smuggle nul 'GET / HTTP/1.1\r\nHost: t\r
 check "smuggling: request line without a valid version" smuggle nover 'GET / HTTP/9\r\nHost: t\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n'
 check "no backend ever saw a smuggled request (their own logs)" no_smuggled_seen
 check "counters (SIGUSR1)" stats_line
-check "the daemon stops on SIGTERM" stop_daemon n
+stop_daemon n
+check_log_errors "$D/daemon-n.log"
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -228,6 +228,7 @@ if [ -f "$PLUGIN" ]; then
 	check "a plugin in a world-writable directory is refused before dlopen" refused_plugin
 fi
 
+check_log_errors "$TOPO_DIR/daemon-a.log"
 [ "$failed" = 0 ] || { echo "# daemon log (edge-node-a):"; tail -n 30 "$TOPO_DIR/daemon-a.log"; }
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -384,5 +384,7 @@ check "after pod-1 is deleted, its flows move to pod-2" moved
 counters() { udp_stats_line | tee "$TOPO_DIR/udp.stats" | grep -q 'moved [1-9]'; }
 check "the daemon counted the moved flows" counters
 cat "$TOPO_DIR/udp.stats"
+stop_pid svc "$(cat "$TOPO_DIR/daemon.pid")"
+check_log_errors "$TOPO_DIR/daemon.log"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
