@@ -724,6 +724,19 @@ START_TEST(test_upstream_reset)
 }
 END_TEST
 
+/* Whether this machine can bind ::1: the IPv6 test is added only then, and
+ * its absence is printed as a skip (never counted as a pass). */
+static bool ipv6_loopback(void)
+{
+	struct sockaddr_in6 sin6 = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	int fd = socket(AF_INET6, SOCK_STREAM, 0);
+	bool ok = fd >= 0 && bind(fd, (struct sockaddr *)&sin6, sizeof(sin6)) == 0;
+
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
 /* The IPv6 listener: a v6 client, a v4 backend. */
 START_TEST(test_ipv6_listener)
 {
@@ -745,11 +758,9 @@ START_TEST(test_ipv6_listener)
 	cfg.bypass_mark = 0;
 	cfg.resolve = fake_resolve;
 	cfg.resolve_ctx = &fs;
-	if (em_proxy_start(&cfg, &p) == -EADDRNOTAVAIL) {
-		server_stop(&echo);	/* no IPv6 on this machine */
-		em_lb_port_put(fs.lb);
-		return;
-	}
+	/* Added to the suite only where ::1 can be bound (see ipv6_loopback()):
+	 * here a failure is a failure. */
+	ck_assert_int_eq(em_proxy_start(&cfg, &p), 0);
 	sin6.sin6_port = htons(em_proxy_port(p));
 	fd = socket(AF_INET6, SOCK_STREAM, 0);
 	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin6, sizeof(sin6)), 0);
@@ -1540,7 +1551,10 @@ Suite *proxy_suite(void)
 	tcase_add_test(tc, test_conn_outlives_snapshot);
 	tcase_add_test(tc, test_registry_lazy_balancer);
 	tcase_add_test(tc, test_upstream_reset);
-	tcase_add_test(tc, test_ipv6_listener);
+	if (ipv6_loopback())
+		tcase_add_test(tc, test_ipv6_listener);
+	else
+		fprintf(stderr, "SKIP proxy: test_ipv6_listener: ::1 cannot be bound here\n");
 	tcase_add_test(tc, test_timer_heap);
 	tcase_add_test(tc, test_start_errors);
 	tcase_add_test(tc, test_http_keepalive_balances);
