@@ -3,6 +3,7 @@
 #include "util/siphash.h"
 
 #include <ctype.h>
+#include <netinet/in.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,6 +213,35 @@ const struct em_service_port *em_service_find_port(const struct em_service *svc,
 		if (svc->ports[i].port == port && svc->ports[i].ipproto == ipproto)
 			return &svc->ports[i];
 	return NULL;
+}
+
+const struct em_service_port *em_snapshot_find_dst(const struct em_snapshot *snap,
+						   const struct sockaddr *dst, int ipproto)
+{
+	const struct em_service *svc = NULL;
+	uint16_t dport = 0;
+
+	if (!snap || !dst)
+		return NULL;
+	if (dst->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)dst;
+
+		svc = em_snapshot_find_addr(snap, AF_INET, &sin->sin_addr);
+		dport = ntohs(sin->sin_port);
+	} else if (dst->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)dst;
+
+		if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
+			struct in_addr v4;
+
+			memcpy(&v4, &sin6->sin6_addr.s6_addr[12], sizeof(v4));
+			svc = em_snapshot_find_addr(snap, AF_INET, &v4);
+		} else {
+			svc = em_snapshot_find_addr(snap, AF_INET6, &sin6->sin6_addr);
+		}
+		dport = ntohs(sin6->sin6_port);
+	}
+	return svc ? em_service_find_port(svc, ipproto, dport) : NULL;
 }
 
 struct em_svc_block *em_snapshot_block(const struct em_snapshot *snap, const char *ns,

@@ -86,6 +86,12 @@ const struct em_service *em_snapshot_find_addr(const struct em_snapshot *snap,
 /* The service port for (ipproto, port) in host byte order; NULL if none. */
 const struct em_service_port *em_service_find_port(const struct em_service *svc,
 						   int ipproto, uint16_t port);
+/* The service port a client dialled: `dst` is the original destination
+ * (struct sockaddr_in or sockaddr_in6; a v4-mapped IPv6 address is looked
+ * up as IPv4, as a dual-stack socket shows a v4 client), `ipproto` its
+ * protocol. NULL when snap is NULL or nothing matches. */
+const struct em_service_port *em_snapshot_find_dst(const struct em_snapshot *snap,
+						   const struct sockaddr *dst, int ipproto);
 
 /* Called when a service port is first built and when the last snapshot that
  * holds it is freed, so that the balancer layer can attach per-port state

@@ -91,24 +91,9 @@ bool em_udp_lb_has(struct em_lb_port *lp, const struct sockaddr *be)
 int em_udp_port_from_snapshot(const struct em_snapshot *snap, const struct sockaddr *orig_dst,
 			      struct em_lb_port **out)
 {
-	const struct em_service *svc = NULL;
-	const struct em_service_port *port;
-	uint16_t dport;
+	const struct em_service_port *port = em_snapshot_find_dst(snap, orig_dst, IPPROTO_UDP);
 
-	if (!snap || !orig_dst)
-		return -ENOENT;
-	if (orig_dst->sa_family == AF_INET) {
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)orig_dst;
-		svc = em_snapshot_find_addr(snap, AF_INET, &sin->sin_addr);
-		dport = ntohs(sin->sin_port);
-	} else if (orig_dst->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)orig_dst;
-		svc = em_snapshot_find_addr(snap, AF_INET6, &sin6->sin6_addr);
-		dport = ntohs(sin6->sin6_port);
-	} else {
-		return -ENOENT;
-	}
-	if (!svc || !(port = em_service_find_port(svc, IPPROTO_UDP, dport)))
+	if (!port)
 		return -ENOENT;
 	*out = em_lb_port_acquire(port);
 	if (!*out)
