@@ -117,6 +117,8 @@ struct em_balancer_params {
 	const char *args;
 };
 
+struct em_balancer_peers;
+
 /* One pick request. Built by the forwarder on its stack: valid only during
  * pick(). Strings are not NUL-terminated (pointer + length); absent ones are
  * NULL with length 0. */
@@ -150,6 +152,49 @@ struct em_balancer_request {
 	int avoid;
 	/* 0 for the first pick of a request, 1 for the first retry, ... */
 	unsigned attempt;
+	/* Added within version 2 (check EM_BALANCER_HAS(req, struct
+	 * em_balancer_request, peers)): the daemon's shared peer state for
+	 * this port, index-aligned with port->backends; the same view the
+	 * built-in strategies pick from. Valid during pick() only. */
+	const struct em_balancer_peers *peers;
+};
+
+/* Peer state: one backend's health and load as the daemon's peer core keeps
+ * it. The core owns it (per service port, keyed by backend address, so it
+ * survives backend list changes) and updates it around every pick() and
+ * release(): a strategy only reads it. */
+#define EM_BALANCER_PEER_EJECTED 0x1	/* ejected by passive health, for now */
+#define EM_BALANCER_PEER_REMOVED 0x2	/* gone from the service: never pick it */
+
+struct em_balancer_peer_state {
+	uint32_t size;			/* set by the CALLER of peers->state() */
+	uint32_t flags;			/* EM_BALANCER_PEER_* */
+	uint32_t weight;		/* >= 1 */
+	uint32_t in_flight;		/* picked and not yet released, over every instance */
+	uint32_t consecutive_failures;
+	uint32_t ejections;		/* times ejected (drives the ejection interval) */
+	uint64_t latency_ewma_us;	/* peak EWMA of latency_us, decayed to now; 0: no sample */
+	uint64_t picks;			/* total picks */
+	uint64_t failures;		/* total FAILED, TIMEOUT and 5xx outcomes */
+};
+
+/* The view passed as req->peers. Owned by the daemon; valid during pick(). */
+struct em_balancer_peers {
+	uint32_t size;			/* sizeof(struct em_balancer_peers) in the daemon */
+	/* 1 when fewer backends than the panic threshold are healthy: health
+	 * is then ignored and usable() is true for every backend still in
+	 * the service (as Envoy does). */
+	int panic;
+	size_t n;			/* == port->n_backends */
+	size_t n_usable;		/* backends usable() says yes to, at most a few ms old */
+	/* 1 when backend `index` may be picked now (in the service, and not
+	 * ejected unless in panic), else 0 (and for a bad index). */
+	int (*usable)(const struct em_balancer_peers *peers, int index);
+	/* Copy backend `index`'s state into *out, filling only the fields
+	 * that fit in out->size (set it to sizeof(*out) first). 0, or -1 for
+	 * a bad index. */
+	int (*state)(const struct em_balancer_peers *peers, int index,
+		     struct em_balancer_peer_state *out);
 };
 
 /* How one attempt ended: given to release(). */
