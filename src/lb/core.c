@@ -76,7 +76,8 @@ int em_lb_core_state(const struct em_lb_core *c, int index, struct em_balancer_p
 		   (atomic_load(&p->removed) ? EM_BALANCER_PEER_REMOVED : 0);
 	st.weight = c->weight[index];
 	st.in_flight = atomic_load_explicit(&p->in_flight, memory_order_relaxed);
-	st.consecutive_failures = atomic_load_explicit(&p->fails, memory_order_relaxed);
+	st.consecutive_failures = atomic_load_explicit(&p->fails, memory_order_relaxed) +
+				  atomic_load_explicit(&p->fails_5xx, memory_order_relaxed);
 	st.ejections = atomic_load_explicit(&p->ejections, memory_order_relaxed);
 	st.latency_ewma_us = atomic_load(&p->ewma_ns) ? em_lb_core_latency_ns(c, (size_t)index, now) / 1000 : 0;
 	st.picks = atomic_load_explicit(&p->picks, memory_order_relaxed);
@@ -289,27 +290,51 @@ static void eject(struct em_lb_core *c, struct em_lb_peer *p, uint64_t now)
 		return;
 	atomic_store(&p->ejections, n);
 	atomic_fetch_add_explicit(&p->ejected_total, 1, memory_order_relaxed);
-	/* Back on probation when re-admitted: the next failure ejects again. */
+	/* Back on probation when re-admitted: the next failure ejects again
+	 * (until a success clears it). */
 	atomic_store(&p->fails, c->tune.max_fails ? c->tune.max_fails - 1 : 0);
+	atomic_store(&p->fails_5xx, c->tune.max_5xx ? c->tune.max_5xx - 1 : 0);
 	atomic_store_explicit(&c->health_until_ns, 0, memory_order_relaxed);
+}
+
+/* Decrement, never below zero: a release the pairing rule did not allow
+ * (a caller's bug) must not turn into four billion connections. */
+static void dec_sat32(_Atomic uint32_t *v)
+{
+	uint32_t cur = atomic_load_explicit(v, memory_order_relaxed);
+
+	while (cur && !atomic_compare_exchange_weak_explicit(v, &cur, cur - 1,
+							     memory_order_relaxed,
+							     memory_order_relaxed))
+		;
+}
+
+static void dec_sat64(_Atomic uint64_t *v)
+{
+	uint64_t cur = atomic_load_explicit(v, memory_order_relaxed);
+
+	while (cur && !atomic_compare_exchange_weak_explicit(v, &cur, cur - 1,
+							     memory_order_relaxed,
+							     memory_order_relaxed))
+		;
 }
 
 void em_lb_core_released(struct em_lb_core *c, int i, const struct em_balancer_result *res)
 {
 	struct em_lb_peer *p = c->peer[i];
 	enum em_balancer_outcome outcome = res->outcome;
-	bool failure = false;
+	bool failure = false, http5xx = false;
 	uint64_t now;
 
-	atomic_fetch_sub_explicit(&p->in_flight, 1, memory_order_relaxed);
-	atomic_fetch_sub_explicit(&c->svc->in_flight, 1, memory_order_relaxed);
+	dec_sat32(&p->in_flight);
+	dec_sat64(&c->svc->in_flight);
 	if (outcome == EM_BALANCER_FAILED && local_errno(res->error))
 		outcome = EM_BALANCER_LOCAL;
 	switch (outcome) {
 	case EM_BALANCER_OK:
 		if (res->http_status >= 500 && res->http_status <= 599) {
 			atomic_fetch_add_explicit(&p->status_5xx, 1, memory_order_relaxed);
-			failure = true;
+			http5xx = true;
 		} else {
 			atomic_fetch_add_explicit(&p->oks, 1, memory_order_relaxed);
 		}
@@ -333,13 +358,21 @@ void em_lb_core_released(struct em_lb_core *c, int i, const struct em_balancer_r
 	now = em_lb_now_ns();
 	if (res->latency_us && !failure)
 		ewma_update(c, p, res->latency_us * 1000, now);
-	if (!failure) {
-		if (atomic_load_explicit(&p->fails, memory_order_relaxed))
-			atomic_store_explicit(&p->fails, 0, memory_order_relaxed);
+	if (failure) {
+		if (atomic_fetch_add(&p->fails, 1) + 1 >= c->tune.max_fails && c->tune.max_fails)
+			eject(c, p, now);
 		return;
 	}
-	if (atomic_fetch_add(&p->fails, 1) + 1 >= c->tune.max_fails && c->tune.max_fails)
-		eject(c, p, now);
+	/* The backend answered: connect failures no longer run in a row. */
+	if (atomic_load_explicit(&p->fails, memory_order_relaxed))
+		atomic_store_explicit(&p->fails, 0, memory_order_relaxed);
+	if (http5xx) {
+		if (atomic_fetch_add(&p->fails_5xx, 1) + 1 >= c->tune.max_5xx && c->tune.max_5xx)
+			eject(c, p, now);
+		return;
+	}
+	if (atomic_load_explicit(&p->fails_5xx, memory_order_relaxed))
+		atomic_store_explicit(&p->fails_5xx, 0, memory_order_relaxed);
 }
 
 /* ---- ClientIP affinity ------------------------------------------------------ */

@@ -43,7 +43,8 @@
 /* Health and strategy parameters: defaults, the daemon's options, then the
  * service's annotation arguments override them. */
 struct em_lb_tuning {
-	uint32_t max_fails;		/* consecutive failures that eject; 0: never eject */
+	uint32_t max_fails;		/* consecutive connect failures/timeouts that eject; 0: never */
+	uint32_t max_5xx;		/* consecutive 5xx answers (HTTP ports) that eject; 0: never */
 	uint32_t eject_base_ms;		/* first ejection; the n-th lasts n times longer */
 	uint32_t eject_max_ms;		/* cap of one ejection */
 	uint32_t max_eject_pct;		/* never eject more than this share of backends */
@@ -54,7 +55,7 @@ struct em_lb_tuning {
 };
 
 #define EM_LB_TUNING_DEFAULTS { \
-	.max_fails = 3, .eject_base_ms = 10000, .eject_max_ms = 300000, \
+	.max_fails = 1, .max_5xx = 5, .eject_base_ms = 10000, .eject_max_ms = 300000, \
 	.max_eject_pct = 50, .panic_pct = 50, .hash_load_pct = 125, \
 	.ewma_decay_ms = 10000, .ewma_default_us = 30000, }
 
@@ -75,7 +76,8 @@ struct em_lb_peer {
 	_Atomic uint32_t weight;
 	_Atomic uint32_t removed;	/* 1: not in the service's latest backend list */
 	_Atomic uint32_t in_flight;
-	_Atomic uint32_t fails;		/* consecutive */
+	_Atomic uint32_t fails;		/* consecutive connect failures and timeouts */
+	_Atomic uint32_t fails_5xx;	/* consecutive 5xx */
 	_Atomic uint32_t ejections;
 	_Atomic uint64_t ejected_until_ns;
 	_Atomic uint64_t ewma_ns;
@@ -217,7 +219,7 @@ void em_lb_affinity_free(struct em_lb_affinity *a);
 /* ---- tuning.c, strategy.c ------------------------------------------------ */
 
 /* Apply "key=value" settings found in a strategy's argument text
- * (separated by ',' or ';'): fails=N, eject=DUR, eject-max=DUR,
+ * (separated by ',' or ';'): fails=N, fails-5xx=N, eject=DUR, eject-max=DUR,
  * max-eject=PCT, panic=PCT, load=FACTOR (e.g. 1.25; 0: unbounded),
  * decay=DUR, rtt=DUR (DUR: a number of ms, or with an ms/s/m suffix).
  * Other keys belong to the strategy and are skipped; a bad value leaves

@@ -113,6 +113,8 @@ int em_lb_tuning_parse(struct em_lb_tuning *t, const char *args)
 		return 0;
 	if (em_lb_args_get(args, "fails", v, sizeof(v)))
 		bad += parse_uint(v, 1000, &n.max_fails) < 0;
+	if (em_lb_args_get(args, "fails-5xx", v, sizeof(v)))
+		bad += parse_uint(v, 1000, &n.max_5xx) < 0;
 	if (em_lb_args_get(args, "eject", v, sizeof(v)))
 		bad += parse_ms(v, &n.eject_base_ms) < 0;
 	if (em_lb_args_get(args, "eject-max", v, sizeof(v)))
