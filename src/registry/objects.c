@@ -272,12 +272,15 @@ static int pod_from(json_t *obj, struct em_obj_pod *p, const char **why)
 		return -ENOMEM;
 	p->ready = pod_ready(obj, status);
 	p->host_network = json_is_true(json_object_get(spec, "hostNetwork"));
-	/* Balancer weight: "1".."100" (a string, as annotations are); any
-	 * other value keeps the default 1. */
-	const char *w = str_at(json_object_get(json_object_get(obj, "metadata"), "annotations"),
-			       WEIGHT_ANNOTATION);
+	/* Balancer weight: "1".."100" (annotations are strings; a YAML
+	 * manifest may leave it unquoted); any other value keeps 1. */
+	json_t *wv = json_object_get(json_object_get(json_object_get(obj, "metadata"),
+						     "annotations"), WEIGHT_ANNOTATION);
 	p->weight = 1;
-	if (w) {
+	if (json_is_integer(wv) && json_integer_value(wv) >= 1 && json_integer_value(wv) <= 100) {
+		p->weight = (uint32_t)json_integer_value(wv);
+	} else if (json_is_string(wv)) {
+		const char *w = json_string_value(wv);
 		char *end;
 		long n = strtol(w, &end, 10);
 		if (end != w && *end == '\0' && n >= 1 && n <= 100)
