@@ -17,6 +17,15 @@
  * picked from the instance has called release(). An instance never sees its
  * backend list change; a new list means a new instance.
  *
+ * Peer core: the daemon keeps, per service port and keyed by backend
+ * address, each backend's in-flight count, passive health (ejection),
+ * latency average and counters, and carries them over to the next instance
+ * for every backend that stays. It updates them around every pick() and
+ * release() (a strategy need not) and shows them to pick() through
+ * req->peers: a strategy that only needs that view implements pick() alone.
+ * Whatever pick() answers, the daemon never hands out a backend that left
+ * the service.
+ *
  * Threads:
  *   - create() runs on a forwarder worker thread (the first connection to the
  *     port), inside the registry's RCU read-side section, with no lock of the
@@ -222,7 +231,9 @@ struct em_balancer_ops {
 
 	/* Build the instance for one port. Returns the instance (opaque to the
 	 * daemon), or NULL with errno set; the daemon then logs the port and
-	 * falls back to its default strategy. */
+	 * falls back to its default strategy. May be NULL (no instance state:
+	 * pick() then receives an opaque non-NULL pointer); destroy() must be
+	 * set when create() is. */
 	void *(*create)(const struct em_balancer_port *port,
 			const struct em_balancer_params *params);
 
@@ -233,11 +244,14 @@ struct em_balancer_ops {
 	/* Report the end of an attempt that a pick() returning `index` started.
 	 * Called exactly once per successful pick, possibly on another worker
 	 * thread than the pick, possibly long after the snapshot that created
-	 * the instance was replaced (the instance is kept alive until then). */
+	 * the instance was replaced (the instance is kept alive until then).
+	 * The peer core has already counted the result. May be NULL. A FAILED
+	 * result whose error is local (EADDRNOTAVAIL, ENOBUFS, EMFILE, ENFILE,
+	 * EPERM) is counted as LOCAL by the core. */
 	void (*release)(void *instance, int index, const struct em_balancer_result *res);
 
 	/* Free the instance, once, after every pick() and release() on it
-	 * has returned. */
+	 * has returned. NULL only when create() is. */
 	void (*destroy)(void *instance);
 
 	/* Zero: room to grow without breaking plugins built today. */
