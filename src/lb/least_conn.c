@@ -12,6 +12,9 @@ static int lc_pick(void *instance, const struct em_balancer_request *req)
 	const struct em_lb_pick *pk = em_lb_pick_of(req);
 	const struct em_lb_core *c = pk->core;
 	uint64_t best_conns = 0, best_weight = 1, tied = 0;
+	/* One draw per pick seeds a local LCG for the ties: a draw per tied
+	 * backend would cost more than the scan at 1000 idle backends. */
+	uint64_t lcg = em_lb_random() | 1;
 	int best = -1;
 
 	(void)instance;
@@ -30,7 +33,8 @@ static int lc_pick(void *instance, const struct em_balancer_request *req)
 			/* Weighted reservoir: i replaces the choice with
 			 * probability w / (weight of all ties so far). */
 			tied += w;
-			if (em_lb_random() % tied < w) {
+			lcg = lcg * 6364136223846793005ULL + 1442695040888963407ULL;
+			if ((((lcg >> 32) * tied) >> 32) < w) {	/* uniform in [0, tied) */
 				best = (int)i;
 				best_conns = conns;
 				best_weight = w;
