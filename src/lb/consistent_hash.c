@@ -14,11 +14,12 @@
  * only, removing one of N backends re-homes its keys and disturbs only a
  * few others: about 1/N of the keys move, across snapshots too.
  *
- * Bounded load: a backend may hold at most ceil(c x (in flight + 1) x
- * weight / total weight) of the port's attempts in flight (c = 1.25 by
- * default, "load=" or the option); when the key's backend is full, ejected
- * or to be avoided, the walk continues at the next slots, which belong to
- * other backends in a key-dependent order. */
+ * Bounded load: a backend may hold at most max(2, ceil(c x (in flight + 1)
+ * x weight / total weight)) of the port's attempts in flight (c = 1.25 by
+ * default, "load=" or the option; the floor of 2 keeps affinity at tiny
+ * loads); when the key's backend is full, ejected or to be avoided, the
+ * walk continues at the next slots, which belong to other backends in a
+ * key-dependent order. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,13 @@
 #include "lb/peers.h"
 
 enum key_kind { KEY_CLIENT_IP, KEY_HEADER, KEY_COOKIE };
+
+/* A backend may always hold this many attempts, whatever the bound says.
+ * At tiny loads ceil(c x (total + 1) x w / W) is 1 for every backend, so a
+ * key would leave its backend as soon as one connection (say the previous
+ * one of the same client, not yet closed) is open there: affinity would
+ * break exactly when nothing is loaded. */
+#define LOAD_FLOOR 2
 
 struct chash {
 	size_t n;
@@ -200,7 +208,7 @@ static int chash_pick(void *instance, const struct em_balancer_request *req)
 			continue;
 		if (fallback < 0)
 			fallback = (int)i;
-		if (!core->tune.hash_load_pct ||
+		if (!core->tune.hash_load_pct || em_lb_core_in_flight(core, i) < LOAD_FLOOR ||
 		    ((uint64_t)em_lb_core_in_flight(core, i) + 1) * 100 * core->total_weight <=
 			    scaled * core->weight[i] + 100 * core->total_weight - 1)
 			return (int)i;
