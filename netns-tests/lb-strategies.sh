@@ -395,6 +395,10 @@ fi
 kill "$(cat "$TOPO_DIR/daemon.pid")" 2>/dev/null
 wait_until 10 sh -c "! kill -0 $(cat "$TOPO_DIR/daemon.pid") 2>/dev/null"
 check "the daemon logged no error" sh -c "! grep '^<3>' '$TOPO_DIR/daemon.log'"
+lb_line=$(grep 'lb: service ports with state' "$TOPO_DIR/daemon.log" | tail -n1)
+echo "# ${lb_line#<6>}"
+check "the daemon's last counters show the ejection and nothing left in flight" \
+	sh -c "echo '$lb_line' | grep -E 'ejections [1-9][0-9]*, in flight 0,'"
 [ "$failed" = 0 ] || { echo "# daemon log:"; tail -n 40 "$TOPO_DIR/daemon.log"; }
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" = 0 ]

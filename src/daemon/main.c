@@ -198,6 +198,12 @@ static void log_stats(struct daemon *d)
 		(unsigned long long)rs.backends, (unsigned long long)rs.objects,
 		(unsigned long long)rs.fake_exhausted, (unsigned long long)rs.rejected,
 		(unsigned long long)rs.last_build_us);
+	if (d->lb) {
+		struct em_lb_stats ls;
+		em_lb_get_stats(d->lb, &ls);
+		em_lb_stats_format(&ls, line, sizeof(line));
+		em_info("lb: %s", line);
+	}
 	if (d->dns) {
 		struct em_dns_stats ds;
 		em_dns_queue_stats(d->dns, &ds);

@@ -88,6 +88,18 @@ void em_lb_set_tuning(struct em_lb *lb, const struct em_lb_tuning *t);
 /* Number of service ports whose peer state is kept (tests: state is freed
  * once the service is gone and its last connection ended). */
 size_t em_lb_state_count(struct em_lb *lb);
+/* Totals over the kept peer state (SIGUSR1 line). */
+struct em_lb_stats {
+	uint64_t ports;			/* service ports with state */
+	uint64_t peers;			/* backends with state */
+	uint64_t ejected;		/* backends ejected right now */
+	uint64_t ejections;		/* ejections so far (of backends still kept) */
+	uint64_t in_flight;
+	uint64_t picks, failures, timeouts, status_5xx, local;
+};
+void em_lb_get_stats(struct em_lb *lb, struct em_lb_stats *st);
+/* "ports 3, backends 9, ejected 1, ..." into buf. */
+void em_lb_stats_format(const struct em_lb_stats *st, char *buf, size_t len);
 /* Tests: move the balancer layer's clock forward (ejection intervals,
  * affinity timeouts, latency decay), and back to real time. */
 void em_lb_test_advance_clock(uint64_t ns);

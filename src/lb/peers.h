@@ -246,6 +246,8 @@ void em_lb_svc_table_init(struct em_lb_svc_table *t);
 /* Precondition: no balancer left (every svc is unreferenced). */
 void em_lb_svc_table_fini(struct em_lb_svc_table *t);
 size_t em_lb_svc_table_count(struct em_lb_svc_table *t);
+struct em_lb_stats;
+void em_lb_svc_table_stats(struct em_lb_svc_table *t, struct em_lb_stats *st);
 
 /* The key of a service port, "ns/name/proto/port", into buf. */
 void em_lb_svc_key(const char *ns, const char *name, int ipproto, uint16_t port,

@@ -58,6 +58,23 @@ size_t em_lb_state_count(struct em_lb *lb)
 	return em_lb_svc_table_count(&lb->svcs);
 }
 
+void em_lb_get_stats(struct em_lb *lb, struct em_lb_stats *st)
+{
+	em_lb_svc_table_stats(&lb->svcs, st);
+}
+
+void em_lb_stats_format(const struct em_lb_stats *st, char *buf, size_t len)
+{
+	snprintf(buf, len,
+		 "service ports with state %llu, backends %llu, ejected now %llu, ejections %llu, "
+		 "in flight %llu, picks %llu, failures %llu, timeouts %llu, 5xx %llu, local errors %llu",
+		 (unsigned long long)st->ports, (unsigned long long)st->peers,
+		 (unsigned long long)st->ejected, (unsigned long long)st->ejections,
+		 (unsigned long long)st->in_flight, (unsigned long long)st->picks,
+		 (unsigned long long)st->failures, (unsigned long long)st->timeouts,
+		 (unsigned long long)st->status_5xx, (unsigned long long)st->local);
+}
+
 void em_lb_test_advance_clock(uint64_t ns)
 {
 	atomic_fetch_add(&em_lb_clock_offset_ns, ns);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lb/lb.h"
 #include "lb/peers.h"
 
 static _Atomic uint64_t next_peer_id = 1;
@@ -212,6 +213,31 @@ size_t em_lb_svc_table_count(struct em_lb_svc_table *t)
 	n = t->count;
 	pthread_mutex_unlock(&t->lock);
 	return n;
+}
+
+void em_lb_svc_table_stats(struct em_lb_svc_table *t, struct em_lb_stats *st)
+{
+	uint64_t now = em_lb_now_ns();
+
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&t->lock);
+	for (size_t i = 0; i < t->n_buckets; i++)
+		for (struct em_lb_svc *s = t->buckets[i]; s; s = s->next) {
+			st->ports++;
+			for (size_t j = 0; j < s->tab_size; j++)
+				for (struct em_lb_peer *p = s->tab[j]; p; p = p->hnext) {
+					st->peers++;
+					st->ejected += em_lb_peer_ejected(p, now);
+					st->ejections += atomic_load(&p->ejected_total);
+					st->in_flight += atomic_load(&p->in_flight);
+					st->picks += atomic_load(&p->picks);
+					st->failures += atomic_load(&p->failures);
+					st->timeouts += atomic_load(&p->timeouts);
+					st->status_5xx += atomic_load(&p->status_5xx);
+					st->local += atomic_load(&p->locals);
+				}
+		}
+	pthread_mutex_unlock(&t->lock);
 }
 
 static struct em_lb_svc **slot_of(struct em_lb_svc_table *t, const char *key)

@@ -171,6 +171,21 @@ START_TEST(test_state_freed_when_gone)
 	ck_assert_uint_eq(em_lb_state_count(lb), 1);
 	idx = em_lb_port_pick(lp, NULL, 0, -1, 0);
 	fail_n(lp, 1 - idx, 3, EM_BALANCER_FAILED);
+	{
+		struct em_lb_stats st;
+		char line[256];
+
+		em_lb_get_stats(lb, &st);
+		ck_assert_uint_eq(st.ports, 1);
+		ck_assert_uint_eq(st.peers, 2);
+		ck_assert_uint_eq(st.ejected, 1);
+		ck_assert_uint_eq(st.ejections, 1);
+		ck_assert_uint_eq(st.in_flight, 1);
+		ck_assert_uint_eq(st.picks, 1);
+		ck_assert_uint_eq(st.failures, 3);
+		em_lb_stats_format(&st, line, sizeof(line));
+		ck_assert_ptr_nonnull(strstr(line, "ejected now 1"));
+	}
 	hooks.port_fini(hooks.ctx, &a->port);			/* service deleted */
 	ck_assert_uint_eq(em_lb_state_count(lb), 1);		/* a connection is open */
 	em_lb_port_release(lp, idx, EM_BALANCER_OK);
