@@ -70,6 +70,9 @@ static const struct opt opts[] = {
 	{ "poll-interval-ms", OPT_UINT, F(poll_interval_ms), 0, 3600000, "1000", "MS", "edgecore-db polling interval" },
 	{ "idle-timeout", OPT_UINT, F(idle_timeout_s), 0, 604800, "3600", "SECONDS", "close forwarded connections idle this long" },
 	{ "connect-timeout-ms", OPT_UINT, F(connect_timeout_ms), 0, 600000, "3000", "MS", "backend connect timeout" },
+	{ "udp-idle-timeout", OPT_UINT, F(udp_idle_timeout_s), 0, 86400, "60", "SECONDS", "a UDP flow keeps its backend until idle this long" },
+	{ "udp-max-flows", OPT_UINT, F(udp_max_flows), 0, 1000000, "2048", "N", "UDP flows held at once (two sockets each); the least recently active is evicted" },
+	{ "dns-external-timeout-ms", OPT_UINT, F(dns_external_timeout_ms), 0, 60000, "1500", "MS", "ExternalName: wait this long for the resolver's answer about the target, then let the query pass untouched" },
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))

@@ -57,6 +57,9 @@ struct em_config {
 	unsigned poll_interval_ms;
 	unsigned idle_timeout_s;
 	unsigned connect_timeout_ms;
+	unsigned udp_idle_timeout_s;	/* UDP flow idle timeout */
+	unsigned udp_max_flows;		/* bound of the UDP flow table */
+	unsigned dns_external_timeout_ms; /* ExternalName target lookups */
 };
 
 /* Fill *cfg with defaults, then the config file (the --config flag, else

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "registry/ports.h"
 #include "util/log.h"
 
 /* ---- pod index ------------------------------------------------------------- */
@@ -412,7 +413,9 @@ static int build_block(const struct em_build_input *in, const struct em_obj *o,
 	svc->session_affinity = em_arena_strdup(a, os->affinity);
 	svc->affinity_timeout_s = os->affinity_timeout_s;
 	svc->lb_strategy = os->lb ? em_arena_strdup(a, os->lb) : NULL;
-	if (!svc->fqdn || !svc->session_affinity || (os->lb && !svc->lb_strategy))
+	svc->external_name = os->external_name ? em_arena_strdup(a, os->external_name) : NULL;
+	if (!svc->fqdn || !svc->session_affinity || (os->lb && !svc->lb_strategy) ||
+	    (os->external_name && !svc->external_name))
 		goto fail;
 	svc->headless = os->headless;
 	svc->has_cluster_ip4 = os->has_cip4;
@@ -453,6 +456,10 @@ static int build_block(const struct em_build_input *in, const struct em_obj *o,
 		p->service = svc;
 		if (!p->name)
 			goto fail;
+		/* SCTP (logged once) and ExternalName ports get no backends:
+		 * nothing captures them. */
+		if (!em_port_forwarded(sp->ipproto, o->nsname, sp->port) || os->external_name)
+			bv->n = 0;
 		if (!bv->n)
 			continue;
 		struct em_backend *b = em_arena_alloc(a, bv->n * sizeof(*b));
@@ -503,6 +510,9 @@ static void fake_ips(const struct em_build_input *in, const struct em_obj *o,
 {
 	static struct em_ratelimit rl;
 	memset(fake, 0, sizeof(*fake));
+	/* An ExternalName service is a CNAME: no fake IP, no capture. */
+	if (o->u.svc.external_name)
+		return;
 	if (in->pool && em_fakeip_acquire(in->pool, o->nsname, &fake->has_fake4, &fake->fake4,
 					  &fake->has_fake6, &fake->fake6) == -ENOSPC) {
 		st->fake_exhausted++;

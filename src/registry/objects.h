@@ -44,6 +44,10 @@ struct em_svc_port_spec {
 };
 
 struct em_obj_service {
+	/* spec.type ExternalName: the target name, lower case, no trailing
+	 * dot (validated as the API server does); NULL for every other type.
+	 * NodePort and LoadBalancer services are served like ClusterIP ones. */
+	char *external_name;
 	struct em_kv *selector;
 	size_t n_selector;		/* 0: no selector, Endpoints are used */
 	bool headless;

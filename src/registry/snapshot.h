@@ -59,6 +59,10 @@ struct em_service {
 	const char *session_affinity;	/* "None" or "ClientIP" */
 	uint32_t affinity_timeout_s;	/* sessionAffinityConfig.clientIP.timeoutSeconds (10800) */
 	const char *lb_strategy;	/* from annotation edgemesh.kubeedge.io/lb-strategy, or NULL */
+	/* type ExternalName: the target ("db.example.com", lower case, no
+	 * trailing dot); such a service has no fake IP and nothing is
+	 * forwarded: DNS answers a CNAME. NULL for every other type. */
+	const char *external_name;
 	const struct em_service_port *ports;
 	size_t n_ports;
 };

@@ -147,13 +147,16 @@ START_TEST(not_ready_pods_skipped)
 }
 END_TEST
 
+/* hostNetwork: the address is hostIP:port. A real hostNetwork pod has
+ * podIP = hostIP, which would let the podIP rule pass this test too: the
+ * pod here says otherwise, so only the hostNetwork rule gives 192.168.0.7. */
 START_TEST(host_port_and_host_network)
 {
 	load("s",
 	     POD("hp", "{app: x}", "    - {containerPort: 80, hostPort: 30080}\n", READY("10.0.0.1"))
 	     "---\nkind: Pod\nmetadata: {name: hn, labels: {app: x}}\n"
 	     "spec:\n  hostNetwork: true\n  containers: [{name: c, ports: [{containerPort: 80}]}]\n"
-	     "status:\n  phase: Running\n  podIP: 192.168.0.7\n  hostIP: 192.168.0.7\n"
+	     "status:\n  phase: Running\n  podIP: 10.0.0.2\n  hostIP: 192.168.0.7\n"
 	     "  conditions: [{type: Ready, status: \"True\"}]\n"
 	     POD("plain", "{app: x}", "    - {containerPort: 80}\n", READY("10.0.0.3"))
 	     "---\nkind: Service\nmetadata: {name: s}\nspec:\n  selector: {app: x}\n"
@@ -383,9 +386,14 @@ START_TEST(file_source_reload)
 	write_file("b.json", "{\"kind\":\"Service\",\"metadata\":{\"name\":\"b\"},\"spec\":{\"ports\":[{\"port\":80}]}}");
 	wait_for("default", "b", 80, "");
 
-	/* A broken file keeps its last good objects. */
+	/* A broken file keeps its last good objects. Wait for the event (the
+	 * parse error, logged at error level) before asserting that nothing
+	 * changed: a sleep would pass as well if the file were never read. */
+	uint64_t errors = em_log_error_count();
 	write_file("a.yaml", "kind: Service\nmetadata: {name: a\n");
-	usleep(400000);
+	for (int i = 0; i < 300 && em_log_error_count() == errors; i++)
+		usleep(10000);
+	ck_assert_uint_gt(em_log_error_count(), errors);
 	ck_assert_str_eq(backends("default", "a", IPPROTO_TCP, 80), "10.0.0.2:80");
 	write_file("a.yaml", SVC_EP("a", "10.0.0.3"));
 	wait_for("default", "a", 80, "10.0.0.3:80");
