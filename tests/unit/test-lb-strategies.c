@@ -442,6 +442,51 @@ START_TEST(test_chash_cookie)
 }
 END_TEST
 
+/* IPv6 backends and clients: keys, permutations and affinity use the
+ * 16-byte addresses (a client differing only in its last byte is another
+ * client). */
+START_TEST(test_ipv6)
+{
+	struct fixture f;
+	struct em_lb_port *ch, *aff;
+	int first[16], seen[3] = { 0 };
+
+	fixture_init(&f, 3, NULL, "ClientIP");
+	for (int i = 0; i < 3; i++) {
+		f.backends[i].family = AF_INET6;
+		inet_pton(AF_INET6, "fd00::1", &f.backends[i].ip.v6);
+		f.backends[i].ip.v6.s6_addr[15] = (uint8_t)(i + 1);
+	}
+	ch = em_lb_port_new(&em_lb_consistent_hash_ops, &f.port, NULL);
+	aff = em_lb_port_new(&em_lb_round_robin_ops, &f.port, NULL);
+	ck_assert_ptr_nonnull(ch);
+	ck_assert_ptr_nonnull(aff);
+	for (int round = 0; round < 3; round++)
+		for (int c = 0; c < 16; c++) {
+			struct sockaddr_in6 sin6 = { .sin6_family = AF_INET6 };
+			int a, b;
+
+			inet_pton(AF_INET6, "fd00:1::", &sin6.sin6_addr);
+			sin6.sin6_addr.s6_addr[15] = (uint8_t)c;
+			a = em_lb_port_pick(ch, (struct sockaddr *)&sin6, sizeof(sin6), -1, 0);
+			em_lb_port_release(ch, a, EM_BALANCER_OK);
+			b = em_lb_port_pick(aff, (struct sockaddr *)&sin6, sizeof(sin6), -1, 0);
+			em_lb_port_release(aff, b, EM_BALANCER_OK);
+			if (round == 0) {
+				first[c] = a;
+				seen[b]++;			/* first picks: round robin */
+			} else {
+				ck_assert_int_eq(a, first[c]);	/* consistent */
+			}
+			ck_assert_int_eq(b, c % 3);		/* affinity holds */
+		}
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_ge(seen[i], 5);
+	em_lb_port_put(ch);
+	em_lb_port_put(aff);
+}
+END_TEST
+
 /* ---- all of them ---------------------------------------------------------- */
 
 static const char *const all_strategies[] = { "round-robin", "random", "least-conn",
@@ -514,6 +559,7 @@ Suite *lb_strategies_suite(void)
 		{ "chash_sticky_weighted", test_chash_sticky_weighted_chi2 },
 		{ "chash_header", test_chash_header },
 		{ "chash_cookie", test_chash_cookie },
+		{ "ipv6", test_ipv6 },
 		{ "no_backends", test_no_backends },
 		{ "all_avoid", test_all_avoid },
 	};
