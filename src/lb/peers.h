@@ -102,6 +102,10 @@ struct em_lb_svc {
 	unsigned refs;			/* balancers */
 	unsigned ports;			/* counted snapshot ports */
 	uint64_t gen;
+	/* The port of the latest port_init while the state existed, until its
+	 * port_fini: its backends are the live ones. Compared as an identity
+	 * and read only under the lock (the port is alive until its fini). */
+	const struct em_service_port *latest;
 	struct em_lb_peer **tab;	/* peers by address */
 	size_t tab_size, n_peers;
 	/* Shared by the svc's balancers. */
@@ -253,12 +257,20 @@ void em_lb_svc_table_stats(struct em_lb_svc_table *t, struct em_lb_stats *st);
 /* The key of a service port, "ns/name/proto/port", into buf. */
 void em_lb_svc_key(const char *ns, const char *name, int ipproto, uint16_t port,
 		   char *buf, size_t len);
-/* port_init: when the key has state, count the port and mark the peers of
- * `backends` seen and all others removed. Returns true when counted. */
+/* port_init: when the key has state, count the port, make it the latest,
+ * and mark the peers of its backends seen and all others removed. Returns
+ * true when counted. */
 bool em_lb_svc_table_port_init(struct em_lb_svc_table *t, const char *key,
-			       const struct em_backend *backends, size_t n);
-/* port_fini of a counted port. */
-void em_lb_svc_table_port_fini(struct em_lb_svc_table *t, const char *key);
+			       const struct em_service_port *port);
+/* port_fini of a counted port (`port` only compared, never read). */
+void em_lb_svc_table_port_fini(struct em_lb_svc_table *t, const char *key,
+			       const void *port);
+/* With the table locked, after a balancer for `port` mapped its peers: when
+ * a later port is the latest, the peers it lacks are removed (a worker
+ * building its first balancer from an older snapshot must not revive a
+ * backend that has left). */
+void em_lb_svc_mark_stale(struct em_lb_svc *svc, const struct em_service_port *port,
+			  struct em_lb_peer *const *peers, size_t n);
 
 /* A balancer is being built: the svc of `key`, created if needed, with a
  * reference for the balancer; counts the port unless `counted` (already

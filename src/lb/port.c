@@ -18,6 +18,7 @@ struct em_lb_port {
 	struct em_balancer_backend *backends;
 	char *strings;			/* ns, name, port name, affinity, pods */
 	struct em_lb_core core;		/* the shared peer state, as this port sees it */
+	const void *port_id;		/* its snapshot port: an identity, never read */
 	bool port_counted;		/* holds its snapshot port's count in the svc */
 	bool incremented;		/* ... because building it counted the port */
 };
@@ -130,7 +131,10 @@ struct em_lb_port *em_lb_port_build(struct em_lb *lb, const struct em_balancer_o
 		if (!svc)
 			goto err;
 		lp->port_counted = true;
+		lp->port_id = port;
 		ret = em_lb_core_init(&lp->core, svc, &lp->view, &tune);
+		if (ret == 0)
+			em_lb_svc_mark_stale(svc, port, lp->core.peer, lp->core.n);
 		em_lb_svc_table_unlock(table);
 	} else {
 		svc = em_lb_svc_new_standalone();
@@ -168,7 +172,7 @@ void em_lb_port_uncount(struct em_lb_port *lp, bool own_only)
 	bool counted = own_only ? lp->incremented : lp->port_counted;
 
 	if (counted && lp->core.svc && lp->core.svc->owner)
-		em_lb_svc_table_port_fini(lp->core.svc->owner, lp->core.svc->key);
+		em_lb_svc_table_port_fini(lp->core.svc->owner, lp->core.svc->key, lp->port_id);
 	lp->port_counted = false;
 	lp->incremented = false;
 }

@@ -331,7 +331,7 @@ int em_lb_port_init(void *ctx, struct em_service_port *port)
 	/* A service port that has carried state (it was used) keeps it for
 	 * this port, whose backends become the live ones (no allocation). */
 	port_key(port, key, sizeof(key));
-	counted = em_lb_svc_table_port_init(&lb->svcs, key, port->backends, port->n_backends);
+	counted = em_lb_svc_table_port_init(&lb->svcs, key, port);
 	port->lb = lazy_mark(lb, counted);	/* published with the snapshot */
 	return 0;
 }
@@ -410,7 +410,7 @@ void em_lb_port_fini(void *ctx, struct em_service_port *port)
 		char key[600];
 
 		port_key(port, key, sizeof(key));
-		em_lb_svc_table_port_fini(&((struct em_lb *)ctx)->svcs, key);
+		em_lb_svc_table_port_fini(&((struct em_lb *)ctx)->svcs, key, port);
 	} else if (cur && !lazy_config(cur)) {
 		em_lb_port_uncount(cur, false);
 		em_lb_port_put(cur);

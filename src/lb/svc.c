@@ -291,8 +291,10 @@ static void maybe_drop(struct em_lb_svc_table *t, struct em_lb_svc *s)
 }
 
 bool em_lb_svc_table_port_init(struct em_lb_svc_table *t, const char *key,
-			       const struct em_backend *backends, size_t n)
+			       const struct em_service_port *port)
 {
+	const struct em_backend *backends = port->backends;
+	size_t n = port->n_backends;
 	struct em_lb_svc **pp, *s;
 
 	pthread_mutex_lock(&t->lock);
@@ -304,6 +306,7 @@ bool em_lb_svc_table_port_init(struct em_lb_svc_table *t, const char *key,
 	}
 	s->ports++;
 	s->gen++;
+	s->latest = port;
 	for (size_t i = 0; i < n; i++) {
 		struct em_lb_peer *p = peer_find(s, backends[i].family, &backends[i].ip,
 						 backends[i].port);
@@ -323,13 +326,16 @@ bool em_lb_svc_table_port_init(struct em_lb_svc_table *t, const char *key,
 	return true;
 }
 
-void em_lb_svc_table_port_fini(struct em_lb_svc_table *t, const char *key)
+void em_lb_svc_table_port_fini(struct em_lb_svc_table *t, const char *key,
+			       const void *port)
 {
 	struct em_lb_svc **pp, *s;
 
 	pthread_mutex_lock(&t->lock);
 	pp = slot_of(t, key);
 	s = pp ? *pp : NULL;
+	if (s && s->latest == port)
+		s->latest = NULL;
 	if (s && s->ports) {
 		s->ports--;
 		maybe_drop(t, s);
@@ -366,6 +372,23 @@ struct em_lb_svc *em_lb_svc_table_acquire(struct em_lb_svc_table *t, const char 
 		*incremented = true;
 	}
 	return s;
+}
+
+void em_lb_svc_mark_stale(struct em_lb_svc *s, const struct em_service_port *port,
+			  struct em_lb_peer *const *peers, size_t n)
+{
+	const struct em_service_port *l = s->latest;
+
+	if (!l || l == port)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		bool live = false;
+
+		for (size_t j = 0; j < l->n_backends && !live; j++)
+			live = peer_is(peers[i], l->backends[j].family, &l->backends[j].ip,
+				       l->backends[j].port);
+		atomic_store(&peers[i]->removed, !live);
+	}
 }
 
 void em_lb_svc_table_unlock(struct em_lb_svc_table *t)

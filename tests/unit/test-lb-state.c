@@ -155,6 +155,43 @@ START_TEST(test_removed_never_repicked)
 }
 END_TEST
 
+/* A worker still reading an older snapshot builds that snapshot's first
+ * balancer after a newer snapshot dropped a backend: the backend is
+ * removed for it too (never picked), and kept for the newest. */
+START_TEST(test_old_snapshot_built_late)
+{
+	struct fixture *z = malloc(sizeof(*z)), *a = malloc(sizeof(*a)), *b = malloc(sizeof(*b));
+	struct em_lb_port *lz, *la, *lb2;
+	int gone;
+
+	fixture_init(z, 2, NULL, "None");
+	commit(&hooks, NULL, z);
+	lz = em_lb_port_acquire(&z->port);		/* the state exists */
+	fixture_init(a, 3, NULL, "None");		/* 10.0.0.3 added ... */
+	commit(&hooks, z, a);
+	fixture_init(b, 2, NULL, "None");		/* ... and gone again */
+	ck_assert_int_eq(hooks.port_init(hooks.ctx, &b->port), 0);
+	la = em_lb_port_acquire(&a->port);		/* late, from snapshot A */
+	gone = index_of(la, 3);
+	ck_assert(peer_state(la, gone).flags & EM_BALANCER_PEER_REMOVED);
+	for (int i = 0; i < 30; i++)
+		ck_assert_int_ne(pick_once(la), gone);
+	hooks.port_fini(hooks.ctx, &a->port);
+	lb2 = em_lb_port_acquire(&b->port);
+	for (int i = 0; i < 2; i++)
+		ck_assert(!(peer_state(lb2, i).flags & EM_BALANCER_PEER_REMOVED));
+	/* Built in the right order, 10.0.0.3 would be live for A's own
+	 * balancer: covered by test_state_survives_commit. */
+	em_lb_port_put(lz);
+	em_lb_port_put(la);
+	em_lb_port_put(lb2);
+	hooks.port_fini(hooks.ctx, &b->port);
+	free(z);
+	free(a);
+	free(b);
+}
+END_TEST
+
 /* The state is freed when the service is gone (its last port finished
  * and its last connection ended), and never allocated for ports nobody
  * used. A service re-created later starts afresh. */
@@ -448,6 +485,7 @@ Suite *lb_state_suite(void)
 		{ "state_survives_commit", test_state_survives_commit },
 		{ "rr_position_survives_commit", test_rr_position_survives_commit },
 		{ "removed_never_repicked", test_removed_never_repicked },
+		{ "old_snapshot_built_late", test_old_snapshot_built_late },
 		{ "state_freed_when_gone", test_state_freed_when_gone },
 		{ "state_through_unused_snapshot", test_state_through_unused_snapshot },
 		{ "chash_removal_moves_one_nth", test_chash_removal_moves_one_nth },
