@@ -266,8 +266,8 @@ static void eject(struct em_lb_core *c, struct em_lb_peer *p, uint64_t now)
 	size_t ejected = 0, present = 0;
 	uint32_t n;
 
-	if (until > now)
-		return;				/* already out */
+	if (until > now || !c->tune.max_eject_pct)
+		return;				/* already out, or ejection off */
 	for (size_t i = 0; i < c->n; i++) {
 		if (atomic_load_explicit(&c->peer[i]->removed, memory_order_relaxed))
 			continue;

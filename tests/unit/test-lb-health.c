@@ -217,7 +217,7 @@ START_TEST(test_http_5xx)
 }
 END_TEST
 
-/* fails=0 turns ejection off. */
+/* fails=0 (and fails-5xx=0), or max-eject=0, turn ejection off. */
 START_TEST(test_ejection_off)
 {
 	struct fixture f;
@@ -229,6 +229,12 @@ START_TEST(test_ejection_off)
 	fail_n(lp, 0, 50, EM_BALANCER_FAILED);
 	for (int i = 0; i < 50; i++)
 		em_lb_port_release_result(lp, 0, &r500);
+	ck_assert(!ejected(lp, 0));
+	em_lb_port_put(lp);
+	/* max-eject=0: nothing may be out. */
+	fixture_init(&f, 2, NULL, "None");
+	lp = new_port_args(&f, "round-robin", "max-eject=0");
+	fail_n(lp, 0, 5, EM_BALANCER_FAILED);
 	ck_assert(!ejected(lp, 0));
 	em_lb_port_put(lp);
 }
