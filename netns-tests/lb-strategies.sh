@@ -25,7 +25,8 @@
 # even once it is back up (state carried by address), and comes back after
 # the ejection interval (5 s here).
 # Per request (HTTP, one keep-alive connection): the same distributions,
-# least-request away from the slow pod, consistent-hash by header.
+# least-request away from the slow pod, consistent-hash by header, a pod
+# answering 503 ejected after two in a row.
 #
 # Usage: EM_BIN=build/edgemesh-tproxy bash netns-tests/lb-strategies.sh (root)
 # Last line: `N passed, N failed, N skipped`; exit status non-zero on failure.
@@ -65,6 +66,8 @@ start_nginx() { # N
 	mkdir -p "$d"
 	slow="return 200 \"pod$i\\n\";"
 	[ "$i" = 1 ] && slow="echo_sleep 0.04; echo pod$i;"
+	boom="return 200 \"pod$i\\n\";"
+	[ "$i" = 3 ] && boom="return 503 \"pod$i\\n\";"
 	cat > "$d/nginx.conf" <<NGINX
 load_module /usr/lib/nginx/modules/ngx_http_echo_module.so;
 daemon off;
@@ -87,6 +90,7 @@ http {
 		listen 10.245.$i.2:9000;
 		location / { return 200 "pod$i\\n"; }
 		location /slow { $slow }
+		location /boom { $boom }
 	}
 }
 NGINX
@@ -151,6 +155,7 @@ POD
   sessionAffinityConfig: {clientIP: {timeoutSeconds: 600}}"
 	svc web-plugin ""
 	svc web-eject "round-robin:eject=5s"
+	svc web-5xx "round-robin:fails-5xx=2,eject=60s"
 } > "$TOPO_DIR/manifests/web.yaml"
 
 # ---- the client --------------------------------------------------------------------------
@@ -159,11 +164,16 @@ POD
 #   hold: N connections opened and kept open, one keep-alive request each
 #   keep: one connection, N requests
 # --src IP binds the client address; --path P; --users K sends X-User: user-<i % K>;
-# --pause S waits between seq connections.
+# --pause S waits between seq connections; --any-status accepts non-200 answers.
 cat > "$TOPO_DIR/lbclient.py" <<'PY'
 import socket, sys, time
 mode, host, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-opts = dict(zip(sys.argv[5::2], sys.argv[6::2]))
+args, opts, any_status = sys.argv[5:], {}, False
+while args:
+    if args[0] == "--any-status":
+        any_status, args = True, args[1:]
+    else:
+        opts[args[0]], args = args[1], args[2:]
 src, path, users = opts.get("--src"), opts.get("--path", "/"), int(opts.get("--users", "0"))
 pause = float(opts.get("--pause", "0"))
 
@@ -183,7 +193,7 @@ def request(s, f, i, close):
         hdr += "Connection: close\r\n"
     s.sendall((hdr + "\r\n").encode())
     status = f.readline()
-    if not status.startswith(b"HTTP/1.1 200"):
+    if not status.startswith(b"HTTP/1.1 200") and not any_status:
         raise SystemExit("bad status %r" % status)
     length, chunked = None, False
     while True:
@@ -269,7 +279,7 @@ ip netns exec "$NS_N" "$EM_BIN" --source "file:$TOPO_DIR/manifests" --state-dir 
 echo $! > "$TOPO_DIR/daemon.pid"
 check "daemon answers DNS for the services" wait_until 10 sh -c "[ -n \"\$(ip netns exec $NS_N dig +short +time=1 +tries=1 @10.245.1.2 web-eject.default.svc.cluster.local A)\" ]"
 declare -A IP
-for s in web-rr web-random web-lc web-lr web-ch web-chh web-aff web-plugin web-eject; do
+for s in web-rr web-random web-lc web-lr web-ch web-chh web-aff web-plugin web-eject web-5xx; do
 	IP[$s]=$(fake_ip "$s")
 	[ -n "${IP[$s]}" ] || { echo "# no fake IP for $s"; tail -n 30 "$TOPO_DIR/daemon.log"; \
 		echo "$passed passed, $((failed + 1)) failed, $skipped skipped"; exit 1; }
@@ -365,7 +375,7 @@ check "after the ejection interval pod3 is re-admitted (within 3 s more)" wait_u
 if ! "$EM_BIN" --help 2>/dev/null | grep -q -- '--http-keepalive-timeout'; then
 	why="this build forwards HTTP ports at L4 (no per-request forwarder yet)"
 	for t in round-robin random least-conn least-request consistent-hash-header \
-		 first-backend-plugin; do
+		 first-backend-plugin 5xx-ejection; do
 		skip "HTTP per request: $t" "$why"
 	done
 else
@@ -405,6 +415,12 @@ PY
 		local c; c=$(counts "$out"); echo "counts: $c"; [ "$c" = "10 0 0" ]
 	}
 	check "HTTP first-backend plugin serves every request from pod1" http_plugin
+	http_5xx() { # pod3 answers 503 on /boom: two in a row eject it (fails-5xx=2)
+		client keep "${IP[web-5xx]}" 80 24 --path /boom --any-status > "$out" || return 1
+		local c; c=$(counts "$out"); echo "counts: $c"
+		[ "$(grep -cx pod3 "$out")" = 2 ] && [ "$(tail -n 12 "$out" | grep -cx pod3)" = 0 ]
+	}
+	check "HTTP 5xx: a pod answering 503 is ejected after fails-5xx=2 in a row" http_5xx
 fi
 
 kill "$(cat "$TOPO_DIR/daemon.pid")" 2>/dev/null
