@@ -4,6 +4,7 @@
  * picked again; the state is freed once the service is gone. Consistent
  * hashing and ClientIP affinity under churn. Snapshots are simulated with
  * the hooks: port_init of the new port, then port_fini of the old one. */
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "suites.h"
@@ -475,6 +476,100 @@ START_TEST(test_affinity_under_churn)
 }
 END_TEST
 
+/* ---- workers and commits at once ---------------------------------------------- */
+
+/* Workers acquire, pick and release (all outcomes, latencies, avoid) while
+ * the main thread commits snapshots that change backends, weights,
+ * strategy and affinity; the rwlock stands in for RCU (a port is finished
+ * only when no worker is inside acquire). Meant for ThreadSanitizer and
+ * valgrind as much as for the final checks: nothing leaks, nothing stays
+ * in flight, the state goes with the service. */
+#define CHURN_WORKERS 4
+#define CHURN_COMMITS 24
+
+static pthread_rwlock_t churn_rcu = PTHREAD_RWLOCK_INITIALIZER;
+static struct fixture *_Atomic churn_cur;
+static _Atomic int churn_stop;
+
+static void *churn_worker(void *arg)
+{
+	uint32_t seed = (uint32_t)(uintptr_t)arg * 2654435761u + 1;
+
+	while (!atomic_load(&churn_stop)) {
+		struct em_lb_port *lp;
+
+		pthread_rwlock_rdlock(&churn_rcu);
+		lp = em_lb_port_acquire(&atomic_load(&churn_cur)->port);
+		pthread_rwlock_unlock(&churn_rcu);
+		if (!lp)
+			continue;
+		for (int i = 0; i < 50; i++) {
+			struct em_balancer_result res = { 0 };
+			int idx, avoid;
+
+			seed = seed * 1103515245u + 12345u;
+			avoid = (int)(seed >> 20) % 4 - 1;
+			idx = pick_client(lp, seed >> 24, avoid);
+			if (idx < 0)
+				continue;
+			res.outcome = (enum em_balancer_outcome)((seed >> 8) % 9 < 5 ? 0 : (seed >> 8) % 5);
+			res.http_status = (seed >> 12) % 7 == 0 ? 503 : 200;
+			res.latency_us = (seed >> 4) % 5000;
+			em_lb_port_release_result(lp, idx, &res);
+		}
+		em_lb_port_put(lp);
+	}
+	return NULL;
+}
+
+START_TEST(test_concurrent_churn)
+{
+	static const char *const strategies[] = { "round-robin", "random", "least-conn",
+						  "least-request", "consistent-hash:load=1.1" };
+	struct fixture *f[CHURN_COMMITS];
+	pthread_t t[CHURN_WORKERS];
+
+	for (int k = 0; k < CHURN_COMMITS; k++) {
+		f[k] = malloc(sizeof(*f[k]));
+		fixture_init_from(f[k], 3 + (size_t)k % 5, 1 + (unsigned)k % 3,
+				  strategies[k % 5], k % 2 ? "ClientIP" : "None");
+		for (int i = 0; i < 8; i++)
+			f[k]->backends[i].weight = 1 + (uint32_t)((k + i) % 4);
+	}
+	commit(&hooks, NULL, f[0]);
+	atomic_store(&churn_cur, f[0]);
+	for (int i = 0; i < CHURN_WORKERS; i++)
+		ck_assert_int_eq(pthread_create(&t[i], NULL, churn_worker,
+						(void *)(uintptr_t)(i + 1)), 0);
+	for (int k = 1; k < CHURN_COMMITS; k++) {
+		struct timespec ms = { 0, 2000000 };
+
+		ck_assert_int_eq(hooks.port_init(hooks.ctx, &f[k]->port), 0);
+		atomic_store(&churn_cur, f[k]);
+		pthread_rwlock_wrlock(&churn_rcu);	/* the grace period */
+		pthread_rwlock_unlock(&churn_rcu);
+		hooks.port_fini(hooks.ctx, &f[k - 1]->port);
+		nanosleep(&ms, NULL);
+	}
+	atomic_store(&churn_stop, 1);
+	for (int i = 0; i < CHURN_WORKERS; i++)
+		pthread_join(t[i], NULL);
+	{
+		struct em_lb_port *lp = em_lb_port_acquire(&f[CHURN_COMMITS - 1]->port);
+		struct em_lb_stats st;
+
+		ck_assert_ptr_nonnull(lp);
+		em_lb_get_stats(lb, &st);
+		ck_assert_uint_eq(st.in_flight, 0);	/* every pick was released */
+		ck_assert_uint_eq(st.ports, 1);
+		em_lb_port_put(lp);
+	}
+	hooks.port_fini(hooks.ctx, &f[CHURN_COMMITS - 1]->port);
+	for (int k = 0; k < CHURN_COMMITS; k++)
+		free(f[k]);
+}
+END_TEST
+
 Suite *lb_state_suite(void)
 {
 	Suite *s = suite_create("lb_state");
@@ -492,6 +587,7 @@ Suite *lb_state_suite(void)
 		{ "chash_load_bound_under_churn", test_chash_load_bound_under_churn },
 		{ "affinity_timeout", test_affinity_timeout },
 		{ "affinity_under_churn", test_affinity_under_churn },
+		{ "concurrent_churn", test_concurrent_churn },
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
