@@ -294,10 +294,10 @@ l4_rr() {
 check "L4 round-robin: smooth weighted, exactly 2/2/4 per 8 connections" l4_rr
 
 l4_random() {
-	client seq "${IP[web-random]}" 9000 240 > "$out" || return 1
+	client seq "${IP[web-random]}" 9000 300 > "$out" || return 1
 	chi2_ok "$(counts "$out")" 0.25 0.25 0.5
 }
-check "L4 random: 240 connections follow the weights (chi-square)" l4_random
+check "L4 random: 300 connections follow the weights (chi-square)" l4_random
 
 l4_held() { # SERVICE SLACK: 16 held connections spread 4/4/8 by weight
 	client hold "${IP[$1]}" 9000 16 > "$out" || return 1
@@ -385,10 +385,10 @@ else
 	}
 	check "HTTP round-robin per request on one connection: exactly 4/4/8 per 16" http_rr
 	http_dist() { # SERVICE
-		client keep "${IP[$1]}" 80 240 > "$out" || return 1
+		client keep "${IP[$1]}" 80 300 > "$out" || return 1
 		chi2_ok "$(counts "$out")" 0.25 0.25 0.5
 	}
-	check "HTTP random per request: 240 requests follow the weights" http_dist web-random
+	check "HTTP random per request: 300 requests follow the weights" http_dist web-random
 	check "HTTP least-conn per request (all idle: ties drawn by weight)" http_dist web-lc
 	http_lr() {
 		client keep "${IP[web-lr]}" 80 60 --path /slow > "$out" || return 1
