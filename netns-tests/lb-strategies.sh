@@ -37,6 +37,8 @@ EM_PLUGIN=${EM_PLUGIN:-$(dirname "$EM_BIN")/src/lb/em-lb-test-plugin.so}
 [ "$(id -u)" = 0 ] || { echo "lb-strategies.sh: needs root"; exit 77; }
 [ -x "$EM_BIN" ] || { echo "no daemon at $EM_BIN (build first)"; exit 1; }
 [ -e "$EM_PLUGIN" ] || { echo "no plugin at $EM_PLUGIN (build first)"; exit 1; }
+ECHO_MODULE=/usr/lib/nginx/modules/ngx_http_echo_module.so	# nginx-light depends on it
+[ -e "$ECHO_MODULE" ] || { echo "no $ECHO_MODULE (libnginx-mod-http-echo)"; exit 1; }
 # shellcheck source-path=SCRIPTDIR source=lib/topology.sh
 . "$here/lib/topology.sh"
 NS_N="em-$TOPO_ID-lb-node"
@@ -69,7 +71,7 @@ start_nginx() { # N
 	boom="return 200 \"pod$i\\n\";"
 	[ "$i" = 3 ] && boom="return 503 \"pod$i\\n\";"
 	cat > "$d/nginx.conf" <<NGINX
-load_module /usr/lib/nginx/modules/ngx_http_echo_module.so;
+load_module $ECHO_MODULE;
 daemon off;
 worker_processes 1;
 pid $d/nginx.pid;
