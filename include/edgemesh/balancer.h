@@ -95,7 +95,7 @@ struct em_balancer_backend {
 		struct in6_addr v6;
 	} ip;
 	uint16_t port;			/* host byte order */
-	uint32_t weight;		/* >= 1; 1 unless the service says otherwise */
+	uint32_t weight;		/* 1..100: pod annotation edgemesh.kubeedge.io/weight, else 1 */
 	const char *pod;		/* "namespace/name" of the pod, or NULL */
 };
 
