@@ -192,7 +192,8 @@ wait_until 5 listening nr -lun 53 && wait_until 5 listening np1 -ltn 8080 ||
 
 mkdir -p "$TOPO_DIR/state"
 bg daemon "$NS_N" "$EM_BIN" --source "file:$TOPO_DIR/manifests" --state-dir "$TOPO_DIR/state" \
-	--log-level debug --udp-idle-timeout 30 --fake-ipv6-range fd9e:6d65:7368::/64
+	--log-level debug --udp-idle-timeout 30 --fake-ipv6-range fd9e:6d65:7368::/64 \
+	--client-iface c0
 fake() { nc_ dig +short +time=1 +tries=1 "$1.default.svc.cluster.local" A | grep '^198\.18\.'; }
 wait_until 10 fake udp-echo || { echo "daemon not ready:"; tail -20 "$TOPO_DIR/daemon.log"; exit 1; }
 ECHO=$(fake udp-echo)

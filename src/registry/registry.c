@@ -9,11 +9,13 @@
 #include <time.h>
 
 #include "registry/fakeip.h"
+#include "registry/guard.h"
 #include "registry/objects.h"
 #include "registry/snapshot_impl.h"
 #include "util/log.h"
 
 #define FAKEIP_STATE_FILE "fake-ips"
+#define POD_CHANGES_MAX 4096
 
 /* One source's copy of an object; a slot's list is sorted by source index,
  * so the head is the copy in effect. */
@@ -40,7 +42,13 @@ struct em_registry {
 	bool dirty;			/* something changed since the last commit */
 	struct em_pod_index pod_index;	/* of the pods in effect */
 	bool index_broken;		/* an index update failed (ENOMEM): rebuild it */
+	/* "ns/name" of the pods whose copy in effect changed since the last
+	 * published snapshot (the Endpoints-backed services naming them are
+	 * re-resolved); past POD_CHANGES_MAX, every pod counts as changed. */
+	struct em_strmap pods_changed;
+	bool all_pods_changed;
 	struct em_registry_stats stats;
+	struct em_guard guard;		/* names and backend addresses (guard.h) */
 };
 
 static uint64_t now_us(void)
@@ -95,11 +103,23 @@ static void store_key(char *buf, size_t n, enum em_obj_kind kind, const char *ns
 	snprintf(buf, n, "%d/%s/%s", (int)kind, ns, name);
 }
 
+/* Notes a pod whose copy in effect changed, for the next build. */
+static void pod_changed(struct em_registry *reg, const struct em_obj *pod)
+{
+	if (reg->all_pods_changed)
+		return;
+	if (reg->pods_changed.count >= POD_CHANGES_MAX ||
+	    !em_strmap_put(&reg->pods_changed, pod->nsname))
+		reg->all_pods_changed = true;
+}
+
 /* The head of a slot's list is the copy in effect; when it changes for a
- * pod, the pod index follows. */
+ * pod, the pod index follows (and the pod is noted as changed). */
 static void effect_changed(struct em_registry *reg, struct em_obj *before, struct em_obj *after)
 {
 	reg->dirty = true;
+	if (before != after && (before ? before : after)->kind == EM_OBJ_POD)
+		pod_changed(reg, before ? before : after);
 	if (before == after || reg->index_broken)
 		return;		/* broken: rebuilt from scratch at the next commit */
 	if (before && before->kind == EM_OBJ_POD)
@@ -197,16 +217,21 @@ static int upsert_locked(struct em_registry *reg, unsigned src, json_t *obj)
 	int r = em_obj_from_json(obj, &o, &why);
 	if (r == -ENOTSUP)
 		return 0;	/* a kind we do not use (Deployment, ConfigMap...) */
+	if (r == 0 && (r = em_guard_check_names(o, &why)) < 0)
+		em_obj_free(o);
 	if (r < 0) {
 		json_t *md = json_object_get(obj, "metadata");
+		char k[64], ns[100], name[300];
 		reg->stats.rejected++;
+		/* escaped: the names are the untrusted part */
 		em_warn("source %s: %s %s/%s ignored: %s", reg->sources[src],
-			or_dash(json_string_value(json_object_get(obj, "kind"))),
-			or_dash(json_string_value(json_object_get(md, "namespace"))),
-			or_dash(json_string_value(json_object_get(md, "name"))),
+			em_log_escape(k, sizeof(k), or_dash(json_string_value(json_object_get(obj, "kind")))),
+			em_log_escape(ns, sizeof(ns), or_dash(json_string_value(json_object_get(md, "namespace")))),
+			em_log_escape(name, sizeof(name), or_dash(json_string_value(json_object_get(md, "name")))),
 			why ? why : strerror(-r));
 		return r;
 	}
+	reg->stats.rejected_addrs += em_guard_filter_addrs(&reg->guard, o, reg->sources[src]);
 	r = store_put(reg, src, o);
 	if (r < 0)
 		em_obj_free(o);
@@ -317,6 +342,15 @@ out:
 
 /* ---- build and publish ------------------------------------------------------- */
 
+/* For the build: the pod in effect named "ns/name" (lock held). */
+static struct em_obj *pod_by_name(void *ctx, const char *nsname)
+{
+	struct em_registry *reg = ctx;
+	char key[600];
+	snprintf(key, sizeof(key), "%d/%s", (int)EM_OBJ_POD, nsname);
+	return head_obj(em_strmap_get(&reg->store[EM_OBJ_POD], key));
+}
+
 struct objvec {
 	struct em_obj **v;
 	size_t n, cap;
@@ -385,6 +419,10 @@ static int rebuild(struct em_registry *reg, struct em_snapshot **old)
 			.pods = &reg->pod_index,
 			.endpoints = &eps,
 			.slices = &slices,
+			.pod_lookup = pod_by_name,
+			.pod_lookup_ctx = reg,
+			.pods_changed = &reg->pods_changed,
+			.all_pods_changed = reg->all_pods_changed,
 			.pool = reg->pool,
 			.hooks = &reg->hooks,
 			.prev = reg->current,
@@ -394,9 +432,11 @@ static int rebuild(struct em_registry *reg, struct em_snapshot **old)
 		em_fakeip_begin(reg->pool);
 		ret = em_snapshot_build(&in, &snap, &st);
 		int sr = em_fakeip_end(reg->pool);
-		if (sr < 0)
-			em_err("fake IP state %s: cannot save: %s; addresses may change on restart",
-			       reg->state_file ? reg->state_file : "-", strerror(-sr));
+		static struct em_ratelimit save_rl;
+		if (sr < 0)	/* retried with back-off by the pool */
+			em_log_rl(&save_rl, EM_LOG_ERR, "fake IP state %s: cannot save: %s; "
+				  "retrying with back-off; addresses may change on restart",
+				  reg->state_file ? reg->state_file : "-", strerror(-sr));
 		if (ret == 0) {
 			reg->stats.services = st.services;
 			reg->stats.backends = st.backends;
@@ -404,6 +444,8 @@ static int rebuild(struct em_registry *reg, struct em_snapshot **old)
 			*old = reg->current;
 			publish(reg, snap);
 			reg->dirty = false;
+			em_strmap_clear(&reg->pods_changed, NULL);
+			reg->all_pods_changed = false;
 		}
 	}
 	em_strmap_clear(&eps, em_objlist_free);
@@ -495,6 +537,7 @@ struct em_registry *em_registry_new(const struct em_registry_config *cfg)
 	for (int k = 0; k < EM_OBJ_KIND_COUNT; k++)
 		em_strmap_init(&reg->store[k]);
 	em_pod_index_init(&reg->pod_index);
+	em_strmap_init(&reg->pods_changed);
 	const char *dom = cfg->cluster_domain ? cfg->cluster_domain : "cluster.local";
 	size_t dl = strlen(dom);
 	while (dl > 0 && dom[dl - 1] == '.')
@@ -518,6 +561,14 @@ struct em_registry *em_registry_new(const struct em_registry_config *cfg)
 		.v6_cidr = cfg->fake_ipv6_range,
 		.state_file = state,
 	};
+	reg->guard.allow_loopback = cfg->test_allow_loopback;
+	/* Never dial the fake ranges or the capture CIDRs. */
+	if ((r = em_guard_deny(&reg->guard, fc.v4_cidr ? fc.v4_cidr : EM_FAKEIP_DEFAULT_V4)) < 0 ||
+	    (fc.v6_cidr && fc.v6_cidr[0] && (r = em_guard_deny(&reg->guard, fc.v6_cidr)) < 0))
+		goto fail;
+	for (unsigned i = 0; i < cfg->n_capture_cidrs; i++)
+		if ((r = em_guard_deny(&reg->guard, cfg->capture_cidrs[i])) < 0)
+			goto fail;
 	r = em_fakeip_pool_new(&fc, &reg->pool);
 	reg->state_file = state;
 	if (r < 0)
@@ -543,6 +594,7 @@ void em_registry_free(struct em_registry *reg)
 	urcu_memb_synchronize_rcu();
 	em_snapshot_free(reg->current);
 	em_pod_index_clear(&reg->pod_index);
+	em_strmap_clear(&reg->pods_changed, NULL);
 	for (int k = 0; k < EM_OBJ_KIND_COUNT; k++)
 		em_strmap_clear(&reg->store[k], versions_free);
 	em_fakeip_pool_free(reg->pool);
