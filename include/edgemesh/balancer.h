@@ -17,6 +17,15 @@
  * picked from the instance has called release(). An instance never sees its
  * backend list change; a new list means a new instance.
  *
+ * Peer core: the daemon keeps, per service port and keyed by backend
+ * address, each backend's in-flight count, passive health (ejection),
+ * latency average and counters, and carries them over to the next instance
+ * for every backend that stays. It updates them around every pick() and
+ * release() (a strategy need not) and shows them to pick() through
+ * req->peers: a strategy that only needs that view implements pick() alone.
+ * Whatever pick() answers, the daemon never hands out a backend that left
+ * the service.
+ *
  * Threads:
  *   - create() runs on a forwarder worker thread (the first connection to the
  *     port), inside the registry's RCU read-side section, with no lock of the
@@ -86,7 +95,7 @@ struct em_balancer_backend {
 		struct in6_addr v6;
 	} ip;
 	uint16_t port;			/* host byte order */
-	uint32_t weight;		/* >= 1; 1 unless the service says otherwise */
+	uint32_t weight;		/* 1..100: pod annotation edgemesh.kubeedge.io/weight, else 1 */
 	const char *pod;		/* "namespace/name" of the pod, or NULL */
 };
 
@@ -116,6 +125,8 @@ struct em_balancer_params {
 	 * strategy's own. */
 	const char *args;
 };
+
+struct em_balancer_peers;
 
 /* One pick request. Built by the forwarder on its stack: valid only during
  * pick(). Strings are not NUL-terminated (pointer + length); absent ones are
@@ -150,6 +161,49 @@ struct em_balancer_request {
 	int avoid;
 	/* 0 for the first pick of a request, 1 for the first retry, ... */
 	unsigned attempt;
+	/* Added within version 2 (check EM_BALANCER_HAS(req, struct
+	 * em_balancer_request, peers)): the daemon's shared peer state for
+	 * this port, index-aligned with port->backends; the same view the
+	 * built-in strategies pick from. Valid during pick() only. */
+	const struct em_balancer_peers *peers;
+};
+
+/* Peer state: one backend's health and load as the daemon's peer core keeps
+ * it. The core owns it (per service port, keyed by backend address, so it
+ * survives backend list changes) and updates it around every pick() and
+ * release(): a strategy only reads it. */
+#define EM_BALANCER_PEER_EJECTED 0x1	/* ejected by passive health, for now */
+#define EM_BALANCER_PEER_REMOVED 0x2	/* gone from the service: never pick it */
+
+struct em_balancer_peer_state {
+	uint32_t size;			/* set by the CALLER of peers->state() */
+	uint32_t flags;			/* EM_BALANCER_PEER_* */
+	uint32_t weight;		/* >= 1 */
+	uint32_t in_flight;		/* picked and not yet released, over every instance */
+	uint32_t consecutive_failures;
+	uint32_t ejections;		/* times ejected (drives the ejection interval) */
+	uint64_t latency_ewma_us;	/* peak EWMA of latency_us, decayed to now; 0: no sample */
+	uint64_t picks;			/* total picks */
+	uint64_t failures;		/* total FAILED, TIMEOUT and 5xx outcomes */
+};
+
+/* The view passed as req->peers. Owned by the daemon; valid during pick(). */
+struct em_balancer_peers {
+	uint32_t size;			/* sizeof(struct em_balancer_peers) in the daemon */
+	/* 1 when fewer backends than the panic threshold are healthy: health
+	 * is then ignored and usable() is true for every backend still in
+	 * the service (as Envoy does). */
+	int panic;
+	size_t n;			/* == port->n_backends */
+	size_t n_usable;		/* backends usable() says yes to, at most a few ms old */
+	/* 1 when backend `index` may be picked now (in the service, and not
+	 * ejected unless in panic), else 0 (and for a bad index). */
+	int (*usable)(const struct em_balancer_peers *peers, int index);
+	/* Copy backend `index`'s state into *out, filling only the fields
+	 * that fit in out->size (set it to sizeof(*out) first). 0, or -1 for
+	 * a bad index. */
+	int (*state)(const struct em_balancer_peers *peers, int index,
+		     struct em_balancer_peer_state *out);
 };
 
 /* How one attempt ended: given to release(). */
@@ -177,7 +231,9 @@ struct em_balancer_ops {
 
 	/* Build the instance for one port. Returns the instance (opaque to the
 	 * daemon), or NULL with errno set; the daemon then logs the port and
-	 * falls back to its default strategy. */
+	 * falls back to its default strategy. May be NULL (no instance state:
+	 * pick() then receives an opaque non-NULL pointer); destroy() must be
+	 * set when create() is. */
 	void *(*create)(const struct em_balancer_port *port,
 			const struct em_balancer_params *params);
 
@@ -188,11 +244,14 @@ struct em_balancer_ops {
 	/* Report the end of an attempt that a pick() returning `index` started.
 	 * Called exactly once per successful pick, possibly on another worker
 	 * thread than the pick, possibly long after the snapshot that created
-	 * the instance was replaced (the instance is kept alive until then). */
+	 * the instance was replaced (the instance is kept alive until then).
+	 * The peer core has already counted the result. May be NULL. A FAILED
+	 * result whose error is local (EADDRNOTAVAIL, ENOBUFS, EMFILE, ENFILE,
+	 * EPERM) is counted as LOCAL by the core. */
 	void (*release)(void *instance, int index, const struct em_balancer_result *res);
 
 	/* Free the instance, once, after every pick() and release() on it
-	 * has returned. */
+	 * has returned. NULL only when create() is. */
 	void (*destroy)(void *instance);
 
 	/* Zero: room to grow without breaking plugins built today. */

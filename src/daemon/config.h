@@ -40,6 +40,16 @@ struct em_config {
 	char *lb_strategy;
 	char *lb_plugins[EM_CONFIG_MAX_LIST];
 	unsigned n_lb_plugins;
+	/* Balancer health and strategy defaults (annotation args override). */
+	unsigned lb_max_fails;
+	unsigned lb_max_5xx;
+	unsigned lb_eject_ms;
+	unsigned lb_eject_max_ms;
+	unsigned lb_max_eject_percent;
+	unsigned lb_panic_percent;
+	unsigned lb_hash_load_percent;
+	unsigned lb_ewma_decay_ms;
+	unsigned lb_default_rtt_ms;
 	unsigned capture_mark;
 	unsigned bypass_mark;
 	unsigned route_table;

@@ -17,6 +17,7 @@
 #include "daemon/sources.h"
 #include "dns/queue.h"
 #include "lb/lb.h"
+#include "lb/peers.h"
 #include "nf/nf.h"
 #include "proxy/proxy.h"
 #include "registry/registry.h"
@@ -193,6 +194,19 @@ static int start_registry(struct daemon *d)
 
 	if ((ret = em_lb_new(d->cfg.lb_strategy, d->cfg.lb_plugins, d->cfg.n_lb_plugins, &d->lb)) < 0)
 		return ret;
+	em_lb_set_tuning(d->lb, &(struct em_lb_tuning){
+		.max_fails = d->cfg.lb_max_fails,
+		.max_5xx = d->cfg.lb_max_5xx,
+		.eject_base_ms = d->cfg.lb_eject_ms,
+		.eject_max_ms = d->cfg.lb_eject_max_ms < d->cfg.lb_eject_ms ? d->cfg.lb_eject_ms
+									  : d->cfg.lb_eject_max_ms,
+		.max_eject_pct = d->cfg.lb_max_eject_percent,
+		.panic_pct = d->cfg.lb_panic_percent,
+		.hash_load_pct = d->cfg.lb_hash_load_percent > 0 && d->cfg.lb_hash_load_percent <= 100
+					 ? 101 : d->cfg.lb_hash_load_percent,
+		.ewma_decay_ms = d->cfg.lb_ewma_decay_ms,
+		.ewma_default_us = d->cfg.lb_default_rtt_ms * 1000,
+	});
 	if ((ret = make_state_dir(d->cfg.state_dir)) < 0)
 		return ret;
 	rc.hooks = em_lb_snapshot_hooks(d->lb);
@@ -318,6 +332,12 @@ static void log_stats(struct daemon *d)
 		(unsigned long long)rs.fake_exhausted, (unsigned long long)rs.rejected,
 		(unsigned long long)rs.rejected_addrs,
 		(unsigned long long)rs.last_build_us);
+	if (d->lb) {
+		struct em_lb_stats ls;
+		em_lb_get_stats(d->lb, &ls);
+		em_lb_stats_format(&ls, line, sizeof(line));
+		em_info("lb: %s", line);
+	}
 	if (d->dns) {
 		struct em_dns_stats ds;
 		em_dns_queue_stats(d->dns, &ds);

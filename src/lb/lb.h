@@ -42,6 +42,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #include "edgemesh/balancer.h"
@@ -53,10 +54,12 @@
 extern const struct em_balancer_ops em_lb_round_robin_ops;
 extern const struct em_balancer_ops em_lb_random_ops;
 extern const struct em_balancer_ops em_lb_least_conn_ops;
+extern const struct em_balancer_ops em_lb_least_request_ops;
 extern const struct em_balancer_ops em_lb_consistent_hash_ops;
 
-struct em_lb;		/* configuration: default strategy + loaded plugins */
+struct em_lb;		/* configuration, plugins, carried peer state */
 struct em_lb_port;	/* refcounted balancer of one service port */
+struct em_lb_tuning;	/* health and strategy parameters (peers.h) */
 
 /* Built-in strategy by name (NULL-terminated table), or NULL. */
 const struct em_balancer_ops *em_lb_find(const char *name);
@@ -81,12 +84,35 @@ int em_lb_new(const char *default_strategy, char *const *plugin_paths,
 /* Precondition: every em_lb_port built from `lb` is gone (the proxy is
  * stopped and every snapshot freed): plugins are dlclosed here. */
 void em_lb_free(struct em_lb *lb);
+/* The daemon-wide defaults of the health and strategy parameters (from
+ * options); a service's annotation arguments override them. Main thread,
+ * before the first balancer is built. */
+void em_lb_set_tuning(struct em_lb *lb, const struct em_lb_tuning *t);
+/* Number of service ports whose peer state is kept (tests: state is freed
+ * once the service is gone and its last connection ended). */
+size_t em_lb_state_count(struct em_lb *lb);
+/* Totals over the kept peer state (SIGUSR1 line). */
+struct em_lb_stats {
+	uint64_t ports;			/* service ports with state */
+	uint64_t peers;			/* backends with state */
+	uint64_t ejected;		/* backends ejected right now */
+	uint64_t ejections;		/* ejections so far (of backends still kept) */
+	uint64_t in_flight;
+	uint64_t picks, failures, timeouts, status_5xx, local;
+};
+void em_lb_get_stats(struct em_lb *lb, struct em_lb_stats *st);
+/* "ports 3, backends 9, ejected 1, ..." into buf. */
+void em_lb_stats_format(const struct em_lb_stats *st, char *buf, size_t len);
+/* Tests: move the balancer layer's clock forward (ejection intervals,
+ * affinity timeouts, latency decay), and back to real time. */
+void em_lb_test_advance_clock(uint64_t ns);
+void em_lb_test_reset_clock(void);
 /* A loaded plugin by name, then a built-in; NULL if none. */
 const struct em_balancer_ops *em_lb_lookup(const struct em_lb *lb, const char *name);
 
 /* Strategy text for a service: its lb annotation ("name" or "name:args"),
- * else consistent-hash on the client IP for sessionAffinity ClientIP, else
- * `dflt`. Pure: no lookup. */
+ * else `dflt`. (sessionAffinity ClientIP is applied by the core around
+ * whichever strategy.) Pure: no lookup. */
 const char *em_lb_strategy_for(const struct em_service *svc, const char *dflt);
 
 /* The hooks that make the registry call em_lb_port_init/fini. */
@@ -112,11 +138,20 @@ struct em_lb_port *em_lb_port_acquire(const struct em_service_port *port);
  * never builds (tests, diagnostics). Same RCU rule as em_lb_port_acquire. */
 struct em_lb_port *em_lb_port_peek(const struct em_service_port *port);
 
-/* A port balancer with an explicit strategy (tests, and first use).
+/* A port balancer with an explicit strategy and state of its own (tests).
  * Returns NULL with errno set. One reference, the caller's. */
 struct em_lb_port *em_lb_port_new(const struct em_balancer_ops *ops,
 				  const struct em_service_port *port,
 				  const struct em_balancer_params *params);
+/* The same with the state carried in lb's table for the port's service
+ * port (lb's tuning, then params->args). `counted`: port_init already
+ * counted the snapshot port in the state; else building counts it, and
+ * em_lb_port_uncount(lp, true) undoes that for a balancer never installed.
+ * em_lb_port_uncount(lp, false) is port_fini's: the port is gone. */
+struct em_lb_port *em_lb_port_build(struct em_lb *lb, const struct em_balancer_ops *ops,
+				    const struct em_service_port *port,
+				    const struct em_balancer_params *params, bool counted);
+void em_lb_port_uncount(struct em_lb_port *lp, bool own_only);
 /* Another reference on a balancer the caller holds one on. Not for
  * port->lb, which may not be built yet: em_lb_port_acquire() that. */
 struct em_lb_port *em_lb_port_get(struct em_lb_port *lp);
@@ -138,6 +173,10 @@ void em_lb_port_release_result(struct em_lb_port *lp, int index,
 void em_lb_port_release(struct em_lb_port *lp, int index,
 			enum em_balancer_outcome outcome);
 size_t em_lb_port_n_backends(const struct em_lb_port *lp);
+/* A backend's shared state (weight, in flight, health, latency, counters):
+ * out->size set by the caller. 0, or -1 for a bad index. */
+int em_lb_port_peer_state(const struct em_lb_port *lp, int index,
+			  struct em_balancer_peer_state *out);
 const struct em_balancer_backend *em_lb_port_backend(const struct em_lb_port *lp,
 						     int index);
 /* "ns/name:port" for log messages, formatted on demand (nothing stored):

@@ -1,80 +1,81 @@
-/* random.c — "random": a uniformly random backend, skipping the one to avoid
- * and those in passive-health back-off. The generator is a per-thread
- * xorshift seeded from the thread's stack address and the clock: no shared
- * state between workers, and quality is irrelevant here. */
-#include <stdatomic.h>
+/* random.c — "random": a backend drawn with probability proportional to
+ * its weight. The cumulative weights are fixed for the instance (the
+ * backend list never changes under it), so a draw is a binary search; a
+ * draw that lands on an ejected or avoided backend is redrawn a few times,
+ * then the draw is made over the usable backends only, in O(n). */
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "lb/health.h"
 #include "lb/lb.h"
+#include "lb/peers.h"
 
 struct rnd {
 	size_t n;
-	struct em_lb_health health[];
+	uint64_t total;
+	uint64_t cum[];		/* cum[i] = weight[0] + ... + weight[i] */
 };
-
-static _Thread_local uint64_t rng_state;
-
-static uint64_t next_random(void)
-{
-	uint64_t x = rng_state;
-
-	if (x == 0)
-		x = em_lb_now_ns() ^ (uint64_t)(uintptr_t)&x ^ 0x9e3779b97f4a7c15ULL;
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	rng_state = x;
-	return x;
-}
 
 static void *rnd_create(const struct em_balancer_port *port,
 			const struct em_balancer_params *params)
 {
-	struct rnd *r = calloc(1, sizeof(*r) + port->n_backends * sizeof(r->health[0]));
+	struct rnd *r = calloc(1, sizeof(*r) + (port->n_backends + 1) * sizeof(r->cum[0]));
 
 	(void)params;
-	if (r)
-		r->n = port->n_backends;
+	if (!r)
+		return NULL;
+	r->n = port->n_backends;
+	for (size_t i = 0; i < r->n; i++) {
+		r->total += port->backends[i].weight ? port->backends[i].weight : 1;
+		r->cum[i] = r->total;
+	}
 	return r;
+}
+
+static size_t draw(const struct rnd *r)
+{
+	uint64_t x = em_lb_random() % r->total;
+	size_t lo = 0, hi = r->n - 1;
+
+	while (lo < hi) {	/* first i with cum[i] > x */
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (r->cum[mid] > x)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return lo;
 }
 
 static int rnd_pick(void *instance, const struct em_balancer_request *req)
 {
+	const struct em_lb_pick *pk = em_lb_pick_of(req);
+	const struct em_lb_core *c = pk->core;
 	struct rnd *r = instance;
-	uint64_t now = em_lb_now_ns();
-	size_t start;
+	uint64_t sum = 0, x;
 
-	if (r->n == 0 || (r->n == 1 && req->avoid == 0))
+	if (r->n == 0)
 		return -1;
-	/* Draw among the backends other than the one to avoid, so a retry
-	 * does not hand the avoided backend's share to its neighbour. */
-	if (req->avoid >= 0 && (size_t)req->avoid < r->n) {
-		start = (size_t)(next_random() % (r->n - 1));
-		if (start >= (size_t)req->avoid)
-			start++;
-	} else {
-		start = (size_t)(next_random() % r->n);
+	for (int tries = 0; tries < 4; tries++) {
+		size_t i = draw(r);
+
+		if ((int)i != req->avoid && em_lb_core_usable(c, i, pk->now))
+			return (int)i;
 	}
-	if (em_lb_health_usable(&r->health[start], now))
-		return (int)start;
-	/* Some are backing off: the next usable one in O(n). */
+	for (size_t i = 0; i < r->n; i++)
+		if ((int)i != req->avoid && em_lb_core_usable(c, i, pk->now))
+			sum += c->weight[i];
+	if (!sum)
+		return -1;
+	x = em_lb_random() % sum;
 	for (size_t i = 0; i < r->n; i++) {
-		int idx = (int)((start + i) % r->n);
-		if (idx != req->avoid && em_lb_health_usable(&r->health[idx], now))
-			return idx;
+		if ((int)i == req->avoid || !em_lb_core_usable(c, i, pk->now))
+			continue;
+		if (x < c->weight[i])
+			return (int)i;
+		x -= c->weight[i];
 	}
-	return (int)start == req->avoid ? (int)((start + 1) % r->n) : (int)start;
-}
-
-static void rnd_release(void *instance, int index, const struct em_balancer_result *res)
-{
-	struct rnd *r = instance;
-	enum em_balancer_outcome outcome = res->outcome;
-
-	if (index >= 0 && (size_t)index < r->n)
-		em_lb_health_report(&r->health[index], outcome);
+	return -1;
 }
 
 static void rnd_destroy(void *instance)
@@ -84,9 +85,9 @@ static void rnd_destroy(void *instance)
 
 const struct em_balancer_ops em_lb_random_ops = {
 	.abi_version = EM_BALANCER_ABI_VERSION,
+	.size = sizeof(struct em_balancer_ops),
 	.name = "random",
 	.create = rnd_create,
 	.pick = rnd_pick,
-	.release = rnd_release,
 	.destroy = rnd_destroy,
 };

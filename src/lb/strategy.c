@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "lb/lb.h"
+#include "lb/peers.h"
 #include "util/trust.h"
 #include "util/log.h"
 
@@ -18,6 +19,7 @@ static const struct em_balancer_ops *const builtin_strategies[] = {
 	&em_lb_round_robin_ops,
 	&em_lb_random_ops,
 	&em_lb_least_conn_ops,
+	&em_lb_least_request_ops,
 	&em_lb_consistent_hash_ops,
 	NULL,
 };
@@ -29,7 +31,60 @@ struct em_lb {
 	unsigned n_plugins;
 	const struct em_balancer_ops *plugin_ops[MAX_PLUGINS];
 	void *plugin_handle[MAX_PLUGINS];
+	struct em_lb_tuning tune;
+	/* Peer state per service port, carried from one snapshot's balancer
+	 * to the next (peers.h). */
+	struct em_lb_svc_table svcs;
 };
+
+_Static_assert(_Alignof(struct em_lb) >= 4, "em_lb pointers must leave bits 0-1 free");
+
+struct em_lb_svc_table *em_lb_svc_table_of(struct em_lb *lb)
+{
+	return &lb->svcs;
+}
+
+const struct em_lb_tuning *em_lb_tuning_of(const struct em_lb *lb)
+{
+	return &lb->tune;
+}
+
+void em_lb_set_tuning(struct em_lb *lb, const struct em_lb_tuning *t)
+{
+	lb->tune = *t;
+}
+
+size_t em_lb_state_count(struct em_lb *lb)
+{
+	return em_lb_svc_table_count(&lb->svcs);
+}
+
+void em_lb_get_stats(struct em_lb *lb, struct em_lb_stats *st)
+{
+	em_lb_svc_table_stats(&lb->svcs, st);
+}
+
+void em_lb_stats_format(const struct em_lb_stats *st, char *buf, size_t len)
+{
+	snprintf(buf, len,
+		 "service ports with state %llu, backends %llu, ejected now %llu, ejections %llu, "
+		 "in flight %llu, picks %llu, failures %llu, timeouts %llu, 5xx %llu, local errors %llu",
+		 (unsigned long long)st->ports, (unsigned long long)st->peers,
+		 (unsigned long long)st->ejected, (unsigned long long)st->ejections,
+		 (unsigned long long)st->in_flight, (unsigned long long)st->picks,
+		 (unsigned long long)st->failures, (unsigned long long)st->timeouts,
+		 (unsigned long long)st->status_5xx, (unsigned long long)st->local);
+}
+
+void em_lb_test_advance_clock(uint64_t ns)
+{
+	atomic_fetch_add(&em_lb_clock_offset_ns, ns);
+}
+
+void em_lb_test_reset_clock(void)
+{
+	atomic_store(&em_lb_clock_offset_ns, 0);
+}
 
 const struct em_balancer_ops *em_lb_find(const char *name)
 {
@@ -91,9 +146,11 @@ int em_lb_load_plugin(const char *path, const struct em_balancer_ops **ops,
 		dlclose(h);
 		return -EPROTO;
 	}
+	/* create, release and destroy are optional: the core keeps the
+	 * state a simple strategy needs. destroy goes with create. */
 	if (o->size < offsetof(struct em_balancer_ops, reserved) || !o->name ||
-	    !*o->name || !o->create || !o->pick || !o->release || !o->destroy) {
-		why = "ops lacks size, name, create, pick, release or destroy";
+	    !*o->name || !o->pick || (o->create && !o->destroy)) {
+		why = "ops lacks size, name or pick, or has create without destroy";
 		ret = -EINVAL;
 		goto fail_close;
 	}
@@ -117,6 +174,8 @@ int em_lb_new(const char *default_strategy, char *const *plugin_paths,
 
 	if (!lb)
 		return ret;
+	lb->tune = (struct em_lb_tuning)EM_LB_TUNING_DEFAULTS;
+	em_lb_svc_table_init(&lb->svcs);
 	if (n_plugins > MAX_PLUGINS) {
 		em_err("lb: %u plugins given, at most %d supported", n_plugins, MAX_PLUGINS);
 		ret = -E2BIG;
@@ -147,7 +206,7 @@ int em_lb_new(const char *default_strategy, char *const *plugin_paths,
 	lb->dflt = em_lb_lookup(lb, default_strategy);
 	if (!lb->dflt) {
 		em_err("lb: unknown default strategy '%s' (built-in: round-robin, random, "
-		       "least-conn, consistent-hash; or one loaded from a plugin)",
+		       "least-conn, least-request, consistent-hash; or one loaded from a plugin)",
 		       default_strategy);
 		ret = -ENOENT;
 		goto err;
@@ -165,34 +224,50 @@ void em_lb_free(struct em_lb *lb)
 		return;
 	for (unsigned i = 0; i < lb->n_plugins; i++)
 		dlclose(lb->plugin_handle[i]);
+	em_lb_svc_table_fini(&lb->svcs);
 	free(lb);
 }
 
 const char *em_lb_strategy_for(const struct em_service *svc, const char *dflt)
 {
+	/* sessionAffinity ClientIP is not a strategy: the core keeps each
+	 * client on its backend for the timeout, whatever picks the first. */
 	if (svc && svc->lb_strategy && *svc->lb_strategy)
 		return svc->lb_strategy;
-	if (svc && svc->session_affinity && strcmp(svc->session_affinity, "ClientIP") == 0)
-		return "consistent-hash";
 	return dflt && *dflt ? dflt : EM_LB_DEFAULT_STRATEGY;
 }
 
 /* ---- snapshot hooks and lazy balancers --------------------------------- */
 
 /* port->lb states (lb.h): NULL, the struct em_lb tagged with bit 0 (not
- * built yet), or a struct em_lb_port. */
+ * built yet; bit 1 set when port_init counted the port in its service's
+ * carried state), or a struct em_lb_port. */
 #define LAZY_TAG ((uintptr_t)1)
-_Static_assert(_Alignof(struct em_lb) >= 2, "em_lb pointers must leave bit 0 free");
+#define COUNTED_TAG ((uintptr_t)2)
 
-static void *lazy_mark(struct em_lb *lb)
+static void *lazy_mark(struct em_lb *lb, bool counted)
 {
-	return (void *)((uintptr_t)lb | LAZY_TAG);
+	return (void *)((uintptr_t)lb | LAZY_TAG | (counted ? COUNTED_TAG : 0));
 }
 
 static struct em_lb *lazy_config(void *slot)
 {
-	return (uintptr_t)slot & LAZY_TAG ? (struct em_lb *)((uintptr_t)slot & ~LAZY_TAG)
-					  : NULL;
+	return (uintptr_t)slot & LAZY_TAG
+		       ? (struct em_lb *)((uintptr_t)slot & ~(LAZY_TAG | COUNTED_TAG))
+		       : NULL;
+}
+
+static bool lazy_counted(void *slot)
+{
+	return ((uintptr_t)slot & (LAZY_TAG | COUNTED_TAG)) == (LAZY_TAG | COUNTED_TAG);
+}
+
+static void port_key(const struct em_service_port *port, char *buf, size_t len)
+{
+	const struct em_service *svc = port->service;
+
+	em_lb_svc_key(svc ? svc->ns : "", svc ? svc->name : "", port->ipproto, port->port,
+		      buf, len);
 }
 
 /* The slot is a plain `void *` in the shared snapshot.h (the registry only
@@ -224,6 +299,14 @@ static const struct em_balancer_ops *choose(const struct em_lb *lb,
 	memcpy(name, text, len);
 	name[len] = '\0';
 	params->args = colon ? colon + 1 : NULL;
+	if (params->args && rl) {
+		struct em_lb_tuning t = lb->tune;
+
+		if (em_lb_tuning_parse(&t, params->args))
+			em_log_rl(rl, EM_LOG_WARN,
+				  "lb: service %s/%s: bad setting in '%s' (ignored)",
+				  svc ? svc->ns : "?", svc ? svc->name : "?", text);
+	}
 	ops = em_lb_lookup(lb, name);
 	if (!ops) {
 		if (rl)
@@ -244,16 +327,24 @@ int em_lb_port_init(void *ctx, struct em_service_port *port)
 	struct em_lb *lb = ctx;
 	struct em_balancer_params params = { .size = sizeof(params) };
 
+	char key[600];
+	bool counted;
+
 	/* Only the cheap part now, so that a bad annotation is reported when
 	 * the service is loaded rather than on its first connection. */
 	choose(lb, port->service, &params, &unknown_rl);
-	port->lb = lazy_mark(lb);	/* published with the snapshot (rcu_assign_pointer) */
+	/* A service port that has carried state (it was used) keeps it for
+	 * this port, whose backends become the live ones (no allocation). */
+	port_key(port, key, sizeof(key));
+	counted = em_lb_svc_table_port_init(&lb->svcs, key, port);
+	port->lb = lazy_mark(lb, counted);	/* published with the snapshot */
 	return 0;
 }
 
 /* Build the balancer for a port not built yet (on a worker thread, inside
  * the read-side section: port, its service and backends are readable). */
-static struct em_lb_port *build(struct em_lb *lb, const struct em_service_port *port)
+static struct em_lb_port *build(struct em_lb *lb, const struct em_service_port *port,
+				bool counted)
 {
 	static _Thread_local struct em_ratelimit refused_rl;
 	const struct em_service *svc = port->service;
@@ -261,13 +352,13 @@ static struct em_lb_port *build(struct em_lb *lb, const struct em_service_port *
 	const struct em_balancer_ops *ops = choose(lb, svc, &params, NULL);
 	struct em_lb_port *lp;
 
-	lp = em_lb_port_new(ops, port, &params);
+	lp = em_lb_port_build(lb, ops, port, &params, counted);
 	if (!lp && ops != lb->dflt) {
 		em_log_rl(&refused_rl, EM_LOG_WARN,
 			  "lb: strategy '%s' refused service %s/%s port %u (%s); using '%s'",
 			  ops->name, svc ? svc->ns : "?", svc ? svc->name : "?",
 			  port->port, strerror(errno), lb->dflt->name);
-		lp = em_lb_port_new(lb->dflt, port, NULL);
+		lp = em_lb_port_build(lb, lb->dflt, port, NULL, counted);
 	}
 	return lp;
 }
@@ -287,7 +378,7 @@ struct em_lb_port *em_lb_port_acquire(const struct em_service_port *port)
 	}
 	if (!lb)
 		return em_lb_port_get(cur);
-	lp = build(lb, port);
+	lp = build(lb, port, lazy_counted(cur));
 	if (!lp) {
 		errno = ENOMEM;
 		return NULL;
@@ -299,6 +390,7 @@ struct em_lb_port *em_lb_port_acquire(const struct em_service_port *port)
 	if (__atomic_compare_exchange_n(slot, &cur, lp, false, __ATOMIC_ACQ_REL,
 					__ATOMIC_ACQUIRE))
 		return em_lb_port_get(lp);
+	em_lb_port_uncount(lp, true);	/* the winner counts the port */
 	em_lb_port_put(lp);		/* never seen by anyone: destroyed */
 	if (!cur || lazy_config(cur)) {	/* cannot happen (see above) */
 		errno = EAGAIN;
@@ -318,10 +410,16 @@ void em_lb_port_fini(void *ctx, struct em_service_port *port)
 {
 	void *cur = slot_load(&port->lb);
 
-	(void)ctx;
 	/* After the grace period: no reader can still install a balancer. */
-	if (cur && !lazy_config(cur))
+	if (cur && lazy_counted(cur)) {
+		char key[600];
+
+		port_key(port, key, sizeof(key));
+		em_lb_svc_table_port_fini(&((struct em_lb *)ctx)->svcs, key, port);
+	} else if (cur && !lazy_config(cur)) {
+		em_lb_port_uncount(cur, false);
 		em_lb_port_put(cur);
+	}
 	port->lb = NULL;
 }
 

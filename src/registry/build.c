@@ -201,7 +201,7 @@ static int bvec_push(struct bvec *v, const struct em_ip *ip, uint16_t port,
 	else
 		b->ip.v6 = ip->a.v6;
 	b->port = port;
-	b->weight = 1;
+	b->weight = po && po->kind == EM_OBJ_POD && po->u.pod.weight ? po->u.pod.weight : 1;
 	b->pod = pod;		/* replaced by an arena copy */
 	return 0;
 }
@@ -484,6 +484,7 @@ static int build_block(const struct em_build_input *in, const struct em_obj *o,
 	svc->name = nn + strlen(o->ns) + 1;
 	svc->fqdn = fqdn_dup(a, o->ns, o->name, in->domain);
 	svc->session_affinity = em_arena_strdup(a, os->affinity);
+	svc->affinity_timeout_s = os->affinity_timeout_s;
 	svc->lb_strategy = os->lb ? em_arena_strdup(a, os->lb) : NULL;
 	svc->external_name = os->external_name ? em_arena_strdup(a, os->external_name) : NULL;
 	if (!svc->fqdn || !svc->session_affinity || (os->lb && !svc->lb_strategy) ||

@@ -13,6 +13,9 @@
 
 #define LB_ANNOTATION "edgemesh.kubeedge.io/lb-strategy"
 #define LB_ANNOTATION_SHORT "edgemesh.kubeedge.io/lb"
+#define WEIGHT_ANNOTATION "edgemesh.kubeedge.io/weight"
+#define AFFINITY_TIMEOUT_DEFAULT 10800	/* Kubernetes: 3 hours */
+#define AFFINITY_TIMEOUT_MAX 86400	/* Kubernetes validation: 0 < t <= 86400 */
 
 static const char *const kind_names[EM_OBJ_KIND_COUNT] = {
 	"Service", "Pod", "Endpoints", "EndpointSlice",
@@ -171,6 +174,15 @@ static int service_from(json_t *obj, struct em_obj_service *s, const char **why)
 
 	const char *aff = str_at(spec, "sessionAffinity");
 	s->affinity = strdup(aff && strcmp(aff, "ClientIP") == 0 ? "ClientIP" : "None");
+	/* sessionAffinityConfig.clientIP.timeoutSeconds: an integer in
+	 * (0, 86400]; anything else gets the default, as the API server's
+	 * defaulting would (it rejects out-of-range values). */
+	json_t *tmo = json_object_get(json_object_get(json_object_get(spec,
+				"sessionAffinityConfig"), "clientIP"), "timeoutSeconds");
+	s->affinity_timeout_s = AFFINITY_TIMEOUT_DEFAULT;
+	if (json_is_integer(tmo) && json_integer_value(tmo) > 0 &&
+	    json_integer_value(tmo) <= AFFINITY_TIMEOUT_MAX)
+		s->affinity_timeout_s = (uint32_t)json_integer_value(tmo);
 	const char *lb = str_at(ann, LB_ANNOTATION);
 	if (!lb)
 		lb = str_at(ann, LB_ANNOTATION_SHORT);
@@ -271,6 +283,20 @@ static int pod_from(json_t *obj, struct em_obj_pod *p, const char **why)
 		return -ENOMEM;
 	p->ready = pod_ready(obj, status);
 	p->host_network = json_is_true(json_object_get(spec, "hostNetwork"));
+	/* Balancer weight: "1".."100" (annotations are strings; a YAML
+	 * manifest may leave it unquoted); any other value keeps 1. */
+	json_t *wv = json_object_get(json_object_get(json_object_get(obj, "metadata"),
+						     "annotations"), WEIGHT_ANNOTATION);
+	p->weight = 1;
+	if (json_is_integer(wv) && json_integer_value(wv) >= 1 && json_integer_value(wv) <= 100) {
+		p->weight = (uint32_t)json_integer_value(wv);
+	} else if (json_is_string(wv)) {
+		const char *w = json_string_value(wv);
+		char *end;
+		long n = strtol(w, &end, 10);
+		if (end != w && *end == '\0' && n >= 1 && n <= 100)
+			p->weight = (uint32_t)n;
+	}
 	p->has_pod_ip = parse_ip(str_at(status, "podIP"), &p->pod_ip);
 	p->has_host_ip = parse_ip(str_at(status, "hostIP"), &p->host_ip);
 

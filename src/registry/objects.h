@@ -54,6 +54,7 @@ struct em_obj_service {
 	bool has_cip4;
 	struct in_addr cip4;
 	char *affinity;			/* "None" or "ClientIP" */
+	uint32_t affinity_timeout_s;	/* sessionAffinityConfig.clientIP.timeoutSeconds (10800) */
 	char *lb;			/* lb strategy annotation, or NULL */
 	struct em_svc_port_spec *ports;
 	size_t n_ports;
@@ -71,6 +72,7 @@ struct em_obj_pod {
 	size_t n_labels;
 	bool ready;			/* Running, Ready=True, not being deleted */
 	bool host_network;
+	uint32_t weight;		/* annotation edgemesh.kubeedge.io/weight, 1..100; 1 */
 	bool has_pod_ip, has_host_ip;
 	struct em_ip pod_ip, host_ip;
 	struct em_ctr_port *ports;

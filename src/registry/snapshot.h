@@ -24,7 +24,7 @@ struct em_backend {
 		struct in6_addr v6;
 	} ip;
 	uint16_t port;			/* host byte order */
-	uint32_t weight;		/* >= 1 */
+	uint32_t weight;		/* >= 1: pod annotation edgemesh.kubeedge.io/weight, else 1 */
 	const char *pod;		/* "ns/name" of the pod, or NULL (Endpoints) */
 };
 
@@ -57,6 +57,7 @@ struct em_service {
 	bool has_cluster_ip4;
 	struct in_addr cluster_ip4;	/* the real ClusterIP when there is one */
 	const char *session_affinity;	/* "None" or "ClientIP" */
+	uint32_t affinity_timeout_s;	/* sessionAffinityConfig.clientIP.timeoutSeconds (10800) */
 	const char *lb_strategy;	/* from annotation edgemesh.kubeedge.io/lb-strategy, or NULL */
 	/* type ExternalName: the target ("db.example.com", lower case, no
 	 * trailing dot); such a service has no fake IP and nothing is

@@ -1,8 +1,11 @@
 /* first_backend.c — an example balancer plugin: "first-backend" sends every
- * request to the lowest-numbered backend that is not to be avoided and has
- * not failed its last attempt (an active/standby policy). It shows the whole
- * plugin contract: one header, one ops struct, one entry point, a
- * thread-safe instance, and pick/release pairing.
+ * request to the lowest-numbered backend that is not to be avoided, has
+ * not failed its last attempt, and that the daemon's peer core considers
+ * usable (not ejected by passive health, still in the service): an
+ * active/standby policy. It shows the whole plugin contract: one header,
+ * one ops struct, one entry point, a thread-safe instance, pick/release
+ * pairing, and reading the shared peer view (req->peers) when the daemon
+ * provides it.
  *
  * Build: cc -shared -fPIC -I<prefix>/include first_backend.c -o first-backend.so
  * Use:   lb-plugin = /path/first-backend.so   and   lb-strategy = first-backend
@@ -21,7 +24,7 @@
 
 struct first {
 	size_t n;
-	_Atomic unsigned char failed[];	/* last outcome per backend was a failure */
+	_Atomic unsigned char failed[];	/* last attempt per backend failed or timed out */
 };
 
 /* Picks not yet released, over all instances. Exported only so the unit test
@@ -45,13 +48,23 @@ static void *first_create(const struct em_balancer_port *port,
 	return f;
 }
 
+/* The daemon's view of backend i: usable unless it says otherwise (an
+ * older daemon has no view). */
+static int usable(const struct em_balancer_request *req, size_t i)
+{
+	const struct em_balancer_peers *peers =
+		EM_BALANCER_HAS(req, struct em_balancer_request, peers) ? req->peers : NULL;
+
+	return !peers || peers->usable(peers, (int)i);
+}
+
 static int first_pick(void *instance, const struct em_balancer_request *req)
 {
 	struct first *f = instance;
 	int fallback = -1;
 
 	for (size_t i = 0; i < f->n; i++) {
-		if ((int)i == req->avoid)
+		if ((int)i == req->avoid || !usable(req, i))
 			continue;
 		if (fallback < 0)
 			fallback = (int)i;
@@ -72,7 +85,8 @@ static void first_release(void *instance, int index, const struct em_balancer_re
 
 	atomic_fetch_sub(&in_flight, 1);
 	if (index >= 0 && (size_t)index < f->n)
-		atomic_store(&f->failed[index], outcome != EM_BALANCER_OK);
+		atomic_store(&f->failed[index], outcome == EM_BALANCER_FAILED ||
+						outcome == EM_BALANCER_TIMEOUT);
 }
 
 static void first_destroy(void *instance)

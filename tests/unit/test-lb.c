@@ -1,5 +1,8 @@
-/* test-lb.c — balancer strategies, strategy choice, plugins and the
- * refcounted lifetime of per-port balancers. */
+/* test-lb.c — the strategy table, the choice of strategy per service,
+ * plugins (loading, refusal, the peer view they get) and the refcounted,
+ * lazily built per-port balancers. What the strategies do is in
+ * test-lb-strategies.c, health in test-lb-health.c, state across
+ * snapshots in test-lb-state.c. */
 #include <arpa/inet.h>
 #include <check.h>
 #include <dlfcn.h>
@@ -16,67 +19,18 @@
 #include <unistd.h>
 
 #include "lb/lb-test-config.h"
-#include "lb/lb.h"
 #include "suites.h"
+#include "test-lb-common.h"
 #include "util/log.h"
 
 #define MAXB 8
-
-struct fixture {
-	struct em_service svc;
-	struct em_service_port port;
-	struct em_backend backends[MAXB];
-};
-
-static void fixture_init(struct fixture *f, size_t n, const char *strategy,
-			 const char *affinity)
-{
-	memset(f, 0, sizeof(*f));
-	f->svc.ns = "default";
-	f->svc.name = "svc";
-	f->svc.session_affinity = affinity;
-	f->svc.lb_strategy = strategy;
-	f->svc.ports = &f->port;
-	f->svc.n_ports = 1;
-	for (size_t i = 0; i < n; i++) {
-		char ip[32];
-		snprintf(ip, sizeof(ip), "10.0.0.%zu", i + 1);
-		f->backends[i].family = AF_INET;
-		inet_pton(AF_INET, ip, &f->backends[i].ip.v4);
-		f->backends[i].port = 8080;
-		f->backends[i].weight = 1;
-		f->backends[i].pod = "default/pod";
-	}
-	f->port.name = "tcp";
-	f->port.port = 80;
-	f->port.ipproto = IPPROTO_TCP;
-	f->port.backends = f->backends;
-	f->port.n_backends = n;
-	f->port.service = &f->svc;
-}
-
-static struct em_lb_port *new_port(struct fixture *f, const char *strategy, size_t n)
-{
-	struct em_lb_port *lp;
-
-	fixture_init(f, n, NULL, "None");
-	lp = em_lb_port_new(em_lb_find(strategy), &f->port, NULL);
-	ck_assert_ptr_nonnull(lp);
-	return lp;
-}
-
-static struct sockaddr_in client_addr(uint32_t host)
-{
-	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(40000) };
-	sin.sin_addr.s_addr = htonl(0x0a010000 + host);
-	return sin;
-}
 
 START_TEST(test_find_builtins)
 {
 	ck_assert_ptr_eq(em_lb_find("round-robin"), &em_lb_round_robin_ops);
 	ck_assert_ptr_eq(em_lb_find("random"), &em_lb_random_ops);
 	ck_assert_ptr_eq(em_lb_find("least-conn"), &em_lb_least_conn_ops);
+	ck_assert_ptr_eq(em_lb_find("least-request"), &em_lb_least_request_ops);
 	ck_assert_ptr_eq(em_lb_find("consistent-hash"), &em_lb_consistent_hash_ops);
 	ck_assert_ptr_null(em_lb_find("Round-Robin"));
 	ck_assert_ptr_null(em_lb_find(""));
@@ -85,260 +39,10 @@ START_TEST(test_find_builtins)
 }
 END_TEST
 
-START_TEST(test_rr_distribution)
-{
-	struct fixture f;
-	struct em_lb_port *lp = new_port(&f, "round-robin", 3);
-	int count[3] = { 0 }, prev = -1;
 
-	for (int i = 0; i < 3000; i++) {
-		int idx = em_lb_port_pick(lp, NULL, 0, -1, 0);
-		ck_assert_int_ge(idx, 0);
-		ck_assert_int_lt(idx, 3);
-		ck_assert_int_ne(idx, prev);	/* strictly alternates */
-		prev = idx;
-		count[idx]++;
-		em_lb_port_release(lp, idx, EM_BALANCER_OK);
-	}
-	for (int i = 0; i < 3; i++)
-		ck_assert_int_eq(count[i], 1000);
-	em_lb_port_put(lp);
-	ck_assert_int_eq(em_lb_port_live(), 0);
-}
-END_TEST
-
-START_TEST(test_rr_avoid)
-{
-	struct fixture f;
-	struct em_lb_port *lp = new_port(&f, "round-robin", 3);
-
-	for (int i = 0; i < 100; i++) {
-		int idx = em_lb_port_pick(lp, NULL, 0, 1, 1);
-		ck_assert_int_ne(idx, 1);
-		ck_assert_int_ge(idx, 0);
-		em_lb_port_release(lp, idx, EM_BALANCER_OK);
-	}
-	em_lb_port_put(lp);
-	/* One backend that is to be avoided: nothing left. */
-	lp = new_port(&f, "round-robin", 1);
-	ck_assert_int_eq(em_lb_port_pick(lp, NULL, 0, 0, 1), -1);
-	ck_assert_int_eq(em_lb_port_pick(lp, NULL, 0, -1, 0), 0);
-	em_lb_port_release(lp, 0, EM_BALANCER_OK);
-	em_lb_port_put(lp);
-}
-END_TEST
-
-START_TEST(test_no_backends)
-{
-	static const char *const names[] = { "round-robin", "random", "least-conn",
-					     "consistent-hash" };
-	struct fixture f;
-
-	for (size_t i = 0; i < 4; i++) {
-		struct em_lb_port *lp = new_port(&f, names[i], 0);
-		struct sockaddr_in c = client_addr(1);
-		ck_assert_int_eq(em_lb_port_pick(lp, (struct sockaddr *)&c, sizeof(c), -1, 0), -1);
-		ck_assert_ptr_null(em_lb_port_backend(lp, 0));
-		em_lb_port_put(lp);
-	}
-}
-END_TEST
-
-START_TEST(test_rr_passive_health)
-{
-	struct fixture f;
-	struct em_lb_port *lp = new_port(&f, "round-robin", 3);
-
-	/* Backend 0 fails once: skipped for the fail timeout. */
-	em_lb_port_release(lp, em_lb_port_pick(lp, NULL, 0, -1, 0), EM_BALANCER_FAILED);
-	for (int i = 0; i < 30; i++) {
-		int idx = em_lb_port_pick(lp, NULL, 0, -1, 0);
-		ck_assert_int_ne(idx, 0);
-		em_lb_port_release(lp, idx, EM_BALANCER_OK);
-	}
-	/* Every backend down: still answers (better to try than to fail). */
-	for (int i = 1; i < 3; i++)
-		em_lb_port_release(lp, i, EM_BALANCER_TIMEOUT);
-	ck_assert_int_ge(em_lb_port_pick(lp, NULL, 0, -1, 0), 0);
-	em_lb_port_put(lp);
-}
-END_TEST
-
-struct rr_thread_arg {
-	struct em_lb_port *lp;
-	_Atomic int *count;
-};
-
-#define RR_THREADS 4
-#define RR_PICKS 30000
-
-static void *rr_thread(void *p)
-{
-	struct rr_thread_arg *a = p;
-
-	for (int i = 0; i < RR_PICKS; i++) {
-		int idx = em_lb_port_pick(a->lp, NULL, 0, -1, 0);
-		if (idx >= 0)
-			atomic_fetch_add(&a->count[idx], 1);
-		em_lb_port_release(a->lp, idx, EM_BALANCER_OK);
-	}
-	return NULL;
-}
-
-START_TEST(test_rr_concurrent)
-{
-	struct fixture f;
-	struct em_lb_port *lp = new_port(&f, "round-robin", 3);
-	_Atomic int count[3] = { 0 };
-	struct rr_thread_arg arg = { lp, count };
-	pthread_t th[RR_THREADS];
-
-	for (int i = 0; i < RR_THREADS; i++)
-		ck_assert_int_eq(pthread_create(&th[i], NULL, rr_thread, &arg), 0);
-	for (int i = 0; i < RR_THREADS; i++)
-		pthread_join(th[i], NULL);
-	/* Each pick takes a distinct ticket: the split is exact. */
-	for (int i = 0; i < 3; i++)
-		ck_assert_int_eq(count[i], RR_THREADS * RR_PICKS / 3);
-	em_lb_port_put(lp);
-}
-END_TEST
-
-START_TEST(test_random_spread)
-{
-	struct fixture f;
-	struct em_lb_port *lp = new_port(&f, "random", 4);
-	int count[4] = { 0 };
-
-	for (int i = 0; i < 4000; i++) {
-		int idx = em_lb_port_pick(lp, NULL, 0, 2, 1);
-		ck_assert_int_ne(idx, 2);
-		ck_assert_int_ge(idx, 0);
-		count[idx]++;
-		em_lb_port_release(lp, idx, EM_BALANCER_OK);
-	}
-	for (int i = 0; i < 4; i++)
-		if (i != 2)
-			ck_assert_int_gt(count[i], 1000);	/* ~1333 each */
-	em_lb_port_put(lp);
-}
-END_TEST
-
-START_TEST(test_least_conn)
-{
-	struct fixture f;
-	struct em_lb_port *lp = new_port(&f, "least-conn", 2);
-	int a = em_lb_port_pick(lp, NULL, 0, -1, 0);
-	int b = em_lb_port_pick(lp, NULL, 0, -1, 0);
-	int c;
-
-	ck_assert_int_ne(a, b);		/* both busy once */
-	em_lb_port_release(lp, a, EM_BALANCER_OK);
-	c = em_lb_port_pick(lp, NULL, 0, -1, 0);
-	ck_assert_int_eq(c, a);		/* a is the idle one now */
-	em_lb_port_release(lp, b, EM_BALANCER_OK);
-	em_lb_port_release(lp, c, EM_BALANCER_OK);
-	em_lb_port_put(lp);
-}
-END_TEST
-
-START_TEST(test_consistent_hash)
-{
-	struct fixture f4, f3;
-	struct em_lb_port *lp4, *lp3;
-	int moved = 0, spread[4] = { 0 };
-
-	fixture_init(&f4, 4, NULL, "ClientIP");
-	lp4 = em_lb_port_new(&em_lb_consistent_hash_ops, &f4.port, NULL);
-	fixture_init(&f3, 3, NULL, "ClientIP");	/* backend 4 removed */
-	lp3 = em_lb_port_new(&em_lb_consistent_hash_ops, &f3.port, NULL);
-	ck_assert_ptr_nonnull(lp4);
-	ck_assert_ptr_nonnull(lp3);
-	for (uint32_t h = 0; h < 1000; h++) {
-		struct sockaddr_in c = client_addr(h);
-		int x = em_lb_port_pick(lp4, (struct sockaddr *)&c, sizeof(c), -1, 0);
-		int y = em_lb_port_pick(lp4, (struct sockaddr *)&c, sizeof(c), -1, 0);
-		int z = em_lb_port_pick(lp3, (struct sockaddr *)&c, sizeof(c), -1, 0);
-		int r = em_lb_port_pick(lp4, (struct sockaddr *)&c, sizeof(c), x, 1);
-
-		ck_assert_int_eq(x, y);		/* sticky */
-		ck_assert_int_ne(r, x);		/* a retry goes elsewhere */
-		spread[x]++;
-		if (x != 3 && z != x)
-			moved++;		/* only backend 3's clients may move */
-		em_lb_port_release(lp4, x, EM_BALANCER_OK);
-		em_lb_port_release(lp4, y, EM_BALANCER_OK);
-		em_lb_port_release(lp4, r, EM_BALANCER_OK);
-		em_lb_port_release(lp3, z, EM_BALANCER_OK);
-	}
-	ck_assert_int_eq(moved, 0);
-	for (int i = 0; i < 4; i++)
-		ck_assert_int_gt(spread[i], 150);
-	em_lb_port_put(lp4);
-	em_lb_port_put(lp3);
-}
-END_TEST
-
-/* A header lookup over one "Name: value" pair: what the HTTP forwarder
- * passes as req->header (ABI v2). */
-struct one_header {
-	const char *name, *value;
-};
-
-static const char *one_header_lookup(const struct em_balancer_request *req,
-				     const char *name, size_t *len)
-{
-	const struct one_header *h = req->priv;
-
-	if (strcasecmp(name, h->name) != 0)
-		return NULL;
-	*len = strlen(h->value);
-	return h->value;
-}
 
 /* consistent-hash:header=X-User hashes on the header value when given and
  * falls back to the client address without it. */
-START_TEST(test_hash_header)
-{
-	struct fixture f;
-	struct em_balancer_params params = { .size = sizeof(params), .args = "header=X-User" };
-	struct em_lb_port *lp;
-	struct sockaddr_in c1 = client_addr(1);
-	int seen[4] = { 0 }, distinct = 0, none;
-
-	fixture_init(&f, 4, NULL, "None");
-	lp = em_lb_port_new(&em_lb_consistent_hash_ops, &f.port, &params);
-	ck_assert_ptr_nonnull(lp);
-	for (int u = 0; u < 64; u++) {
-		char user[16];
-		struct one_header h = { "x-user", user };
-		struct em_balancer_request req = { .client = (struct sockaddr *)&c1,
-						   .client_len = sizeof(c1), .avoid = -1,
-						   .header = one_header_lookup, .priv = &h };
-		int a, b;
-
-		snprintf(user, sizeof(user), "user-%d", u);
-		a = em_lb_port_pick_request(lp, &req);
-		b = em_lb_port_pick_request(lp, &req);
-		ck_assert_int_eq(a, b);
-		if (!seen[a]++)
-			distinct++;
-		em_lb_port_release(lp, a, EM_BALANCER_OK);
-		em_lb_port_release(lp, b, EM_BALANCER_OK);
-	}
-	/* One client address, many users: spread by the header. */
-	ck_assert_int_ge(distinct, 3);
-	/* Without the header (an L4 connection): the client address decides,
-	 * the same backend every time. */
-	none = em_lb_port_pick(lp, (struct sockaddr *)&c1, sizeof(c1), -1, 0);
-	ck_assert_int_ge(none, 0);
-	ck_assert_int_eq(em_lb_port_pick(lp, (struct sockaddr *)&c1, sizeof(c1), -1, 0), none);
-	em_lb_port_release(lp, none, EM_BALANCER_OK);
-	em_lb_port_release(lp, none, EM_BALANCER_OK);
-	em_lb_port_put(lp);
-}
-END_TEST
-
 START_TEST(test_strategy_for)
 {
 	struct fixture f;
@@ -346,12 +50,13 @@ START_TEST(test_strategy_for)
 	fixture_init(&f, 1, NULL, "None");
 	ck_assert_str_eq(em_lb_strategy_for(&f.svc, "random"), "random");
 	ck_assert_str_eq(em_lb_strategy_for(&f.svc, NULL), "round-robin");
+	/* ClientIP affinity is the core's, around any strategy. */
 	f.svc.session_affinity = "ClientIP";
-	ck_assert_str_eq(em_lb_strategy_for(&f.svc, "random"), "consistent-hash");
+	ck_assert_str_eq(em_lb_strategy_for(&f.svc, "random"), "random");
 	f.svc.lb_strategy = "least-conn";	/* the annotation wins */
 	ck_assert_str_eq(em_lb_strategy_for(&f.svc, "random"), "least-conn");
 	f.svc.lb_strategy = "";
-	ck_assert_str_eq(em_lb_strategy_for(&f.svc, "random"), "consistent-hash");
+	ck_assert_str_eq(em_lb_strategy_for(&f.svc, "random"), "random");
 }
 END_TEST
 
@@ -364,7 +69,8 @@ START_TEST(test_hooks_choose)
 		const char *annotation, *affinity, *expect;
 	} cases[] = {
 		{ NULL, "None", "random" },		/* configured default */
-		{ NULL, "ClientIP", "consistent-hash" },
+		{ NULL, "ClientIP", "random" },
+		{ "least-request:fails=5,eject=1s", "None", "least-request" },
 		{ "least-conn", "None", "least-conn" },
 		{ "consistent-hash:header=X-User", "None", "consistent-hash" },
 		{ "no-such-strategy", "None", "random" },	/* falls back */
@@ -645,6 +351,49 @@ START_TEST(test_plugin_load)
 }
 END_TEST
 
+/* A plugin gets the core's peer view: an ejected backend is not usable
+ * to it either; state copies respect the caller's (older, smaller) size. */
+START_TEST(test_plugin_sees_peers)
+{
+	const struct em_balancer_ops *ops;
+	struct em_balancer_peer_state st;
+	struct fixture f;
+	struct em_lb_port *lp;
+	void *handle;
+	char err[256];
+
+	ck_assert_int_eq(em_lb_load_plugin(EM_LB_TEST_PLUGIN, &ops, &handle, err,
+					   sizeof(err)), 0);
+	fixture_init(&f, 3, NULL, "None");
+	lp = em_lb_port_new(ops, &f.port, NULL);
+	ck_assert_ptr_nonnull(lp);
+	ck_assert_int_eq(pick_once(lp), 0);
+	/* Five 503s: the plugin does not count them, the core does and
+	 * ejects 0, which the plugin sees through req->peers. */
+	for (int i = 0; i < 5; i++) {
+		struct em_balancer_result r503 = { .outcome = EM_BALANCER_OK,
+						   .http_status = 503 };
+
+		ck_assert_int_eq(em_lb_port_pick(lp, NULL, 0, -1, 0), 0);
+		em_lb_port_release_result(lp, 0, &r503);
+	}
+	ck_assert_int_eq(em_lb_port_pick(lp, NULL, 0, -1, 0), 1);
+	em_lb_port_release(lp, 1, EM_BALANCER_OK);
+	ck_assert_int_eq(pick_once(lp), 1);
+	/* An older caller's struct: only its fields are written. */
+	memset(&st, 0x5a, sizeof(st));
+	st.size = offsetof(struct em_balancer_peer_state, latency_ewma_us);
+	ck_assert_int_eq(em_lb_port_peer_state(lp, 0, &st), 0);
+	ck_assert_uint_eq(st.flags, EM_BALANCER_PEER_EJECTED);
+	ck_assert_uint_eq(st.weight, 1);
+	ck_assert_uint_eq(st.ejections, 1);
+	ck_assert_uint_eq(st.picks, 0x5a5a5a5a5a5a5a5aULL);	/* untouched */
+	ck_assert_int_eq(em_lb_port_peer_state(lp, 3, &st), -1);
+	em_lb_port_put(lp);
+	dlclose(handle);
+}
+END_TEST
+
 START_TEST(test_plugin_in_config)
 {
 	char *paths[] = { (char *)EM_LB_TEST_PLUGIN };
@@ -742,29 +491,29 @@ END_TEST
 Suite *lb_suite(void)
 {
 	Suite *s = suite_create("lb");
-	TCase *tc = tcase_create("lb");
+	struct {
+		const char *name;
+		const TTest *test;
+	} cases[] = {
+		{ "find_builtins", test_find_builtins },
+		{ "strategy_for", test_strategy_for },
+		{ "hooks_choose", test_hooks_choose },
+		{ "refcount_outlives_snapshot", test_refcount_outlives_snapshot },
+		{ "lazy_unused_ports", test_lazy_unused_ports },
+		{ "lazy_built_once", test_lazy_built_once },
+		{ "lazy_concurrent_first_pick", test_lazy_concurrent_first_pick },
+		{ "label_on_demand", test_label_on_demand },
+		{ "plugin_load", test_plugin_load },
+		{ "plugin_sees_peers", test_plugin_sees_peers },
+		{ "plugin_in_config", test_plugin_in_config },
+		{ "plugin_refused", test_plugin_refused },
+		{ "plugin_untrusted_place", test_plugin_untrusted_place },
+	};
 
-	tcase_add_test(tc, test_find_builtins);
-	tcase_add_test(tc, test_rr_distribution);
-	tcase_add_test(tc, test_rr_avoid);
-	tcase_add_test(tc, test_no_backends);
-	tcase_add_test(tc, test_rr_passive_health);
-	tcase_add_test(tc, test_rr_concurrent);
-	tcase_add_test(tc, test_random_spread);
-	tcase_add_test(tc, test_least_conn);
-	tcase_add_test(tc, test_consistent_hash);
-	tcase_add_test(tc, test_hash_header);
-	tcase_add_test(tc, test_strategy_for);
-	tcase_add_test(tc, test_hooks_choose);
-	tcase_add_test(tc, test_refcount_outlives_snapshot);
-	tcase_add_test(tc, test_lazy_unused_ports);
-	tcase_add_test(tc, test_lazy_built_once);
-	tcase_add_test(tc, test_lazy_concurrent_first_pick);
-	tcase_add_test(tc, test_label_on_demand);
-	tcase_add_test(tc, test_plugin_load);
-	tcase_add_test(tc, test_plugin_in_config);
-	tcase_add_test(tc, test_plugin_refused);
-	tcase_add_test(tc, test_plugin_untrusted_place);
-	suite_add_tcase(s, tc);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		TCase *tc = tcase_create(cases[i].name);
+		tcase_add_test(tc, cases[i].test);
+		suite_add_tcase(s, tc);
+	}
 	return s;
 }
