@@ -425,9 +425,8 @@ PY
 	check "HTTP 5xx: a pod answering 503 is ejected after fails-5xx=2 in a row" http_5xx
 fi
 
-kill "$(cat "$TOPO_DIR/daemon.pid")" 2>/dev/null
-wait_until 10 sh -c "! kill -0 $(cat "$TOPO_DIR/daemon.pid") 2>/dev/null"
-check "the daemon logged no error" sh -c "! grep '^<3>' '$TOPO_DIR/daemon.log'"
+stop_pid lb "$(cat "$TOPO_DIR/daemon.pid")"
+check_log_errors "$TOPO_DIR/daemon.log"
 lb_line=$(grep 'lb: service ports with state' "$TOPO_DIR/daemon.log" | tail -n1)
 echo "# ${lb_line#<6>}"
 check "the daemon's last counters show the ejection and nothing left in flight" \
