@@ -1,6 +1,7 @@
 /* config.c — option table, config file and flags. */
 #include "daemon/config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
@@ -10,7 +11,66 @@
 #include <string.h>
 #include <strings.h>
 
+#include "nf/cidr.h"
+#include "util/log.h"
+
 enum opt_kind { OPT_STR, OPT_UINT, OPT_BOOL, OPT_LIST };
+
+/* A value check run when the option is read: returns true when `value` is
+ * acceptable; `expect` completes "is not ..." in the error message. */
+struct opt_check {
+	bool (*ok)(const char *value);
+	const char *expect;
+};
+
+static bool prefix_ok(const char *v, int family, unsigned lo, unsigned hi)
+{
+	struct em_nf_cidr c;
+	return em_nf_cidr_parse(v, family, &c) == 0 && c.plen >= lo && c.plen <= hi;
+}
+
+static bool fake4_ok(const char *v) { return prefix_ok(v, AF_INET, 1, 30); }
+static bool fake6_ok(const char *v) { return !*v || prefix_ok(v, AF_INET6, 64, 126); }
+static bool capture_ok(const char *v) { return prefix_ok(v, AF_UNSPEC, 1, 128); }
+static bool level_ok(const char *v) { return em_log_parse_level(v) >= 0; }
+static bool unknown_ok(const char *v) { return !strcmp(v, "pass") || !strcmp(v, "nxdomain"); }
+static bool nonempty_ok(const char *v) { return *v != '\0'; }
+
+static bool domain_ok(const char *v)
+{
+	size_t label = 0;
+
+	if (!*v || strlen(v) > 253)
+		return false;
+	for (const char *p = v; *p; p++) {
+		if (*p == '.') {
+			if (label == 0)
+				return false;
+			label = 0;
+		} else if (isalnum((unsigned char)*p) || *p == '-') {
+			if (++label > 63)
+				return false;
+		} else {
+			return false;
+		}
+	}
+	return label > 0;
+}
+
+static bool source_ok(const char *v)
+{
+	return (!strncmp(v, "file:", 5) && v[5]) || !strncmp(v, "kube:", 5) ||
+	       !strncmp(v, "edgecore-db:", 12);
+}
+
+static const struct opt_check CHECK_FAKE4 = { fake4_ok, "an IPv4 CIDR with a prefix length from 1 to 30 and no host bits, e.g. 198.18.0.0/16" };
+static const struct opt_check CHECK_FAKE6 = { fake6_ok, "empty or an IPv6 CIDR with a prefix length from 64 to 126 and no host bits, e.g. fd9e:6d65:7368::/64" };
+static const struct opt_check CHECK_CIDR = { capture_ok, "an IPv4 or IPv6 CIDR without host bits, e.g. 10.96.0.0/12" };
+static const struct opt_check CHECK_LEVEL = { level_ok, "error, warn, info or debug" };
+static const struct opt_check CHECK_UNKNOWN = { unknown_ok, "pass or nxdomain" };
+static const struct opt_check CHECK_DOMAIN = { domain_ok, "a DNS domain such as cluster.local" };
+static const struct opt_check CHECK_SOURCE = { source_ok, "file:PATH, kube:URL, kube:in-cluster or edgecore-db:PATH" };
+static const struct opt_check CHECK_NONEMPTY = { nonempty_ok, "a non-empty value" };
 
 struct opt {
 	const char *name;
@@ -21,47 +81,55 @@ struct opt {
 	const char *def;	/* default, as text (also shown by --help) */
 	const char *metavar;
 	const char *help;
+	/* Optional, after help so that table rows may leave them out. */
+	const struct opt_check *check;	/* OPT_STR, OPT_LIST */
+	unsigned long min;		/* OPT_UINT: smallest value */
 };
 
 #define F(field) offsetof(struct em_config, field)
 
+/* Rows may stop after `help`: check and min then default to none and 0. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 static const struct opt opts[] = {
 	{ "config", OPT_STR, F(config_file), 0, 0, NULL, "FILE",
 	  "config file of `key = value` lines, keys as the long flags (default " EM_DEFAULT_CONFIG " if present)" },
 	{ "source", OPT_LIST, F(sources), F(n_sources), 0, "file:/etc/edgemesh-tproxy/manifests", "TYPE:ARG",
-	  "where services come from; repeatable: file:PATH (manifest file or directory), kube:URL (API server or KubeEdge MetaServer, e.g. kube:http://127.0.0.1:10550, kube:in-cluster), edgecore-db:PATH" },
-	{ "cluster-domain", OPT_STR, F(cluster_domain), 0, 0, "cluster.local", "DOMAIN", "cluster DNS domain" },
-	{ "fake-ipv4-range", OPT_STR, F(fake_ipv4_range), 0, 0, "198.18.0.0/16", "CIDR", "pool of fake IPv4 addresses handed out in DNS answers" },
-	{ "fake-ipv6-range", OPT_STR, F(fake_ipv6_range), 0, 0, "", "CIDR", "pool of fake IPv6 addresses for AAAA answers (empty: none, AAAA gets an empty answer)" },
-	{ "capture-cidr", OPT_LIST, F(capture_cidrs), F(n_capture_cidrs), 0, NULL, "CIDR", "also capture TCP to this range (e.g. the ClusterIP range); repeatable" },
-	{ "tproxy-port", OPT_UINT, F(tproxy_port), 0, 65535, "15001", "PORT", "TPROXY listener port (on 127.0.0.1)" },
+	  "where services come from; repeatable: file:PATH (manifest file or directory), kube:URL (API server or KubeEdge MetaServer, e.g. kube:http://127.0.0.1:10550, kube:in-cluster), edgecore-db:PATH", &CHECK_SOURCE },
+	{ "cluster-domain", OPT_STR, F(cluster_domain), 0, 0, "cluster.local", "DOMAIN", "cluster DNS domain", &CHECK_DOMAIN },
+	{ "fake-ipv4-range", OPT_STR, F(fake_ipv4_range), 0, 0, "198.18.0.0/16", "CIDR", "pool of fake IPv4 addresses handed out in DNS answers", &CHECK_FAKE4 },
+	{ "fake-ipv6-range", OPT_STR, F(fake_ipv6_range), 0, 0, "", "CIDR", "pool of fake IPv6 addresses for AAAA answers (empty: none, AAAA gets an empty answer)", &CHECK_FAKE6 },
+	{ "capture-cidr", OPT_LIST, F(capture_cidrs), F(n_capture_cidrs), 0, NULL, "CIDR", "also capture TCP to this range (e.g. the ClusterIP range); repeatable", &CHECK_CIDR },
+	{ "tproxy-port", OPT_UINT, F(tproxy_port), 0, 65535, "15001", "PORT", "TPROXY listener port (on 127.0.0.1)", NULL, 1 },
 	{ "queue-num", OPT_UINT, F(queue_num), 0, 65535, "0", "N", "first NFQUEUE number for DNS" },
-	{ "queues", OPT_UINT, F(queues), 0, 64, "1", "N", "number of DNS queues (one thread each, fanout)" },
-	{ "workers", OPT_UINT, F(workers), 0, 256, "2", "N", "forwarder threads" },
+	{ "queues", OPT_UINT, F(queues), 0, 64, "1", "N", "number of DNS queues (one thread each, fanout)", NULL, 1 },
+	{ "workers", OPT_UINT, F(workers), 0, 256, "2", "N", "forwarder threads", NULL, 1 },
 	{ "state-dir", OPT_STR, F(state_dir), 0, 0, "/var/lib/edgemesh-tproxy", "DIR", "where the fake IP mapping is kept across restarts" },
-	{ "log-level", OPT_STR, F(log_level), 0, 0, "info", "LEVEL", "error, warn, info or debug" },
+	{ "log-level", OPT_STR, F(log_level), 0, 0, "info", "LEVEL", "error, warn, info or debug", &CHECK_LEVEL },
 	{ "dns-ttl", OPT_UINT, F(dns_ttl), 0, 86400, "5", "SECONDS", "TTL of DNS answers" },
-	{ "dns-unknown", OPT_STR, F(dns_unknown), 0, 0, "pass", "pass|nxdomain", "unknown names in the cluster domain: let the real resolver answer, or answer NXDOMAIN" },
+	{ "dns-unknown", OPT_STR, F(dns_unknown), 0, 0, "pass", "pass|nxdomain", "unknown names in the cluster domain: let the real resolver answer, or answer NXDOMAIN", &CHECK_UNKNOWN },
 	{ "dns-short-names", OPT_BOOL, F(dns_short_names), 0, 0, "no", "yes|no", "also answer <svc>.<ns> and <svc>.<ns>.svc" },
 	{ "dns-host", OPT_BOOL, F(dns_host), 0, 0, "yes", "yes|no", "answer DNS queries of host processes" },
 	{ "dns-pods", OPT_BOOL, F(dns_pods), 0, 0, "yes", "yes|no", "answer DNS queries forwarded from pods" },
 	{ "dns-in-place", OPT_BOOL, F(dns_in_place), 0, 0, "no", "yes|no", "deliver answers by accepting the rewritten query (faster) rather than through a raw socket; unsafe when something DNATs DNS on this node, e.g. kube-proxy to the cluster DNS" },
 	{ "manage-rules", OPT_BOOL, F(manage_rules), 0, 0, "yes", "yes|no", "install the nftables table and policy routes (no: you include nft/edgemesh.nft yourself)" },
-	{ "lb-strategy", OPT_STR, F(lb_strategy), 0, 0, "round-robin", "NAME", "default balancer strategy" },
-	{ "lb-plugin", OPT_LIST, F(lb_plugins), F(n_lb_plugins), 0, NULL, "PATH", "load a balancer strategy from a shared object; repeatable" },
-	{ "capture-mark", OPT_UINT, F(capture_mark), 0, UINT_MAX, "0x1e2", "MARK", "packet mark steering captured connections to the listener" },
-	{ "bypass-mark", OPT_UINT, F(bypass_mark), 0, UINT_MAX, "0x1e3", "MARK", "mark on the daemon's own traffic, never captured" },
-	{ "route-table", OPT_UINT, F(route_table), 0, UINT_MAX, "482", "N", "policy routing table for captured connections" },
-	{ "rule-priority", OPT_UINT, F(rule_priority), 0, 32765, "482", "N", "priority of the policy routing rule" },
+	{ "lb-strategy", OPT_STR, F(lb_strategy), 0, 0, "round-robin", "NAME", "default balancer strategy", &CHECK_NONEMPTY },
+	{ "lb-plugin", OPT_LIST, F(lb_plugins), F(n_lb_plugins), 0, NULL, "PATH", "load a balancer strategy from a shared object; repeatable", &CHECK_NONEMPTY },
+	{ "capture-mark", OPT_UINT, F(capture_mark), 0, UINT_MAX, "0x1e2", "MARK", "packet mark steering captured connections to the listener", NULL, 1 },
+	{ "bypass-mark", OPT_UINT, F(bypass_mark), 0, UINT_MAX, "0x1e3", "MARK", "mark on the daemon's own traffic, never captured", NULL, 1 },
+	{ "route-table", OPT_UINT, F(route_table), 0, UINT_MAX, "482", "N", "policy routing table for captured connections", NULL, 1 },
+	{ "rule-priority", OPT_UINT, F(rule_priority), 0, 32765, "482", "N", "priority of the policy routing rule", NULL, 1 },
 	{ "kube-token-file", OPT_STR, F(kube_token_file), 0, 0, "", "FILE", "bearer token for the API server" },
 	{ "kube-ca-file", OPT_STR, F(kube_ca_file), 0, 0, "", "FILE", "CA bundle for the API server" },
 	{ "kube-insecure", OPT_BOOL, F(kube_insecure), 0, 0, "no", "yes|no", "do not verify the API server certificate" },
 	{ "node-name", OPT_STR, F(node_name), 0, 0, "", "NAME", "this node's name (default: the host name)" },
 	{ "pods-on-node-only", OPT_BOOL, F(kube_pods_on_node_only), 0, 0, "no", "yes|no", "watch only the pods of this node (services then reach local backends only)" },
-	{ "poll-interval-ms", OPT_UINT, F(poll_interval_ms), 0, 3600000, "1000", "MS", "edgecore-db polling interval" },
-	{ "idle-timeout", OPT_UINT, F(idle_timeout_s), 0, 604800, "3600", "SECONDS", "close forwarded connections idle this long" },
-	{ "connect-timeout-ms", OPT_UINT, F(connect_timeout_ms), 0, 600000, "3000", "MS", "backend connect timeout" },
+	{ "poll-interval-ms", OPT_UINT, F(poll_interval_ms), 0, 3600000, "1000", "MS", "edgecore-db polling interval", NULL, 10 },
+	{ "idle-timeout", OPT_UINT, F(idle_timeout_s), 0, 604800, "3600", "SECONDS", "close forwarded connections idle this long", NULL, 1 },
+	{ "connect-timeout-ms", OPT_UINT, F(connect_timeout_ms), 0, 600000, "3000", "MS", "backend connect timeout", NULL, 1 },
 };
+
+#pragma GCC diagnostic pop
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
 
@@ -93,6 +161,11 @@ static int set_opt(struct em_config *cfg, const struct opt *o, const char *value
 	char *end;
 	unsigned long v;
 
+	if (o->check && !o->check->ok(value)) {
+		fprintf(stderr, "%s: --%s: \"%s\" is not %s\n", origin, o->name, value,
+			o->check->expect);
+		return -EINVAL;
+	}
 	switch (o->kind) {
 	case OPT_STR: {
 		char **field = (char **)(base + o->off);
@@ -106,9 +179,9 @@ static int set_opt(struct em_config *cfg, const struct opt *o, const char *value
 	case OPT_UINT:
 		errno = 0;
 		v = strtoul(value, &end, 0);
-		if (errno || end == value || *end || value[0] == '-' || v > o->max) {
-			fprintf(stderr, "%s: --%s: \"%s\" is not a number from 0 to %lu\n",
-				origin, o->name, value, o->max);
+		if (errno || end == value || *end || value[0] == '-' || v > o->max || v < o->min) {
+			fprintf(stderr, "%s: --%s: \"%s\" is not a number from %lu to %lu\n",
+				origin, o->name, value, o->min, o->max);
 			return -EINVAL;
 		}
 		*(unsigned *)(base + o->off) = (unsigned)v;
@@ -167,25 +240,61 @@ void em_config_free(struct em_config *cfg)
 	}
 }
 
+/* Flags that act instead of setting an option. */
+static const struct em_config_option actions[] = {
+	{ "check-config", NULL, NULL, "validate the configuration and the sources, print a summary, and exit (0: valid, 2: not)", false, false, 0 },
+	{ "help", NULL, NULL, "show this help and exit", false, false, 'h' },
+	{ "version", NULL, NULL, "show the version and exit", false, false, 'V' },
+};
+
+#define N_ACTIONS (sizeof(actions) / sizeof(actions[0]))
+
+bool em_config_option_at(size_t i, struct em_config_option *out)
+{
+	if (i < N_OPTS) {
+		*out = (struct em_config_option){
+			.name = opts[i].name,
+			.metavar = opts[i].metavar,
+			.def = opts[i].def,
+			.help = opts[i].help,
+			.repeatable = opts[i].kind == OPT_LIST,
+			.takes_value = true,
+		};
+		return true;
+	}
+	if (i - N_OPTS < N_ACTIONS) {
+		*out = actions[i - N_OPTS];
+		return true;
+	}
+	return false;
+}
+
 void em_config_usage(FILE *out)
 {
+	struct em_config_option o;
+
 	fprintf(out,
 		"Usage: edgemesh-tproxy [OPTION]...\n"
+		"       edgemesh-tproxy status [--json]\n"
 		"Node-local service mesh: answers DNS for cluster services with fake IPs\n"
 		"and forwards connections to them (nftables TPROXY) to the service's pods.\n\n");
-	for (size_t i = 0; i < N_OPTS; i++) {
+	for (size_t i = 0; em_config_option_at(i, &o); i++) {
 		char flag[64];
-		snprintf(flag, sizeof(flag), "--%s=%s", opts[i].name, opts[i].metavar);
-		fprintf(out, "  %-34s %s", flag, opts[i].help);
-		if (opts[i].def && opts[i].def[0])
-			fprintf(out, " [%s]", opts[i].def);
+		if (o.takes_value)
+			snprintf(flag, sizeof(flag), "--%s=%s", o.name, o.metavar);
+		else if (o.short_flag)
+			snprintf(flag, sizeof(flag), "-%c, --%s", o.short_flag, o.name);
+		else
+			snprintf(flag, sizeof(flag), "--%s", o.name);
+		fprintf(out, "  %-34s %s", flag, o.help);
+		if (o.def && o.def[0])
+			fprintf(out, " [%s]", o.def);
 		fputc('\n', out);
 	}
 	fprintf(out,
-		"  %-34s %s\n  %-34s %s\n\n"
-		"Every option can also be set in the config file as `name = value`.\n"
-		"Flags override the file. Stop with SIGINT or SIGTERM: the rules are removed.\n",
-		"-h, --help", "show this help", "-V, --version", "show the version");
+		"\nEvery option can also be set in the config file as `name = value`.\n"
+		"Flags override the file. SIGHUP reloads the file and the sources;\n"
+		"SIGINT or SIGTERM stop the daemon and remove the rules. See edgemesh-tproxy(8).\n");
 }
 
 static char *trim(char *s)
@@ -265,9 +374,28 @@ static int load_file(struct em_config *cfg, const char *path, bool must_exist)
 	return ret;
 }
 
+int em_config_validate(const struct em_config *cfg)
+{
+	if (cfg->capture_mark == cfg->bypass_mark) {
+		fprintf(stderr, "--capture-mark and --bypass-mark: both are %#x; they must differ\n",
+			cfg->capture_mark);
+		return -EINVAL;
+	}
+	if (cfg->queue_num + cfg->queues - 1 > 65535) {
+		fprintf(stderr, "--queue-num=%u with --queues=%u: queue numbers end past 65535\n",
+			cfg->queue_num, cfg->queues);
+		return -EINVAL;
+	}
+	if (cfg->n_sources == 0) {
+		fprintf(stderr, "--source: at least one source is needed\n");
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int em_config_load(struct em_config *cfg, int argc, char **argv)
 {
-	struct option lopts[N_OPTS + 3];
+	struct option lopts[N_OPTS + 4];
 	bool cleared[N_OPTS] = { false };
 	const char *file = NULL;
 	int c, idx, ret;
@@ -277,7 +405,8 @@ int em_config_load(struct em_config *cfg, int argc, char **argv)
 		lopts[i] = (struct option){ opts[i].name, required_argument, NULL, 0 };
 	lopts[N_OPTS] = (struct option){ "help", no_argument, NULL, 'h' };
 	lopts[N_OPTS + 1] = (struct option){ "version", no_argument, NULL, 'V' };
-	lopts[N_OPTS + 2] = (struct option){ 0 };
+	lopts[N_OPTS + 2] = (struct option){ "check-config", no_argument, NULL, 'C' };
+	lopts[N_OPTS + 3] = (struct option){ 0 };
 
 	/* Pass 1: --config, --help and --version, and errors in flag syntax. */
 	opterr = 1;
@@ -291,6 +420,8 @@ int em_config_load(struct em_config *cfg, int argc, char **argv)
 			printf("edgemesh-tproxy %s\n", EM_VERSION);
 			return 1;
 		}
+		if (c == 'C')
+			cfg->check_config = true;
 		if (c == '?') {
 			fprintf(stderr, "Try 'edgemesh-tproxy --help'.\n");
 			return -EINVAL;
@@ -324,5 +455,5 @@ int em_config_load(struct em_config *cfg, int argc, char **argv)
 		if ((ret = set_opt(cfg, o, optarg, "flags")) < 0)
 			return ret;
 	}
-	return 0;
+	return em_config_validate(cfg);
 }

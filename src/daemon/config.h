@@ -4,6 +4,7 @@
 #define EM_DAEMON_CONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -47,7 +48,25 @@ struct em_config {
 	unsigned poll_interval_ms;
 	unsigned idle_timeout_s;
 	unsigned connect_timeout_ms;
+	bool check_config;		/* --check-config: validate and exit */
 };
+
+/* One entry of the option table, for --help and the man page. */
+struct em_config_option {
+	const char *name;		/* long flag without "--", also the file key */
+	const char *metavar;		/* NULL for flags without a value */
+	const char *def;		/* default as text; NULL or "" = none */
+	const char *help;
+	bool repeatable;
+	bool takes_value;		/* false: --help, --version, --check-config */
+	char short_flag;		/* 'h', 'V' or 0 */
+};
+
+/* The i-th option, flags without a value last; false past the end. */
+bool em_config_option_at(size_t i, struct em_config_option *out);
+/* Checks between options (marks differ, queue range fits); prints the
+ * reason to stderr and returns -EINVAL. em_config_load() runs it. */
+int em_config_validate(const struct em_config *cfg);
 
 /* Fill *cfg with defaults, then the config file (the --config flag, else
  * EM_DEFAULT_CONFIG if it exists), then the flags. Returns 0, 1 when the
