@@ -63,6 +63,48 @@ static bool source_ok(const char *v)
 	       !strncmp(v, "edgecore-db:", 12);
 }
 
+/* "127.0.0.1:9482", "[::1]:9482" or "" (off): loopback only, the
+ * endpoint has no authentication. */
+static bool metrics_ok(const char *v)
+{
+	char host[64];
+	const char *colon;
+	struct in6_addr a6;
+	struct in_addr a4;
+	unsigned long port;
+	char *end;
+	size_t hl;
+
+	if (!*v)
+		return true;
+	if (*v == '[') {
+		const char *close = strchr(v, ']');
+		if (!close || close[1] != ':')
+			return false;
+		hl = (size_t)(close - v - 1);
+		colon = close + 1;
+		v++;
+	} else {
+		if (!(colon = strrchr(v, ':')))
+			return false;
+		hl = (size_t)(colon - v);
+	}
+	if (hl == 0 || hl >= sizeof(host))
+		return false;
+	memcpy(host, v, hl);
+	host[hl] = '\0';
+	port = strtoul(colon + 1, &end, 10);
+	if (!colon[1] || *end || port == 0 || port > 65535)
+		return false;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+}
+
+static bool abs_path_ok(const char *v) { return !*v || (*v == '/' && strlen(v) < 108); }
+
+static const struct opt_check CHECK_METRICS = { metrics_ok, "empty (off) or a loopback address and port, e.g. 127.0.0.1:9482 or [::1]:9482" };
+static const struct opt_check CHECK_SOCKET = { abs_path_ok, "empty (off) or an absolute path shorter than 108 bytes" };
 static const struct opt_check CHECK_FAKE4 = { fake4_ok, "an IPv4 CIDR with a prefix length from 1 to 30 and no host bits, e.g. 198.18.0.0/16" };
 static const struct opt_check CHECK_FAKE6 = { fake6_ok, "empty or an IPv6 CIDR with a prefix length from 64 to 126 and no host bits, e.g. fd9e:6d65:7368::/64" };
 static const struct opt_check CHECK_CIDR = { capture_ok, "an IPv4 or IPv6 CIDR without host bits, e.g. 10.96.0.0/12" };
@@ -127,8 +169,11 @@ static const struct opt opts[] = {
 	{ "poll-interval-ms", OPT_UINT, F(poll_interval_ms), 0, 3600000, "1000", "MS", "edgecore-db polling interval", NULL, 10 },
 	{ "idle-timeout", OPT_UINT, F(idle_timeout_s), 0, 604800, "3600", "SECONDS", "close forwarded connections idle this long", NULL, 1 },
 	{ "connect-timeout-ms", OPT_UINT, F(connect_timeout_ms), 0, 600000, "3000", "MS", "backend connect timeout", NULL, 1 },
+	{ "metrics-listen", OPT_STR, F(metrics_listen), 0, 0, "127.0.0.1:9482", "ADDR:PORT",
+	  "serve Prometheus metrics over HTTP at /metrics on this loopback address (empty: off)", &CHECK_METRICS },
+	{ "control-socket", OPT_STR, F(control_socket), 0, 0, "/run/edgemesh-tproxy/control.sock", "PATH",
+	  "unix socket (root only) that `edgemesh-tproxy status` asks (empty: off)", &CHECK_SOCKET },
 };
-
 #pragma GCC diagnostic pop
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))

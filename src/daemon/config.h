@@ -48,6 +48,8 @@ struct em_config {
 	unsigned poll_interval_ms;
 	unsigned idle_timeout_s;
 	unsigned connect_timeout_ms;
+	char *metrics_listen;		/* "" = no metrics endpoint */
+	char *control_socket;		/* "" = no status socket */
 	bool check_config;		/* --check-config: validate and exit */
 };
 
@@ -80,6 +82,7 @@ void em_config_defaults(struct em_config *cfg);
 void em_config_usage(FILE *out);
 void em_config_free(struct em_config *cfg);
 
+#define EM_DEFAULT_CONTROL_SOCKET "/run/edgemesh-tproxy/control.sock"
 #define EM_DEFAULT_CONFIG "/etc/edgemesh-tproxy/edgemesh-tproxy.conf"
 
 #endif
