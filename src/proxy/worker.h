@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "proxy/proxy.h"
+#include "util/progress.h"
 
 /* What an epoll event's data.ptr points to. Connection sources are embedded
  * in struct em_proxy_conn; the handler finds the connection by kind. */
@@ -54,6 +55,7 @@ struct em_proxy_worker {
 	uint64_t now_ms;		/* CLOCK_MONOTONIC, refreshed per loop turn */
 	struct em_proxy_conn *conns;	/* open connections (doubly linked) */
 	struct em_proxy_conn *dead;	/* closed this turn: freed after the event batch */
+	struct em_progress progress;	/* watchdog heartbeat */
 };
 
 /* Counters live in struct em_proxy; workers add with relaxed atomics. */
