@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lb/health.h"
 #include "lb/lb.h"
 
 struct em_lb_port {
@@ -16,6 +17,15 @@ struct em_lb_port {
 	struct em_balancer_port view;	/* what create() saw; points into this struct */
 	struct em_balancer_backend *backends;
 	char *strings;			/* ns, name, port name, affinity, pods */
+	struct backend_counters *counters;	/* n_backends, for metrics and status */
+	_Atomic uint64_t requests;	/* first picks: connections (L4), requests (L7) */
+	_Atomic uint64_t retries;	/* later picks of the same connection/request */
+};
+
+struct backend_counters {
+	_Atomic uint64_t picks, failures;
+	_Atomic uint32_t fails_in_row;
+	_Atomic uint64_t failed_at_ns;
 };
 
 /* Bit 0 of port->lb tags "not built yet" (lb.h): needs aligned structs. */
@@ -31,6 +41,7 @@ long em_lb_port_live(void)
 static void port_free(struct em_lb_port *lp)
 {
 	free(lp->backends);
+	free(lp->counters);
 	free(lp->strings);
 	free(lp);
 }
@@ -70,7 +81,8 @@ struct em_lb_port *em_lb_port_new(const struct em_balancer_ops *ops,
 			total += strlen(port->backends[i].pod) + 1;
 	lp->strings = malloc(total);
 	lp->backends = calloc(n ? n : 1, sizeof(*lp->backends));
-	if (!lp->strings || !lp->backends)
+	lp->counters = calloc(n ? n : 1, sizeof(*lp->counters));
+	if (!lp->strings || !lp->backends || !lp->counters)
 		goto err;
 	cursor = lp->strings;
 	lp->view.service_ns = put_string(&cursor, ns);
@@ -172,13 +184,46 @@ int em_lb_port_pick_request(struct em_lb_port *lp, const struct em_balancer_requ
 	 * unchecked. An out-of-range index is treated as "none". */
 	if (idx < 0 || (size_t)idx >= lp->view.n_backends)
 		return -1;
+	atomic_fetch_add_explicit(in->attempt ? &lp->retries : &lp->requests, 1,
+				  memory_order_relaxed);
+	atomic_fetch_add_explicit(&lp->counters[idx].picks, 1, memory_order_relaxed);
 	return idx;
 }
 
 void em_lb_port_release(struct em_lb_port *lp, int index,
 			enum em_balancer_outcome outcome)
 {
+	if (index >= 0 && (size_t)index < lp->view.n_backends) {
+		struct backend_counters *c = &lp->counters[index];
+
+		if (outcome == EM_BALANCER_OK) {
+			atomic_store_explicit(&c->fails_in_row, 0, memory_order_relaxed);
+		} else {
+			atomic_fetch_add_explicit(&c->failures, 1, memory_order_relaxed);
+			atomic_fetch_add_explicit(&c->fails_in_row, 1, memory_order_relaxed);
+			atomic_store_explicit(&c->failed_at_ns, em_lb_now_ns(), memory_order_relaxed);
+		}
+	}
 	lp->ops->release(lp->instance, index, outcome);
+}
+
+void em_lb_port_get_stats(const struct em_lb_port *lp, struct em_lb_port_stats *out)
+{
+	out->requests = atomic_load_explicit(&lp->requests, memory_order_relaxed);
+	out->retries = atomic_load_explicit(&lp->retries, memory_order_relaxed);
+}
+
+void em_lb_port_backend_stats(const struct em_lb_port *lp, int index,
+			      struct em_lb_backend_stats *out)
+{
+	const struct backend_counters *c = &lp->counters[index];
+
+	out->picks = atomic_load_explicit(&c->picks, memory_order_relaxed);
+	out->failures = atomic_load_explicit(&c->failures, memory_order_relaxed);
+	/* The passive health rule of health.h, seen from outside the strategy. */
+	out->healthy = atomic_load_explicit(&c->fails_in_row, memory_order_relaxed) < EM_LB_MAX_FAILS ||
+		       atomic_load_explicit(&c->failed_at_ns, memory_order_relaxed) +
+		       EM_LB_FAIL_TIMEOUT_NS <= em_lb_now_ns();
 }
 
 size_t em_lb_port_n_backends(const struct em_lb_port *lp)

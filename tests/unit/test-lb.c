@@ -558,6 +558,35 @@ END_TEST
 
 /* On-demand labels: two in one log line stay distinct, and a long name is
  * truncated rather than overflowing. */
+/* Counters behind the metrics and the status command. */
+START_TEST(test_port_counters)
+{
+	struct fixture f;
+	struct em_lb_port *lp = new_port(&f, "round-robin", 2);
+	struct em_lb_port_stats ps;
+	struct em_lb_backend_stats b0, b1;
+	int first, second;
+
+	first = em_lb_port_pick(lp, NULL, 0, -1, 0);
+	em_lb_port_release(lp, first, EM_BALANCER_FAILED);
+	second = em_lb_port_pick(lp, NULL, 0, first, 1);
+	ck_assert_int_ne(first, second);
+	em_lb_port_release(lp, second, EM_BALANCER_OK);
+	em_lb_port_release(lp, em_lb_port_pick(lp, NULL, 0, -1, 0), EM_BALANCER_OK);
+	em_lb_port_get_stats(lp, &ps);
+	ck_assert_uint_eq(ps.requests, 2);
+	ck_assert_uint_eq(ps.retries, 1);
+	em_lb_port_backend_stats(lp, first, &b0);
+	em_lb_port_backend_stats(lp, second, &b1);
+	ck_assert_uint_eq(b0.picks + b1.picks, 3);
+	ck_assert_uint_eq(b0.failures, 1);
+	ck_assert_uint_eq(b1.failures, 0);
+	ck_assert(!b0.healthy);
+	ck_assert(b1.healthy);
+	em_lb_port_put(lp);
+}
+END_TEST
+
 START_TEST(test_label_on_demand)
 {
 	struct fixture f, g;
@@ -688,6 +717,7 @@ Suite *lb_suite(void)
 	tcase_add_test(tc, test_lazy_built_once);
 	tcase_add_test(tc, test_lazy_concurrent_first_pick);
 	tcase_add_test(tc, test_label_on_demand);
+	tcase_add_test(tc, test_port_counters);
 	tcase_add_test(tc, test_plugin_load);
 	tcase_add_test(tc, test_plugin_in_config);
 	tcase_add_test(tc, test_plugin_refused);
