@@ -419,6 +419,51 @@ static int load_file(struct em_config *cfg, const char *path, bool must_exist)
 	return ret;
 }
 
+static bool listed(const char *name, const char *const *names)
+{
+	for (; names && *names; names++)
+		if (!strcmp(*names, name))
+			return true;
+	return false;
+}
+
+const char *em_config_first_change(const struct em_config *a, const struct em_config *b,
+				   const char *const *ignore)
+{
+	for (size_t i = 0; i < N_OPTS; i++) {
+		const struct opt *o = &opts[i];
+		const char *ca = (const char *)a + o->off, *cb = (const char *)b + o->off;
+		bool same = true;
+
+		if (listed(o->name, ignore))
+			continue;
+		switch (o->kind) {
+		case OPT_STR: {
+			const char *sa = *(char *const *)ca, *sb = *(char *const *)cb;
+			same = !strcmp(sa ? sa : "", sb ? sb : "");
+			break;
+		}
+		case OPT_UINT:
+			same = *(const unsigned *)ca == *(const unsigned *)cb;
+			break;
+		case OPT_BOOL:
+			same = *(const bool *)ca == *(const bool *)cb;
+			break;
+		case OPT_LIST: {
+			unsigned na = *(const unsigned *)((const char *)a + o->count_off);
+			unsigned nb = *(const unsigned *)((const char *)b + o->count_off);
+			same = na == nb;
+			for (unsigned j = 0; same && j < na; j++)
+				same = !strcmp(((char *const *)ca)[j], ((char *const *)cb)[j]);
+			break;
+		}
+		}
+		if (!same)
+			return o->name;
+	}
+	return NULL;
+}
+
 int em_config_validate(const struct em_config *cfg)
 {
 	if (cfg->capture_mark == cfg->bypass_mark) {

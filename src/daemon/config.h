@@ -69,6 +69,11 @@ bool em_config_option_at(size_t i, struct em_config_option *out);
 /* Checks between options (marks differ, queue range fits); prints the
  * reason to stderr and returns -EINVAL. em_config_load() runs it. */
 int em_config_validate(const struct em_config *cfg);
+/* The name of the first option whose value differs between a and b, not
+ * counting the options named in the NULL-terminated `ignore`; NULL when
+ * they agree. */
+const char *em_config_first_change(const struct em_config *a, const struct em_config *b,
+				   const char *const *ignore);
 
 /* Fill *cfg with defaults, then the config file (the --config flag, else
  * EM_DEFAULT_CONFIG if it exists), then the flags. Returns 0, 1 when the

@@ -225,6 +225,43 @@ err:
 	return ret;
 }
 
+static void forget_one(struct em_source_sink *sink, const char *name)
+{
+	json_t *none = json_array();
+
+	if (none)
+		sink->replace(sink->ctx, name, NULL, none);
+	json_decref(none);
+}
+
+static bool manifest_name(const char *name);
+
+void em_sources_forget(struct em_registry *reg, const char *spec)
+{
+	struct em_source_sink sink = em_registry_sink(reg);
+	const char *path = spec + 5;
+	struct stat st;
+
+	forget_one(&sink, spec);
+	if (!strncmp(spec, "file:", 5) && stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+		struct dirent **names;
+		int n = scandir(path, &names, NULL, alphasort);
+
+		for (int i = 0; i < n; i++) {
+			char name[4096];
+
+			if (manifest_name(names[i]->d_name)) {
+				snprintf(name, sizeof(name), "file:%s/%s", path, names[i]->d_name);
+				forget_one(&sink, name);
+			}
+			free(names[i]);
+		}
+		if (n >= 0)
+			free(names);
+	}
+	sink.commit(sink.ctx, spec);
+}
+
 unsigned em_sources_count(const struct em_sources *s)
 {
 	return s ? s->n : 0;

@@ -33,6 +33,11 @@ struct em_source_state {
 	int connected;			/* 1 yes, 0 no, -1 unknown for this type */
 };
 
+/* After a reload dropped `spec` from the configuration: removes the
+ * objects it contributed (for a directory, those of each manifest file in
+ * it) and commits. */
+void em_sources_forget(struct em_registry *reg, const char *spec);
+
 unsigned em_sources_count(const struct em_sources *s);
 /* i < em_sources_count(); any thread. */
 void em_sources_state(const struct em_sources *s, unsigned i, struct em_source_state *out);

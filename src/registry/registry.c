@@ -2,6 +2,7 @@
 #include "registry/registry.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +41,7 @@ struct em_registry {
 	bool dirty;			/* something changed since the last commit */
 	struct em_pod_index pod_index;	/* of the pods in effect */
 	bool index_broken;		/* an index update failed (ENOMEM): rebuild it */
+	uint64_t churn;			/* objects stored or dropped since the last commit */
 	struct em_registry_stats stats;
 };
 
@@ -146,6 +148,7 @@ static int store_put(struct em_registry *reg, unsigned src, struct em_obj *obj)
 	}
 	effect_changed(reg, before, head_obj(e));
 	em_obj_free(old);	/* after the index let go of it */
+	reg->churn++;
 	return 0;
 }
 
@@ -167,6 +170,7 @@ static bool store_del(struct em_registry *reg, enum em_obj_kind kind, const char
 		em_obj_free(v->obj);
 		free(v);
 		reg->stats.objects--;
+		reg->churn++;
 		if (!e->val)
 			em_strmap_del(m, key);
 		return true;
@@ -416,8 +420,12 @@ static int rebuild(struct em_registry *reg, struct em_snapshot **old)
 
 static void publish(struct em_registry *reg, struct em_snapshot *snap)
 {
+	struct timespec ts;
+
 	rcu_assign_pointer(reg->current, snap);
 	reg->stats.generation++;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	reg->stats.published_at_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 static int sink_commit(void *ctx, const char *source)
@@ -426,9 +434,13 @@ static int sink_commit(void *ctx, const char *source)
 	struct em_snapshot *old = NULL;
 	int ret = 0;
 
+	bool trim;
+
 	pthread_mutex_lock(&reg->lock);
 	if (reg->dirty)
 		ret = rebuild(reg, &old);
+	trim = reg->churn >= EM_REGISTRY_TRIM_CHURN;
+	reg->churn = 0;
 	pthread_mutex_unlock(&reg->lock);
 	if (ret < 0)
 		em_err("source %s: new snapshot not built, previous one kept: %s",
@@ -438,6 +450,12 @@ static int sink_commit(void *ctx, const char *source)
 		urcu_memb_synchronize_rcu();
 		em_snapshot_free(old);
 	}
+#ifdef __GLIBC__
+	/* After a relist the old objects and snapshot sit in free lists of
+	 * every arena; hand them back so RSS follows the data set down. */
+	if (trim)
+		malloc_trim(0);
+#endif
 	return ret;
 }
 

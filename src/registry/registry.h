@@ -58,6 +58,9 @@ struct em_registry_config {
 };
 
 struct em_registry;
+/* A commit after this many objects were stored or dropped returns freed
+ * memory to the system (malloc_trim). */
+#define EM_REGISTRY_TRIM_CHURN 1000
 
 struct em_registry_stats {
 	uint64_t generation;		/* snapshots published, 1 = the empty one */
@@ -68,6 +71,7 @@ struct em_registry_stats {
 					 * (range exhausted; each also logged, rate-limited) */
 	uint64_t rejected;		/* objects refused as unusable */
 	uint64_t last_build_us;		/* duration of the last commit */
+	uint64_t published_at_ms;	/* CLOCK_REALTIME of the current snapshot */
 };
 
 /* NULL with errno set (EINVAL: bad range or domain; ENOMEM). */
