@@ -458,6 +458,7 @@ static void control_loop(struct daemon *d, const sigset_t *sigs)
 				if (read(tfd, &expirations, sizeof(expirations)) > 0) {
 					watchdog_tick(d);
 					update_status(d);
+					em_registry_trim(d->reg);
 				}
 			} else if (fd == d->metrics_fd) {
 				em_metrics_serve(fd, &in);

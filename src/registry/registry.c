@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <malloc.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,7 @@ struct em_registry {
 	bool index_broken;		/* an index update failed (ENOMEM): rebuild it */
 	uint64_t churn;			/* objects stored or dropped since the last commit */
 	uint32_t round;			/* sink_replace rounds, to find what a replace left out */
+	atomic_bool trim_pending;	/* a big commit freed memory: em_registry_trim() */
 	struct em_registry_stats stats;
 };
 
@@ -464,12 +466,8 @@ static int sink_commit(void *ctx, const char *source)
 		urcu_memb_synchronize_rcu();
 		em_snapshot_free(old);
 	}
-#ifdef __GLIBC__
-	/* After a relist the old objects and snapshot sit in free lists of
-	 * every arena; hand them back so RSS follows the data set down. */
 	if (trim)
-		malloc_trim(0);
-#endif
+		atomic_store(&reg->trim_pending, true);
 	return ret;
 }
 
@@ -495,6 +493,16 @@ int em_registry_add_source(struct em_registry *reg, const char *source)
 const struct em_snapshot *em_registry_current(struct em_registry *reg)
 {
 	return rcu_dereference(reg->current);
+}
+
+bool em_registry_trim(struct em_registry *reg)
+{
+	if (!atomic_exchange(&reg->trim_pending, false))
+		return false;
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
+	return true;
 }
 
 uint64_t em_registry_generation(struct em_registry *reg)

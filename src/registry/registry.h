@@ -42,6 +42,7 @@
 #ifndef EM_REGISTRY_REGISTRY_H
 #define EM_REGISTRY_REGISTRY_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <urcu/urcu-memb.h>
 
@@ -58,8 +59,8 @@ struct em_registry_config {
 };
 
 struct em_registry;
-/* A commit after this many objects were stored or dropped returns freed
- * memory to the system (malloc_trim). */
+/* A commit after this many objects were stored or dropped asks for freed
+ * memory to be returned to the system: em_registry_trim(). */
 #define EM_REGISTRY_TRIM_CHURN 1000
 
 struct em_registry_stats {
@@ -87,6 +88,12 @@ int em_registry_add_source(struct em_registry *reg, const char *source);
 /* Only inside urcu_memb_read_lock()/unlock(). Never NULL. */
 const struct em_snapshot *em_registry_current(struct em_registry *reg);
 uint64_t em_registry_generation(struct em_registry *reg);
+/* After a big commit (EM_REGISTRY_TRIM_CHURN), hands the freed heap back to
+ * the system (malloc_trim) and returns true; else does nothing. Called
+ * from a quiet moment (the daemon's timer), not from commit: the source
+ * frees its copy of a relist (the JSON) only after the commit returns, and
+ * the trim would miss it. Any thread. */
+bool em_registry_trim(struct em_registry *reg);
 void em_registry_get_stats(struct em_registry *reg, struct em_registry_stats *st);
 
 #endif

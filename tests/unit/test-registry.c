@@ -349,6 +349,26 @@ START_TEST(untouched_service_keeps_balancer)
 }
 END_TEST
 
+/* Only a big commit asks for the heap to be trimmed, once. */
+START_TEST(trim_after_big_commit)
+{
+	char *y = malloc(1100 * 200);
+	ck_assert_ptr_nonnull(y);
+	y[0] = '\0';
+	load("a", POD("p", "{app: x}", "", READY("10.0.0.2")));
+	ck_assert(!em_registry_trim(reg));
+	for (int i = 0; i < 1100; i++)
+		sprintf(y + strlen(y), "---\nkind: Pod\nmetadata: {name: t%d, labels: {app: t}}\n"
+			"status: {phase: Running, podIP: 10.3.%d.%d}\n", i, i / 250, i % 250);
+	load("a", y);
+	free(y);
+	ck_assert(em_registry_trim(reg));
+	ck_assert(!em_registry_trim(reg));
+	load("a", POD("p", "{app: x}", "", READY("10.0.0.2")));	/* 1100 dropped */
+	ck_assert(em_registry_trim(reg));
+}
+END_TEST
+
 START_TEST(protocol_decision)
 {
 	ck_assert_int_eq(em_app_proto_for_port("http", NULL), EM_APP_HTTP);
@@ -546,6 +566,7 @@ Suite *registry_suite(void)
 	tcase_add_test(tc, endpoints_without_selector);
 	tcase_add_test(tc, pod_updates_incremental);
 	tcase_add_test(tc, untouched_service_keeps_balancer);
+	tcase_add_test(tc, trim_after_big_commit);
 	tcase_add_test(tc, protocol_decision);
 	tcase_add_test(tc, first_source_wins);
 	tcase_add_test(tc, child_source_keeps_parent_rank);
