@@ -29,7 +29,7 @@ topo_traps
 topo_up
 
 CONF=$TOPO_DIR/em.conf
-SOCK=$TOPO_DIR/control.sock
+SOCK=$TOPO_DIR/run/control.sock
 NOTIFY=$TOPO_DIR/notify.sock
 NLOG=$TOPO_DIR/notify.log
 DLOG=$TOPO_DIR/daemon-a.log
@@ -121,7 +121,8 @@ check "status (text) prints the service with fake IP and backend health" \
 	sh -c "'$EM_BIN' status --control-socket='$SOCK' | grep -A3 'default/nginx-svc  fake 198.18.' | grep -q '10.244.2.2:80 unused'"
 check "status without a daemon: exit 1 and a reason" \
 	sh -c "'$EM_BIN' status --control-socket='$TOPO_DIR/none.sock' 2>&1; [ \$? = 1 ]"
-check "control socket is mode 0600" sh -c "[ \$(stat -c %a '$SOCK') = 600 ]"
+check "control socket is mode 0600 in a 0700 directory" \
+	sh -c "[ \$(stat -c %a '$SOCK') = 600 ] && [ \$(stat -c %a '$TOPO_DIR/run') = 700 ]"
 
 # ---- 4. metrics after known traffic -------------------------------------------
 FAKE=$(na dig +short +time=1 +tries=1 @10.53.0.2 "$EM_FQDN" A)
@@ -233,8 +234,8 @@ kill "$(cat "$TOPO_DIR/longconn.pid")" 2>/dev/null
 wait "$(cat "$TOPO_DIR/longconn.pid")" 2>/dev/null
 
 stop_daemon a
-check "STOPPING=1 sent, control socket removed" \
-	sh -c "grep -q STOPPING=1 '$NLOG' && [ ! -e '$SOCK' ]"
+check "STOPPING=1 sent, control socket and the directory it made removed" \
+	sh -c "grep -q STOPPING=1 '$NLOG' && [ ! -e '$SOCK' ] && [ ! -e '$TOPO_DIR/run' ]"
 
 # ---- 6. metrics can be turned off ------------------------------------------------
 printf 'metrics-listen = \n' > "$TOPO_DIR/nometrics.conf"

@@ -48,7 +48,7 @@ static int connect_to(const char *path)
 	return fd;
 }
 
-int em_control_listen(const char *path)
+int em_control_listen(const char *path, bool *made_dir)
 {
 	struct sockaddr_un sun;
 	char *dir_copy = strdup(path);
@@ -59,7 +59,10 @@ int em_control_listen(const char *path)
 		return -ENOMEM;
 	if ((ret = unix_addr(path, &sun)) < 0)
 		goto out;
-	if (mkdir(dirname(dir_copy), 0700) == -1 && errno != EEXIST) {
+	*made_dir = false;
+	if (mkdir(dirname(dir_copy), 0700) == 0)
+		*made_dir = true;
+	else if (errno != EEXIST) {
 		ret = -errno;
 		goto out;
 	}
@@ -91,15 +94,20 @@ out:
 	return ret;
 }
 
-void em_control_close(int fd, const char *path)
+void em_control_close(int fd, const char *path, bool made_dir)
 {
 	struct stat st;
+	char *dir_copy;
 
 	if (fd < 0)
 		return;
 	if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode))
 		unlink(path);
 	close(fd);
+	if (made_dir && (dir_copy = strdup(path))) {
+		rmdir(dirname(dir_copy));	/* fails, harmlessly, if not empty */
+		free(dir_copy);
+	}
 }
 
 static json_t *addr_json(int family, const void *addr)

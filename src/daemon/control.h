@@ -8,12 +8,12 @@
 
 #include "daemon/metrics.h"
 
-/* Creates the socket's directory (0700) when missing, removes a stale
- * socket (one nobody answers on), binds and listens with mode 0600.
+/* Creates the socket's directory (0700) when missing (*made_dir), removes
+ * a stale socket (one nobody answers on), binds and listens with mode 0600.
  * Returns the fd, -EADDRINUSE when a live daemon answers there, or -errno. */
-int em_control_listen(const char *path);
-/* Closes fd and removes the socket file if it is still ours. */
-void em_control_close(int fd, const char *path);
+int em_control_listen(const char *path, bool *made_dir);
+/* Closes fd, removes the socket file, and the directory if listen made it. */
+void em_control_close(int fd, const char *path, bool made_dir);
 
 /* The status document: services (fake IPs, ports, protocol, strategy,
  * backends with health) and sources. Same RCU rule as em_metrics_write. */

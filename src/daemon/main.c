@@ -43,6 +43,7 @@ struct daemon {
 	int argc;
 	char **argv;
 	int metrics_fd, control_fd;
+	bool control_made_dir;
 	int64_t started_at;
 	uint64_t reloads, reload_failures;
 	uint64_t watchdog_usec;
@@ -225,7 +226,7 @@ static void stop_all(struct daemon *d)
 	if (d->metrics_fd >= 0)
 		close(d->metrics_fd);
 	d->metrics_fd = -1;
-	em_control_close(d->control_fd, d->cfg.control_socket);
+	em_control_close(d->control_fd, d->cfg.control_socket, d->control_made_dir);
 	d->control_fd = -1;
 	if (d->nf && em_nf_remove(d->nf) < 0)
 		em_err("removing the ruleset failed; `nft delete table inet edgemesh` removes it");
@@ -262,7 +263,7 @@ static void start_control(struct daemon *d)
 			d->metrics_fd = fd;
 	}
 	if (*d->cfg.control_socket) {
-		if ((fd = em_control_listen(d->cfg.control_socket)) < 0)
+		if ((fd = em_control_listen(d->cfg.control_socket, &d->control_made_dir)) < 0)
 			em_warn("control socket %s: %s; `edgemesh-tproxy status` is off",
 				d->cfg.control_socket,
 				fd == -EADDRINUSE ? "another daemon answers there" : strerror(-fd));
