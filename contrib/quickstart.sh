@@ -106,6 +106,13 @@ run_tests() {
 		rm -rf "$work" "$work.log"
 	done
 
+	echo "== man page covers every option"
+	if bash tests/man-check.sh build/edgemesh-tproxy build/src/daemon/edgemesh-tproxy.8; then
+		passed=$((passed + 1)); echo "man page: every --help flag documented, renders cleanly"
+	else
+		failed=$((failed + 1)); echo "FAILED: man page"
+	fi
+
 	# Issue 12: the Debian package and the arm64 cross build (EM_DEB=0,
 	# EM_ARM64=0 leave them out, e.g. offline: both fetch from Debian).
 	if [ "${EM_DEB:-1}" = 1 ]; then
