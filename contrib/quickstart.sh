@@ -20,7 +20,7 @@ PACKAGES=(
 	libhttp-parser-dev liburcu-dev libjansson-dev libyaml-dev
 	libcurl4-openssl-dev libsqlite3-dev check
 	nftables iproute2 iptables procps psmisc
-	valgrind nginx-light dnsmasq-base dnsutils curl python3 sqlite3
+	valgrind nginx-light dnsmasq-base dnsutils curl python3 sqlite3 socat
 	wrk dnsperf haproxy
 	debhelper lintian dpkg-dev file
 )
@@ -92,12 +92,20 @@ run_tests() {
 
 	echo "== fuzz targets (bounded runs)"
 	build_fuzz
-	for t in build-fuzz/tests/fuzz-*; do
-		[ -f "$t" ] && [ -x "$t" ] || continue
-		local name=${t##*/fuzz-} corpus=$top/tests/fuzz/corpus/${t##*/fuzz-}
+	# Every tests/fuzz/fuzz-NAME.c must have been built and must run: a
+	# target that silently failed to build would otherwise test nothing.
+	local src name
+	for src in tests/fuzz/fuzz-*.c; do
+		name=${src##*/fuzz-}; name=${name%.c}
+		t=build-fuzz/tests/fuzz-$name
+		if [ ! -x "$t" ]; then
+			failed=$((failed + 1)); echo "FAILED: fuzz $name: $t was not built"; continue
+		fi
+		local corpus=$top/tests/fuzz/corpus/$name
 		local work; work=$(mktemp -d)
 		[ -d "$corpus" ] && cp -r "$corpus/." "$work/"
-		if "$t" -max_total_time="${EM_FUZZ_SECONDS:-60}" -rss_limit_mb=2048 "$work" \
+		if UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+			"$t" -max_total_time="${EM_FUZZ_SECONDS:-60}" -rss_limit_mb=2048 "$work" \
 			>"$work.log" 2>&1; then
 			passed=$((passed + 1)); echo "fuzz $name: $(grep -Eo 'Done [0-9]+ runs' "$work.log" | tail -n1)"
 		else
@@ -139,12 +147,16 @@ run_tests() {
 		case $t in */demo.sh|*bench*) continue ;; esac
 		echo "-- $t"
 		rc=0
-		out=$(bash "$t" 2>&1) || rc=$?
+		# A bound per script: a hung daemon or client fails the run
+		# instead of eating CI's time.
+		out=$(timeout --kill-after=10 "${EM_SCRIPT_TIMEOUT:-900}" bash "$t" 2>&1) || rc=$?
 		printf '%s\n' "$out"
 		line=$(printf '%s\n' "$out" | tail -n 1)
-		if [ $rc -eq 0 ] && [[ $line =~ ^([0-9]+)\ passed,\ 0\ failed ]]; then
+		# At least one pass: "0 passed, 0 failed" ran nothing.
+		if [ $rc -eq 0 ] && [[ $line =~ ^([1-9][0-9]*)\ passed,\ 0\ failed ]]; then
 			passed=$((passed + 1))
 		else
+			[ $rc -eq 124 ] && echo "TIMEOUT: $t ran longer than ${EM_SCRIPT_TIMEOUT:-900} s"
 			failed=$((failed + 1)); echo "FAILED: $t (exit $rc)"
 		fi
 	done

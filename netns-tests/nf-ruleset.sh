@@ -21,7 +21,7 @@ PY=/usr/bin/python3
 NODE="em-nf-$$-node"
 POD="em-nf-$$-pod"
 DIR=$(mktemp -d "/tmp/em-nf-netns.$$.XXXXXX")
-passed=0
+passed=0 skipped=0
 failed=0
 
 n() { ip netns exec "$NODE" "$@"; }
@@ -294,6 +294,10 @@ if [ "$variant" != native ]; then
 		"! ip netns exec $NODE $NF_DRIVER --variant native </dev/null"
 	state >"$DIR/after"
 	check "refused install leaves the state as before (atomic)" diff -u "$DIR/before" "$DIR/after"
+else
+	# A kernel with the native queue refuses no variant: nothing to refuse.
+	skipped=$((skipped + 2))
+	echo "skip native variant refused / refused install atomic: this kernel has the native queue"
 fi
 check "no DNS queueing (--queues 0): no output_dns chain" sh -c "
 	ip netns exec $NODE $NF_DRIVER --queues 0 >'$DIR/q0.log' 2>&1 & pid=\$!
@@ -304,5 +308,5 @@ check "no DNS queueing (--queues 0): no output_dns chain" sh -c "
 state >"$DIR/after"
 check "no DNS queueing: state as before" diff -u "$DIR/before" "$DIR/after"
 
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

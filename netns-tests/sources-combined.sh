@@ -96,7 +96,31 @@ backend_start() { # IP BODY
 # ---- probes ----
 fake_ip() { na dig +short +time=1 +tries=1 @10.53.0.2 "$(fqdn "$1")" A | grep '^198\.18\.'; }
 answers() { fake_ip "$1" >/dev/null; }
-no_answer() { ! answers "$1"; }
+# Not answered by us, with positive evidence: the real resolver (dnsmasq,
+# --no-resolv) answered REFUSED without an address, and the daemon runs.
+no_answer() {
+	local out; out=$(na dig +time=1 +tries=1 @10.53.0.2 "$(fqdn "$1")" A) || return 1
+	grep -q 'status: REFUSED' <<<"$out" && ! grep -q '198\.18\.' <<<"$out" &&
+		kill -0 "$(cat "$TOPO_DIR/daemon-$DAEMON.pid")"
+}
+# generation NAME: the registry's generation, from a fresh SIGUSR1 counter line.
+generation() {
+	local log=$TOPO_DIR/daemon-$1.log n
+	n=$(grep -c '^<6>registry: generation' "$log")
+	kill -USR1 "$(cat "$TOPO_DIR/daemon-$1.pid")"
+	wait_until 5 sh -c "[ \$(grep -c '^<6>registry: generation' '$log') -gt $n ]" || return 1
+	grep '^<6>registry: generation' "$log" | tail -n 1 | sed 's/.*generation \([0-9]*\).*/\1/'
+}
+# committed NAME G0: wait until the registry has published past generation G0
+# (the change just made was taken in), instead of sleeping and hoping.
+committed() {
+	local deadline=$(( $(ms) + 10000 )) g
+	while g=$(generation "$1") && [ "$g" -le "$2" ]; do
+		[ "$(ms)" -lt "$deadline" ] || return 1
+		sleep 0.05
+	done
+	[ -n "$g" ]
+}
 body() { na curl -sS --max-time 2 "http://$(fqdn "$1"):8080/"; }
 # served_by SVC TEXT: 6 requests in a row all answered by the backend whose
 # page holds TEXT (round robin over the service's backends would show any other).
@@ -147,6 +171,7 @@ clients_clean() {
 
 daemon_start() { # NAME SOURCE...
 	local name=$1 src args=(); shift
+	DAEMON=$name
 	for src in "$@"; do args+=(--source "$src"); done
 	mkdir -p "$TOPO_DIR/state-$name"
 	ip netns exec "$NS_A" "$EM_BIN" "${args[@]}" --state-dir "$TOPO_DIR/state-$name" --node-name edge-node-a \
@@ -154,13 +179,10 @@ daemon_start() { # NAME SOURCE...
 	echo $! > "$TOPO_DIR/daemon-$name.pid"
 }
 daemon_stop() { # NAME
-	local pid; pid=$(cat "$TOPO_DIR/daemon-$1.pid")
-	kill "$pid"; wait "$pid" 2>/dev/null; rm -f "$TOPO_DIR/daemon-$1.pid"
-	# the rules are gone once it has exited
-	wait_until 5 sh -c "! ip netns exec $NS_A nft list table inet edgemesh"
-	if grep -q '^<3>' "$TOPO_DIR/daemon-$1.log"; then
-		echo "# errors logged by the daemon ($1):"; grep '^<3>' "$TOPO_DIR/daemon-$1.log" | head
-	fi
+	stop_pid "$1" "$(cat "$TOPO_DIR/daemon-$1.pid")"
+	check "$1: the rules are gone once it has exited" \
+		sh -c "! ip netns exec $NS_A nft list table inet edgemesh"
+	check_log_errors "$TOPO_DIR/daemon-$1.log"
 	[ "$failed" = 0 ] || { echo "# daemon log ($1):"; tail -n 30 "$TOPO_DIR/daemon-$1.log"; }
 	[ -n "${EM_KEEP_LOG:-}" ] && cp "$TOPO_DIR/daemon-$1.log" "$EM_KEEP_LOG.$1"
 }
@@ -183,6 +205,10 @@ svc_json dup nginx | put dup-b.yaml
 svc_json dup2 nginx | put dup2-b.yaml
 
 # ---- file first ----
+# web's fake IP comes from the state file: an address the hash of the name
+# would not give, so keeping it proves the mapping is read and kept.
+mkdir -p "$TOPO_DIR/state-ff"
+printf 'default/web 198.18.77.77\n' > "$TOPO_DIR/state-ff/fake-ips"
 daemon_start ff "file:$DIR" "kube:http://127.0.0.1:$API_PORT"
 check "file first: daemon up" wait_until 10 na nft list table inet edgemesh
 check "file first: kube source listed (only-kube answered)" wait_until 10 answers only-kube
@@ -195,11 +221,11 @@ check "file first: dup (two files) served by dup-a.yaml's copy (first in name or
 # (registry.h) to rank after the files already seen, whatever its name. So
 # which copy wins depends on arrival here and on name order after a
 # restart: reported, not counted.
-svc_json dup2 from-file | put dup2-a.yaml
-sleep 0.5
+g=$(generation ff); svc_json dup2 from-file | put dup2-a.yaml
+check "file first: dup2-a.yaml taken in" committed ff "$g"
 echo "# file first: dup2 in dup2-b.yaml at start, dup2-a.yaml added later: served by $(who dup2)"
 WEB_IP=$(fake_ip web)
-echo "# web has fake IP $WEB_IP"
+check "file first: web has the fake IP from the state file" test "$WEB_IP" = 198.18.77.77
 
 clients_start web
 sleep 0.3
@@ -214,15 +240,16 @@ t0=$(ms); svc_json web from-file | put web.yaml
 echo "# file first: web.yaml back -> file copy in use: $(took "$t0" web backend-file)"
 check "file first: file copy back -> file copy wins again" wait_until 10 served_by web backend-file
 # The loser deletes and re-adds its copy: nothing visible changes.
-kube_del_web
-sleep 0.5
+g=$(generation ff); kube_del_web
+check "file first: kube copy deleted -> taken in" committed ff "$g"
 check "file first: kube copy deleted -> still the file copy" served_by web backend-file
-kube_put_web
-sleep 0.5
+g=$(generation ff); kube_put_web
+check "file first: kube copy re-added -> taken in" committed ff "$g"
 check "file first: kube copy re-added -> still the file copy" served_by web backend-file
 # The kube copy changes (new selector: the nginx pod): still not used.
+g=$(generation ff)
 api upsert "{\"resource\":\"services\",\"objects\":[$(svc_json web nginx)]}"
-sleep 0.5
+check "file first: kube copy changed -> taken in" committed ff "$g"
 check "file first: kube copy changed -> still the file copy" served_by web backend-file
 kube_put_web
 # The winner changes its copy: used at once.

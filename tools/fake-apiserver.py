@@ -9,6 +9,10 @@ Serves (plain HTTP, HTTP/1.1, chunked watch streams):
       ?watch=1&resourceVersion=RV&timeoutSeconds=N&allowWatchBookmarks=true
       &fieldSelector=spec.nodeName=X     (pods)
 
+Objects are served as given: Endpoints and EndpointSlices may name (by
+targetRef) pods the server does not list, as MetaServer on an edge node
+does, which holds only that node's own pods (KubeEdge >= 1.8).
+
 Control (JSON bodies, for tests):
   POST /_ctl/upsert   {"resource": "services", "objects": [...], "cut": false}
         every object gets the next resourceVersion; the events of one call go

@@ -202,13 +202,32 @@ start_daemon() {
 
 daemon_pid() { cat "$TOPO_DIR/daemon-$1.pid"; }
 
-# stop_daemon NODE [SIGNAL]: stops it and waits for it to exit.
-stop_daemon() {
-	local pid; pid=$(daemon_pid "$1")
-	kill -"${2:-TERM}" "$pid" 2>/dev/null
-	wait_until 10 sh -c "! kill -0 $pid"
-	wait "$pid" 2>/dev/null
-	rm -f "$TOPO_DIR/daemon-$1.pid"
+# stop_pid NAME PID [SIGNAL]: stop a daemon this shell started and wait for it.
+# With TERM (the default) two counted checks: it exits within 10 s (else it
+# is killed), and with status 0. Other signals (KILL) only wait.
+stop_pid() {
+	local name=$1 pid=$2 sig=${3:-TERM} rc=0
+	kill -"$sig" "$pid" 2>/dev/null
+	if ! wait_until 10 sh -c "! kill -0 $pid"; then
+		kill -9 "$pid" 2>/dev/null
+		[ "$sig" = TERM ] && check "daemon $name exits within 10 s of SIGTERM" false
+	fi
+	wait "$pid" 2>/dev/null || rc=$?
+	[ "$sig" = TERM ] && check "daemon $name exited with status 0 on SIGTERM (got $rc)" test "$rc" = 0
+	rm -f "$TOPO_DIR/daemon-$name.pid"
+}
+
+# stop_daemon NODE [SIGNAL]: stop_pid for a daemon started by start_daemon.
+stop_daemon() { stop_pid "$1" "$(daemon_pid "$1")" "${2:-TERM}"; }
+
+# check_log_errors LOGFILE [ALLOWED-ERE]: a counted check that the daemon
+# logged no error-level line (<3>) other than ones matching ALLOWED-ERE
+# (errors the script provoked on purpose).
+check_log_errors() {
+	local log=$1 allowed=${2:-}
+	check "no unexpected error lines in ${log##*/}" sh -c '
+		lines=$(grep "^<3>" "$1" | { if [ -n "$2" ]; then grep -Ev "$2"; else cat; fi; })
+		[ -z "$lines" ] || { printf "%s\n" "$lines" | head -n 10; exit 1; }' _ "$log" "$allowed"
 }
 
 # Ready: the node answers a cluster name (the daemon has its rules and snapshot).

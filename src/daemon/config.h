@@ -46,8 +46,12 @@ struct em_config {
 	char *node_name;
 	bool kube_pods_on_node_only;
 	unsigned poll_interval_ms;
+	bool edgecore_merge_legacy;	/* read meta rows of kinds meta_v2 holds too */
 	unsigned idle_timeout_s;
 	unsigned connect_timeout_ms;
+	unsigned udp_idle_timeout_s;	/* UDP flow idle timeout */
+	unsigned udp_max_flows;		/* bound of the UDP flow table */
+	unsigned dns_external_timeout_ms; /* ExternalName target lookups */
 	char *metrics_listen;		/* "" = no metrics endpoint */
 	char *control_socket;		/* "" = no status socket */
 	bool check_config;		/* --check-config: validate and exit */

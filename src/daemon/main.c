@@ -27,6 +27,7 @@
 #include "nf/nf.h"
 #include "proxy/proxy.h"
 #include "registry/registry.h"
+#include "udp/udp.h"
 #include "util/log.h"
 #include "util/progress.h"
 
@@ -48,6 +49,9 @@ struct daemon {
 	uint64_t reloads, reload_failures;
 	uint64_t watchdog_usec;
 	char status[256];		/* last STATUS= sent */
+	struct em_udp *udp;
+	struct em_nf_udp_port *udp_set;	/* the UDP capture set as last installed */
+	size_t n_udp_set;		/* (UDP thread only) */
 };
 
 static const struct em_snapshot *current_snapshot(void *reg)
@@ -65,6 +69,105 @@ static int resolve(void *reg, const struct sockaddr *dst, const struct sockaddr 
 	urcu_memb_read_lock();
 	ret = em_proxy_target_from_snapshot(em_registry_current(reg), dst, out);
 	urcu_memb_read_unlock();
+	return ret;
+}
+
+static int resolve_udp(void *reg, const struct sockaddr *dst, struct em_lb_port **out)
+{
+	return em_udp_port_from_snapshot(em_registry_current(reg), dst, out);
+}
+
+static uint64_t generation(void *reg)
+{
+	return em_registry_generation(reg);
+}
+
+/* On the UDP thread after each registry change: the ruleset captures UDP
+ * only for the fake IP:port of UDP service ports that have backends (the
+ * others meet the local route and are refused by the kernel). */
+static int sync_udp_capture(void *arg)
+{
+	static struct em_ratelimit rl;
+	struct daemon *d = arg;
+	struct em_nf_udp_port *v = NULL;
+	size_t n = 0, cap = 0;
+	int ret = 0;
+
+	if (!d->nf)
+		return 0;	/* --manage-rules=no: the admin fills the sets */
+	urcu_memb_read_lock();
+	const struct em_snapshot *snap = em_registry_current(d->reg);
+	for (size_t i = 0; ret == 0 && i < em_snapshot_service_count(snap); i++) {
+		const struct em_service *svc = em_snapshot_service_at(snap, i);
+		for (size_t j = 0; ret == 0 && j < svc->n_ports; j++) {
+			const struct em_service_port *sp = &svc->ports[j];
+			if (sp->ipproto != IPPROTO_UDP || !sp->n_backends)
+				continue;
+			if (n + 2 > cap) {
+				cap = cap ? 2 * cap : 64;
+				struct em_nf_udp_port *nv = realloc(v, cap * sizeof(*v));
+				if (!nv) {
+					ret = -ENOMEM;
+					break;
+				}
+				v = nv;
+			}
+			/* memset: entries are compared bytewise below */
+			if (svc->has_fake4) {
+				memset(&v[n], 0, sizeof(v[n]));
+				v[n].family = AF_INET;
+				v[n].port = sp->port;
+				memcpy(v[n++].addr, &svc->fake4, 4);
+			}
+			if (svc->has_fake6) {
+				memset(&v[n], 0, sizeof(v[n]));
+				v[n].family = AF_INET6;
+				v[n].port = sp->port;
+				memcpy(v[n++].addr, &svc->fake6, 16);
+			}
+		}
+	}
+	urcu_memb_read_unlock();
+	/* Services are in a stable order: most commits (pods coming and
+	 * going) leave the set as it is, and cost no netlink round trip. */
+	if (ret == 0 && d->udp_set && n == d->n_udp_set &&
+	    (n == 0 || memcmp(v, d->udp_set, n * sizeof(*v)) == 0)) {
+		free(v);
+		return 0;
+	}
+	if (ret == 0)
+		ret = em_nf_udp_sync(d->nf, v, n);
+	if (ret < 0) {
+		em_log_rl(&rl, EM_LOG_WARN, "UDP capture sets (%zu ports): %s; retrying", n,
+			  strerror(-ret));
+		free(v);
+		return ret;
+	}
+	em_debug("UDP capture sets: %zu fake IP:port", n);
+	free(d->udp_set);
+	d->udp_set = v ? v : malloc(1);	/* non-NULL: "installed", even empty */
+	d->n_udp_set = n;
+	return 0;
+}
+
+static int start_udp(struct daemon *d)
+{
+	struct em_udp_config uc;
+	int ret;
+
+	em_udp_config_defaults(&uc);
+	uc.port = (uint16_t)d->cfg.tproxy_port;
+	uc.listen6 = *d->cfg.fake_ipv6_range ? "::1" : NULL;
+	uc.bypass_mark = d->cfg.bypass_mark;
+	uc.idle_timeout_s = d->cfg.udp_idle_timeout_s;
+	uc.max_flows = d->cfg.udp_max_flows;
+	uc.resolve = resolve_udp;
+	uc.resolve_ctx = d->reg;
+	uc.generation = generation;
+	uc.changed = sync_udp_capture;
+	uc.changed_ctx = d;
+	if ((ret = em_udp_start(&uc, &d->udp)) < 0)
+		em_err("UDP TPROXY socket on port %u: %s", d->cfg.tproxy_port, strerror(-ret));
 	return ret;
 }
 
@@ -152,6 +255,8 @@ static int start_dns(struct daemon *d)
 	dc.queues = (uint16_t)d->cfg.queues;
 	dc.bypass_mark = d->cfg.bypass_mark;
 	dc.in_place = d->cfg.dns_in_place;
+	if (d->cfg.dns_external_timeout_ms)
+		dc.external_timeout_ms = d->cfg.dns_external_timeout_ms;
 	d->dns_src.current = current_snapshot;
 	d->dns_src.ctx = d->reg;
 	em_dns_snapshot_provider(&prov, &d->dns_src);
@@ -217,6 +322,18 @@ static void log_stats(struct daemon *d)
 			(unsigned long long)ps.active, (unsigned long long)ps.bytes_up,
 			(unsigned long long)ps.bytes_down);
 	}
+	if (d->udp) {
+		struct em_udp_stats us;
+		em_udp_get_stats(d->udp, &us);
+		em_info("udp: flows %llu (active %llu; ended idle %llu, evicted %llu, icmp %llu, moved %llu), "
+			"datagrams up %llu down %llu, refused %llu, no backend %llu, errors %llu",
+			(unsigned long long)us.flows, (unsigned long long)us.active,
+			(unsigned long long)us.idle, (unsigned long long)us.evicted,
+			(unsigned long long)us.icmp_errors, (unsigned long long)us.moved,
+			(unsigned long long)us.datagrams_up, (unsigned long long)us.datagrams_down,
+			(unsigned long long)us.refused, (unsigned long long)us.no_backend,
+			(unsigned long long)us.errors);
+	}
 }
 
 /* Reverse order of start: stop capturing first, so no new connection or
@@ -228,6 +345,10 @@ static void stop_all(struct daemon *d)
 	d->metrics_fd = -1;
 	em_control_close(d->control_fd, d->cfg.control_socket, d->control_made_dir);
 	d->control_fd = -1;
+	em_udp_stop(d->udp);	/* first: its thread refreshes the ruleset's sets */
+	d->udp = NULL;
+	free(d->udp_set);
+	d->udp_set = NULL;
 	if (d->nf && em_nf_remove(d->nf) < 0)
 		em_err("removing the ruleset failed; `nft delete table inet edgemesh` removes it");
 	d->nf = NULL;
@@ -539,7 +660,7 @@ int main(int argc, char **argv)
 		d.cfg.cluster_domain, d.cfg.fake_ipv4_range,
 		*d.cfg.fake_ipv6_range ? " and " : "", d.cfg.fake_ipv6_range);
 	if (start_registry(&d) < 0 || start_proxy(&d) < 0 || start_dns(&d) < 0 ||
-	    start_rules(&d) < 0) {
+	    start_rules(&d) < 0 || start_udp(&d) < 0) {
 		em_err("start-up failed; nothing is left installed");
 		stop_all(&d);
 		return EXIT_FAILURE;

@@ -137,6 +137,7 @@ static int start_edgecore(const struct em_config *cfg, const char *spec, const c
 		.name = spec,
 		.path = *arg ? arg : EM_EDGECORE_DEFAULT_DB,
 		.poll_interval_ms = cfg->poll_interval_ms,
+		.merge_legacy = cfg->edgecore_merge_legacy,
 	};
 	struct em_source_edgecore *e;
 	int ret;

@@ -11,6 +11,17 @@
 
 #include "registry/snapshot.h"
 
+/* The A or AAAA records of an ExternalName service's target, as the
+ * resolver gave them (dns/external.c fetches and caches them). */
+#define EM_DNS_TARGET_MAX 16
+struct em_dns_target {
+	uint16_t qtype;			/* 1 (A) or 28 (AAAA) */
+	uint8_t rcode;			/* the resolver's: 0 NOERROR, 3 NXDOMAIN */
+	uint32_t ttl;			/* seconds left, for the answer */
+	unsigned n;			/* 0: NODATA or NXDOMAIN */
+	uint8_t addr[EM_DNS_TARGET_MAX][16];	/* 4 bytes each for A */
+};
+
 /* How the rewriter finds services. In production it wraps the current
  * registry snapshot (dns/queue.h em_dns_snapshot_provider); tests fill it
  * with plain data. Both callbacks run on the queue thread, inside whatever
@@ -24,6 +35,13 @@ struct em_dns_catalog {
 					      const char *name, size_t name_len);
 	/* AF_INET + struct in_addr or AF_INET6 + struct in6_addr. */
 	const struct em_service *(*find_addr)(void *ctx, int family, const void *addr);
+	/* Optional (NULL: ExternalName address queries pass): the target's
+	 * records of type qtype (A or AAAA) if known, else NULL, which makes
+	 * the rewriter return EM_DNS_PASS_EXTERNAL. name: lower case, no
+	 * trailing dot. Same thread as the others; its own context. */
+	const struct em_dns_target *(*find_target)(void *target_ctx, const char *name,
+						   uint16_t qtype);
+	void *target_ctx;
 };
 
 struct em_dns_opts {
@@ -60,6 +78,8 @@ enum em_dns_reason {
 	EM_DNS_PASS_UNKNOWN,		/* in the domain, not a known service, pass mode */
 	EM_DNS_PASS_TOO_BIG,		/* answer would not fit the response size */
 	EM_DNS_PASS_NO_FAKE_IP,		/* A/ANY for a service without a fake IPv4 */
+	EM_DNS_PASS_EXTERNAL,		/* ExternalName address query, target's records not
+					 * known yet: the queue looks them up, holding it */
 	EM_DNS_REASON_MAX,
 };
 

@@ -27,6 +27,7 @@
 #define F_RCODE 0x000f
 
 #define T_A 1
+#define T_CNAME 5
 #define T_SOA 6
 #define T_PTR 12
 #define T_AAAA 28
@@ -82,6 +83,7 @@ static const char *const reason_names[EM_DNS_REASON_MAX] = {
 	[EM_DNS_PASS_UNKNOWN] = "unknown",
 	[EM_DNS_PASS_TOO_BIG] = "too_big",
 	[EM_DNS_PASS_NO_FAKE_IP] = "no_fake_ip",
+	[EM_DNS_PASS_EXTERNAL] = "external",
 };
 
 const char *em_dns_reason_name(enum em_dns_reason reason)
@@ -422,11 +424,14 @@ enum kind {
 	K_PTR,
 	K_NXDOMAIN,
 	K_NODATA_ONLY,		/* empty non-terminal under svc.<domain> */
+	K_EXTERNAL,		/* an ExternalName service: CNAME (+ target's records) */
 };
 
 struct match {
 	enum kind kind;
 	const struct em_service *svc;
+	const struct em_dns_target *target;	/* K_EXTERNAL, address queries */
+	struct em_dns_target local;	/* ... when the target is a cluster service */
 	size_t dom_off;		/* offset of the domain inside the question, or 0 */
 	unsigned port_lbl;	/* K_SRV: label index of _<port> */
 };
@@ -504,6 +509,68 @@ static void classify(const struct em_dns_opts *opts, const struct em_dns_catalog
 		if (m->svc)
 			m->kind = K_SVC;
 	}
+}
+
+/* An ExternalName whose target is "<svc>.<ns>.svc.<domain>" of a known
+ * (not ExternalName) service: its fake IP, without asking anyone (the
+ * node's resolver may not know cluster names). false: not such a target. */
+static bool cluster_target(const struct em_dns_opts *opts, const struct em_dns_catalog *cat,
+			   const char *target, uint16_t qtype, struct em_dns_target *out)
+{
+	size_t dl = strlen(cat->domain), tl = strlen(target);
+
+	if (dl && cat->domain[dl - 1] == '.')
+		dl--;
+	if (tl <= dl + 5 || strncasecmp(target + tl - dl, cat->domain, dl) != 0 ||
+	    strncasecmp(target + tl - dl - 5, ".svc.", 5) != 0)
+		return false;
+	size_t head = tl - dl - 5;
+	const char *dot = memchr(target, '.', head);
+	if (!dot || dot == target || memchr(dot + 1, '.', head - (size_t)(dot + 1 - target)) ||
+	    (size_t)(dot + 1 - target) == head)
+		return false;
+	const struct em_service *svc = cat->find_name(cat->ctx, dot + 1, head - (size_t)(dot + 1 - target),
+						      target, (size_t)(dot - target));
+	if (!svc || svc->external_name)
+		return false;
+	memset(out, 0, sizeof(*out));
+	out->qtype = qtype;
+	out->ttl = opts->ttl;
+	if (qtype == T_A && svc->has_fake4)
+		memcpy(out->addr[out->n++], &svc->fake4, 4);
+	if (qtype == T_AAAA && svc->has_fake6)
+		memcpy(out->addr[out->n++], &svc->fake6, 16);
+	return true;
+}
+
+/* ExternalName, as CoreDNS answers it: a CNAME to the target, then the
+ * target's records of the asked type (owner: the CNAME's target, by
+ * pointer) with the resolver's TTL and rcode (NXDOMAIN after a CNAME is
+ * about the target, RFC 6604). Other types get the CNAME alone. */
+static int write_external(struct out *o, const struct em_dns_opts *opts, const struct match *m)
+{
+	const struct em_dns_target *t = m->target;
+
+	wptr(o, HDR_LEN);
+	size_t at = rr_begin(o, T_CNAME, opts->ttl);
+	size_t name_at = msg_pos(o);
+	size_t start = o->pos;
+	wlabels(o, m->svc->external_name);
+	wbytes(o, "", 1);
+	if (!o->overflow && o->pos - start > MAX_NAME)
+		o->overflow = true;
+	rr_end(o, at);
+	o->an++;
+	if (!t)
+		return 0;
+	for (unsigned i = 0; i < t->n && i < EM_DNS_TARGET_MAX; i++) {
+		wptr(o, name_at);
+		at = rr_begin(o, t->qtype, t->ttl);
+		wbytes(o, t->addr[i], t->qtype == T_AAAA ? 16 : 4);
+		rr_end(o, at);
+		o->an++;
+	}
+	return t->rcode;
 }
 
 /* Fills o with the answer, authority and additional sections; returns the
@@ -593,6 +660,9 @@ static int build(const struct em_dns_opts *opts, const struct em_dns_catalog *ca
 		o->an++;
 		break;
 	}
+	case K_EXTERNAL:
+		rcode = write_external(o, opts, m);
+		break;
 	}
 	if (qu->edns)
 		write_opt(o, opts, qu->dnssec_ok);
@@ -613,6 +683,20 @@ enum em_dns_reason em_dns_answer_message(const struct em_dns_opts *opts,
 	classify(opts, cat, msg, &qu, &m);
 	if (m.kind == K_NONE)
 		return EM_DNS_PASS_OUTSIDE;
+	m.target = NULL;
+	if (m.kind == K_SVC && m.svc->external_name) {
+		m.kind = K_EXTERNAL;
+		if (qu.qtype == T_A || qu.qtype == T_AAAA || qu.qtype == T_ANY) {
+			/* ANY: the IPv4 records (RFC 8482 allows a subset) */
+			uint16_t t = qu.qtype == T_AAAA ? T_AAAA : T_A;
+			if (cluster_target(opts, cat, m.svc->external_name, t, &m.local))
+				m.target = &m.local;
+			else if (cat->find_target)
+				m.target = cat->find_target(cat->target_ctx, m.svc->external_name, t);
+			if (!m.target)
+				return EM_DNS_PASS_EXTERNAL;
+		}
+	}
 	if ((m.kind == K_NXDOMAIN || m.kind == K_NODATA_ONLY) && !opts->nxdomain_unknown)
 		return EM_DNS_PASS_UNKNOWN;
 	/* A service without a fake IPv4 (pool exhausted): never claim it has

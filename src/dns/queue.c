@@ -23,6 +23,7 @@
  * verdict and the answer is lost (measured: netns-tests/dns-queue.sh). The
  * dropped query's unconfirmed entry dies with it; the raw answer is new. */
 #include "dns/queue.h"
+#include "dns/external.h"
 #include "dns/localaddr.h"
 #include "util/log.h"
 #include "util/progress.h"
@@ -42,12 +43,29 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define BATCH 32
 #define WORK_CAP 4352		/* largest answer (4096 DNS) + headers */
 #define VERDICT_ROOM (WORK_CAP + 128)
 #define CFG_BUF 8192		/* config messages and their acks */
+#define MAX_HELD 64		/* ExternalName queries held per queue thread */
+
+/* An ExternalName query held (no verdict yet) while the resolver it was
+ * sent to is asked for the target's records (issue 15). */
+struct held {
+	bool used;
+	uint32_t id;			/* the packet's queue id */
+	uint16_t up_id;			/* DNS id of our query to the resolver */
+	uint16_t qtype;
+	char name[256];			/* the target */
+	uint64_t deadline_ms;
+	struct sockaddr_storage resolver;
+	uint32_t indev;
+	size_t len;
+	uint8_t *pkt;			/* WORK_CAP bytes: the query, then its answer */
+};
 
 struct qthread {
 	struct em_dns_queue *q;
@@ -66,7 +84,17 @@ struct qthread {
 	_Atomic uint64_t reasons[EM_DNS_REASON_MAX];
 	_Atomic uint64_t packets, raw_sent, raw_errors, truncated, enobufs, recv_errors, send_errors;
 	struct em_ratelimit rl;
+	/* ExternalName (issue 15) */
+	int up4, up6;			/* UDP sockets to resolvers, bypass mark */
+	struct em_dns_target_cache *cache;
+	struct held held[MAX_HELD];
+	unsigned n_held;
+	uint16_t next_up_id;
+	_Atomic uint64_t held_total, held_answered, held_passed;
 };
+
+static int held_add(struct qthread *t, uint32_t id, const uint8_t *work, size_t len,
+		    uint32_t indev);
 
 struct em_dns_queue {
 	struct em_dns_config cfg;
@@ -85,6 +113,7 @@ void em_dns_config_defaults(struct em_dns_config *cfg)
 	cfg->queue_maxlen = 4096;
 	cfg->rcvbuf = 8 << 20;
 	cfg->bypass_mark = 0x1e3;
+	cfg->external_timeout_ms = 1500;
 }
 
 #define ADD(field) atomic_fetch_add_explicit(&t->field, 1, memory_order_relaxed)
@@ -283,6 +312,9 @@ static uint32_t handle_packet(struct qthread *t, const struct nlmsghdr *nlh,
 		em_dns_answer(&t->q->cfg.opts, cat, work, len, WORK_CAP, &out_len) :
 		EM_DNS_PASS_OUTSIDE;
 	atomic_fetch_add_explicit(&t->reasons[r], 1, memory_order_relaxed);
+	if (r == EM_DNS_PASS_EXTERNAL)
+		return held_add(t, id, work, len, attr[NFQA_IFINDEX_INDEV] ?
+			    ntohl(mnl_attr_get_u32(attr[NFQA_IFINDEX_INDEV])) : 0) == 0 ? 0 : id;
 	if (r != EM_DNS_ANSWERED)
 		return id;
 
@@ -305,12 +337,255 @@ static uint32_t handle_packet(struct qthread *t, const struct nlmsghdr *nlh,
 
 static void note_accept(uint32_t id, uint32_t *max, bool *have)
 {
+	/* While queries are held, a batch verdict would take them along:
+	 * every packet then gets its own verdict (see handle_batch). */
 	/* ids wrap: compare as the kernel does (nfq_id_after) */
 	if (id && (!*have || (int32_t)(id - *max) > 0)) {
 		*max = id;
 		*have = true;
 	}
 }
+
+/* ---- ExternalName: held queries (issue 15) ----------------------------
+ *
+ * An address query for an ExternalName service whose target is not in the
+ * thread's cache gets no verdict: the packet stays in the kernel's queue
+ * (verdicts can come later, by id) while the same resolver the client asked
+ * is asked for the target, from a socket with the bypass mark (so the
+ * query is not queued again). Its reply fills the cache and the held query
+ * is answered (CNAME + records, raw socket, then NF_DROP); on a timeout or
+ * an error it is accepted untouched. While anything is held, packets get
+ * one verdict each instead of the batch verdict, which would accept every
+ * lower id, held ones included. */
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static int external_open(struct qthread *t, uint32_t mark)
+{
+	int fam[2] = { AF_INET, AF_INET6 }, *fd[2] = { &t->up4, &t->up6 };
+
+	t->cache = calloc(1, sizeof(*t->cache));
+	if (!t->cache)
+		return -ENOMEM;
+	for (int i = 0; i < 2; i++) {
+		*fd[i] = socket(fam[i], SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (*fd[i] == -1 ||
+		    (mark && setsockopt(*fd[i], SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) == -1))
+			return -errno;
+	}
+	t->next_up_id = (uint16_t)(mono_ms() ^ (uint64_t)getpid() << 4);
+	return 0;
+}
+
+static void external_catalog(struct qthread *t, struct em_dns_catalog *cat)
+{
+	t->cache->now_ms = mono_ms();
+	cat->find_target = em_dns_target_find;
+	cat->target_ctx = t->cache;
+}
+
+/* One verdict, sent now (outside a batch). */
+static void verdict_now(struct qthread *t, uint32_t id, int verdict)
+{
+	char buf[256];
+	struct nlmsghdr *nlh = nfq_nlmsg_put(buf, NFQNL_MSG_VERDICT, t->num);
+
+	nfq_nlmsg_verdict_put(nlh, (int)id, verdict);
+	if (mnl_socket_sendto(t->nl, nlh, nlh->nlmsg_len) < 0) {
+		ADD(send_errors);
+		em_log_rl(&t->rl, EM_LOG_WARN, "dns queue %u: verdict send: %s", t->num,
+			  strerror(errno));
+	}
+}
+
+static void accept_id(struct qthread *t, struct batch *b, uint32_t id, uint32_t *max, bool *have)
+{
+	if (id && t->n_held)
+		put_verdict(t, &b->used, NFQNL_MSG_VERDICT, id, NF_ACCEPT, NULL, 0);
+	else
+		note_accept(id, max, have);
+}
+
+static void held_release(struct qthread *t, struct held *h, int verdict)
+{
+	verdict_now(t, h->id, verdict);
+	if (verdict == NF_ACCEPT)
+		ADD(held_passed);
+	else
+		ADD(held_answered);
+	h->used = false;
+	t->n_held--;
+}
+
+/* Holds packet id (the query in work[0..len)) and asks its resolver about
+ * the target the rewriter missed; 0 when held, else -errno (pass it). */
+static int held_add(struct qthread *t, uint32_t id, const uint8_t *work, size_t len, uint32_t indev)
+{
+	struct held *h = NULL;
+	uint8_t q[300];
+	int qlen;
+
+	for (unsigned i = 0; i < MAX_HELD && !h; i++)
+		if (!t->held[i].used)
+			h = &t->held[i];
+	if (!h)
+		return -ENOSPC;
+	if (!h->pkt && !(h->pkt = malloc(WORK_CAP)))
+		return -ENOMEM;
+	memset(&h->resolver, 0, sizeof(h->resolver));
+	if (work[0] >> 4 == 4) {
+		struct sockaddr_in *sa = (struct sockaddr_in *)&h->resolver;
+		sa->sin_family = AF_INET;
+		memcpy(&sa->sin_addr, work + 16, 4);
+		sa->sin_port = htons(53);
+	} else {
+		struct sockaddr_in6 *sa = (struct sockaddr_in6 *)&h->resolver;
+		sa->sin6_family = AF_INET6;
+		memcpy(&sa->sin6_addr, work + 24, 16);
+		sa->sin6_port = htons(53);
+		if (IN6_IS_ADDR_LINKLOCAL(&sa->sin6_addr))
+			sa->sin6_scope_id = indev;
+	}
+	snprintf(h->name, sizeof(h->name), "%s", t->cache->miss_name);
+	h->qtype = t->cache->miss_qtype;
+	h->up_id = t->next_up_id++;
+	qlen = em_dns_target_query(q, sizeof(q), h->up_id, h->name, h->qtype);
+	if (qlen < 0)
+		return qlen;
+	if (sendto(h->resolver.ss_family == AF_INET ? t->up4 : t->up6, q, (size_t)qlen, 0,
+		   (struct sockaddr *)&h->resolver, sizeof(h->resolver)) == -1)
+		return -errno;
+	memcpy(h->pkt, work, len);
+	h->len = len;
+	h->id = id;
+	h->indev = indev;
+	h->deadline_ms = mono_ms() + t->q->cfg.external_timeout_ms;
+	h->used = true;
+	t->n_held++;
+	ADD(held_total);
+	return 0;
+}
+
+/* The target is in the cache now: answer h, or let it pass. */
+static void held_answer(struct qthread *t, struct held *h)
+{
+	const struct em_dns_provider *prov = &t->q->prov;
+	struct em_dns_catalog cat = { 0 };
+	enum em_dns_reason r = EM_DNS_PASS_OUTSIDE;
+	size_t out_len;
+
+	if (prov->acquire)
+		prov->acquire(prov->ctx, &cat);
+	external_catalog(t, &cat);
+	if (cat.find_name)
+		r = em_dns_answer(&t->q->cfg.opts, &cat, h->pkt, h->len, WORK_CAP, &out_len);
+	if (prov->release)
+		prov->release(prov->ctx);
+	if (r == EM_DNS_ANSWERED) {
+		/* the same raw path as every other answer (one-answer batch) */
+		struct batch b = { .n_raw = 1 };
+		bool ok[1] = { false };
+
+		b.raw[0] = (struct raw_out){ .id = h->id, .pkt = h->pkt, .len = out_len,
+					     .indev = h->indev };
+		raw_flush_family(t, &b, h->pkt[0] >> 4 == 4 ? 4 : 6, ok);
+		if (ok[0]) {
+			ADD(raw_sent);
+			held_release(t, h, NF_DROP);
+			return;
+		}
+	}
+	held_release(t, h, NF_ACCEPT);
+}
+
+static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET)
+		return memcmp(&((const struct sockaddr_in *)a)->sin_addr,
+			      &((const struct sockaddr_in *)b)->sin_addr, 4) == 0;
+	return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+		      &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
+}
+
+/* Replies from resolvers: each one that matches a held query's id, source
+ * and question is cached, and every query held for that target is
+ * answered from it. */
+static void upstream_recv(struct qthread *t, int fd)
+{
+	uint8_t buf[4096];
+
+	for (int n = 0; n < 64; n++) {
+		struct sockaddr_storage from;
+		socklen_t fl = sizeof(from);
+		ssize_t len = recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &fl);
+		if (len == -1)
+			return;
+		for (unsigned i = 0; i < MAX_HELD; i++) {
+			struct held *h = &t->held[i];
+			struct em_dns_target tg;
+			if (!h->used || !same_addr(&h->resolver, &from))
+				continue;
+			int r = em_dns_target_parse(buf, (size_t)len, h->up_id, h->name, h->qtype,
+						    t->q->cfg.opts.ttl, &tg);
+			if (r == -EINVAL)
+				continue;
+			if (r < 0) {
+				held_release(t, h, NF_ACCEPT);
+				break;
+			}
+			t->cache->now_ms = mono_ms();
+			em_dns_target_store(t->cache, h->name, h->qtype, &tg);
+			char name[256];
+			uint16_t qtype = h->qtype;
+			memcpy(name, h->name, sizeof(name));
+			for (unsigned j = 0; j < MAX_HELD; j++)
+				if (t->held[j].used && t->held[j].qtype == qtype &&
+				    strcmp(t->held[j].name, name) == 0)
+					held_answer(t, &t->held[j]);
+			break;
+		}
+	}
+}
+
+static void held_expire(struct qthread *t)
+{
+	uint64_t now = t->n_held ? mono_ms() : 0;
+
+	for (unsigned i = 0; t->n_held && i < MAX_HELD; i++)
+		if (t->held[i].used && t->held[i].deadline_ms <= now)
+			held_release(t, &t->held[i], NF_ACCEPT);
+}
+
+static void held_pass_all(struct qthread *t)
+{
+	for (unsigned i = 0; t->n_held && i < MAX_HELD; i++)
+		if (t->held[i].used)
+			held_release(t, &t->held[i], NF_ACCEPT);
+}
+
+/* poll() timeout: the nearest deadline of a held query, or -1. */
+static int held_timeout(const struct qthread *t)
+{
+	uint64_t next = UINT64_MAX, now;
+
+	if (!t->n_held)
+		return -1;
+	for (unsigned i = 0; i < MAX_HELD; i++)
+		if (t->held[i].used && t->held[i].deadline_ms < next)
+			next = t->held[i].deadline_ms;
+	now = mono_ms();
+	return next <= now ? 0 : (int)(next - now);
+}
+
+/* ---- end of the ExternalName block ------------------------------------ */
 
 /* Reads one batch of packets and sends its verdicts; returns how many
  * messages were read (0 when none were waiting). */
@@ -347,6 +622,7 @@ static int handle_batch(struct qthread *t)
 	bool have_accept = false;
 	if (prov->acquire)
 		prov->acquire(prov->ctx, &cat);
+	external_catalog(t, &cat);
 	for (int i = 0; i < n; i++) {
 		int len = (int)msgs[i].msg_len;
 		for (const struct nlmsghdr *nlh = (const void *)(t->rx + i * t->rx_slot); mnl_nlmsg_ok(nlh, len);
@@ -366,7 +642,7 @@ static int handle_batch(struct qthread *t)
 				continue;
 			if (b.used + VERDICT_ROOM > t->tx_cap)
 				break;	/* cannot happen with BATCH slots; be safe */
-			note_accept(handle_packet(t, nlh, &cat, &b), &accept_max, &have_accept);
+			accept_id(t, &b, handle_packet(t, nlh, &cat, &b), &accept_max, &have_accept);
 		}
 	}
 	if (prov->release)
@@ -383,7 +659,7 @@ static int handle_batch(struct qthread *t)
 				ADD(raw_sent);
 				put_verdict(t, &b.used, NFQNL_MSG_VERDICT, b.raw[i].id, NF_DROP, NULL, 0);
 			} else {
-				note_accept(b.raw[i].id, &accept_max, &have_accept);
+				accept_id(t, &b, b.raw[i].id, &accept_max, &have_accept);
 			}
 		}
 	}
@@ -400,10 +676,12 @@ static void *thread_main(void *arg)
 {
 	struct qthread *t = arg;
 	const struct em_dns_provider *prov = &t->q->prov;
-	struct pollfd pfd[3] = {
+	struct pollfd pfd[5] = {
 		{ .fd = t->q->stop_fd, .events = POLLIN },
 		{ .fd = mnl_socket_get_fd(t->nl), .events = POLLIN },
 		{ .fd = t->local.nl_fd, .events = POLLIN },
+		{ .fd = t->up4, .events = POLLIN },
+		{ .fd = t->up6, .events = POLLIN },
 	};
 
 	struct em_progress progress;	/* watchdog heartbeat */
@@ -414,7 +692,7 @@ static void *thread_main(void *arg)
 	em_progress_register(&progress, "dns queue");
 	for (;;) {
 		em_progress_wait(&progress);
-		polled = poll(pfd, 3, -1);
+		polled = poll(pfd, 5, held_timeout(t));
 		em_progress_woke(&progress);
 		if (polled == -1) {
 			if (errno == EINTR)
@@ -427,8 +705,12 @@ static void *thread_main(void *arg)
 			 * first (bounded, in case packets keep coming). */
 			for (int i = 0; i < 64 && handle_batch(t) > 0; i++)
 				;
+			held_pass_all(t);
 			break;
 		}
+		if ((pfd[3].revents | pfd[4].revents) & POLLIN)
+			upstream_recv(t, (pfd[3].revents & POLLIN) ? t->up4 : t->up6);
+		held_expire(t);
 		if (pfd[2].revents)
 			em_dns_localaddr_changed(&t->local);
 		/* POLLERR on netlink is an overrun (ENOBUFS): recv reports it */
@@ -456,6 +738,13 @@ static void thread_close(struct qthread *t)
 		close(t->raw4);
 	if (t->raw6 >= 0)
 		close(t->raw6);
+	if (t->up4 >= 0)
+		close(t->up4);
+	if (t->up6 >= 0)
+		close(t->up6);
+	for (unsigned i = 0; i < MAX_HELD; i++)
+		free(t->held[i].pkt);
+	free(t->cache);
 	em_dns_localaddr_close(&t->local);
 	free(t->rx);
 	free(t->tx);
@@ -494,6 +783,7 @@ int em_dns_queue_start(const struct em_dns_config *cfg, const struct em_dns_prov
 	q->n = n;
 	for (unsigned i = 0; i < n; i++) {
 		q->t[i].raw4 = q->t[i].raw6 = -1;
+		q->t[i].up4 = q->t[i].up6 = -1;
 		q->t[i].local.nl_fd = -1;
 	}
 	q->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -521,6 +811,10 @@ int em_dns_queue_start(const struct em_dns_config *cfg, const struct em_dns_prov
 		    (err = t->raw6 = raw_open(AF_INET6, cfg->bypass_mark)) < 0) {
 			em_err("dns queue %u: raw socket (mark 0x%x): %s", t->num,
 			       cfg->bypass_mark, strerror(-err));
+			goto fail;
+		}
+		if ((err = external_open(t, cfg->bypass_mark)) < 0) {
+			em_err("dns queue %u: ExternalName resolver sockets: %s", t->num, strerror(-err));
 			goto fail;
 		}
 		if ((err = em_dns_localaddr_open(&t->local)) < 0) {
@@ -561,6 +855,9 @@ void em_dns_queue_stats(const struct em_dns_queue *q, struct em_dns_stats *st)
 		st->enobufs += LOAD(((struct qthread *)t)->enobufs);
 		st->recv_errors += LOAD(((struct qthread *)t)->recv_errors);
 		st->send_errors += LOAD(((struct qthread *)t)->send_errors);
+		st->held += LOAD(((struct qthread *)t)->held_total);
+		st->held_answered += LOAD(((struct qthread *)t)->held_answered);
+		st->held_passed += LOAD(((struct qthread *)t)->held_passed);
 	}
 }
 
@@ -581,6 +878,9 @@ int em_dns_stats_format(const struct em_dns_stats *st, char *buf, size_t len)
 	for (int r = 0; r < EM_DNS_REASON_MAX; r++)
 		if (st->reasons[r] || r == EM_DNS_ANSWERED)
 			APPEND(" %s=%llu", em_dns_reason_name(r), (unsigned long long)st->reasons[r]);
+	if (st->held)
+		APPEND(" held=%llu held_answered=%llu held_passed=%llu", (unsigned long long)st->held,
+		       (unsigned long long)st->held_answered, (unsigned long long)st->held_passed);
 	APPEND(" raw_sent=%llu raw_errors=%llu truncated=%llu enobufs=%llu recv_errors=%llu send_errors=%llu",
 	       (unsigned long long)st->raw_sent, (unsigned long long)st->raw_errors,
 	       (unsigned long long)st->truncated, (unsigned long long)st->enobufs,

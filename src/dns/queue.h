@@ -25,6 +25,9 @@ struct em_dns_config {
 	 * (netns-tests/dns-bench.sh) and loses the answer when the query's
 	 * conntrack entry already carries a DNAT binding (see queue.c). */
 	bool in_place;
+	/* ExternalName: how long a query waits for the resolver's answer
+	 * about the target before it passes untouched; default 1500. */
+	unsigned external_timeout_ms;
 };
 
 void em_dns_config_defaults(struct em_dns_config *cfg);
@@ -59,6 +62,9 @@ struct em_dns_stats {
 	uint64_t enobufs;		/* socket overruns: packets the kernel gave up on */
 	uint64_t recv_errors;
 	uint64_t send_errors;		/* verdicts not sent or refused by the kernel */
+	uint64_t held;			/* ExternalName queries held for the target's records */
+	uint64_t held_answered;		/* ... answered once the resolver replied */
+	uint64_t held_passed;		/* ... passed untouched (timeout, error, table full) */
 };
 
 struct em_dns_queue;

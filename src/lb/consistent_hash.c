@@ -49,7 +49,7 @@ static void *chash_create(const struct em_balancer_port *port,
 			  const struct em_balancer_params *params)
 {
 	struct chash *c = calloc(1, sizeof(*c) + port->n_backends * sizeof(c->health[0]));
-	const char *hdr = params ? params->hash_header : NULL;
+	const char *hdr = NULL;
 
 	if (!c)
 		return NULL;
@@ -78,17 +78,17 @@ err:
 	return NULL;
 }
 
-static const char *chash_header(void *instance)
-{
-	return ((struct chash *)instance)->header;
-}
-
 static uint64_t request_key(const struct chash *c, const struct em_balancer_request *req)
 {
 	uint64_t h = 0xcbf29ce484222325ULL;
 
-	if (c->header && req->header_value)
-		return fnv1a(h, req->header_value, req->header_len);
+	if (c->header && req->header) {
+		size_t len;
+		const char *v = req->header(req, c->header, &len);
+
+		if (v)
+			return fnv1a(h, v, len);
+	}
 	if (req->client && req->client->sa_family == AF_INET)
 		return fnv1a(h, &((const struct sockaddr_in *)req->client)->sin_addr,
 			     sizeof(struct in_addr));
@@ -123,9 +123,10 @@ static int chash_pick(void *instance, const struct em_balancer_request *req)
 	return best >= 0 ? best : any;
 }
 
-static void chash_release(void *instance, int index, enum em_balancer_outcome outcome)
+static void chash_release(void *instance, int index, const struct em_balancer_result *res)
 {
 	struct chash *c = instance;
+	enum em_balancer_outcome outcome = res->outcome;
 
 	if (index >= 0 && (size_t)index < c->n)
 		em_lb_health_report(&c->health[index], outcome);
@@ -143,9 +144,8 @@ static void chash_destroy(void *instance)
 const struct em_balancer_ops em_lb_consistent_hash_ops = {
 	.abi_version = EM_BALANCER_ABI_VERSION,
 	.name = "consistent-hash",
-	.needs = EM_BALANCER_NEED_CLIENT_ADDR | EM_BALANCER_NEED_HEADER,
+	.size = sizeof(struct em_balancer_ops),
 	.create = chash_create,
-	.header_name = chash_header,
 	.pick = chash_pick,
 	.release = chash_release,
 	.destroy = chash_destroy,

@@ -38,6 +38,9 @@ static inline bool em_lb_health_usable(const struct em_lb_health *h, uint64_t no
 static inline void em_lb_health_report(struct em_lb_health *h,
 				       enum em_balancer_outcome outcome)
 {
+	/* Local errors and clients that left say nothing of the backend. */
+	if (outcome == EM_BALANCER_LOCAL || outcome == EM_BALANCER_CANCELLED)
+		return;
 	if (outcome == EM_BALANCER_OK) {
 		if (atomic_load_explicit(&h->fails, memory_order_relaxed))
 			atomic_store_explicit(&h->fails, 0, memory_order_relaxed);

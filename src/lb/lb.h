@@ -120,15 +120,18 @@ struct em_lb_port *em_lb_port_get(struct em_lb_port *lp);
 /* Drop a reference; the last one frees. NULL is a no-op. */
 void em_lb_port_put(struct em_lb_port *lp);
 
-/* ops->pick with the request view; -1 when no backend is usable. */
+/* ops->pick for a request (the forwarder fills every field it has: client,
+ * original destination, and on HTTP ports the request fields and lookups);
+ * -1 when no backend is usable or the strategy answered out of range.
+ * req->size is set here; the caller need not. */
+int em_lb_port_pick_request(struct em_lb_port *lp, const struct em_balancer_request *req);
+/* Shorthand for tests and callers with only a client address. */
 int em_lb_port_pick(struct em_lb_port *lp, const struct sockaddr *client,
 		    socklen_t client_len, int avoid, unsigned attempt);
-/* The same with a full request view (the L7 forwarder: header value).
- * Fields the strategy did not ask for (ops->needs) are hidden from it. */
-int em_lb_port_pick_request(struct em_lb_port *lp, const struct em_balancer_request *req);
-/* The header the strategy hashes on, or NULL (the L7 forwarder extracts its
- * value before picking). */
-const char *em_lb_port_header(const struct em_lb_port *lp);
+/* ops->release with the attempt's result (res->size is set here). */
+void em_lb_port_release_result(struct em_lb_port *lp, int index,
+			       const struct em_balancer_result *res);
+/* Shorthand: a result with only the outcome. */
 void em_lb_port_release(struct em_lb_port *lp, int index,
 			enum em_balancer_outcome outcome);
 size_t em_lb_port_n_backends(const struct em_lb_port *lp);

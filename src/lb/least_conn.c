@@ -71,9 +71,10 @@ static int lc_pick(void *instance, const struct em_balancer_request *req)
 	return best;
 }
 
-static void lc_release(void *instance, int index, enum em_balancer_outcome outcome)
+static void lc_release(void *instance, int index, const struct em_balancer_result *res)
 {
 	struct lc *lc = instance;
+	enum em_balancer_outcome outcome = res->outcome;
 
 	if (index < 0 || (size_t)index >= lc->n)
 		return;

@@ -62,7 +62,7 @@ struct em_lb_port *em_lb_port_new(const struct em_balancer_ops *ops,
 				  const struct em_service_port *port,
 				  const struct em_balancer_params *params)
 {
-	static const struct em_balancer_params no_params;
+	static const struct em_balancer_params no_params = { .size = sizeof(no_params) };
 	const struct em_service *svc = port->service;
 	const char *ns = svc && svc->ns ? svc->ns : "";
 	const char *name = svc && svc->name ? svc->name : "";
@@ -102,7 +102,10 @@ struct em_lb_port *em_lb_port_new(const struct em_balancer_ops *ops,
 		c->weight = b->weight ? b->weight : 1;
 		c->pod = b->pod ? put_string(&cursor, b->pod) : NULL;
 	}
+	lp->view.size = sizeof(lp->view);
 	lp->view.port = port->port;
+	lp->view.http = port->app == EM_APP_HTTP;
+	lp->view.affinity_timeout_s = 10800;
 	lp->view.ipproto = port->ipproto;
 	lp->view.backends = lp->backends;
 	lp->view.n_backends = n;
@@ -156,29 +159,12 @@ int em_lb_port_pick(struct em_lb_port *lp, const struct sockaddr *client,
 	return em_lb_port_pick_request(lp, &req);
 }
 
-const char *em_lb_port_header(const struct em_lb_port *lp)
-{
-	if (!(lp->ops->needs & EM_BALANCER_NEED_HEADER) || !lp->ops->header_name)
-		return NULL;
-	return lp->ops->header_name(lp->instance);
-}
-
 int em_lb_port_pick_request(struct em_lb_port *lp, const struct em_balancer_request *in)
 {
-	struct em_balancer_request req = {
-		.avoid = in->avoid,
-		.attempt = in->attempt,
-	};
+	struct em_balancer_request req = *in;
 	int idx;
 
-	if (lp->ops->needs & EM_BALANCER_NEED_CLIENT_ADDR) {
-		req.client = in->client;
-		req.client_len = in->client_len;
-	}
-	if (lp->ops->needs & EM_BALANCER_NEED_HEADER) {
-		req.header_value = in->header_value;
-		req.header_len = in->header_value ? in->header_len : 0;
-	}
+	req.size = sizeof(req);
 	idx = lp->ops->pick(lp->instance, &req);
 	/* A plugin's answer is input like any other: never index with it
 	 * unchecked. An out-of-range index is treated as "none". */
@@ -190,21 +176,34 @@ int em_lb_port_pick_request(struct em_lb_port *lp, const struct em_balancer_requ
 	return idx;
 }
 
-void em_lb_port_release(struct em_lb_port *lp, int index,
-			enum em_balancer_outcome outcome)
+void em_lb_port_release_result(struct em_lb_port *lp, int index,
+			       const struct em_balancer_result *in)
 {
+	struct em_balancer_result res = *in;
+
 	if (index >= 0 && (size_t)index < lp->view.n_backends) {
 		struct backend_counters *c = &lp->counters[index];
 
-		if (outcome == EM_BALANCER_OK) {
+		/* Counted for metrics and status: a backend's own failures only
+		 * (LOCAL is ours), as health.h judges them. */
+		if (in->outcome == EM_BALANCER_OK) {
 			atomic_store_explicit(&c->fails_in_row, 0, memory_order_relaxed);
-		} else {
+		} else if (in->outcome == EM_BALANCER_FAILED || in->outcome == EM_BALANCER_TIMEOUT) {
 			atomic_fetch_add_explicit(&c->failures, 1, memory_order_relaxed);
 			atomic_fetch_add_explicit(&c->fails_in_row, 1, memory_order_relaxed);
 			atomic_store_explicit(&c->failed_at_ns, em_lb_now_ns(), memory_order_relaxed);
 		}
 	}
-	lp->ops->release(lp->instance, index, outcome);
+	res.size = sizeof(res);
+	lp->ops->release(lp->instance, index, &res);
+}
+
+void em_lb_port_release(struct em_lb_port *lp, int index,
+			enum em_balancer_outcome outcome)
+{
+	struct em_balancer_result res = { .outcome = outcome };
+
+	em_lb_port_release_result(lp, index, &res);
 }
 
 void em_lb_port_get_stats(const struct em_lb_port *lp, struct em_lb_port_stats *out)

@@ -68,9 +68,10 @@ static int rnd_pick(void *instance, const struct em_balancer_request *req)
 	return (int)start == req->avoid ? (int)((start + 1) % r->n) : (int)start;
 }
 
-static void rnd_release(void *instance, int index, enum em_balancer_outcome outcome)
+static void rnd_release(void *instance, int index, const struct em_balancer_result *res)
 {
 	struct rnd *r = instance;
+	enum em_balancer_outcome outcome = res->outcome;
 
 	if (index >= 0 && (size_t)index < r->n)
 		em_lb_health_report(&r->health[index], outcome);

@@ -51,9 +51,10 @@ static int rr_pick(void *instance, const struct em_balancer_request *req)
 	return idx == req->avoid ? (int)((start + 1) % rr->n) : idx;
 }
 
-static void rr_release(void *instance, int index, enum em_balancer_outcome outcome)
+static void rr_release(void *instance, int index, const struct em_balancer_result *res)
 {
 	struct rr *rr = instance;
+	enum em_balancer_outcome outcome = res->outcome;
 
 	if (index >= 0 && (size_t)index < rr->n)
 		em_lb_health_report(&rr->health[index], outcome);
@@ -67,7 +68,7 @@ static void rr_destroy(void *instance)
 const struct em_balancer_ops em_lb_round_robin_ops = {
 	.abi_version = EM_BALANCER_ABI_VERSION,
 	.name = "round-robin",
-	.needs = 0,
+	.size = sizeof(struct em_balancer_ops),
 	.create = rr_create,
 	.pick = rr_pick,
 	.release = rr_release,

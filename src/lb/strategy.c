@@ -86,9 +86,9 @@ int em_lb_load_plugin(const char *path, const struct em_balancer_ops **ops,
 		dlclose(h);
 		return -EPROTO;
 	}
-	if (!o->name || !*o->name || !o->create || !o->pick || !o->release ||
-	    !o->destroy) {
-		why = "ops lacks name, create, pick, release or destroy";
+	if (o->size < offsetof(struct em_balancer_ops, reserved) || !o->name ||
+	    !*o->name || !o->create || !o->pick || !o->release || !o->destroy) {
+		why = "ops lacks size, name, create, pick, release or destroy";
 		ret = -EINVAL;
 		goto fail_close;
 	}
@@ -237,7 +237,7 @@ static struct em_ratelimit unknown_rl;	/* port_init: commits are serialised */
 int em_lb_port_init(void *ctx, struct em_service_port *port)
 {
 	struct em_lb *lb = ctx;
-	struct em_balancer_params params = { 0 };
+	struct em_balancer_params params = { .size = sizeof(params) };
 
 	/* Only the cheap part now, so that a bad annotation is reported when
 	 * the service is loaded rather than on its first connection. */
@@ -252,7 +252,7 @@ static struct em_lb_port *build(struct em_lb *lb, const struct em_service_port *
 {
 	static _Thread_local struct em_ratelimit refused_rl;
 	const struct em_service *svc = port->service;
-	struct em_balancer_params params = { 0 };
+	struct em_balancer_params params = { .size = sizeof(params) };
 	const struct em_balancer_ops *ops = choose(lb, svc, &params, NULL);
 	struct em_lb_port *lp;
 

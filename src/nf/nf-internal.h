@@ -78,6 +78,13 @@ int em_nf_ruleset_build_probe(struct em_nf_batch *b, enum em_nf_queue_variant v)
 int em_nf_batch_send(struct mnl_socket *nl, const struct em_nf_batch *b,
 		     const char **bad);
 
+/* The UDP capture sets (fake IP . port of every UDP service port): flush
+ * and refill, one batch; ends the batch. */
+#define EM_NF_UDP_SET4 "udp4"
+#define EM_NF_UDP_SET6 "udp6"
+int em_nf_ruleset_build_udp_sync(struct em_nf_batch *b, const struct em_nf_plan *p,
+				 const struct em_nf_udp_port *ports, size_t n);
+
 /* ---- rtnetlink (route.c) ---- */
 
 struct em_nf_route {

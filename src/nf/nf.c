@@ -477,3 +477,23 @@ int em_nf_remove(struct em_nf *nf)
 	free(nf);
 	return ret;
 }
+
+int em_nf_udp_sync(struct em_nf *nf, const struct em_nf_udp_port *ports, size_t n)
+{
+	struct mnl_socket *nl = nl_open(NETLINK_NETFILTER);
+	struct em_nf_batch b;
+	const char *bad = NULL;
+	int ret;
+
+	if (!nl)
+		return -errno;
+	ret = em_nf_batch_init(&b, batch_seq());
+	if (ret == 0) {
+		ret = em_nf_ruleset_build_udp_sync(&b, &nf->plan, ports, n);
+		if (ret == 0)
+			ret = em_nf_batch_send(nl, &b, &bad);
+		em_nf_batch_fini(&b);
+	}
+	mnl_socket_close(nl);
+	return ret;
+}

@@ -31,6 +31,7 @@
 #define EM_NF_NF_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 enum em_nf_queue_variant {
@@ -83,6 +84,20 @@ int em_nf_install(const struct em_nf_config *cfg, struct em_nf **out);
  * and rules that are already gone are not an error) and free nf. NULL is a
  * no-op. Returns 0 or the first -errno met; nf is freed in every case. */
 int em_nf_remove(struct em_nf *nf);
+
+/* UDP capture (issue 15): only datagrams to a fake IP and port that is a
+ * UDP service port are TPROXY'd, through the sets udp4/udp6 of table inet
+ * edgemesh (`ip daddr . udp dport @udp4`). The caller keeps them current:
+ * em_nf_udp_sync() replaces their contents atomically (one batch). Other
+ * UDP to a fake IP meets the local route and gets port unreachable. */
+struct em_nf_udp_port {
+	int family;			/* AF_INET or AF_INET6 */
+	uint8_t addr[16];		/* the fake IP (4 bytes used for IPv4) */
+	uint16_t port;			/* host byte order */
+};
+/* 0 or -errno (logged by the caller). Ports of a family without a fake
+ * range are ignored. Blocking: one netlink round trip. Any one thread. */
+int em_nf_udp_sync(struct em_nf *nf, const struct em_nf_udp_port *ports, size_t n);
 
 /* The queue variant in use ("native", "compat-inet", "compat-ip", or "none"
  * when no DNS queueing was asked for). */

@@ -19,6 +19,7 @@
 #include <libnftnl/common.h>
 #include <libnftnl/expr.h>
 #include <libnftnl/rule.h>
+#include <libnftnl/set.h>
 #include <libnftnl/table.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -417,6 +418,186 @@ static void rule_put(struct em_nf_batch *b, struct rb *rb, uint16_t family,
 	rb->r = NULL;
 }
 
+/* ---- UDP service ports: sets of fake IP . port (issue 15) ---- */
+
+/* nft's concatenated key types: (type << 6) | subtype, with ipv4_addr = 7,
+ * ipv6_addr = 8, inet_service = 13; each field padded to 4 bytes. */
+#define UDP_SET_KEY4 ((7u << 6) | 13u)
+#define UDP_SET_KEY6 ((8u << 6) | 13u)
+#define UDP_SET_ID4 1
+#define UDP_SET_ID6 2
+
+static const char *udp_set_name(int family)
+{
+	return family == AF_INET6 ? EM_NF_UDP_SET6 : EM_NF_UDP_SET4;
+}
+
+static void put_udp_set(struct em_nf_batch *b, int family)
+{
+	struct nftnl_set *s = nftnl_set_alloc();
+	struct nlmsghdr *nlh;
+	bool v6 = family == AF_INET6;
+
+	if (!s) {
+		b->err = b->err ? b->err : -ENOMEM;
+		return;
+	}
+	nftnl_set_set_str(s, NFTNL_SET_TABLE, EM_NF_TABLE);
+	nftnl_set_set_str(s, NFTNL_SET_NAME, udp_set_name(family));
+	nftnl_set_set_u32(s, NFTNL_SET_FAMILY, NFPROTO_INET);
+	nftnl_set_set_u32(s, NFTNL_SET_KEY_TYPE, v6 ? UDP_SET_KEY6 : UDP_SET_KEY4);
+	nftnl_set_set_u32(s, NFTNL_SET_KEY_LEN, v6 ? 20 : 8);
+	nftnl_set_set_u32(s, NFTNL_SET_ID, v6 ? UDP_SET_ID6 : UDP_SET_ID4);
+	nftnl_set_set_u32(s, NFTNL_SET_FLAGS, 0);
+	nlh = msg_start(b, NFT_MSG_NEWSET, NFPROTO_INET, NLM_F_CREATE,
+			v6 ? "udp6 set" : "udp4 set");
+	if (nlh) {
+		nftnl_set_nlmsg_build_payload(nlh, s);
+		msg_end(b);
+	}
+	nftnl_set_free(s);
+}
+
+/* meta l4proto udp, meta nfproto ipvX, ipX daddr . udp dport @udpX */
+static void match_udp_set(struct rb *rb, int family)
+{
+	bool v6 = family == AF_INET6;
+	struct nftnl_expr *e;
+
+	meta_load(rb, NFT_META_L4PROTO);
+	cmp_u8(rb, IPPROTO_UDP);
+	meta_load(rb, NFT_META_NFPROTO);
+	cmp_u8(rb, v6 ? NFPROTO_IPV6 : NFPROTO_IPV4);
+	payload(rb, NFT_PAYLOAD_NETWORK_HEADER, v6 ? 24 : 16, v6 ? 16 : 4);
+	/* the port goes into the 32-bit register right after the address */
+	e = expr(rb, "payload");
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, NFT_PAYLOAD_TRANSPORT_HEADER);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, 2);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, 2);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, v6 ? NFT_REG_2 : NFT_REG32_01);
+	}
+	push(rb, e);
+	e = expr(rb, "lookup");
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1);
+		nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, udp_set_name(family));
+		nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SET_ID, v6 ? UDP_SET_ID6 : UDP_SET_ID4);
+	}
+	push(rb, e);
+}
+
+static void rule_udp_tproxy(struct em_nf_batch *b, const struct em_nf_plan *p, int family)
+{
+	struct rb rb = rule_new(NFPROTO_INET, EM_NF_TABLE, "prerouting");
+	uint16_t port = htons(p->tproxy_port);
+	struct nftnl_expr *e;
+	bool v6 = family == AF_INET6;
+
+	match_udp_set(&rb, family);
+	counter(&rb);
+	imm_data(&rb, NFT_REG_1, v6 ? (const void *)p->tproxy6 : (const void *)p->tproxy4,
+		 v6 ? 16 : 4);
+	imm_data(&rb, NFT_REG_2, &port, sizeof(port));
+	e = expr(&rb, "tproxy");
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_TPROXY_FAMILY, v6 ? NFPROTO_IPV6 : NFPROTO_IPV4);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_TPROXY_REG_ADDR, NFT_REG_1);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_TPROXY_REG_PORT, NFT_REG_2);
+	}
+	push(&rb, e);
+	set_mark(&rb, p->capture_mark);
+	verdict(&rb, NF_ACCEPT);
+	rule_put(b, &rb, NFPROTO_INET, "udp tproxy rule (prerouting)");
+}
+
+static void rule_udp_mark_output(struct em_nf_batch *b, const struct em_nf_plan *p, int family)
+{
+	struct rb rb = rule_new(NFPROTO_INET, EM_NF_TABLE, "output");
+
+	match_udp_set(&rb, family);
+	counter(&rb);
+	set_mark(&rb, p->capture_mark);
+	rule_put(b, &rb, NFPROTO_INET, "udp mark rule (output)");
+}
+
+/* The families of our fake ranges: UDP is captured for fake IPs only. */
+static bool plan_fake_family(const struct em_nf_plan *p, int family)
+{
+	for (unsigned i = 0; i < p->n_fake; i++)
+		if (p->capture[i].family == family)
+			return true;
+	return false;
+}
+
+#define UDP_ELEMS_PER_MSG 256
+
+static void put_udp_elems(struct em_nf_batch *b, int family, const struct em_nf_udp_port *ports,
+			  size_t n, uint16_t type, const char *desc)
+{
+	struct nftnl_set *s = nftnl_set_alloc();
+	struct nlmsghdr *nlh;
+
+	if (!s) {
+		b->err = b->err ? b->err : -ENOMEM;
+		return;
+	}
+	nftnl_set_set_str(s, NFTNL_SET_TABLE, EM_NF_TABLE);
+	nftnl_set_set_str(s, NFTNL_SET_NAME, udp_set_name(family));
+	for (size_t i = 0; i < n; i++) {
+		uint8_t key[20] = { 0 };
+		size_t al = family == AF_INET6 ? 16 : 4;
+		uint16_t port = htons(ports[i].port);
+		struct nftnl_set_elem *e = nftnl_set_elem_alloc();
+
+		if (!e) {
+			b->err = b->err ? b->err : -ENOMEM;
+			break;
+		}
+		memcpy(key, ports[i].addr, al);
+		memcpy(key + al, &port, 2);
+		nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key, (uint32_t)al + 4);
+		nftnl_set_elem_add(s, e);
+	}
+	nlh = msg_start(b, type, NFPROTO_INET, type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0,
+			desc);
+	if (nlh) {
+		nftnl_set_elems_nlmsg_build_payload(nlh, s);
+		msg_end(b);
+	}
+	nftnl_set_free(s);
+}
+
+int em_nf_ruleset_build_udp_sync(struct em_nf_batch *b, const struct em_nf_plan *p,
+				 const struct em_nf_udp_port *ports, size_t n)
+{
+	static const int families[] = { AF_INET, AF_INET6 };
+
+	for (size_t f = 0; f < 2; f++) {
+		int family = families[f];
+		struct em_nf_udp_port chunk[UDP_ELEMS_PER_MSG];
+		size_t k = 0;
+
+		if (!plan_fake_family(p, family))
+			continue;
+		/* DELSETELEM without elements flushes the set. */
+		put_udp_elems(b, family, NULL, 0, NFT_MSG_DELSETELEM, "udp set flush");
+		for (size_t i = 0; i < n; i++) {
+			if (ports[i].family != family)
+				continue;
+			chunk[k++] = ports[i];
+			if (k == UDP_ELEMS_PER_MSG) {
+				put_udp_elems(b, family, chunk, k, NFT_MSG_NEWSETELEM, "udp set elements");
+				k = 0;
+			}
+		}
+		if (k)
+			put_udp_elems(b, family, chunk, k, NFT_MSG_NEWSETELEM, "udp set elements");
+	}
+	batch_end(b);
+	return b->err;
+}
+
 /* ---- the ruleset ---- */
 
 static void rule_return_on_bypass(struct em_nf_batch *b, const struct em_nf_plan *p,
@@ -534,6 +715,9 @@ int em_nf_ruleset_build_install(struct em_nf_batch *b, const struct em_nf_plan *
 	destroy_table(b, NFPROTO_IPV6, EM_NF_TABLE);
 
 	put_table(b, NFT_MSG_NEWTABLE, NFPROTO_INET, EM_NF_TABLE, NLM_F_CREATE, "add table");
+	put_udp_set(b, AF_INET);	/* filled by em_nf_udp_sync() */
+	if (plan_fake_family(p, AF_INET6))
+		put_udp_set(b, AF_INET6);
 	if (p->n_capture > p->n_fake) {
 		put_chain(b, NFPROTO_INET, EM_NF_TABLE, "prerouting_raw", "filter",
 			  NF_INET_PRE_ROUTING, PRIO_RAW, "prerouting_raw chain");
@@ -550,6 +734,9 @@ int em_nf_ruleset_build_install(struct em_nf_batch *b, const struct em_nf_plan *
 	rule_return_on_bypass(b, p, NFPROTO_INET, "prerouting");
 	for (unsigned i = 0; i < p->n_capture; i++)
 		rule_tproxy(b, p, &p->capture[i]);
+	rule_udp_tproxy(b, p, AF_INET);
+	if (plan_fake_family(p, AF_INET6))
+		rule_udp_tproxy(b, p, AF_INET6);
 	if (dns_inet && p->dns_pods)
 		rule_queue(b, p, NFPROTO_INET, "prerouting", true, p->variant,
 			   "queue rule (prerouting)");
@@ -561,6 +748,9 @@ int em_nf_ruleset_build_install(struct em_nf_batch *b, const struct em_nf_plan *
 	rule_return_on_bypass(b, p, NFPROTO_INET, "output");
 	for (unsigned i = 0; i < p->n_capture; i++)
 		rule_mark_output(b, p, &p->capture[i]);
+	rule_udp_mark_output(b, p, AF_INET);
+	if (plan_fake_family(p, AF_INET6))
+		rule_udp_mark_output(b, p, AF_INET6);
 
 	if (dns_inet && p->dns_host) {
 		put_chain(b, NFPROTO_INET, EM_NF_TABLE, "output_dns", "filter",

@@ -1,6 +1,15 @@
 /* build.c — resolving services to ports and backends, the EdgeMesh way,
  * into a new snapshot.
  *
+ * Where backends come from: a service's Endpoints (the object of its name),
+ * else its EndpointSlices, whenever the sources hold any, selector or not.
+ * Since KubeEdge 1.8 an edge node receives only its own pods, so on a real
+ * node (MetaServer, edgecore.db) only Endpoints know the backends on other
+ * nodes. The pods a selector matches are used only where no Endpoints exist
+ * (manifests on disk, legacy podlists). Either way the EdgeMesh address rule
+ * applies where the pod is known: to the matched pods, and to Endpoints
+ * addresses whose targetRef names a pod the registry holds.
+ *
  * Selector matching uses a pod index by (namespace, label, value): a
  * service looks up each of its selector labels, walks the shortest list and
  * checks the remaining labels, so the cost is about the number of matching
@@ -14,6 +23,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "registry/ports.h"
 #include "util/log.h"
 
 /* ---- pod index ------------------------------------------------------------- */
@@ -278,8 +288,30 @@ static bool ep_port_matches(const struct em_ep_subset *ss, const struct em_ep_po
 	return svc_ports == 1 && ss->n_ports == 1;
 }
 
-static int endpoints_for_port(const struct em_pod_list *eps, const struct em_svc_port_spec *sp,
-			      size_t svc_ports, struct bvec *out)
+/* The EdgeMesh rule for an Endpoints address whose pod is known (ep_port
+ * is the resolved target port, i.e. a container port): hostIP:hostPort
+ * when that container port maps a host port, hostIP for a hostNetwork pod;
+ * otherwise the address stays as the Endpoints give it. */
+static void ep_pod_rule(const struct em_obj_pod *p, int ipproto, struct em_ip *ip,
+			uint16_t *port)
+{
+	for (size_t i = 0; i < p->n_ports; i++) {
+		const struct em_ctr_port *c = &p->ports[i];
+		if (c->container_port != *port || c->ipproto != ipproto)
+			continue;
+		if (c->host_port && p->has_host_ip) {
+			*ip = p->host_ip;
+			*port = c->host_port;
+			return;
+		}
+		break;
+	}
+	if (p->host_network && p->has_host_ip)
+		*ip = p->host_ip;
+}
+
+static int endpoints_for_port(const struct em_build_input *in, const struct em_pod_list *eps,
+			      const struct em_svc_port_spec *sp, size_t svc_ports, struct bvec *out)
 {
 	for (size_t e = 0; e < eps->n; e++) {
 		const struct em_obj_endpoints *ep = &eps->pods[e]->u.ep;
@@ -288,10 +320,17 @@ static int endpoints_for_port(const struct em_pod_list *eps, const struct em_svc
 			for (size_t p = 0; p < ss->n_ports; p++) {
 				if (!ep_port_matches(ss, &ss->ports[p], sp, svc_ports))
 					continue;
-				for (size_t a = 0; a < ss->n_addrs; a++)
-					if (bvec_push(out, &ss->addrs[a].ip, ss->ports[p].port,
-						      ss->addrs[a].pod, NULL) < 0)
+				for (size_t a = 0; a < ss->n_addrs; a++) {
+					const struct em_ep_addr *ad = &ss->addrs[a];
+					const struct em_obj *po = ad->pod && in->pod_lookup ?
+						in->pod_lookup(in->pod_lookup_ctx, ad->pod) : NULL;
+					struct em_ip ip = ad->ip;
+					uint16_t port = ss->ports[p].port;
+					if (po && po->kind == EM_OBJ_POD)
+						ep_pod_rule(&po->u.pod, sp->ipproto, &ip, &port);
+					if (bvec_push(out, &ip, port, ad->pod, NULL) < 0)
 						return -ENOMEM;
+				}
 				break;
 			}
 		}
@@ -344,13 +383,43 @@ static int cmp_svc(const void *a, const void *b)
 	return strcmp(x->nsname, y->nsname);
 }
 
+static uint64_t bloom_bit(const char *nsname)
+{
+	return 1ull << (em_strmap_hash(nsname, strlen(nsname)) & 63);
+}
+
+/* Whether a pod named by a targetRef of eps changed since the block was
+ * built. The bloom bits skip the exact check for almost every service
+ * when a few pods changed. */
+static bool ref_pods_changed(const struct em_build_input *in, const struct em_svc_block *b,
+			     const struct em_pod_list *eps, uint64_t changed_bloom)
+{
+	if (!b->has_ref_pods)
+		return false;
+	if (in->all_pods_changed)
+		return true;
+	if (!(b->ref_bloom & changed_bloom))
+		return false;
+	for (size_t e = 0; e < eps->n; e++) {
+		const struct em_obj_endpoints *ep = &eps->pods[e]->u.ep;
+		for (size_t s = 0; s < ep->n_subsets; s++)
+			for (size_t a = 0; a < ep->subsets[s].n_addrs; a++) {
+				const char *pod = ep->subsets[s].addrs[a].pod;
+				if (pod && em_strmap_get(in->pods_changed, pod))
+					return true;
+			}
+	}
+	return false;
+}
+
 /* Whether prev's entry for service o still describes it: same Service
- * object, same fake IPs, and none of the inputs of its backends changed
- * (every pod list its selector reads is unchanged since the build, or, for
- * a service without selector, the same Endpoints/slice objects). */
+ * object, same fake IPs, and none of the inputs of its backends changed:
+ * the same Endpoints/slice objects (none, or the same ones) and the pods
+ * their targetRefs name unchanged, or, built from pods, every pod list its
+ * selector reads unchanged since the build. */
 static bool block_reusable(const struct em_build_input *in, const struct em_obj *o,
 			   const struct em_svc_block *b, const struct em_service *fake,
-			   const struct em_pod_list *eps)
+			   const struct em_pod_list *eps, uint64_t changed_bloom)
 {
 	const struct em_obj_service *os = &o->u.svc;
 	char key[1024];
@@ -360,6 +429,13 @@ static bool block_reusable(const struct em_build_input *in, const struct em_obj 
 	    (fake->has_fake4 && b->svc.fake4.s_addr != fake->fake4.s_addr) ||
 	    (fake->has_fake6 && memcmp(&b->svc.fake6, &fake->fake6, sizeof(fake->fake6)) != 0))
 		return false;
+	if (eps->n != b->n_ep_seqs)
+		return false;
+	for (size_t i = 0; i < eps->n; i++)
+		if (eps->pods[i]->seq != b->ep_seqs[i])
+			return false;
+	if (eps->n)
+		return !ref_pods_changed(in, b, eps, changed_bloom);
 	if (os->n_selector) {
 		for (size_t i = 0; i < os->n_selector; i++) {
 			if (label_key(key, sizeof(key), o->ns, os->selector[i].key,
@@ -372,13 +448,7 @@ static bool block_reusable(const struct em_build_input *in, const struct em_obj 
 			if (((const struct em_pod_list *)e->val)->gen > b->built_gen)
 				return false;
 		}
-		return true;
 	}
-	if (eps->n != b->n_ep_seqs)
-		return false;
-	for (size_t i = 0; i < eps->n; i++)
-		if (eps->pods[i]->seq != b->ep_seqs[i])
-			return false;
 	return true;
 }
 
@@ -411,7 +481,9 @@ static int build_block(const struct em_build_input *in, const struct em_obj *o,
 	svc->fqdn = fqdn_dup(a, o->ns, o->name, in->domain);
 	svc->session_affinity = em_arena_strdup(a, os->affinity);
 	svc->lb_strategy = os->lb ? em_arena_strdup(a, os->lb) : NULL;
-	if (!svc->fqdn || !svc->session_affinity || (os->lb && !svc->lb_strategy))
+	svc->external_name = os->external_name ? em_arena_strdup(a, os->external_name) : NULL;
+	if (!svc->fqdn || !svc->session_affinity || (os->lb && !svc->lb_strategy) ||
+	    (os->external_name && !svc->external_name))
 		goto fail;
 	svc->headless = os->headless;
 	svc->has_cluster_ip4 = os->has_cip4;
@@ -428,20 +500,32 @@ static int build_block(const struct em_build_input *in, const struct em_obj *o,
 		if (!ports || !blk->port_ok)
 			goto fail;
 	}
-	const struct em_pod_list *cand = os->n_selector ? smallest_list(in, o) : NULL;
-	if (!cand && eps->n) {
+	/* Pods only where no Endpoints exist (see the top of the file). */
+	const struct em_pod_list *cand = os->n_selector && !eps->n ? smallest_list(in, o) : NULL;
+	if (eps->n) {
 		blk->ep_seqs = em_arena_alloc(a, eps->n * sizeof(*blk->ep_seqs));
 		if (!blk->ep_seqs)
 			goto fail;
-		for (size_t i = 0; i < eps->n; i++)
+		for (size_t i = 0; i < eps->n; i++) {
+			const struct em_obj_endpoints *ep = &eps->pods[i]->u.ep;
 			blk->ep_seqs[i] = eps->pods[i]->seq;
+			for (size_t s = 0; s < ep->n_subsets; s++)
+				for (size_t k = 0; k < ep->subsets[s].n_addrs; k++) {
+					const char *pod = ep->subsets[s].addrs[k].pod;
+					if (!pod)
+						continue;
+					blk->has_ref_pods = true;
+					blk->ref_bloom |= bloom_bit(pod);
+				}
+		}
 		blk->n_ep_seqs = eps->n;
 	}
 	for (size_t i = 0; i < os->n_ports; i++) {
 		const struct em_svc_port_spec *sp = &os->ports[i];
 		struct em_service_port *p = &ports[i];
 		bv->n = 0;
-		ret = cand ? pods_for_port(o, cand, sp, bv) : endpoints_for_port(eps, sp, os->n_ports, bv);
+		ret = cand ? pods_for_port(o, cand, sp, bv)
+			   : endpoints_for_port(in, eps, sp, os->n_ports, bv);
 		if (ret < 0)
 			goto fail;
 		ret = -ENOMEM;
@@ -452,6 +536,10 @@ static int build_block(const struct em_build_input *in, const struct em_obj *o,
 		p->service = svc;
 		if (!p->name)
 			goto fail;
+		/* SCTP (logged once) and ExternalName ports get no backends:
+		 * nothing captures them. */
+		if (!em_port_forwarded(sp->ipproto, o->nsname, sp->port) || os->external_name)
+			bv->n = 0;
 		if (!bv->n)
 			continue;
 		struct em_backend *b = em_arena_alloc(a, bv->n * sizeof(*b));
@@ -502,6 +590,9 @@ static void fake_ips(const struct em_build_input *in, const struct em_obj *o,
 {
 	static struct em_ratelimit rl;
 	memset(fake, 0, sizeof(*fake));
+	/* An ExternalName service is a CNAME: no fake IP, no capture. */
+	if (o->u.svc.external_name)
+		return;
 	if (in->pool && em_fakeip_acquire(in->pool, o->nsname, &fake->has_fake4, &fake->fake4,
 					  &fake->has_fake6, &fake->fake6) == -ENOSPC) {
 		st->fake_exhausted++;
@@ -517,6 +608,7 @@ int em_snapshot_build(const struct em_build_input *in, struct em_snapshot **out,
 	struct em_snapshot *s = calloc(1, sizeof(*s));
 	struct em_obj **order = NULL;
 	struct bvec bv = { 0 };
+	uint64_t changed_bloom = 0;
 	int ret = -ENOMEM;
 
 	memset(st, 0, sizeof(*st));
@@ -526,6 +618,13 @@ int em_snapshot_build(const struct em_build_input *in, struct em_snapshot **out,
 	s->domain = strdup(in->domain);
 	if (!s->domain)
 		goto fail;
+	if (in->pods_changed) {
+		struct em_strmap_entry *e;
+		size_t bk;
+		for (e = em_strmap_next(in->pods_changed, NULL, &bk); e;
+		     e = em_strmap_next(in->pods_changed, e, &bk))
+			changed_bloom |= 1ull << (e->hash & 63);
+	}
 	if (in->n_services) {
 		order = malloc(in->n_services * sizeof(*order));
 		s->blocks = calloc(in->n_services, sizeof(*s->blocks));
@@ -541,17 +640,15 @@ int em_snapshot_build(const struct em_build_input *in, struct em_snapshot **out,
 		struct em_svc_block *b;
 
 		fake_ips(in, o, &fake, st);
-		if (!o->u.svc.n_selector) {
-			/* No selector: the Endpoints object of the same name, else
-			 * the EndpointSlices labelled with the service's name. */
-			struct em_strmap_entry *e = em_strmap_get(in->endpoints, o->nsname);
-			if (!e)
-				e = em_strmap_get(in->slices, o->nsname);
-			if (e)
-				eps = e->val;
-		}
+		/* The Endpoints object of the same name, else the EndpointSlices
+		 * labelled with the service's name, selector or not. */
+		struct em_strmap_entry *e = em_strmap_get(in->endpoints, o->nsname);
+		if (!e)
+			e = em_strmap_get(in->slices, o->nsname);
+		if (e)
+			eps = e->val;
 		b = em_snapshot_block(in->prev, o->ns, o->name);
-		if (b && block_reusable(in, o, b, &fake, eps)) {
+		if (b && block_reusable(in, o, b, &fake, eps, changed_bloom)) {
 			atomic_fetch_add(&b->refs, 1);
 		} else {
 			ret = build_block(in, o, &fake, eps, &bv, &b);

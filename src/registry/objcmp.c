@@ -1,6 +1,8 @@
 /* objcmp.c — whether two normalised objects say the same thing, so that a
  * relist or a file re-read that hands over unchanged objects changes
- * nothing downstream (the services keep their blocks and balancers). */
+ * nothing downstream (the services keep their blocks and balancers).
+ * Every field of the structs in objects.h is compared: a field added there
+ * must be added here, or a change of only that field would go unseen. */
 #include <string.h>
 #include <sys/socket.h>
 
@@ -32,7 +34,8 @@ static bool ip_eq(const struct em_ip *a, const struct em_ip *b)
 
 static bool svc_eq(const struct em_obj_service *a, const struct em_obj_service *b)
 {
-	if (!kvs_eq(a->selector, a->n_selector, b->selector, b->n_selector) ||
+	if (!str_eq(a->external_name, b->external_name) ||
+	    !kvs_eq(a->selector, a->n_selector, b->selector, b->n_selector) ||
 	    a->headless != b->headless || a->has_cip4 != b->has_cip4 ||
 	    (a->has_cip4 && a->cip4.s_addr != b->cip4.s_addr) ||
 	    !str_eq(a->affinity, b->affinity) || !str_eq(a->lb, b->lb) || a->n_ports != b->n_ports)

@@ -150,6 +150,16 @@ static int service_from(json_t *obj, struct em_obj_service *s, const char **why)
 		*why = "Service without spec";
 		return -EINVAL;
 	}
+	const char *type = str_at(spec, "type");
+	if (type && strcmp(type, "ExternalName") == 0) {
+		const char *ext = str_at(spec, "externalName");
+		s->external_name = ext ? em_external_name_normalise(ext) : NULL;
+		if (!s->external_name) {
+			*why = "ExternalName service without a valid spec.externalName "
+			       "(a DNS-1123 subdomain)";
+			return -EINVAL;
+		}
+	}
 	if (kv_from(json_object_get(spec, "selector"), &s->selector, &s->n_selector) < 0)
 		return -ENOMEM;
 
@@ -219,6 +229,7 @@ static int service_from(json_t *obj, struct em_obj_service *s, const char **why)
 
 static void service_free(struct em_obj_service *s)
 {
+	free(s->external_name);
 	kv_free(s->selector, s->n_selector);
 	free(s->affinity);
 	free(s->lb);

@@ -44,6 +44,10 @@ struct em_svc_port_spec {
 };
 
 struct em_obj_service {
+	/* spec.type ExternalName: the target name, lower case, no trailing
+	 * dot (validated as the API server does); NULL for every other type.
+	 * NodePort and LoadBalancer services are served like ClusterIP ones. */
+	char *external_name;
 	struct em_kv *selector;
 	size_t n_selector;		/* 0: no selector, Endpoints are used */
 	bool headless;
@@ -124,7 +128,8 @@ const char *em_obj_kind_name(enum em_obj_kind kind);
  * negative port: that port is dropped). */
 int em_obj_from_json(json_t *obj, struct em_obj **out, const char **why);
 void em_obj_free(struct em_obj *o);
-/* Same kind, name and every normalised field (objcmp.c); seq aside. */
+/* Same kind, name and every normalised field (objcmp.c); seq aside.
+ * A field added to the structs above must be compared there too. */
 bool em_obj_same(const struct em_obj *a, const struct em_obj *b);
 
 #endif

@@ -16,6 +16,7 @@
 #include "util/log.h"
 
 #define FAKEIP_STATE_FILE "fake-ips"
+#define POD_CHANGES_MAX 4096
 
 /* One source's copy of an object; a slot's list is sorted by source index,
  * so the head is the copy in effect. */
@@ -43,6 +44,11 @@ struct em_registry {
 	bool dirty;			/* something changed since the last commit */
 	struct em_pod_index pod_index;	/* of the pods in effect */
 	bool index_broken;		/* an index update failed (ENOMEM): rebuild it */
+	/* "ns/name" of the pods whose copy in effect changed since the last
+	 * published snapshot (the Endpoints-backed services naming them are
+	 * re-resolved); past POD_CHANGES_MAX, every pod counts as changed. */
+	struct em_strmap pods_changed;
+	bool all_pods_changed;
 	uint64_t churn;			/* objects stored or dropped since the last commit */
 	uint32_t round;			/* sink_replace rounds, to find what a replace left out */
 	atomic_bool trim_pending;	/* a big commit freed memory: em_registry_trim() */
@@ -101,11 +107,23 @@ static void store_key(char *buf, size_t n, enum em_obj_kind kind, const char *ns
 	snprintf(buf, n, "%d/%s/%s", (int)kind, ns, name);
 }
 
+/* Notes a pod whose copy in effect changed, for the next build. */
+static void pod_changed(struct em_registry *reg, const struct em_obj *pod)
+{
+	if (reg->all_pods_changed)
+		return;
+	if (reg->pods_changed.count >= POD_CHANGES_MAX ||
+	    !em_strmap_put(&reg->pods_changed, pod->nsname))
+		reg->all_pods_changed = true;
+}
+
 /* The head of a slot's list is the copy in effect; when it changes for a
- * pod, the pod index follows. */
+ * pod, the pod index follows (and the pod is noted as changed). */
 static void effect_changed(struct em_registry *reg, struct em_obj *before, struct em_obj *after)
 {
 	reg->dirty = true;
+	if (before != after && (before ? before : after)->kind == EM_OBJ_POD)
+		pod_changed(reg, before ? before : after);
 	if (before == after || reg->index_broken)
 		return;		/* broken: rebuilt from scratch at the next commit */
 	if (before && before->kind == EM_OBJ_POD)
@@ -337,6 +355,15 @@ out:
 
 /* ---- build and publish ------------------------------------------------------- */
 
+/* For the build: the pod in effect named "ns/name" (lock held). */
+static struct em_obj *pod_by_name(void *ctx, const char *nsname)
+{
+	struct em_registry *reg = ctx;
+	char key[600];
+	snprintf(key, sizeof(key), "%d/%s", (int)EM_OBJ_POD, nsname);
+	return head_obj(em_strmap_get(&reg->store[EM_OBJ_POD], key));
+}
+
 struct objvec {
 	struct em_obj **v;
 	size_t n, cap;
@@ -405,6 +432,10 @@ static int rebuild(struct em_registry *reg, struct em_snapshot **old)
 			.pods = &reg->pod_index,
 			.endpoints = &eps,
 			.slices = &slices,
+			.pod_lookup = pod_by_name,
+			.pod_lookup_ctx = reg,
+			.pods_changed = &reg->pods_changed,
+			.all_pods_changed = reg->all_pods_changed,
 			.pool = reg->pool,
 			.hooks = &reg->hooks,
 			.prev = reg->current,
@@ -424,6 +455,8 @@ static int rebuild(struct em_registry *reg, struct em_snapshot **old)
 			*old = reg->current;
 			publish(reg, snap);
 			reg->dirty = false;
+			em_strmap_clear(&reg->pods_changed, NULL);
+			reg->all_pods_changed = false;
 		}
 	}
 	em_strmap_clear(&eps, em_objlist_free);
@@ -535,6 +568,7 @@ struct em_registry *em_registry_new(const struct em_registry_config *cfg)
 	for (int k = 0; k < EM_OBJ_KIND_COUNT; k++)
 		em_strmap_init(&reg->store[k]);
 	em_pod_index_init(&reg->pod_index);
+	em_strmap_init(&reg->pods_changed);
 	const char *dom = cfg->cluster_domain ? cfg->cluster_domain : "cluster.local";
 	size_t dl = strlen(dom);
 	while (dl > 0 && dom[dl - 1] == '.')
@@ -583,6 +617,7 @@ void em_registry_free(struct em_registry *reg)
 	urcu_memb_synchronize_rcu();
 	em_snapshot_free(reg->current);
 	em_pod_index_clear(&reg->pod_index);
+	em_strmap_clear(&reg->pods_changed, NULL);
 	for (int k = 0; k < EM_OBJ_KIND_COUNT; k++)
 		em_strmap_clear(&reg->store[k], versions_free);
 	em_fakeip_pool_free(reg->pool);

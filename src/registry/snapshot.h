@@ -58,6 +58,10 @@ struct em_service {
 	struct in_addr cluster_ip4;	/* the real ClusterIP when there is one */
 	const char *session_affinity;	/* "None" or "ClientIP" */
 	const char *lb_strategy;	/* from annotation edgemesh.kubeedge.io/lb-strategy, or NULL */
+	/* type ExternalName: the target ("db.example.com", lower case, no
+	 * trailing dot); such a service has no fake IP and nothing is
+	 * forwarded: DNS answers a CNAME. NULL for every other type. */
+	const char *external_name;
 	const struct em_service_port *ports;
 	size_t n_ports;
 };

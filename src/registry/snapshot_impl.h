@@ -36,8 +36,10 @@ struct em_svc_block {
 	uint64_t obj_seq;		/* the Service object it was built from */
 	uint64_t built_gen;		/* pod index generation at build */
 	bool has_pod_backends;
-	uint64_t *ep_seqs;		/* Endpoints/slices used (no selector) */
+	uint64_t *ep_seqs;		/* Endpoints/slices used, if any */
 	size_t n_ep_seqs;
+	bool has_ref_pods;		/* an address of those names a pod (targetRef) */
+	uint64_t ref_bloom;		/* bit (hash & 63) of each such pod's "ns/name" */
 	struct em_snapshot_hooks hooks;
 	unsigned char *port_ok;		/* per port: port_init returned 0 */
 	size_t n_backends;
@@ -99,6 +101,15 @@ struct em_build_input {
 	 * struct em_pod_list reused as a list of objects). */
 	const struct em_strmap *endpoints;
 	const struct em_strmap *slices;
+	/* The pod in effect named "ns/name", or NULL: Endpoints addresses
+	 * whose targetRef names a known pod follow the hostPort/hostNetwork
+	 * rule. May be NULL (no pod is known). */
+	struct em_obj *(*pod_lookup)(void *ctx, const char *nsname);
+	void *pod_lookup_ctx;
+	/* Pods ("ns/name" keys) whose object in effect changed since prev was
+	 * built, or all_pods_changed; may be NULL (none changed). */
+	const struct em_strmap *pods_changed;
+	bool all_pods_changed;
 	struct em_fakeip_pool *pool;	/* may be NULL (no fake IPs) */
 	const struct em_snapshot_hooks *hooks;
 	const struct em_snapshot *prev;	/* entries are reused from it; may be NULL */

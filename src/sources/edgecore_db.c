@@ -3,8 +3,11 @@
  * Locking, which is the whole point of care here: in rollback-journal mode a
  * reader holds a SHARED lock for the life of its read transaction, and
  * edgecore's writer cannot commit (it needs EXCLUSIVE) until every SHARED
- * lock is gone. So the read transaction only copies the raw rows; JSON
- * parsing happens after COMMIT. In WAL mode readers never block the writer.
+ * lock is gone (and edgecore gives up after its 5 s busy timeout). So read
+ * transactions only copy the selected raw rows, JSON parsing happens after
+ * the last COMMIT, and a read is cut into transactions of ~10 ms (struct
+ * reader): at 10,000 services and 50,000 pods one transaction would hold
+ * the lock for hundreds of ms. In WAL mode readers never block the writer.
  *
  * Change detection takes no lock at all while nothing changes: a commit
  * writes the database file (rollback journal) or the -wal file (WAL), so
@@ -19,6 +22,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +42,7 @@ struct em_source_edgecore {
 	char *name;
 	char *path;
 	unsigned poll_ms, busy_ms;
+	struct em_edgecore_config read_cfg;	/* what read_rows uses of it */
 	struct em_source_sink sink;
 
 	sqlite3 *db;			/* kept open for data_version */
@@ -55,41 +60,106 @@ struct em_source_edgecore {
 	pthread_cond_t cond;
 	bool stop;
 
-	atomic_ulong n_reads, n_failures, n_skipped;
+	atomic_ulong n_reads, n_failures, n_skipped, n_ignored;
+	atomic_ulong lock_us_last, lock_us_max;
 };
 
-/* ---- reading ------------------------------------------------------------ */
+/* ---- what is read ------------------------------------------------------ */
+
+/* The kinds served, where each lives: meta_v2 key prefix (group "core" for
+ * the core API, exactly as MetaServer's key function writes it) and meta
+ * type strings (MetaManager's resource types; the *list types hold a JSON
+ * array). Anything else in either table (secrets, configmaps, podstatus,
+ * podpatch, nodes, node task requests, non-resource paths...) is never
+ * selected, so it never leaves the database. */
+enum { K_SERVICE, K_ENDPOINTS, K_POD, K_SLICE, K_COUNT };
+
+static const struct kind_info {
+	const char *kind;
+	const char *api_version;	/* a value's apiVersion, when it has one */
+	const char *v2_prefix;
+	const char *types[2];		/* meta: single, list (or NULL) */
+} kinds[K_COUNT] = {
+	{ "Service", "v1", "/core/v1/services/", { "service", "servicelist" } },
+	{ "Endpoints", "v1", "/core/v1/endpoints/", { "endpoints", "endpointslist" } },
+	{ "Pod", "v1", "/core/v1/pods/", { "pod", "podlist" } },
+	{ "EndpointSlice", "discovery.k8s.io/v1", "/discovery.k8s.io/v1/endpointslices/",
+	  { "endpointslice", NULL } },
+};
+
+/* ---- copying rows ------------------------------------------------------- */
+
+/* Rows are copied into big chunks: the copy runs while the read lock is
+ * held, so it does one memcpy per column and (almost) no malloc. */
+struct chunk {
+	struct chunk *next;
+	size_t used, size;
+	char data[];
+};
 
 struct row {
-	bool v2;
-	char *key, *type, *value;
+	const char *key, *value;
+	unsigned char kind;
+	bool v2, list;
 };
 
 struct rows {
 	struct row *v;
 	size_t n, cap;
+	struct chunk *chunks;
+	size_t bytes;
+	bool v2_has[K_COUNT];		/* meta_v2 holds rows of that kind */
 };
 
 static void rows_free(struct rows *rs)
 {
-	for (size_t i = 0; i < rs->n; i++) {
-		free(rs->v[i].key);
-		free(rs->v[i].type);
-		free(rs->v[i].value);
+	struct chunk *c, *next;
+
+	for (c = rs->chunks; c; c = next) {
+		next = c->next;
+		free(c);
 	}
 	free(rs->v);
-	rs->v = NULL;
-	rs->n = rs->cap = 0;
+	memset(rs, 0, sizeof(*rs));
 }
 
-static char *col(sqlite3_stmt *st, int i)
+static char *rows_copy(struct rows *rs, const void *src, size_t len)
 {
-	const unsigned char *s = sqlite3_column_text(st, i);
-	return strdup(s ? (const char *)s : "");
+	struct chunk *c = rs->chunks;
+	char *p;
+
+	if (!c || c->size - c->used < len + 1) {
+		size_t size = len + 1 > (1u << 20) ? len + 1 : (1u << 20);
+		c = malloc(sizeof(*c) + size);
+		if (!c)
+			return NULL;
+		c->used = 0;
+		c->size = size;
+		c->next = rs->chunks;
+		rs->chunks = c;
+	}
+	p = c->data + c->used;
+	if (len)
+		memcpy(p, src, len);
+	p[len] = '\0';
+	c->used += len + 1;
+	rs->bytes += len;
+	return p;
 }
 
+static char *col(struct rows *rs, sqlite3_stmt *st, int i)
+{
+	const void *b = sqlite3_column_blob(st, i);
+	return rows_copy(rs, b ? b : "", b ? (size_t)sqlite3_column_bytes(st, i) : 0);
+}
+
+/* SQLite result -> -errno. A read-only connection cannot roll back a hot
+ * journal that a crashed writer left: -EROFS, logged apart, until edgecore
+ * (a writer) opens the database and rolls it back. */
 static int sqlite_errno(int rc)
 {
+	if (rc == SQLITE_READONLY_ROLLBACK)
+		return -EROFS;
 	switch (rc & 0xff) {
 	case SQLITE_BUSY:
 	case SQLITE_LOCKED:
@@ -120,90 +190,270 @@ static int table_exists(sqlite3 *db, const char *table, bool *exists)
 	return 0;
 }
 
-static int copy_rows(sqlite3 *db, const char *sql, bool v2, struct rows *rs)
+static long long mono_us(void)
 {
-	sqlite3_stmt *st;
-	int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-
-	if (rc != SQLITE_OK)
-		return sqlite_errno(rc);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		struct row *r;
-
-		if (rs->n == rs->cap) {
-			size_t cap = rs->cap ? rs->cap * 2 : 256;
-			struct row *nv = realloc(rs->v, cap * sizeof(*nv));
-			if (!nv) {
-				sqlite3_finalize(st);
-				return -ENOMEM;
-			}
-			rs->v = nv;
-			rs->cap = cap;
-		}
-		r = &rs->v[rs->n++];
-		r->v2 = v2;
-		r->key = col(st, 0);
-		r->type = v2 ? strdup("") : col(st, 1);
-		r->value = col(st, v2 ? 1 : 2);
-		if (!r->key || !r->type || !r->value) {
-			sqlite3_finalize(st);
-			return -ENOMEM;
-		}
-	}
-	sqlite3_finalize(st);
-	return rc == SQLITE_DONE ? 0 : sqlite_errno(rc);
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
 }
 
-/* One short read transaction: copy the rows, note data_version, commit. */
-static int read_rows(sqlite3 *db, struct rows *rs, long long *version)
+/* A read made of short read transactions. Each holds the SHARED lock for at
+ * most about budget_us, then lets edgecore's writer in, and the next one
+ * resumes after the last row seen (paging on the rowid).
+ * Rows are each consistent; the whole may mix states across a commit of
+ * edgecore's, like a watch does, and then the next poll reads again, since
+ * the data_version noted is the one from before the first transaction. */
+struct reader {
+	sqlite3 *db;
+	struct rows *rs;
+	long long budget_us;
+	unsigned max_rows;		/* per transaction; 0: no limit */
+	unsigned rows_in_txn;
+	bool in_txn;
+	long long t0;			/* start of the current transaction */
+	struct em_edgecore_lock_times *lt;
+};
+
+static int txn_begin(struct reader *rd)
 {
+	int rc;
+
+	if (rd->in_txn)
+		return 0;
+	rd->t0 = mono_us();
+	rc = sqlite3_exec(rd->db, "BEGIN DEFERRED", NULL, NULL, NULL);
+	if (rc != SQLITE_OK)
+		return sqlite_errno(rc);
+	rd->in_txn = true;
+	rd->rows_in_txn = 0;
+	return 0;
+}
+
+static void txn_end(struct reader *rd, bool ok)
+{
+	long long held;
+
+	if (!rd->in_txn)
+		return;
+	sqlite3_exec(rd->db, ok ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL);
+	rd->in_txn = false;
+	held = mono_us() - rd->t0;
+	rd->lt->total_us += held;
+	rd->lt->transactions++;
+	if (held > rd->lt->max_us)
+		rd->lt->max_us = held;
+}
+
+/* Which of kinds[] a selected row is: by the meta type (and whether the
+ * value is a list) or by the meta_v2 key prefix; -1 for none. */
+static int classify(bool v2, const char *what, bool *list)
+{
+	*list = false;
+	for (int k = 0; what && k < K_COUNT; k++) {
+		if (v2) {
+			if (strncmp(what, kinds[k].v2_prefix, strlen(kinds[k].v2_prefix)) == 0)
+				return k;
+			continue;
+		}
+		for (int t = 0; t < 2; t++)
+			if (kinds[k].types[t] && strcmp(what, kinds[k].types[t]) == 0) {
+				*list = t == 1;
+				return k;
+			}
+	}
+	return -1;
+}
+
+/* Copies one row if it is selected (columns 1-3 not NULL). 1 kept, 0 not. */
+static int keep_row(struct rows *rs, sqlite3_stmt *st, bool v2)
+{
+	struct row *r;
+	bool list;
+	int kind;
+
+	if (sqlite3_column_type(st, 3) == SQLITE_NULL)
+		return 0;
+	kind = classify(v2, (const char *)sqlite3_column_text(st, 1), &list);
+	if (kind < 0)
+		return 0;
+	if (rs->n == rs->cap) {
+		size_t cap = rs->cap ? rs->cap * 2 : 1024;
+		struct row *nv = realloc(rs->v, cap * sizeof(*nv));
+		if (!nv)
+			return -ENOMEM;
+		rs->v = nv;
+		rs->cap = cap;
+	}
+	r = &rs->v[rs->n];
+	r->v2 = v2;
+	r->kind = (unsigned char)kind;
+	r->list = list;
+	r->key = col(rs, st, 2);
+	r->value = col(rs, st, 3);
+	if (!r->key || !r->value)
+		return -ENOMEM;
+	rs->n++;
+	return 1;
+}
+
+/* Copies the rows of one table that `sql` selects, resuming after the last
+ * rowid seen when the transaction's budget is spent. The query returns
+ * EVERY row of the table, in rowid (storage) order, as: rowid, then the
+ * meta type or meta_v2 key, the key and the value, all three NULL unless
+ * the row is selected. So nothing of another row is ever copied out of
+ * SQLite (its value is not even read: the CASE skips the column), the table
+ * is read sequentially rather than through the key index, and a long run of
+ * other rows cannot hold the lock past the budget. ?1 is the rowid to
+ * resume after, ?2.. binds[]. */
+static int copy_paged(struct reader *rd, const char *sql, const char *const *binds, int n_binds,
+		      bool v2)
+{
+	sqlite3_int64 after = INT64_MIN;
+	sqlite3_stmt *st = NULL;
+	int rc, ret;
+
+	for (;;) {
+		bool more = false;
+
+		ret = txn_begin(rd);
+		if (ret < 0)
+			return ret;
+		rc = sqlite3_prepare_v2(rd->db, sql, -1, &st, NULL);
+		if (rc != SQLITE_OK)
+			return sqlite_errno(rc);
+		sqlite3_bind_int64(st, 1, after);
+		for (int i = 0; i < n_binds; i++)
+			sqlite3_bind_text(st, i + 2, binds[i], -1, SQLITE_STATIC);
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+			int kept;
+
+			after = sqlite3_column_int64(st, 0);
+			kept = keep_row(rd->rs, st, v2);
+			if (kept < 0) {
+				sqlite3_finalize(st);
+				return kept;
+			}
+			if (mono_us() - rd->t0 >= rd->budget_us ||
+			    (rd->max_rows && ++rd->rows_in_txn >= rd->max_rows)) {
+				more = true;
+				break;
+			}
+		}
+		sqlite3_finalize(st);
+		if (!more)
+			return rc == SQLITE_DONE ? 0 : sqlite_errno(rc);
+		txn_end(rd, true);	/* let the writer in, then resume */
+	}
+}
+
+/* meta_v2: by key prefix, one range per kind. The GVR column is not used:
+ * its name differs between edgecore versions. */
+static int copy_v2(struct reader *rd)
+{
+	char cond[512] = "", sql[1200], hi[K_COUNT][64];
+	const char *binds[2 * K_COUNT];
+	struct rows *rs = rd->rs;
+	int ret;
+
+	for (int k = 0; k < K_COUNT; k++) {
+		/* the prefix ends in '/': every key under it sorts below prefix-with-'0' */
+		snprintf(hi[k], sizeof(hi[k]), "%.*s0", (int)strlen(kinds[k].v2_prefix) - 1,
+			 kinds[k].v2_prefix);
+		binds[2 * k] = kinds[k].v2_prefix;
+		binds[2 * k + 1] = hi[k];
+		snprintf(cond + strlen(cond), sizeof(cond) - strlen(cond), "%s(key > ?%d AND key < ?%d)",
+			 k ? " OR " : "", 2 * k + 2, 2 * k + 3);
+	}
+	snprintf(sql, sizeof(sql),
+		 "SELECT rowid, CASE WHEN %s THEN key END, CASE WHEN %s THEN key END, "
+		 "CASE WHEN %s THEN value END FROM meta_v2 WHERE rowid > ?1 ORDER BY rowid",
+		 cond, cond, cond);
+	ret = copy_paged(rd, sql, binds, 2 * K_COUNT, true);
+	/* which kinds it holds objects of ("/<g>/<v>/<r>/<ns>/<name>"; list rows,
+	 * cluster-scoped ("null" namespace) and other shapes do not count) */
+	for (size_t i = 0; i < rs->n; i++) {
+		const char *ns = NULL;
+		size_t slashes = 0;
+		for (const char *p = rs->v[i].key; *p; p++)
+			if (*p == '/' && ++slashes == 4)
+				ns = p + 1;
+		if (slashes == 5 && strncmp(ns, "null/", 5) != 0)
+			rs->v2_has[rs->v[i].kind] = true;
+	}
+	return ret;
+}
+
+/* meta: by type, leaving out the kinds meta_v2 holds unless merge_legacy. */
+static int copy_meta(struct reader *rd, bool merge_legacy)
+{
+	char in[128] = "", sql[512];
+	const char *binds[2 * K_COUNT];
+	int n = 0;
+
+	for (int k = 0; k < K_COUNT; k++) {
+		if (rd->rs->v2_has[k] && !merge_legacy)
+			continue;
+		for (int t = 0; t < 2; t++)
+			if (kinds[k].types[t]) {
+				snprintf(in + strlen(in), sizeof(in) - strlen(in), "%s?%d",
+					 n ? "," : "", n + 2);
+				binds[n++] = kinds[k].types[t];
+			}
+	}
+	if (!n)
+		return 0;
+	snprintf(sql, sizeof(sql),
+		 "SELECT rowid, CASE WHEN type IN (%s) THEN type END, CASE WHEN type IN (%s) THEN key END, "
+		 "CASE WHEN type IN (%s) THEN value END FROM meta WHERE rowid > ?1 ORDER BY rowid",
+		 in, in, in);
+	return copy_paged(rd, sql, binds, n, false);
+}
+
+/* The read: copy the selected rows (in short transactions, see struct
+ * reader), noting data_version first. */
+static int read_rows(sqlite3 *db, const struct em_edgecore_config *cfg, struct rows *rs,
+		     long long *version, struct em_edgecore_lock_times *lt)
+{
+	struct reader rd = {
+		.db = db, .rs = rs, .lt = lt,
+		.budget_us = (long long)(cfg->lock_budget_ms ? cfg->lock_budget_ms : 10) * 1000,
+		.max_rows = cfg->max_rows_per_txn,
+	};
+	bool merge_legacy = cfg->merge_legacy;
 	bool has_meta = false, has_v2 = false;
 	sqlite3_stmt *st;
 	int rc, ret;
 
-	rc = sqlite3_exec(db, "BEGIN DEFERRED", NULL, NULL, NULL);
-	if (rc != SQLITE_OK)
-		return sqlite_errno(rc);
-	ret = table_exists(db, "meta", &has_meta);
+	memset(lt, 0, sizeof(*lt));
+	ret = txn_begin(&rd);
+	if (ret == 0)
+		ret = table_exists(db, "meta", &has_meta);
 	if (ret == 0)
 		ret = table_exists(db, "meta_v2", &has_v2);
 	if (ret == 0 && !has_meta && !has_v2)
 		ret = -ENODATA;		/* not (yet) an edgecore database */
-	if (ret == 0 && has_meta)
-		ret = copy_rows(db, "SELECT key, type, value FROM meta", false, rs);
-	if (ret == 0 && has_v2)
-		ret = copy_rows(db, "SELECT key, value FROM meta_v2", true, rs);
 	if (ret == 0 && version) {
 		rc = sqlite3_prepare_v2(db, "PRAGMA data_version", -1, &st, NULL);
 		if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
 			*version = sqlite3_column_int64(st, 0);
 		else
-			ret = sqlite_errno(rc == SQLITE_OK ? sqlite3_errcode(db) : rc);
+			ret = sqlite_errno(rc == SQLITE_OK ? sqlite3_extended_errcode(db) : rc);
 		sqlite3_finalize(st);
 	}
-	sqlite3_exec(db, ret == 0 ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL);
+	if (ret == 0 && has_v2)
+		ret = copy_v2(&rd);	/* first: it decides which meta rows count */
+	if (ret == 0 && has_meta)
+		ret = copy_meta(&rd, merge_legacy);
+	txn_end(&rd, ret == 0);
 	return ret;
 }
 
-/* The Kubernetes kind for a meta type / key segment / meta_v2 resource, and
- * whether the value is a list of them. */
-static const char *kind_of(const char *what, bool *list)
-{
-	static const struct { const char *name, *kind; bool list; } map[] = {
-		{ "service", "Service", false }, { "services", "Service", false },
-		{ "servicelist", "Service", true },
-		{ "endpoints", "Endpoints", false }, { "endpointslist", "Endpoints", true },
-		{ "pod", "Pod", false }, { "pods", "Pod", false }, { "podlist", "Pod", true },
-		{ "endpointslice", "EndpointSlice", false },
-		{ "endpointslices", "EndpointSlice", false },
-	};
-	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
-		if (strcmp(what, map[i].name) == 0) {
-			*list = map[i].list;
-			return map[i].kind;
-		}
-	return NULL;
-}
+/* ---- rows to objects ---------------------------------------------------- */
+
+struct counts {
+	unsigned long skipped;		/* rows of our kinds that are not usable objects */
+	unsigned long ignored;		/* other API groups, list or cluster-scoped keys */
+};
 
 static unsigned long long rv_of(json_t *obj)
 {
@@ -212,9 +462,23 @@ static unsigned long long rv_of(json_t *obj)
 	return rv ? strtoull(rv, NULL, 10) : 0;
 }
 
+/* Whether obj is of kinds[k] as far as it says: a kind or apiVersion it
+ * carries must match (the dynamic controller stores, e.g., Knative
+ * Services under the type "service"). Values without either (MetaManager
+ * up to KubeEdge 1.5) are taken for what the row says. */
+static bool same_api(json_t *obj, int k)
+{
+	const char *kind = json_string_value(json_object_get(obj, "kind"));
+	const char *api = json_string_value(json_object_get(obj, "apiVersion"));
+
+	return (!kind || strcmp(kind, kinds[k].kind) == 0) &&
+	       (!api || strcmp(api, kinds[k].api_version) == 0);
+}
+
 /* Add one object to `seen` ("Kind ns/name" -> obj), higher resourceVersion
- * winning, a later row on a tie. Steals nothing. */
-static bool add_object(json_t *seen, json_t *obj, const char *kind, const char *ns)
+ * winning, a later row on a tie. 1 added, 0 ignored (another API), -1 not
+ * a usable object. Steals nothing. */
+static int add_object(json_t *seen, json_t *obj, int k, const char *ns)
 {
 	json_t *meta = json_object_get(obj, "metadata");
 	const char *name = json_string_value(json_object_get(meta, "name"));
@@ -222,24 +486,25 @@ static bool add_object(json_t *seen, json_t *obj, const char *kind, const char *
 	json_t *old;
 	char *key;
 
-	if (!json_is_object(obj) || !name || !*name)
-		return false;
+	if (!json_is_object(obj) || !json_is_object(meta) || !name || !*name)
+		return -1;
+	if (!same_api(obj, k))
+		return 0;
 	if (!json_is_string(json_object_get(obj, "kind")))
-		json_object_set_new(obj, "kind", json_string(kind));
-	if (!ons && ns && *ns && strcmp(ns, "null") != 0)
+		json_object_set_new(obj, "kind", json_string(kinds[k].kind));
+	if (!ons && ns && *ns)
 		json_object_set_new(meta, "namespace", json_string(ns));
 	ons = json_string_value(json_object_get(meta, "namespace"));
-	if (asprintf(&key, "%s %s/%s", json_string_value(json_object_get(obj, "kind")),
-		     ons ? ons : "", name) == -1)
-		return false;
+	if (asprintf(&key, "%s %s/%s", kinds[k].kind, ons ? ons : "", name) == -1)
+		return -1;
 	old = json_object_get(seen, key);
 	if (!old || rv_of(obj) >= rv_of(old))
 		json_object_set(seen, key, obj);
 	free(key);
-	return true;
+	return 1;
 }
 
-/* Split "a/b/c" style keys; returns the number of segments (at most max). */
+/* Segments of a '/'-separated key (empty ones dropped); at most max + 1. */
 static size_t split(char *s, char **seg, size_t max)
 {
 	size_t n = 0;
@@ -253,51 +518,56 @@ static size_t split(char *s, char **seg, size_t max)
 	return n;
 }
 
-/* One row -> objects in `seen`. Rows of kinds we do not serve (configmaps,
- * secrets, nodes, ...) are ignored; rows of our kinds that do not parse are
- * counted in *skipped. */
-static void parse_row(const struct row *r, json_t *seen, unsigned long *skipped)
+static void count(struct counts *c, int r, const struct row *row)
+{
+	if (r < 0) {
+		c->skipped++;
+		em_log(EM_LOG_DEBUG, "edgecore-db: row %s: not a Kubernetes %s", row->key,
+		       kinds[row->kind].kind);
+	} else if (r == 0) {
+		c->ignored++;
+	}
+}
+
+/* One row -> objects in `seen`. */
+static void parse_row(const struct row *r, json_t *seen, struct counts *c)
 {
 	char *keycopy = strdup(r->key), *seg[6];
-	const char *kind = NULL, *ns = NULL;
-	bool list = false;
 	size_t n = keycopy ? split(keycopy, seg, 5) : 0;
+	const char *ns = NULL;
 	json_t *val, *items, *it;
 	size_t i;
 
 	if (r->v2) {
-		/* /<group>/<version>/<resource>/<ns>/<name>; 4 segments is a list row */
-		if (n == 5) {
-			kind = kind_of(seg[2], &list);
-			ns = seg[3];
-			list = false;
+		/* /<group>/<version>/<resource>/<ns>/<name>; a 4-segment key is
+		 * a list row, 6 segments are not ours; "null" = cluster scope */
+		if (n != 5 || strcmp(seg[3], "null") == 0) {
+			c->ignored++;
+			goto out;
 		}
-	} else {
-		kind = kind_of(r->type, &list);
-		if (!kind && n == 3)
-			kind = kind_of(seg[1], &list);
-		if (n == 3)
-			ns = seg[0];
+		ns = seg[3];
+	} else if (n == 3) {
+		ns = seg[0];		/* <ns>/<type>/<name> */
 	}
-	if (!kind)
-		goto out;
-	val = json_loads(r->value, 0, NULL);
+	val = json_loads(r->value, JSON_DECODE_ANY, NULL);
 	items = json_is_object(val) && json_is_array(json_object_get(val, "items")) ?
 		json_object_get(val, "items") : val;
-	if (json_is_array(items)) {
+	if (r->list && json_is_null(val)) {
+		/* MetaManager writes an empty podlist as null */
+	} else if (r->list && json_is_array(items)) {
 		json_array_foreach(items, i, it)
-			if (!add_object(seen, it, kind, ns))
-				(*skipped)++;
-	} else if (list || !add_object(seen, val, kind, ns)) {
-		(*skipped)++;
-		em_log(EM_LOG_DEBUG, "edgecore-db: row %s: not a Kubernetes %s", r->key, kind);
+			count(c, add_object(seen, it, r->kind, ns), r);
+	} else if (r->list) {
+		count(c, -1, r);
+	} else {
+		count(c, add_object(seen, val, r->kind, ns), r);
 	}
 	json_decref(val);
 out:
 	free(keycopy);
 }
 
-static json_t *parse_rows(const struct rows *rs, unsigned long *skipped)
+static json_t *parse_rows(const struct rows *rs, struct counts *c)
 {
 	json_t *seen = json_object(), *items = json_array(), *v;
 	const char *k;
@@ -306,7 +576,7 @@ static json_t *parse_rows(const struct rows *rs, unsigned long *skipped)
 	for (int pass = 0; pass < 2; pass++)
 		for (size_t i = 0; i < rs->n; i++)
 			if (rs->v[i].v2 == (pass == 1))
-				parse_row(&rs->v[i], seen, skipped);
+				parse_row(&rs->v[i], seen, c);
 	json_object_foreach(seen, k, v)
 		json_array_append(items, v);
 	json_decref(seen);
@@ -324,29 +594,41 @@ static int open_db(const char *path, unsigned busy_ms, sqlite3 **out)
 		sqlite3_close(db);
 		return sqlite_errno(rc);
 	}
+	sqlite3_extended_result_codes(db, 1);	/* to tell SQLITE_READONLY_ROLLBACK */
 	sqlite3_busy_timeout(db, (int)busy_ms);
 	sqlite3_exec(db, "PRAGMA query_only = 1", NULL, NULL, NULL);
 	*out = db;
 	return 0;
 }
 
-int em_edgecore_db_read(const char *path, unsigned busy_timeout_ms, json_t **items)
+int em_edgecore_db_read(const struct em_edgecore_config *cfg, json_t **items,
+			struct em_edgecore_read_info *info)
 {
+	const char *path = cfg->path && *cfg->path ? cfg->path : EM_EDGECORE_DEFAULT_DB;
 	struct rows rs = { 0 };
-	unsigned long skipped = 0;
+	struct counts c = { 0 };
+	struct em_edgecore_lock_times lt = { 0 };
 	struct stat sb;
 	sqlite3 *db;
 	int ret;
 
+	*items = NULL;
 	if (stat(path, &sb) == -1)
 		return -errno;
-	ret = open_db(path, busy_timeout_ms ? busy_timeout_ms : 1000, &db);
+	ret = open_db(path, cfg->busy_timeout_ms ? cfg->busy_timeout_ms : 1000, &db);
 	if (ret < 0)
 		return ret;
-	ret = read_rows(db, &rs, NULL);
+	ret = read_rows(db, cfg, &rs, NULL, &lt);
 	sqlite3_close(db);
 	if (ret == 0)
-		*items = parse_rows(&rs, &skipped);
+		*items = parse_rows(&rs, &c);
+	if (info) {
+		info->lock = lt;
+		info->rows = rs.n;
+		info->bytes = rs.bytes;
+		info->skipped = c.skipped;
+		info->ignored = c.ignored;
+	}
 	rows_free(&rs);
 	return ret;
 }
@@ -356,7 +638,12 @@ int em_edgecore_db_read(const char *path, unsigned busy_timeout_ms, json_t **ite
 static void note_error(struct em_source_edgecore *e, int err, const char *what)
 {
 	atomic_fetch_add(&e->n_failures, 1);
-	if (err != e->last_err)
+	if (err == -EROFS && err != e->last_err)
+		em_warn("%s: %s %s: a crashed writer left a hot journal, which a read-only "
+			"reader may not roll back; waiting for edgecore to open the database%s",
+			e->name, what, e->path,
+			e->delivered ? " (keeping the last good data)" : "");
+	else if (err != e->last_err)
 		em_warn("%s: %s %s: %s%s", e->name, what, e->path, strerror(-err),
 			e->delivered ? " (keeping the last good data, retrying)" : " (retrying)");
 	e->last_err = err;
@@ -404,7 +691,8 @@ static bool unchanged(struct em_source_edgecore *e, const struct stat *sb, struc
 static void poll_once(struct em_source_edgecore *e)
 {
 	struct rows rs = { 0 };
-	unsigned long skipped = 0;
+	struct counts c = { 0 };
+	struct em_edgecore_lock_times lt;
 	long long version = 0, now;
 	struct stat sb;
 	struct sig sig;
@@ -451,25 +739,30 @@ static void poll_once(struct em_source_edgecore *e)
 	} else {
 		unchanged(e, &sb, &sig);
 	}
-	ret = read_rows(e->db, &rs, &version);
+	ret = read_rows(e->db, &e->read_cfg, &rs, &version, &lt);
+	atomic_store(&e->lock_us_last, (unsigned long)lt.max_us);
+	if ((unsigned long)lt.max_us > atomic_load(&e->lock_us_max))
+		atomic_store(&e->lock_us_max, (unsigned long)lt.max_us);
 	if (ret < 0) {
 		rows_free(&rs);
 		note_error(e, ret, "cannot read");
 		return;
 	}
-	items = parse_rows(&rs, &skipped);
+	items = parse_rows(&rs, &c);
 	rows_free(&rs);
-	if (skipped) {
-		atomic_fetch_add(&e->n_skipped, skipped);
+	atomic_fetch_add(&e->n_ignored, c.ignored);
+	if (c.skipped) {
+		atomic_fetch_add(&e->n_skipped, c.skipped);
 		em_warn("%s: %lu rows of %s are not usable Kubernetes objects, ignored", e->name,
-			skipped, e->path);
+			c.skipped, e->path);
 	}
 	e->sink.replace(e->sink.ctx, e->name, NULL, items);
 	e->sink.commit(e->sink.ctx, e->name);
 	if (e->last_err)
 		em_info("%s: reading %s again: %zu objects", e->name, e->path, json_array_size(items));
 	else
-		em_debug("%s: read %zu objects from %s", e->name, json_array_size(items), e->path);
+		em_debug("%s: read %zu objects from %s (read lock held at most %lld us)", e->name,
+			 json_array_size(items), e->path, lt.max_us);
 	json_decref(items);
 	e->version = version;
 	e->sig = sig;
@@ -535,6 +828,9 @@ int em_source_edgecore_start(const struct em_edgecore_config *cfg, struct em_sou
 	e->path = strdup(cfg->path && *cfg->path ? cfg->path : EM_EDGECORE_DEFAULT_DB);
 	e->poll_ms = cfg->poll_interval_ms ? cfg->poll_interval_ms : 1000;
 	e->busy_ms = cfg->busy_timeout_ms ? cfg->busy_timeout_ms : 1000;
+	e->read_cfg.merge_legacy = cfg->merge_legacy;
+	e->read_cfg.lock_budget_ms = cfg->lock_budget_ms;
+	e->read_cfg.max_rows_per_txn = cfg->max_rows_per_txn;
 	if (!e->name || !e->path) {
 		edgecore_free(e);
 		return -ENOMEM;
@@ -568,4 +864,7 @@ void em_source_edgecore_stats(struct em_source_edgecore *e, struct em_edgecore_s
 	st->reads = atomic_load(&e->n_reads);
 	st->failures = atomic_load(&e->n_failures);
 	st->skipped = atomic_load(&e->n_skipped);
+	st->ignored = atomic_load(&e->n_ignored);
+	st->lock_us_last = atomic_load(&e->lock_us_last);
+	st->lock_us_max = atomic_load(&e->lock_us_max);
 }

@@ -1,23 +1,44 @@
 /* edgecore_db.h — the `edgecore-db` source: KubeEdge MetaManager's SQLite
  * store, read-only, polled for changes.
  *
- * Tables read (whatever else the database holds is ignored):
- *   meta    (key, type, value): keys "<ns>/service/<name>", "<ns>/endpoints/<name>",
- *           "<ns>/pod/<name>", "<ns>/podlist/<svc>" (value: JSON array of Pods),
- *           "<ns>/endpointslice/<name>"; values are Kubernetes JSON.
- *   meta_v2 (key, ..., value), where it exists: keys
- *           "/<group>/<version>/<resource>/<ns>/<name>", e.g. "/core/v1/services/default/web".
- * An object found twice (meta and meta_v2, a pod and a podlist) is taken once:
- * the higher metadata.resourceVersion wins, meta_v2 on a tie.
+ * What is read (nothing else ever leaves the database: the queries select
+ * by key prefix and by type, so secrets, configmaps, podstatus, podpatch,
+ * node task requests and the like are never copied):
+ *   meta_v2 (key, value), where it exists: keys
+ *           "/<group>/<version>/<resource>/<ns>/<name>" under
+ *           /core/v1/{services,endpoints,pods}/ and
+ *           /discovery.k8s.io/v1/endpointslices/ (5 segments exactly; a
+ *           value's kind/apiVersion, if any, must match). The GVR and
+ *           resource-version columns are not read: their names differ
+ *           between edgecore versions (beego groupversionresource /
+ *           resourceversion, gorm group_version_resource / resource_version,
+ *           an upgraded database has both).
+ *   meta    (key, type, value): types service, endpoints, pod, endpointslice
+ *           and the lists servicelist, endpointslist, podlist (a JSON array;
+ *           null or [] = empty), keys "<ns>/<type>/<name>". A value's
+ *           kind/apiVersion, if any, must be the core one (the dynamic
+ *           controller stores, e.g., Knative Services under type service);
+ *           values without them (KubeEdge <= 1.5) are taken as the type says.
+ * Stale data: nothing garbage-collects these tables. When meta_v2 holds rows
+ * of a kind, the meta rows of that kind (legacy podlists included) are not
+ * read at all, unless merge_legacy. An object found twice is taken once: the
+ * higher metadata.resourceVersion wins, meta_v2 on a tie.
  *
  * Every change is delivered as sink.replace(kind NULL, everything) + commit.
- * The database is opened SQLITE_OPEN_READONLY with PRAGMA query_only, each
- * read is one short deferred transaction, and the busy timeout bounds how
- * long a read waits for edgecore's writer (it never blocks the writer for
- * longer than one read: SQLite readers hold a SHARED lock only while
- * reading). A missing or locked database keeps the last good data. */
+ * The database is opened SQLITE_OPEN_READONLY with PRAGMA query_only. A
+ * read copies the selected rows (parsing happens afterwards) in deferred
+ * read transactions of at most about lock_budget_ms each, resuming after the
+ * last row seen (tables are scanned in rowid order, a row's value read only
+ * when it is selected), so edgecore's writer (rollback journal, 5 s busy timeout)
+ * never waits longer than one of them; the busy timeout bounds how long a
+ * read waits for the writer. A missing or locked database keeps the last
+ * good data; so does a hot journal left by a crashed writer, which a
+ * read-only reader may not roll back (logged as such). */
 #ifndef EM_SOURCES_EDGECORE_DB_H
 #define EM_SOURCES_EDGECORE_DB_H
+
+#include <stdbool.h>
+#include <stddef.h>
 
 #include "registry/source.h"
 
@@ -29,6 +50,10 @@ struct em_edgecore_config {
 	const char *path;		/* ["/var/lib/kubeedge/edgecore.db"] */
 	unsigned poll_interval_ms;	/* change check [1000] */
 	unsigned busy_timeout_ms;	/* SQLite busy timeout for a read [1000] */
+	bool merge_legacy;		/* read meta rows of kinds meta_v2 holds too [no] */
+	unsigned lock_budget_ms;	/* a read transaction ends after this long and the
+					 * read resumes in the next one [10] */
+	unsigned max_rows_per_txn;	/* ... or after this many rows [0: no limit] */
 };
 
 struct em_source_edgecore;
@@ -42,15 +67,37 @@ int em_source_edgecore_start(const struct em_edgecore_config *cfg, struct em_sou
  * happens after it returns. */
 void em_source_edgecore_stop(struct em_source_edgecore *e);
 
-/* Read every usable object of the database at `path` into a new JSON array
- * (kind set on each). 0, or -errno (-ENOENT missing, -EBUSY locked,
- * -EIO other SQLite errors). Used by the source; exposed for tests/tools. */
-int em_edgecore_db_read(const char *path, unsigned busy_timeout_ms, json_t **items);
+/* A read is a sequence of short read transactions (the SHARED lock is held
+ * during each, released in between). */
+struct em_edgecore_lock_times {
+	long long max_us;		/* the longest transaction */
+	long long total_us;		/* all of them */
+	unsigned transactions;
+};
+
+struct em_edgecore_read_info {
+	struct em_edgecore_lock_times lock;
+	size_t rows;			/* rows copied out */
+	size_t bytes;			/* key + value bytes copied */
+	unsigned long skipped;		/* rows of our kinds that are not usable objects */
+	unsigned long ignored;		/* other API groups, list/cluster-scoped/odd keys */
+};
+
+/* Read every usable object of the database cfg->path (busy_timeout_ms,
+ * merge_legacy as for the source) into a new JSON array (kind set on each).
+ * 0, or -errno (-ENOENT missing, -EBUSY locked, -EROFS hot journal, -ENODATA
+ * no edgecore table, -EIO other SQLite errors). info may be NULL. Used by
+ * the source; exposed for tests and benchmarks. */
+int em_edgecore_db_read(const struct em_edgecore_config *cfg, json_t **items,
+			struct em_edgecore_read_info *info);
 
 struct em_edgecore_stats {
 	unsigned long reads;		/* successful full reads delivered */
 	unsigned long failures;		/* failed reads or opens */
-	unsigned long skipped;		/* rows not understood (bad JSON, unknown key) */
+	unsigned long skipped;		/* rows of our kinds that are not usable objects */
+	unsigned long ignored;		/* rows under our types/prefixes of other APIs */
+	unsigned long lock_us_last;	/* longest read transaction of the last read */
+	unsigned long lock_us_max;	/* the longest one so far */
 };
 void em_source_edgecore_stats(struct em_source_edgecore *e, struct em_edgecore_stats *st);
 

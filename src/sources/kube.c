@@ -53,6 +53,7 @@ struct resource {
 	uint64_t dirty_since_ns;	/* first uncommitted change */
 	bool got_410;
 	bool stream_error;
+	char curl_error[CURL_ERROR_SIZE];	/* curl's reason for a transport error, "" if none */
 	unsigned long events;
 	uint64_t last_rx_ns;
 };
@@ -320,6 +321,11 @@ static int perform(struct resource *r, const char *url, bool watch, unsigned tim
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_data);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+	/* curl's own words for a transport failure ("SSL certificate problem:
+	 * unable to get local issuer certificate", "no alternative certificate
+	 * subject name matches"): the operator needs them, errno has none. */
+	r->curl_error[0] = '\0';
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->curl_error);
 	if (k->ca_file)
 		curl_easy_setopt(e, CURLOPT_CAINFO, k->ca_file);
 	if (k->cfg.insecure_skip_verify) {
@@ -411,7 +417,8 @@ static void report_failure(struct resource *r, const char *what, int ret)
 	else
 		em_log_rl(&r->rl, r->down ? EM_LOG_DEBUG : EM_LOG_WARN,
 			  "%s: %s %s%s failed: %s%s", k->name, what, k->base, r->path,
-			  strerror(-ret), r->down ? "" : " (keeping the last good data, retrying)");
+			  ret == -EIO && r->curl_error[0] ? r->curl_error : strerror(-ret),
+			  r->down ? "" : " (keeping the last good data, retrying)");
 	r->down = true;
 }
 

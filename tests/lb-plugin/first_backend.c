@@ -65,9 +65,10 @@ static int first_pick(void *instance, const struct em_balancer_request *req)
 	return fallback;
 }
 
-static void first_release(void *instance, int index, enum em_balancer_outcome outcome)
+static void first_release(void *instance, int index, const struct em_balancer_result *res)
 {
 	struct first *f = instance;
+	enum em_balancer_outcome outcome = res->outcome;
 
 	atomic_fetch_sub(&in_flight, 1);
 	if (index >= 0 && (size_t)index < f->n)
@@ -82,7 +83,7 @@ static void first_destroy(void *instance)
 static const struct em_balancer_ops first_backend_ops = {
 	.abi_version = PLUGIN_ABI,
 	.name = "first-backend",
-	.needs = 0,
+	.size = sizeof(struct em_balancer_ops),
 	.create = first_create,
 	.pick = first_pick,
 	.release = first_release,

@@ -93,12 +93,14 @@ static void queue_drain(struct mnl_socket *nl)
 		if (nfq_nlmsg_parse(nlh, attr) < 0 || !attr[NFQA_PACKET_HDR])
 			continue;
 		ph = mnl_attr_get_payload(attr[NFQA_PACKET_HDR]);
+		/* Printed before the verdict: once the client has its
+		 * answer, the line is already there for the script to count. */
+		printf("queued %u\n", queue);
+		fflush(stdout);
 		v = nfq_nlmsg_put(vbuf, NFQNL_MSG_VERDICT, queue);
 		nfq_nlmsg_verdict_put(v, (int)ntohl(ph->packet_id), NF_ACCEPT);
 		if (mnl_socket_sendto(nl, v, v->nlmsg_len) == -1)
 			perror("nf-driver: verdict");
-		printf("queued %u\n", queue);
-		fflush(stdout);
 	}
 }
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "dns/dns.h"
+#include "dns/external.h"
 #include "dns/localaddr.h"
 #include "dns/queue.h"
 
@@ -780,6 +781,279 @@ START_TEST(config_defaults)
 }
 END_TEST
 
+
+/* ---- ExternalName (issue 15) ------------------------------------------ */
+
+static struct em_service ext_svc = {
+	.ns = "default", .name = "ext", .session_affinity = "None",
+	.external_name = "db.example.test",
+};
+static struct em_dns_target_cache ext_cache;
+static struct em_service ext_in_cluster = {
+	.ns = "default", .name = "alias", .session_affinity = "None",
+	.external_name = "nginx-svc.default.svc.cluster.local",
+};
+
+static const struct em_service *ext_find_name(void *ctx, const char *ns, size_t ns_len,
+					      const char *name, size_t name_len)
+{
+	if (ns_len == 7 && strncasecmp(ns, "default", 7) == 0 && name_len == 3 &&
+	    strncasecmp(name, "ext", 3) == 0)
+		return &ext_svc;
+	if (ns_len == 7 && strncasecmp(ns, "default", 7) == 0 && name_len == 5 &&
+	    strncasecmp(name, "alias", 5) == 0)
+		return &ext_in_cluster;
+	return dv_find_name(ctx, ns, ns_len, name, name_len);
+}
+
+static void ext_setup(void)
+{
+	struct em_dns_target t = { .qtype = 1, .ttl = 30, .n = 2 };
+
+	setup();
+	memset(&ext_cache, 0, sizeof(ext_cache));
+	ext_cache.now_ms = 1000000;
+	inet_pton(AF_INET, "10.1.2.3", t.addr[0]);
+	inet_pton(AF_INET, "10.1.2.4", t.addr[1]);
+	em_dns_target_store(&ext_cache, "db.example.test", 1, &t);
+	cat.find_name = ext_find_name;
+	cat.find_target = em_dns_target_find;
+	cat.target_ctx = &ext_cache;
+}
+
+/* The CNAME first, owner the question, then the target's records owned by
+ * the CNAME's target. */
+static void assert_cname(const struct dv_msg *m, unsigned an)
+{
+	char target[256];
+	size_t off = m->rr[0].rdoff;
+
+	ck_assert_uint_eq(m->an, an);
+	ck_assert_uint_eq(m->rr[0].type, 5);
+	ck_assert_str_eq(m->rr[0].name, m->qname);
+	ck_assert_uint_eq(m->rr[0].ttl, 5);
+	ck_assert(dv_name(m->dns, m->dns_len, &off, target) == 0);
+	ck_assert_str_eq(target, "db.example.test");
+	for (unsigned i = 1; i < an; i++)
+		ck_assert_str_eq(m->rr[i].name, "db.example.test");
+}
+
+START_TEST(external_cname_and_records)
+{
+	struct dv_msg m;
+	uint8_t want[4];
+
+	ck_assert_int_eq(ask4("ext.default.svc.cluster.local", 1, false, &m), EM_DNS_ANSWERED);
+	assert_cname(&m, 3);
+	ck_assert_uint_eq(m.flags & 0xf, 0);
+	inet_pton(AF_INET, "10.1.2.4", want);
+	ck_assert_uint_eq(m.rr[2].type, 1);
+	ck_assert_uint_eq(m.rr[2].ttl, 30);
+	ck_assert(memcmp(m.dns + m.rr[2].rdoff, want, 4) == 0);
+	assert_opt(&m, false);
+	/* ANY gets the same (IPv4) records; the name's case is the client's */
+	ck_assert_int_eq(ask4("EXT.Default.svc.cluster.local", 255, false, &m), EM_DNS_ANSWERED);
+	assert_cname(&m, 3);
+}
+END_TEST
+
+START_TEST(external_cname_with_edns)
+{
+	struct dv_msg m;
+
+	const struct dv_rr *opt;
+
+	ck_assert_int_eq(ask4("ext.default.svc.cluster.local", 1, true, &m), EM_DNS_ANSWERED);
+	assert_cname(&m, 3);
+	/* the OPT comes after the answers, in the additional section */
+	ck_assert_uint_eq(m.ar, 1);
+	opt = find_rr(&m, m.an + m.ns, m.ar, 41);
+	ck_assert_ptr_nonnull(opt);
+	ck_assert_uint_eq(opt->cls, 1232);
+	/* over IPv6 transport too */
+	ck_assert_int_eq(ask6("ext.default.svc.cluster.local", 1, true, &m), EM_DNS_ANSWERED);
+	assert_cname(&m, 3);
+	ck_assert_ptr_nonnull(find_rr(&m, m.an + m.ns, m.ar, 41));
+}
+END_TEST
+
+START_TEST(external_target_unknown_passes)
+{
+	struct dv_msg m;
+
+	/* AAAA not cached: pass untouched (run checks), the miss recorded */
+	ck_assert_int_eq(ask4("ext.default.svc.cluster.local", 28, false, &m), EM_DNS_PASS_EXTERNAL);
+	ck_assert_str_eq(ext_cache.miss_name, "db.example.test");
+	ck_assert_uint_eq(ext_cache.miss_qtype, 28);
+	/* expired: the same */
+	ext_cache.now_ms += 31000;
+	ck_assert_int_eq(ask4("ext.default.svc.cluster.local", 1, false, &m), EM_DNS_PASS_EXTERNAL);
+	/* without a target lookup at all (the test driver's catalog) */
+	cat.find_target = NULL;
+	ck_assert_int_eq(ask4("ext.default.svc.cluster.local", 1, false, &m), EM_DNS_PASS_EXTERNAL);
+	ck_assert_str_eq(em_dns_reason_name(EM_DNS_PASS_EXTERNAL), "external");
+}
+END_TEST
+
+START_TEST(external_other_types_and_nxdomain)
+{
+	struct dv_msg m;
+	struct em_dns_target nx = { .qtype = 28, .rcode = 3, .ttl = 5, .n = 0 };
+
+	/* TXT, MX, CNAME: the CNAME alone, no lookup needed */
+	ck_assert_int_eq(ask4("ext.default.svc.cluster.local", 16, false, &m), EM_DNS_ANSWERED);
+	assert_cname(&m, 1);
+	ck_assert_int_eq(ask4("ext.default.svc.cluster.local", 5, true, &m), EM_DNS_ANSWERED);
+	assert_cname(&m, 1);
+	/* the target does not exist: CNAME + NXDOMAIN (RFC 6604) */
+	em_dns_target_store(&ext_cache, "db.example.test", 28, &nx);
+	ck_assert_int_eq(ask4("ext.default.svc.cluster.local", 28, false, &m), EM_DNS_ANSWERED);
+	assert_cname(&m, 1);
+	ck_assert_uint_eq(m.flags & 0xf, 3);
+}
+END_TEST
+
+/* A resolver's reply to em_dns_target_query(): header, question, answers. */
+static size_t resolver_reply(uint8_t *b, uint16_t id, uint16_t flags, const char *qname,
+			     uint16_t qtype)
+{
+	int n = em_dns_target_query(b, 512, id, qname, qtype);
+	ck_assert_int_gt(n, 0);
+	b[2] = (uint8_t)(flags >> 8);
+	b[3] = (uint8_t)flags;
+	return (size_t)n;
+}
+
+static size_t add_rr(uint8_t *b, size_t p, uint16_t type, uint32_t ttl, const void *rd,
+		     uint16_t rdlen)
+{
+	b[7]++;				/* ANCOUNT, < 256 here */
+	b[p++] = 0xc0; b[p++] = 12;	/* owner: the question */
+	b[p++] = (uint8_t)(type >> 8); b[p++] = (uint8_t)type;
+	b[p++] = 0; b[p++] = 1;
+	b[p++] = (uint8_t)(ttl >> 24); b[p++] = (uint8_t)(ttl >> 16);
+	b[p++] = (uint8_t)(ttl >> 8); b[p++] = (uint8_t)ttl;
+	b[p++] = (uint8_t)(rdlen >> 8); b[p++] = (uint8_t)rdlen;
+	memcpy(b + p, rd, rdlen);
+	return p + rdlen;
+}
+
+/* A target that is a cluster service: its fake IP, no lookup. */
+START_TEST(external_to_cluster_service)
+{
+	struct dv_msg m;
+	uint8_t want[4];
+
+	memset(&ext_cache, 0, sizeof(ext_cache));	/* nothing cached */
+	ck_assert_int_eq(ask4("alias.default.svc.cluster.local", 1, true, &m), EM_DNS_ANSWERED);
+	ck_assert_uint_eq(m.an, 2);
+	ck_assert_uint_eq(m.rr[0].type, 5);
+	ck_assert_str_eq(m.rr[1].name, "nginx-svc.default.svc.cluster.local");
+	inet_pton(AF_INET, "198.18.0.10", want);
+	ck_assert(memcmp(m.dns + m.rr[1].rdoff, want, 4) == 0);
+	ck_assert_int_eq(ask4("alias.default.svc.cluster.local", 28, false, &m), EM_DNS_ANSWERED);
+	ck_assert_uint_eq(m.an, 2);
+	ck_assert_uint_eq(m.rr[1].type, 28);
+	/* an unknown cluster name goes to the resolver like any other */
+	ext_in_cluster.external_name = "nope.default.svc.cluster.local";
+	ck_assert_int_eq(ask4("alias.default.svc.cluster.local", 1, false, &m), EM_DNS_PASS_EXTERNAL);
+	ext_in_cluster.external_name = "default.svc.cluster.local";
+	ck_assert_int_eq(ask4("alias.default.svc.cluster.local", 1, false, &m), EM_DNS_PASS_EXTERNAL);
+	ext_in_cluster.external_name = "a.b.default.svc.cluster.local";
+	ck_assert_int_eq(ask4("alias.default.svc.cluster.local", 1, false, &m), EM_DNS_PASS_EXTERNAL);
+	ext_in_cluster.external_name = "nginx-svc.default.svc.cluster.local";
+}
+END_TEST
+
+START_TEST(external_resolver_reply_parse)
+{
+	uint8_t b[1024], a1[4] = { 10, 0, 0, 1 }, a2[4] = { 10, 0, 0, 2 };
+	uint8_t cname[] = "\3www\7example\4test";
+	struct em_dns_target t;
+	size_t n;
+
+	n = resolver_reply(b, 0x1234, 0x8180, "db.example.test", 1);
+	n = add_rr(b, n, 5, 120, cname, sizeof(cname));
+	n = add_rr(b, n, 1, 60, a1, 4);
+	n = add_rr(b, n, 1, 90, a2, 4);
+	n = add_rr(b, n, 28, 10, b, 16);	/* another type: ignored */
+	ck_assert_int_eq(em_dns_target_parse(b, n, 0x1234, "db.example.test", 1, 5, &t), 0);
+	ck_assert_uint_eq(t.n, 2);
+	ck_assert_uint_eq(t.ttl, 60);
+	ck_assert_uint_eq(t.rcode, 0);
+	ck_assert(memcmp(t.addr[1], a2, 4) == 0);
+	/* the question compares case-insensitively */
+	ck_assert_int_eq(em_dns_target_parse(b, n, 0x1234, "DB.example.TEST", 1, 5, &t), 0);
+	/* not the reply to this query */
+	ck_assert_int_eq(em_dns_target_parse(b, n, 0x1235, "db.example.test", 1, 5, &t), -EINVAL);
+	ck_assert_int_eq(em_dns_target_parse(b, n, 0x1234, "db.example.tes", 1, 5, &t), -EINVAL);
+	ck_assert_int_eq(em_dns_target_parse(b, n, 0x1234, "db.example.test", 28, 5, &t), -EINVAL);
+	/* every truncation is refused or parsed, never read beyond */
+	for (size_t k = 0; k < n; k++)
+		ck_assert_int_ne(em_dns_target_parse(b, k, 0x1234, "db.example.test", 1, 5, &t), -EAGAIN);
+	/* NXDOMAIN: cacheable, negative TTL; SERVFAIL and TC: pass */
+	n = resolver_reply(b, 7, 0x8183, "db.example.test", 1);
+	ck_assert_int_eq(em_dns_target_parse(b, n, 7, "db.example.test", 1, 5, &t), 0);
+	ck_assert_uint_eq(t.rcode, 3);
+	ck_assert_uint_eq(t.n, 0);
+	ck_assert_uint_eq(t.ttl, 5);
+	n = resolver_reply(b, 7, 0x8182, "db.example.test", 1);
+	ck_assert_int_eq(em_dns_target_parse(b, n, 7, "db.example.test", 1, 5, &t), -EAGAIN);
+	n = resolver_reply(b, 7, 0x8380, "db.example.test", 1);
+	ck_assert_int_eq(em_dns_target_parse(b, n, 7, "db.example.test", 1, 5, &t), -EAGAIN);
+	/* a query (QR clear) is not a reply */
+	n = resolver_reply(b, 7, 0x0100, "db.example.test", 1);
+	ck_assert_int_eq(em_dns_target_parse(b, n, 7, "db.example.test", 1, 5, &t), -EINVAL);
+	/* hostile: random bytes after a valid question never crash */
+	srand(15);
+	for (int round = 0; round < 2000; round++) {
+		n = resolver_reply(b, 9, 0x8180, "db.example.test", 1);
+		b[6] = (uint8_t)(rand() & 1);
+		b[7] = (uint8_t)rand();
+		size_t extra = (size_t)rand() % 200;
+		for (size_t k = 0; k < extra; k++)
+			b[n + k] = (uint8_t)rand();
+		(void)em_dns_target_parse(b, n + extra, 9, "db.example.test", 1, 5, &t);
+		ck_assert_uint_le(t.n, EM_DNS_TARGET_MAX);
+	}
+	/* bad names are refused when building the query */
+	ck_assert_int_eq(em_dns_target_query(b, sizeof(b), 1, "a..b", 1), -EINVAL);
+}
+END_TEST
+
+START_TEST(external_cache_ttl)
+{
+	struct em_dns_target t = { .qtype = 1, .ttl = 10, .n = 1 };
+	const struct em_dns_target *got;
+
+	memset(&ext_cache, 0, sizeof(ext_cache));
+	ext_cache.now_ms = 5000;
+	em_dns_target_store(&ext_cache, "a.test", 1, &t);
+	ext_cache.now_ms = 9000;
+	got = em_dns_target_find(&ext_cache, "a.test", 1);
+	ck_assert_ptr_nonnull(got);
+	ck_assert_uint_eq(got->ttl, 6);		/* the seconds left */
+	ck_assert_ptr_null(em_dns_target_find(&ext_cache, "a.test", 28));
+	ext_cache.now_ms = 15001;
+	ck_assert_ptr_null(em_dns_target_find(&ext_cache, "a.test", 1));
+	/* TTL 0 serves the queries answered at the same moment only */
+	t.ttl = 0;
+	em_dns_target_store(&ext_cache, "b.test", 1, &t);
+	ck_assert_ptr_nonnull(em_dns_target_find(&ext_cache, "b.test", 1));
+	ext_cache.now_ms++;
+	ck_assert_ptr_null(em_dns_target_find(&ext_cache, "b.test", 1));
+	/* more targets than entries: the cache stays bounded and finds the latest */
+	for (int i = 0; i < 3 * EM_DNS_TARGET_CACHE; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "t%d.test", i);
+		t.ttl = (uint32_t)(100 + i);
+		em_dns_target_store(&ext_cache, name, 1, &t);
+	}
+	ck_assert_ptr_nonnull(em_dns_target_find(&ext_cache, "t191.test", 1));
+	ck_assert_ptr_null(em_dns_target_find(&ext_cache, "t0.test", 1));
+}
+END_TEST
+
 Suite *dns_suite(void);
 Suite *dns_suite(void)
 {
@@ -817,6 +1091,17 @@ Suite *dns_suite(void)
 	tcase_add_test(tc, answer_must_fit);
 	tcase_add_test(tc, mutations_never_answer_wrongly);
 	tcase_add_test(tc, reason_names);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("external");
+	tcase_add_checked_fixture(tc, ext_setup, NULL);
+	tcase_add_test(tc, external_cname_and_records);
+	tcase_add_test(tc, external_cname_with_edns);
+	tcase_add_test(tc, external_target_unknown_passes);
+	tcase_add_test(tc, external_other_types_and_nxdomain);
+	tcase_add_test(tc, external_to_cluster_service);
+	tcase_add_test(tc, external_resolver_reply_parse);
+	tcase_add_test(tc, external_cache_ttl);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("queue-support");

@@ -1,8 +1,11 @@
 /* test-edgecore.c — the edgecore-db source against databases built here
- * with KubeEdge's table shapes (meta; meta_v2 as gorm creates it) and
- * objects serialised as Kubernetes JSON. Also: changes are picked up, the
- * database is never written, a concurrent writer is not held up, a missing
- * or locked database keeps the last good data. */
+ * with KubeEdge's table shapes (meta; meta_v2 as beego and as gorm create
+ * it, and upgraded: both column sets) and objects serialised as Kubernetes
+ * JSON, with and without kind/apiVersion. Also: rows of other kinds and
+ * APIs never leave the database, stale legacy rows are left out, changes
+ * are picked up, the database is never written, a concurrent writer is not
+ * held up, a missing or locked database and a hot journal keep the last
+ * good data. */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -12,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -181,6 +185,13 @@ static void put_v2(sqlite3 *db, const char *key, const char *gvr, const char *ns
 	sqlite3_finalize(st);
 }
 
+static void put_v2_svc(sqlite3 *db, const char *name, int rvv, const char *value)
+{
+	char key[128];
+	snprintf(key, sizeof(key), "/core/v1/services/default/%s", name);
+	put_v2(db, key, "/v1, Resource=services", "default", name, rvv, value);
+}
+
 #define SVC(name, rv) \
 	"{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"" name "\",\"namespace\":\"default\",\"resourceVersion\":\"" rv "\"}," \
 	"\"spec\":{\"selector\":{\"app\":\"" name "\"},\"ports\":[{\"name\":\"http\",\"port\":80,\"protocol\":\"TCP\",\"targetPort\":8080}],\"clusterIP\":\"10.96.0.10\"}}"
@@ -204,7 +215,7 @@ static void make_db(void)
 	/* p1 again in the podlist with a newer resourceVersion: that one wins */
 	put_meta(db, "default/podlist/web", "podlist", "[" POD("p1", "15") "," POD("p2", "13") "]");
 	put_meta(db, "default/configmap/cfg", "configmap", "{\"metadata\":{\"name\":\"cfg\"}}");
-	/* type and namespace from the key */
+	/* a type we do not read, even though the key looks like a service */
 	put_meta(db, "kube-system/service/dns", "",
 		 "{\"metadata\":{\"name\":\"dns\",\"resourceVersion\":\"3\"},\"spec\":{\"ports\":[{\"port\":53,\"protocol\":\"UDP\"}]}}");
 	put_v2(db, "/core/v1/services/default/v2svc", "/v1, Resource=services", "default", "v2svc", 20,
@@ -212,7 +223,9 @@ static void make_db(void)
 	put_v2(db, "/discovery.k8s.io/v1/endpointslices/default/web-abc", "discovery.k8s.io/v1, Resource=endpointslices",
 	       "default", "web-abc", 21,
 	       "{\"metadata\":{\"name\":\"web-abc\",\"namespace\":\"default\",\"resourceVersion\":\"21\"},\"endpoints\":[]}");
-	/* the same Service in meta and meta_v2: the higher resourceVersion */
+	/* the same Service in meta and meta_v2: meta_v2 holds services, so
+	 * the meta row is stale and not read (with merge_legacy: the higher
+	 * resourceVersion) */
 	put_v2(db, "/core/v1/services/default/web", "/v1, Resource=services", "default", "web", 9, SVC("web", "9"));
 	put_v2(db, "/core/v1/pods/default", "/v1, Resource=pods", "default", "null", 0, "[]");	/* list row */
 	put_v2(db, "/core/v1/nodes/null/edge-1", "/v1, Resource=nodes", "null", "edge-1", 5, "{}");
@@ -266,15 +279,15 @@ START_TEST(reads_meta_and_meta_v2)
 	ck_assert_uint_eq(nreplaces(), 1);
 	ck_assert_uint_eq(commits, 1);
 	ck_assert(has("Service default/web"));
-	ck_assert_str_eq(rv("Service default/web"), "10");
+	ck_assert_str_eq(rv("Service default/web"), "9");
 	ck_assert(has("Endpoints default/web"));
 	ck_assert(has("Pod default/p1"));
 	ck_assert_str_eq(rv("Pod default/p1"), "15");
 	ck_assert(has("Pod default/p2"));
-	ck_assert(has("Service kube-system/dns"));
+	ck_assert(!has("Service kube-system/dns"));
 	ck_assert(has("Service default/v2svc"));
 	ck_assert(has("EndpointSlice default/web-abc"));
-	ck_assert_uint_eq(nobjs(), 7);
+	ck_assert_uint_eq(nobjs(), 6);
 	/* Idle polls deliver nothing. */
 	em_source_edgecore_stop(E);
 	E = NULL;
@@ -292,14 +305,14 @@ START_TEST(change_is_picked_up)
 	usleep(1200000);	/* past the racy window: idle polls are stat() only */
 	ck_assert_uint_eq(nreplaces(), 1);
 	db = db_open();
-	put_meta(db, "default/service/new", "service", SVC("new", "30"));
+	put_v2_svc(db, "new", 30, SVC("new", "30"));
 	WAIT_UNTIL(has("Service default/new"), 2000);
 	exec(db, "DELETE FROM meta WHERE key = 'default/service/web'");
 	exec(db, "DELETE FROM meta_v2 WHERE key = '/core/v1/services/default/web'");
 	WAIT_UNTIL(!has("Service default/web"), 2000);
 	/* Two quick commits of the same size within one mtime tick. */
-	put_meta(db, "default/service/new", "service", SVC("new", "31"));
-	put_meta(db, "default/service/new", "service", SVC("new", "32"));
+	put_v2_svc(db, "new", 31, SVC("new", "31"));
+	put_v2_svc(db, "new", 32, SVC("new", "32"));
 	WAIT_UNTIL(strcmp(rv("Service default/new"), "32") == 0, 2000);
 	sqlite3_close(db);
 }
@@ -357,6 +370,7 @@ static double now_ms(void)
 START_TEST(writer_not_blocked)
 {
 	struct em_edgecore_config c = cfg(1);
+	struct em_edgecore_stats st;
 	double worst = 0;
 	sqlite3 *db;
 
@@ -380,9 +394,11 @@ START_TEST(writer_not_blocked)
 		usleep(2000);
 	}
 	sqlite3_close(db);
-	ck_assert_msg(worst < 1000, "a commit waited %.1f ms", worst);
+	em_source_edgecore_stats(E, &st);
+	ck_assert_msg(worst < 1000, "a commit waited %.1f ms (our longest read transaction: %lu us)",
+		      worst, st.lock_us_max);
 	WAIT_UNTIL(has("Pod default/w149"), 2000);
-	ck_assert_uint_eq(nobjs(), 7 + 150);
+	ck_assert_uint_eq(nobjs(), 6 + 150);
 }
 END_TEST
 
@@ -399,7 +415,7 @@ START_TEST(missing_then_created_then_replaced)
 	/* The file goes away: the last good data stays. */
 	unlink(dbpath);
 	usleep(200000);
-	ck_assert_uint_eq(nobjs(), 7);
+	ck_assert_uint_eq(nobjs(), 6);
 	em_source_edgecore_stats(E, &st);
 	ck_assert_uint_ge(st.failures, 1);
 	/* A new database at the same path (new inode). */
@@ -422,11 +438,11 @@ START_TEST(locked_keeps_last_data)
 	ck_assert_int_eq(em_source_edgecore_start(&c, sink, &E), 0);
 	db = db_open();
 	exec(db, "BEGIN EXCLUSIVE");
-	put_meta(db, "default/service/late", "service", SVC("late", "40"));
+	put_v2_svc(db, "late", 40, SVC("late", "40"));
 	n = nreplaces();
 	usleep(600000);		/* longer than the source's 200 ms busy timeout */
 	ck_assert_uint_eq(nreplaces(), n);
-	ck_assert_uint_eq(nobjs(), 7);
+	ck_assert_uint_eq(nobjs(), 6);
 	em_source_edgecore_stats(E, &st);
 	exec(db, "COMMIT");
 	sqlite3_close(db);
@@ -468,14 +484,313 @@ START_TEST(not_a_database)
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(write(fd, "this is not sqlite, just text long enough to have a header...........", 70), 70);
 	close(fd);
-	ck_assert_int_lt(em_edgecore_db_read(dbpath, 100, &items), 0);
+	struct em_edgecore_config c = cfg(0), missing = { .path = "/nonexistent/edgecore.db" };
+
+	ck_assert_int_lt(em_edgecore_db_read(&c, &items, NULL), 0);
 	ck_assert_ptr_null(items);
-	ck_assert_int_eq(em_edgecore_db_read("/nonexistent/edgecore.db", 100, &items), -ENOENT);
+	ck_assert_int_eq(em_edgecore_db_read(&missing, &items, NULL), -ENOENT);
 	unlink(dbpath);
 	make_db();
-	ck_assert_int_eq(em_edgecore_db_read(dbpath, 100, &items), 0);
-	ck_assert_uint_eq(json_array_size(items), 7);
+	ck_assert_int_eq(em_edgecore_db_read(&c, &items, NULL), 0);
+	ck_assert_uint_eq(json_array_size(items), 6);
 	json_decref(items);
+}
+END_TEST
+
+/* ---- what real databases hold -------------------------------------------- */
+
+static const char meta_schema[] =
+	"CREATE TABLE meta (key varchar(256) NOT NULL PRIMARY KEY, type varchar(32) NOT NULL DEFAULT '', value text NOT NULL DEFAULT '');";
+/* meta_v2 as beego's orm created it (KubeEdge < 1.23) ... */
+static const char v2_beego[] =
+	"CREATE TABLE meta_v2 (key varchar(256) NOT NULL PRIMARY KEY, groupversionresource varchar(256) NOT NULL DEFAULT '', "
+	"namespace varchar(256) NOT NULL DEFAULT '', name varchar(256) NOT NULL DEFAULT '', "
+	"resourceversion integer unsigned NOT NULL DEFAULT 0, value text);";
+/* ... as gorm creates it ... */
+static const char v2_gorm[] =
+	"CREATE TABLE meta_v2 (key text, group_version_resource text, namespace text, name text, "
+	"resource_version integer, value text, PRIMARY KEY (key));";
+/* ... and a beego table after gorm's migration added its columns */
+static const char v2_upgrade[] =
+	"ALTER TABLE meta_v2 ADD COLUMN group_version_resource text;"
+	"ALTER TABLE meta_v2 ADD COLUMN resource_version integer;";
+
+static void put_v2_cols(sqlite3 *db, bool gorm, const char *key, const char *gvr, int rvv,
+			const char *value)
+{
+	char sql[256];
+	sqlite3_stmt *st;
+	snprintf(sql, sizeof(sql), "INSERT INTO meta_v2 (key, %s, %s, value) VALUES (?, ?, ?, ?)",
+		 gorm ? "group_version_resource" : "groupversionresource",
+		 gorm ? "resource_version" : "resourceversion");
+	ck_assert_int_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, gvr, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 3, rvv);
+	sqlite3_bind_text(st, 4, value, -1, SQLITE_STATIC);
+	ck_assert_int_eq(sqlite3_step(st), SQLITE_DONE);
+	sqlite3_finalize(st);
+}
+
+static json_t *read_all(bool merge_legacy, struct em_edgecore_read_info *info)
+{
+	struct em_edgecore_config c = cfg(0);
+	json_t *items = NULL, *it;
+	size_t i;
+
+	c.merge_legacy = merge_legacy;
+	ck_assert_int_eq(em_edgecore_db_read(&c, &items, info), 0);
+	/* through the recording sink, for has()/rv()/nobjs() */
+	rec_replace(NULL, "edgecore-db", NULL, items);
+	json_array_foreach(items, i, it)
+		ck_assert_ptr_nonnull(json_object_get(it, "kind"));
+	return items;
+}
+
+#define OBJ(kind_api, name, rv, rest) \
+	"{" kind_api "\"metadata\":{\"name\":\"" name "\",\"namespace\":\"default\",\"resourceVersion\":\"" rv "\"}" rest "}"
+#define CORE(kind) "\"apiVersion\":\"v1\",\"kind\":\"" kind "\","
+#define EPS_REST ",\"subsets\":[{\"addresses\":[{\"ip\":\"10.244.7.7\"}],\"ports\":[{\"port\":80}]}]"
+#define SLICE_REST ",\"endpoints\":[{\"addresses\":[\"10.244.7.7\"]}],\"ports\":[{\"port\":80}]"
+
+START_TEST(both_eras_column_names)
+{
+	for (int era = 0; era < 3; era++) {	/* beego, gorm, upgraded */
+		sqlite3 *db;
+		json_t *items;
+
+		setup();
+		db = db_open();
+		exec(db, meta_schema);
+		exec(db, era == 1 ? v2_gorm : v2_beego);
+		if (era == 2)
+			exec(db, v2_upgrade);
+		/* with kind/apiVersion, and (the pod) without */
+		put_v2_cols(db, era == 1, "/core/v1/services/default/a", "/v1, Resource=services", 5,
+			    OBJ(CORE("Service"), "a", "5", ",\"spec\":{\"ports\":[{\"port\":80}]}"));
+		put_v2_cols(db, era == 1, "/core/v1/pods/default/p", "/v1, Resource=pods", 6,
+			    OBJ("", "p", "6", ""));
+		/* upgraded: the newer rows carry the gorm columns */
+		put_v2_cols(db, era >= 1, "/core/v1/endpoints/default/a", "/v1, Resource=endpoints", 7,
+			    OBJ(CORE("Endpoints"), "a", "7", EPS_REST));
+		put_v2_cols(db, era >= 1, "/discovery.k8s.io/v1/endpointslices/default/a-1",
+			    "discovery.k8s.io/v1, Resource=endpointslices", 8,
+			    OBJ("\"apiVersion\":\"discovery.k8s.io/v1\",\"kind\":\"EndpointSlice\",", "a-1", "8",
+				SLICE_REST));
+		sqlite3_close(db);
+		items = read_all(false, NULL);
+		ck_assert_msg(nobjs() == 4, "era %d: %zu objects", era, nobjs());
+		ck_assert(has("Service default/a") && has("Pod default/p") &&
+			  has("Endpoints default/a") && has("EndpointSlice default/a-1"));
+		json_decref(items);
+		teardown();
+	}
+}
+END_TEST
+
+START_TEST(legacy_podlists)
+{
+	/* Up to KubeEdge 1.7: meta only, <ns>/podlist/<svc> rows, values
+	 * without kind/apiVersion (<= 1.5), an empty podlist written as null. */
+	struct em_edgecore_read_info info;
+	sqlite3 *db = db_open();
+	json_t *items;
+
+	exec(db, meta_schema);
+	put_meta(db, "default/service/web", "service", OBJ("", "web", "3", ",\"spec\":{\"selector\":{\"app\":\"web\"}}"));
+	put_meta(db, "default/podlist/web", "podlist", "[" POD("p1", "4") "," POD("p2", "5") "]");
+	put_meta(db, "default/podlist/idle", "podlist", "null");
+	put_meta(db, "default/podlist/none", "podlist", "[]");
+	put_meta(db, "default/service/idle", "service", OBJ("", "idle", "6", ""));
+	sqlite3_close(db);
+	items = read_all(false, &info);
+	ck_assert(has("Service default/web") && has("Service default/idle"));
+	ck_assert(has("Pod default/p1") && has("Pod default/p2"));
+	ck_assert_uint_eq(nobjs(), 4);
+	ck_assert_uint_eq(info.skipped, 0);	/* null and [] are empty, not bad */
+	ck_assert_uint_eq(info.ignored, 0);
+	json_decref(items);
+}
+END_TEST
+
+START_TEST(ignored_rows_stay_in_the_database)
+{
+	struct em_edgecore_read_info info;
+	sqlite3 *db = db_open();
+	json_t *items;
+
+	exec(db, schema);
+	/* read: core services in meta (meta_v2 holds none) */
+	put_meta(db, "default/service/web", "service", OBJ(CORE("Service"), "web", "1", ""));
+	put_meta(db, "default/service/bare", "service", OBJ("", "bare", "2", ""));
+	/* read, then ignored: a Knative Service under the same type */
+	put_meta(db, "default/service/kn", "service",
+		 OBJ("\"apiVersion\":\"serving.knative.dev/v1\",\"kind\":\"Service\",", "kn", "3", ""));
+	/* never selected */
+	put_meta(db, "default/secret/s", "secret", "{\"data\":{\"password\":\"TOPSECRET\"}}");
+	put_meta(db, "default/configmap/c", "configmap", "{\"data\":{\"k\":\"TOPSECRET\"}}");
+	put_meta(db, "default/podstatus/p", "podstatus", "{\"TOPSECRET\":1}");
+	put_meta(db, "default/podpatch/p", "podpatch", "{\"TOPSECRET\":1}");
+	put_meta(db, "default/nodestatus/edge-1", "nodestatus", "{\"TOPSECRET\":1}");
+	put_meta(db, "default/pod/stale", "pod", POD("stale", "1"));	/* meta_v2 holds pods */
+	put_v2(db, "/core/v1/secrets/default/s", "/v1, Resource=secrets", "default", "s", 1, "TOPSECRET");
+	put_v2(db, "/core/v1/configmaps/default/c", "/v1, Resource=configmaps", "default", "c", 1, "TOPSECRET");
+	put_v2(db, "/operations.kubeedge.io/v1alpha1/nodeupgradejobtaskrequests/t1",
+	       "operations.kubeedge.io/v1alpha1, Resource=nodeupgradejobtaskrequests", "null", "t1", 0, "TOPSECRET");
+	put_v2(db, "/operations.kubeedge.io/v1alpha2/nodeupgradejobspecs/job/nodes/edge-1",
+	       "operations.kubeedge.io/v1alpha2, Resource=nodeupgradejobspecs", "null", "job", 0, "TOPSECRET");
+	put_v2(db, "/serving.knative.dev/v1/services/default/kn", "serving.knative.dev/v1, Resource=services",
+	       "default", "kn", 3, "TOPSECRET");
+	put_v2(db, "/version", "", "", "", 0, "TOPSECRET");
+	put_v2(db, "/core/v1/servicesx/default/y", "", "", "", 0, "TOPSECRET");
+	/* read: a pod; then ignored: a list row, a 6-part key, cluster scope */
+	put_v2(db, "/core/v1/pods/default/p", "/v1, Resource=pods", "default", "p", 4, POD("p", "4"));
+	put_v2(db, "/core/v1/pods/default", "/v1, Resource=pods", "default", "null", 0, "[]");
+	put_v2(db, "/core/v1/pods/default/p/status", "/v1, Resource=pods", "default", "p", 4, POD("p", "5"));
+	put_v2(db, "/core/v1/endpoints/null/x", "/v1, Resource=endpoints", "null", "x", 4,
+	       "{\"metadata\":{\"name\":\"x\"}}");
+	/* ... which does not make meta_v2 a holder of Endpoints: meta's are read */
+	put_meta(db, "default/endpoints/web", "endpoints", OBJ("", "web", "5", EPS_REST));
+	sqlite3_close(db);
+	items = read_all(false, &info);
+	ck_assert(has("Service default/web") && has("Service default/bare") && has("Pod default/p"));
+	ck_assert(has("Endpoints default/web"));
+	ck_assert_str_eq(rv("Pod default/p"), "4");
+	ck_assert_uint_eq(nobjs(), 4);
+	ck_assert_uint_eq(info.skipped, 0);
+	ck_assert_uint_eq(info.ignored, 4);	/* kn, list row, 6 parts, null namespace */
+	/* copied out: web, bare, kn, endpoints web; p, its list row, p/status, x.
+	 * Nothing else. */
+	ck_assert_uint_eq(info.rows, 8);
+	json_decref(items);
+}
+END_TEST
+
+START_TEST(stale_legacy_rows)
+{
+	sqlite3 *db = db_open();
+	json_t *items;
+
+	exec(db, schema);
+	/* pre-upgrade rows nobody removed */
+	put_meta(db, "default/service/old", "service", SVC("old", "2"));
+	put_meta(db, "default/service/web", "service", SVC("web", "50"));
+	put_meta(db, "default/podlist/web", "podlist", "[" POD("gone", "3") "]");
+	/* a kind meta_v2 does not hold is still read from meta */
+	put_meta(db, "default/endpoints/web", "endpoints", OBJ("", "web", "4", EPS_REST));
+	put_v2_svc(db, "web", 9, SVC("web", "9"));
+	put_v2(db, "/core/v1/pods/default/p", "/v1, Resource=pods", "default", "p", 10, POD("p", "10"));
+	sqlite3_close(db);
+	items = read_all(false, NULL);
+	ck_assert_str_eq(rv("Service default/web"), "9");
+	ck_assert(!has("Service default/old") && !has("Pod default/gone"));
+	ck_assert(has("Pod default/p") && has("Endpoints default/web"));
+	ck_assert_uint_eq(nobjs(), 3);
+	json_decref(items);
+	/* configurable: merged, the higher resourceVersion winning */
+	items = read_all(true, NULL);
+	ck_assert_str_eq(rv("Service default/web"), "50");
+	ck_assert(has("Service default/old") && has("Pod default/gone"));
+	ck_assert_uint_eq(nobjs(), 5);
+	json_decref(items);
+}
+END_TEST
+
+/* A writer that dies inside a transaction after its cache spilled to the
+ * database file leaves a hot journal. */
+static void crash_writer(void)
+{
+	pid_t pid = fork();
+	int status;
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		sqlite3 *db;
+		char big[2048];
+
+		memset(big, 'x', sizeof(big) - 1);
+		big[sizeof(big) - 1] = '\0';
+		if (sqlite3_open(dbpath, &db) != SQLITE_OK ||
+		    sqlite3_exec(db, "PRAGMA cache_size = 2; BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+			_exit(1);
+		for (int i = 0; i < 200; i++) {
+			char sql[2200];
+			snprintf(sql, sizeof(sql),
+				 "INSERT INTO meta VALUES ('default/configmap/c%d', 'configmap', '%s')", i, big);
+			if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+				_exit(1);
+		}
+		_exit(0);	/* no COMMIT, no ROLLBACK, no close */
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+START_TEST(hot_journal)
+{
+	struct em_edgecore_config c = cfg(20);
+	struct em_edgecore_stats st;
+	char journal[80];
+	json_t *items = NULL;
+	sqlite3 *db;
+
+	make_db();
+	crash_writer();
+	snprintf(journal, sizeof(journal), "%s-journal", dbpath);
+	ck_assert_int_eq(access(journal, F_OK), 0);
+	ck_assert_int_eq(em_edgecore_db_read(&c, &items, NULL), -EROFS);
+	ck_assert_ptr_null(items);
+	/* The source keeps retrying and counts it as a failure. */
+	ck_assert_int_eq(em_source_edgecore_start(&c, sink, &E), 0);
+	ck_assert_uint_eq(nreplaces(), 0);
+	em_source_edgecore_stats(E, &st);
+	ck_assert_uint_ge(st.failures, 1);
+	/* edgecore (a writer) opens the database: the journal is rolled back,
+	 * and the data from before the crashed transaction is read. */
+	db = db_open();
+	exec(db, "SELECT count(*) FROM meta");
+	sqlite3_close(db);
+	WAIT_UNTIL(has("Service default/web"), 2000);
+	ck_assert_uint_eq(nobjs(), 6);
+}
+END_TEST
+
+START_TEST(paged_reads)
+{
+	/* A read in several transactions (3 rows each) resumes where it
+	 * stopped: every object exactly once (the recording sink counts
+	 * duplicates as bad calls), whatever the table. */
+	struct em_edgecore_config c = cfg(0);
+	struct em_edgecore_read_info info;
+	json_t *items;
+	sqlite3 *db;
+
+	make_db();
+	db = db_open();
+	exec(db, "BEGIN");
+	for (int i = 0; i < 40; i++) {
+		char key[64], name[16], val[512];
+		snprintf(name, sizeof(name), "s%02d", i);
+		snprintf(key, sizeof(key), "/core/v1/services/default/%s", name);
+		snprintf(val, sizeof(val), OBJ(CORE("Service"), "%s", "%d", ""), name, 100 + i);
+		put_v2(db, key, "/v1, Resource=services", "default", name, 100 + i, val);
+		snprintf(key, sizeof(key), "default/endpoints/%s", name);
+		snprintf(val, sizeof(val), OBJ("", "%s", "%d", EPS_REST), name, 200 + i);
+		put_meta(db, key, "endpoints", val);
+	}
+	exec(db, "COMMIT");
+	sqlite3_close(db);
+	c.max_rows_per_txn = 3;
+	ck_assert_int_eq(em_edgecore_db_read(&c, &items, &info), 0);
+	rec_replace(NULL, "edgecore-db", NULL, items);
+	ck_assert_uint_eq(nobjs(), 6 + 80);
+	ck_assert_uint_ge(info.lock.transactions, 1 + (7 + 80) / 3);
+	ck_assert(has("Service default/s00") && has("Service default/s39"));
+	ck_assert(has("Endpoints default/s00") && has("Endpoints default/s39"));
+	json_decref(items);
+	/* the source pages the same way */
+	ck_assert_int_eq(em_source_edgecore_start(&c, sink, &E), 0);
+	ck_assert_uint_eq(nobjs(), 6 + 80);
 }
 END_TEST
 
@@ -495,6 +810,12 @@ Suite *edgecore_suite(void)
 	tcase_add_test(tc, locked_keeps_last_data);
 	tcase_add_test(tc, bad_rows_skipped);
 	tcase_add_test(tc, not_a_database);
+	tcase_add_test(tc, both_eras_column_names);
+	tcase_add_test(tc, legacy_podlists);
+	tcase_add_test(tc, ignored_rows_stay_in_the_database);
+	tcase_add_test(tc, stale_legacy_rows);
+	tcase_add_test(tc, hot_journal);
+	tcase_add_test(tc, paged_reads);
 	suite_add_tcase(s, tc);
 	return s;
 }

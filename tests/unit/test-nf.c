@@ -194,6 +194,7 @@ END_TEST
 struct walk {
 	unsigned n, tables_new, tables_del, chains, rules, begin, end;
 	unsigned tproxy, queue_native, queue_target, counters;
+	unsigned sets, elem_msgs, lookups;	/* UDP capture sets (issue 15) */
 	unsigned families[256];
 	bool acks_all, seq_ok;
 	uint32_t mark_set;
@@ -208,6 +209,8 @@ static int expr_cb(struct nftnl_expr *e, void *data)
 	const char *name = nftnl_expr_get_str(e, NFTNL_EXPR_NAME);
 	uint32_t len;
 
+	if (strcmp(name, "lookup") == 0)
+		w->lookups++;
 	if (strcmp(name, "tproxy") == 0)
 		w->tproxy++;
 	else if (strcmp(name, "queue") == 0) {
@@ -276,6 +279,8 @@ static void walk_batch(const struct em_nf_batch *b, struct walk *w)
 		case NFT_MSG_NEWTABLE: w->tables_new++; break;
 		case NFT_MSG_DELTABLE: w->tables_del++; break;
 		case NFT_MSG_NEWCHAIN: w->chains++; break;
+		case NFT_MSG_NEWSET: w->sets++; break;
+		case NFT_MSG_NEWSETELEM: case NFT_MSG_DELSETELEM: w->elem_msgs++; break;
 		case NFT_MSG_NEWRULE: {
 			struct nftnl_rule *r = nftnl_rule_alloc();
 
@@ -320,15 +325,17 @@ START_TEST(batch_install_native)
 	ck_assert_uint_eq(w.tables_del, 3);
 	ck_assert_uint_eq(w.tables_new, 4);
 	ck_assert_uint_eq(w.chains, 3);
-	/* 3 bypass returns, tproxy, mark, 2 queues */
-	ck_assert_uint_eq(w.rules, 7);
-	ck_assert_uint_eq(w.tproxy, 1);
+	/* 3 bypass returns, tproxy, mark, 2 queues, UDP tproxy + UDP mark */
+	ck_assert_uint_eq(w.rules, 9);
+	ck_assert_uint_eq(w.tproxy, 2);
+	ck_assert_uint_eq(w.sets, 1);
+	ck_assert_uint_eq(w.lookups, 2);
 	ck_assert_uint_eq(w.queue_native, 2);
 	ck_assert_uint_eq(w.queue_target, 0);
 	ck_assert_uint_eq(w.queue_flags, NFT_QUEUE_FLAG_BYPASS);
 	ck_assert_uint_eq(ntohs(w.tproxy_port_be), 15001);
 	ck_assert_uint_eq(w.mark_set, 0x1e2);
-	ck_assert_uint_eq(w.families[NFPROTO_INET], 2 + 1 + 3 + 7);
+	ck_assert_uint_eq(w.families[NFPROTO_INET], 2 + 1 + 1 + 3 + 9);
 }
 END_TEST
 
@@ -384,11 +391,49 @@ START_TEST(batch_install_many_ranges)
 	struct walk w;
 
 	build(t_v6, EM_NF_QUEUE_NATIVE, &w);
-	ck_assert_uint_eq(w.tproxy, 4);
+	/* TCP: every range; UDP: the two fake ranges only, by set */
+	ck_assert_uint_eq(w.tproxy, 4 + 2);
+	ck_assert_uint_eq(w.sets, 2);
 	/* + the raw chains for the 2 extra ranges: a bypass return and a
 	 * notrack rule per range in each of prerouting_raw and output_raw. */
-	ck_assert_uint_eq(w.rules, 3 + 4 + 4 + 2 + 1 + 2 * 2);
-	ck_assert_uint_eq(w.chains, 3 + 2);
+	ck_assert_uint_eq(w.rules, 3 + 4 + 4 + 2 + 4 + 1 + 2 * 2);
+}
+END_TEST
+
+
+/* The UDP capture sets are replaced in one batch: flush, then elements,
+ * for each family that has a fake range. */
+START_TEST(batch_udp_sync)
+{
+	struct em_nf_plan p;
+	struct em_nf_batch b;
+	struct walk w;
+	struct em_nf_udp_port ports[600];
+
+	memset(ports, 0, sizeof(ports));
+	for (int i = 0; i < 600; i++) {
+		ports[i].family = i == 599 ? AF_INET6 : AF_INET;
+		ports[i].addr[0] = 198;
+		ports[i].addr[1] = 18;
+		ports[i].addr[3] = (uint8_t)i;
+		ports[i].port = 53;
+	}
+	ck_assert_int_eq(plan_with(NULL, &p), 0);
+	ck_assert_int_eq(em_nf_batch_init(&b, 5), 0);
+	ck_assert_int_eq(em_nf_ruleset_build_udp_sync(&b, &p, ports, 600), 0);
+	walk_batch(&b, &w);
+	ck_assert(w.seq_ok && w.acks_all);
+	/* IPv4 only (no fake IPv6 range): 1 flush + 599 in 3 messages of 256 */
+	ck_assert_uint_eq(w.elem_msgs, 1 + 3);
+	ck_assert_uint_eq(w.end, 1);
+	em_nf_batch_fini(&b);
+
+	ck_assert_int_eq(plan_with(t_v6, &p), 0);
+	ck_assert_int_eq(em_nf_batch_init(&b, 5), 0);
+	ck_assert_int_eq(em_nf_ruleset_build_udp_sync(&b, &p, ports, 0), 0);
+	walk_batch(&b, &w);
+	ck_assert_uint_eq(w.elem_msgs, 2);	/* two flushes: an empty sync empties both */
+	em_nf_batch_fini(&b);
 }
 END_TEST
 
@@ -485,6 +530,7 @@ Suite *nf_suite(void)
 	tcase_add_test(tc, batch_install_dns_choices);
 	tcase_add_test(tc, batch_install_many_ranges);
 	tcase_add_test(tc, batch_remove);
+	tcase_add_test(tc, batch_udp_sync);
 	tcase_add_test(tc, batch_probe_has_no_end);
 	tcase_add_test(tc, batch_after_end_fails);
 	suite_add_tcase(s, tc);

@@ -157,10 +157,14 @@ int main(int argc, char **argv)
 		char pf[4096];
 		json_t *items;
 		struct em_manifest_error err;
-		snprintf(pf, sizeof(pf), "%s", psrc + 5);
+		/* psrc is "file:<path>": the path, with room for "file:" back. */
+		if (strlen(psrc + 5) >= sizeof(pf) - 16)
+			return 1;
+		memcpy(pf, psrc + 5, strlen(psrc + 5) + 1);
 		char *dot = strrchr(pf, '/');
 		strcpy(dot + 1, strstr(src, ".yaml") ? "pods-000.yaml" : "pods-000.json");
-		snprintf(psrc, sizeof(psrc), "file:%s", pf);
+		memcpy(psrc, "file:", 5);
+		memcpy(psrc + 5, pf, strlen(pf) + 1);
 		if (em_source_file_load(pf, &items, &err) == 0) {
 			double a = now_ms();
 			sink.replace(sink.ctx, psrc, NULL, items);

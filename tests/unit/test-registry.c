@@ -148,13 +148,16 @@ START_TEST(not_ready_pods_skipped)
 }
 END_TEST
 
+/* hostNetwork: the address is hostIP:port. A real hostNetwork pod has
+ * podIP = hostIP, which would let the podIP rule pass this test too: the
+ * pod here says otherwise, so only the hostNetwork rule gives 192.168.0.7. */
 START_TEST(host_port_and_host_network)
 {
 	load("s",
 	     POD("hp", "{app: x}", "    - {containerPort: 80, hostPort: 30080}\n", READY("10.0.0.1"))
 	     "---\nkind: Pod\nmetadata: {name: hn, labels: {app: x}}\n"
 	     "spec:\n  hostNetwork: true\n  containers: [{name: c, ports: [{containerPort: 80}]}]\n"
-	     "status:\n  phase: Running\n  podIP: 192.168.0.7\n  hostIP: 192.168.0.7\n"
+	     "status:\n  phase: Running\n  podIP: 10.0.0.2\n  hostIP: 192.168.0.7\n"
 	     "  conditions: [{type: Ready, status: \"True\"}]\n"
 	     POD("plain", "{app: x}", "    - {containerPort: 80}\n", READY("10.0.0.3"))
 	     "---\nkind: Service\nmetadata: {name: s}\nspec:\n  selector: {app: x}\n"
@@ -369,6 +372,128 @@ START_TEST(trim_after_big_commit)
 }
 END_TEST
 
+/* ---- where backends come from: Endpoints first, pods only without ---------- */
+
+/* A selector service of a real edge node: its Endpoints list a backend on
+ * another node (pod unknown here) and two local pods (known: one maps a
+ * hostPort, one is hostNetwork). */
+#define EP_WEB \
+	"---\nkind: Endpoints\nmetadata: {name: web, namespace: default}\nsubsets:\n" \
+	"- addresses:\n" \
+	"  - {ip: 10.244.9.9, targetRef: {kind: Pod, name: remote, namespace: default}}\n" \
+	"  - {ip: 10.0.0.1, targetRef: {kind: Pod, name: hp}}\n" \
+	"  - {ip: 192.168.0.7, targetRef: {kind: Pod, name: hn}}\n" \
+	"  - {ip: 10.0.0.3, targetRef: {kind: Pod, name: plain}}\n" \
+	"  ports: [{name: http, port: 80}]\n"
+#define SVC_WEB \
+	"---\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: x}\n" \
+	"  ports: [{name: http, port: 1234, targetPort: 80}]\n"
+#define LOCAL_PODS \
+	POD("hp", "{app: x}", "    - {containerPort: 80, hostPort: 30080}\n", READY("10.0.0.1")) \
+	"---\nkind: Pod\nmetadata: {name: hn, labels: {app: x}}\n" \
+	"spec:\n  hostNetwork: true\n  containers: [{name: c, ports: [{containerPort: 80}]}]\n" \
+	"status:\n  phase: Running\n  podIP: 192.168.0.7\n  hostIP: 192.168.0.7\n" \
+	"  conditions: [{type: Ready, status: \"True\"}]\n" \
+	POD("plain", "{app: x}", "    - {containerPort: 80}\n", READY("10.0.0.3"))
+
+START_TEST(endpoints_over_selector)
+{
+	/* Backends on other nodes come from the Endpoints; the local pods
+	 * they name keep the EdgeMesh rule (hostIP:hostPort). Before issue
+	 * 14 only the three matching local pods were used. */
+	load("s", LOCAL_PODS SVC_WEB EP_WEB);
+	ck_assert_str_eq(backends("default", "web", IPPROTO_TCP, 1234),
+			 "10.0.0.3:80 10.244.9.9:80 192.168.0.7:80 192.168.0.9:30080");
+	/* The same from an EndpointSlice (no Endpoints object). */
+	load("s", LOCAL_PODS SVC_WEB
+	     "---\nkind: EndpointSlice\nmetadata: {name: web-1, namespace: default, "
+	     "labels: {kubernetes.io/service-name: web}}\n"
+	     "endpoints:\n- {addresses: [10.244.9.9], targetRef: {kind: Pod, name: remote}}\n"
+	     "- {addresses: [10.0.0.1], targetRef: {kind: Pod, name: hp}}\n"
+	     "- {addresses: [10.244.9.8], conditions: {ready: false}}\n"
+	     "ports: [{name: http, port: 80}]\n");
+	ck_assert_str_eq(backends("default", "web", IPPROTO_TCP, 1234),
+			 "10.244.9.9:80 192.168.0.9:30080");
+	/* No Endpoints, no slices: the matching ready pods. */
+	load("s", LOCAL_PODS SVC_WEB);
+	ck_assert_str_eq(backends("default", "web", IPPROTO_TCP, 1234),
+			 "10.0.0.3:80 192.168.0.7:80 192.168.0.9:30080");
+	/* Endpoints with no ready address: no backend, not the pods. */
+	load("s", LOCAL_PODS SVC_WEB
+	     "---\nkind: Endpoints\nmetadata: {name: web}\nsubsets:\n"
+	     "- notReadyAddresses: [{ip: 10.0.0.3}]\n  ports: [{name: http, port: 80}]\n");
+	ck_assert_str_eq(backends("default", "web", IPPROTO_TCP, 1234), "");
+}
+END_TEST
+
+START_TEST(endpoints_from_another_source)
+{
+	/* The Endpoints may come from another source than the Service and
+	 * the pods: they still decide. */
+	load("file", LOCAL_PODS SVC_WEB);
+	load("kube", EP_WEB);
+	ck_assert_str_eq(backends("default", "web", IPPROTO_TCP, 1234),
+			 "10.0.0.3:80 10.244.9.9:80 192.168.0.7:80 192.168.0.9:30080");
+	/* ... and when they go, the pods again. */
+	load("kube", "");
+	ck_assert_str_eq(backends("default", "web", IPPROTO_TCP, 1234),
+			 "10.0.0.3:80 192.168.0.7:80 192.168.0.9:30080");
+}
+END_TEST
+
+static const struct em_service *svc_ptr(const char *name)
+{
+	urcu_memb_read_lock();
+	const struct em_service *s = em_snapshot_find_name(em_registry_current(reg), "default", 7,
+							   name, strlen(name));
+	urcu_memb_read_unlock();
+	return s;	/* compared only, never dereferenced */
+}
+
+START_TEST(endpoints_pod_changes_incremental)
+{
+	/* The Endpoints arrive before the pod they name; the pod's later
+	 * arrival, change and removal re-resolve the service, and only it. */
+	load("k", SVC_WEB EP_WEB
+	     "---\nkind: Service\nmetadata: {name: other}\nspec:\n  selector: {app: o}\n"
+	     "  ports: [{name: http, port: 1, targetPort: 80}]\n"
+	     "---\nkind: Endpoints\nmetadata: {name: other}\nsubsets:\n"
+	     "- addresses: [{ip: 10.5.0.1, targetRef: {kind: Pod, name: o1}}]\n"
+	     "  ports: [{name: http, port: 80}]\n");
+	ck_assert_str_eq(backends("default", "web", IPPROTO_TCP, 1234),
+			 "10.0.0.1:80 10.0.0.3:80 10.244.9.9:80 192.168.0.7:80");
+	const struct em_service *other = svc_ptr("other");
+	upsert_yaml("k", POD("hp", "{app: x}", "    - {containerPort: 80, hostPort: 30080}\n",
+			      READY("10.0.0.1")));
+	ck_assert_str_eq(backends("default", "web", IPPROTO_TCP, 1234),
+			 "10.0.0.3:80 10.244.9.9:80 192.168.0.7:80 192.168.0.9:30080");
+	ck_assert_ptr_eq(svc_ptr("other"), other);	/* untouched: reused */
+	upsert_yaml("k", POD("hp", "{app: x}", "    - {containerPort: 80, hostPort: 30081}\n",
+			      READY("10.0.0.1")));
+	ck_assert_str_eq(backends("default", "web", IPPROTO_TCP, 1234),
+			 "10.0.0.3:80 10.244.9.9:80 192.168.0.7:80 192.168.0.9:30081");
+	sink.remove(sink.ctx, "k", "Pod", "default", "hp");
+	sink.commit(sink.ctx, "k");
+	ck_assert_str_eq(backends("default", "web", IPPROTO_TCP, 1234),
+			 "10.0.0.1:80 10.0.0.3:80 10.244.9.9:80 192.168.0.7:80");
+	/* A pod nobody's Endpoints name changes nothing. */
+	const struct em_service *web = svc_ptr("web");
+	upsert_yaml("k", POD("unrelated", "{app: z}", "", READY("10.0.0.77")));
+	ck_assert_ptr_eq(svc_ptr("web"), web);
+	ck_assert_ptr_eq(svc_ptr("other"), other);
+	/* Endpoints appear for a service served from its pods, and go. */
+	load("p", POD("z1", "{app: zz}", "", READY("10.0.1.1"))
+		  "---\nkind: Service\nmetadata: {name: z}\nspec:\n  selector: {app: zz}\n  ports: [{port: 80}]\n");
+	ck_assert_str_eq(backends("default", "z", IPPROTO_TCP, 80), "10.0.1.1:80");
+	upsert_yaml("e", "kind: Endpoints\nmetadata: {name: z}\nsubsets:\n"
+			 "- addresses: [{ip: 10.7.7.7}]\n  ports: [{port: 80}]\n");
+	ck_assert_str_eq(backends("default", "z", IPPROTO_TCP, 80), "10.7.7.7:80");
+	sink.remove(sink.ctx, "e", "Endpoints", "default", "z");
+	sink.commit(sink.ctx, "e");
+	ck_assert_str_eq(backends("default", "z", IPPROTO_TCP, 80), "10.0.1.1:80");
+}
+END_TEST
+
 START_TEST(protocol_decision)
 {
 	ck_assert_int_eq(em_app_proto_for_port("http", NULL), EM_APP_HTTP);
@@ -500,9 +625,14 @@ START_TEST(file_source_reload)
 	write_file("b.json", "{\"kind\":\"Service\",\"metadata\":{\"name\":\"b\"},\"spec\":{\"ports\":[{\"port\":80}]}}");
 	wait_for("default", "b", 80, "");
 
-	/* A broken file keeps its last good objects. */
+	/* A broken file keeps its last good objects. Wait for the event (the
+	 * parse error, logged at error level) before asserting that nothing
+	 * changed: a sleep would pass as well if the file were never read. */
+	uint64_t errors = em_log_error_count();
 	write_file("a.yaml", "kind: Service\nmetadata: {name: a\n");
-	usleep(400000);
+	for (int i = 0; i < 300 && em_log_error_count() == errors; i++)
+		usleep(10000);
+	ck_assert_uint_gt(em_log_error_count(), errors);
 	ck_assert_str_eq(backends("default", "a", IPPROTO_TCP, 80), "10.0.0.2:80");
 	write_file("a.yaml", SVC_EP("a", "10.0.0.3"));
 	wait_for("default", "a", 80, "10.0.0.3:80");
@@ -567,6 +697,9 @@ Suite *registry_suite(void)
 	tcase_add_test(tc, pod_updates_incremental);
 	tcase_add_test(tc, untouched_service_keeps_balancer);
 	tcase_add_test(tc, trim_after_big_commit);
+	tcase_add_test(tc, endpoints_over_selector);
+	tcase_add_test(tc, endpoints_from_another_source);
+	tcase_add_test(tc, endpoints_pod_changes_incremental);
 	tcase_add_test(tc, protocol_decision);
 	tcase_add_test(tc, first_source_wins);
 	tcase_add_test(tc, child_source_keeps_parent_rank);
