@@ -365,7 +365,7 @@ static void stop_all(struct daemon *d)
 static struct em_metrics_input metrics_input(const struct daemon *d)
 {
 	return (struct em_metrics_input){
-		.reg = d->reg, .proxy = d->proxy, .dns = d->dns, .sources = d->sources,
+		.reg = d->reg, .proxy = d->proxy, .dns = d->dns, .udp = d->udp, .sources = d->sources,
 		.started_at = d->started_at, .reloads = d->reloads,
 		.reload_failures = d->reload_failures,
 	};
@@ -434,7 +434,7 @@ static void watchdog_tick(struct daemon *d)
 /* Options that a reload applies; every other one needs a restart. */
 static const char *const reloadable[] = {
 	"config", "source", "log-level", "kube-token-file", "kube-ca-file", "kube-insecure",
-	"node-name", "pods-on-node-only", "poll-interval-ms", NULL,
+	"node-name", "pods-on-node-only", "poll-interval-ms", "edgecore-merge-legacy", NULL,
 };
 
 static bool has_source(const struct em_config *cfg, const char *spec)

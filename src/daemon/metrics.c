@@ -21,6 +21,7 @@
 #include "lb/lb.h"
 #include "proxy/proxy.h"
 #include "registry/registry.h"
+#include "udp/udp.h"
 
 #define P "edgemesh_tproxy_"
 
@@ -145,6 +146,34 @@ static void write_proxy(FILE *out, const struct em_metrics_input *in)
 		(unsigned long long)ps.bytes_up, (unsigned long long)ps.bytes_down);
 	/* TODO(lead): the HTTP forwarder's ejections and upstream pool sizes
 	 * are not in struct em_proxy_stats yet; add them here when they are. */
+}
+
+/* The UDP forwarder's counters: the coupling to struct em_udp_stats. */
+static void write_udp(FILE *out, const struct em_metrics_input *in)
+{
+	struct em_udp_stats us;
+
+	if (!in->udp)
+		return;
+	em_udp_get_stats(in->udp, &us);
+	family(out, "udp_datagrams_total", "counter", "UDP datagrams relayed, by direction.");
+	fprintf(out, P "udp_datagrams_total{direction=\"upstream\"} %llu\n"
+		P "udp_datagrams_total{direction=\"downstream\"} %llu\n",
+		(unsigned long long)us.datagrams_up, (unsigned long long)us.datagrams_down);
+	one(out, "udp_refused_total", "counter", "UDP datagrams to an address that is not a UDP service port.",
+	    us.refused);
+	one(out, "udp_no_backend_total", "counter", "UDP datagrams to a service port without a usable backend.",
+	    us.no_backend);
+	one(out, "udp_flows_total", "counter", "UDP flows created.", us.flows);
+	one(out, "udp_flows_active", "gauge", "UDP flows now.", us.active);
+	family(out, "udp_flows_ended_total", "counter", "UDP flows ended, by reason.");
+	fprintf(out, P "udp_flows_ended_total{reason=\"idle\"} %llu\n"
+		P "udp_flows_ended_total{reason=\"evicted\"} %llu\n"
+		P "udp_flows_ended_total{reason=\"icmp_error\"} %llu\n"
+		P "udp_flows_ended_total{reason=\"backend_moved\"} %llu\n",
+		(unsigned long long)us.idle, (unsigned long long)us.evicted,
+		(unsigned long long)us.icmp_errors, (unsigned long long)us.moved);
+	one(out, "udp_errors_total", "counter", "UDP socket errors setting up a flow or sending.", us.errors);
 }
 
 static void addr_text(const struct em_balancer_backend *b, char *buf, size_t len)
@@ -317,6 +346,7 @@ int em_metrics_write(const struct em_metrics_input *in, FILE *out)
 	write_sources(out, in);
 	write_dns(out, in);
 	write_proxy(out, in);
+	write_udp(out, in);
 	write_services(out, in);
 	return ferror(out) ? -EIO : 0;
 }

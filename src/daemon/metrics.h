@@ -13,6 +13,7 @@ struct em_registry;
 struct em_proxy;
 struct em_dns_queue;
 struct em_sources;
+struct em_udp;
 
 /* Label cardinality bounds: series past these are summed under
  * service="other" / backend="other". */
@@ -23,6 +24,7 @@ struct em_metrics_input {
 	struct em_registry *reg;		/* required */
 	const struct em_proxy *proxy;		/* NULL: forwarder not running */
 	const struct em_dns_queue *dns;		/* NULL: DNS off */
+	const struct em_udp *udp;		/* NULL: no UDP forwarder */
 	const struct em_sources *sources;	/* NULL: none */
 	int64_t started_at;			/* CLOCK_REALTIME seconds */
 	uint64_t reloads, reload_failures;
