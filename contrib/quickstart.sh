@@ -6,6 +6,9 @@
 #   bash contrib/quickstart.sh test    install, build, run every test
 #   bash contrib/quickstart.sh deps    only install the Debian packages
 #   bash contrib/quickstart.sh build   only install and build (./build)
+#   bash contrib/quickstart.sh bench   install, build, run every benchmark (ratios vs peers)
+#   bash contrib/quickstart.sh bench-short   the benchmarks in short mode: checks that
+#                                      every case produces a figure (run by `test`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -13,7 +16,8 @@ top=$(pwd)
 # Build: compiler, meson, the libraries. Run: nftables, iproute2.
 # Tests: check, valgrind, clang's libFuzzer, nginx, dnsmasq, dig, curl, python3,
 # sqlite3, iptables (compat NFQUEUE rules in some netns tests).
-# Benchmarks: wrk, dnsperf, haproxy.
+# Benchmarks: wrk, dnsperf, haproxy. Hardening checks: systemd (systemd-analyze),
+# binutils (readelf).
 PACKAGES=(
 	meson ninja-build pkg-config gcc clang libclang-rt-14-dev
 	libmnl-dev libnftnl-dev libnetfilter-queue-dev libnfnetlink-dev
@@ -22,6 +26,7 @@ PACKAGES=(
 	nftables iproute2 iptables procps psmisc
 	valgrind nginx-light dnsmasq-base dnsutils curl python3 sqlite3 socat
 	wrk dnsperf haproxy
+	systemd binutils
 	debhelper lintian dpkg-dev file
 )
 
@@ -160,6 +165,13 @@ run_tests() {
 			failed=$((failed + 1)); echo "FAILED: $t (exit $rc)"
 		fi
 	done
+	echo "== benchmarks, short mode (every case produces a figure; numbers not judged)"
+	if BENCH_SHORT=1 BENCH_CHECK=1 BENCH_JSON=/tmp/em-bench-short.json \
+		bash netns-tests/bench/run.sh >/tmp/em-bench-short.log 2>&1; then
+		passed=$((passed + 1)); tail -n 1 /tmp/em-bench-short.log
+	else
+		failed=$((failed + 1)); echo "FAILED: bench-short"; tail -n 40 /tmp/em-bench-short.log
+	fi
 	echo "== leftovers"
 	left=$(comm -13 <(echo "$ns_before") <(ip netns list | awk '{print $1}' | sort))
 	if [ -n "$left" ]; then
@@ -182,5 +194,7 @@ deps) deps ;;
 build) deps && build ;;
 demo) deps && build && bash netns-tests/demo.sh ;;
 test) deps && build && run_tests ;;
-*) sed -n '2,9p' "$0"; exit 2 ;;
+bench) deps && build && bash netns-tests/bench/run.sh ;;
+bench-short) deps && build && BENCH_SHORT=1 BENCH_CHECK=1 bash netns-tests/bench/run.sh ;;
+*) sed -n '2,12p' "$0"; exit 2 ;;
 esac

@@ -227,10 +227,13 @@ start_daemon a
 check "daemon up (managing its rules)" wait_until 10 daemon_answers a
 norm_table na > "$TOPO_DIR/table-daemon"
 stop_daemon a
-sed -e '/queue num/d' "$NFT_FILE" > "$TOPO_DIR/edgemesh-noqueue.nft"
+# The pod's interface as the client interface, as start_daemon gives it
+# (--client-iface pa0), the one define an admin adapts.
+client_ifaces='s/^define EM_CLIENT_IFACES = .*/define EM_CLIENT_IFACES = { "pa0" }/'
+sed -e '/queue num/d' -e "$client_ifaces" "$NFT_FILE" > "$TOPO_DIR/edgemesh-noqueue.nft"
 if nft -c -f "$NFT_FILE" >/dev/null 2>&1; then
 	echo "# this kernel has the native queue: loading the file unchanged"
-	cp "$NFT_FILE" "$TOPO_DIR/edgemesh-noqueue.nft"
+	sed -e "$client_ifaces" "$NFT_FILE" > "$TOPO_DIR/edgemesh-noqueue.nft"
 fi
 check "nft/edgemesh.nft loads (nft -f, queue rules per the file's comment)" \
 	na nft -f "$TOPO_DIR/edgemesh-noqueue.nft"

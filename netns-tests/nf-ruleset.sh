@@ -282,6 +282,26 @@ check "--no-main-route: removal" stop drv
 state >"$DIR/after"
 check "--no-main-route: state as before" diff -u "$DIR/before" "$DIR/after"
 
+# capture scope: the pod is a client by its interface or its source range;
+# with neither matching, its connections to the capture ranges are dropped
+# (counted) and its DNS queries are not queued
+check "scope: install with --client-cidr 10.77.0.0/24" driver_start drv --client-cidr 10.77.0.0/24 --listen
+check "scope: pod inside the client range captured" captured "$POD" tl4 198.18.0.10 12345 10.77.0.2
+check "scope: pod query queued" dns_queued "$POD" 10.77.0.1 1
+check "scope: removal" stop drv
+check "scope: install with --client-iface cni0 (not the pod's)" driver_start drv --client-iface cni0 --listen
+check "scope: pod outside the scope: connection dropped, not captured" sh -c "
+	! ip netns exec $POD $PY $DIR/h.py connect 198.18.0.10 12345 &&
+	ip netns exec $NODE nft list chain inet edgemesh refuse | grep drop | grep -q 'packets [1-9]'"
+check "scope: pod outside the scope: query answered by the server, not queued" dns_queued "$POD" 10.77.0.1 0
+check "scope: host still captured" captured "$NODE" tl4 198.18.0.10 12345 127.0.0.1
+check "scope: removal" stop drv
+check "scope: install with --client-iface v* (a prefix)" driver_start drv --client-iface 'v*'
+check "scope: pod on vn captured through the prefix" captured "$POD" tl4 198.18.0.10 12345 10.77.0.2
+check "scope: removal" stop drv
+state >"$DIR/after"
+check "scope: state as before" diff -u "$DIR/before" "$DIR/after"
+
 # forced variants: the ip/ip6 tables, and a refused variant leaves nothing
 check "compat-ip variant: install" driver_start drv --variant compat-ip --listen
 check "compat-ip variant: host query queued" dns_queued "$NODE" 10.77.0.1 1

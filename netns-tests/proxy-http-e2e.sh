@@ -105,7 +105,7 @@ mkdir -p "$D/manifests" "$D/state"
 } > "$D/manifests/e2e.yaml"
 
 # shellcheck disable=SC2086 # EM_HTTP_DAEMON_OPTS is a list of options
-nn "$EM_BIN" --source "file:$D/manifests" --state-dir "$D/state" --node-name node \
+ip netns exec "$NS_N" "$EM_BIN" --source "file:$D/manifests" --state-dir "$D/state" --node-name node \
 	--capture-cidr 10.96.0.0/16 --dns-host no --dns-pods no $EM_HTTP_DAEMON_OPTS \
 	--log-level info >>"$D/daemon.log" 2>&1 &
 echo $! > "$D/daemon.pid"
@@ -157,5 +157,7 @@ client 10.96.0.25 get /none --expect 503 --within 5
 client 10.96.0.21 --timeout 3 smuggle --vectors "$top/tests/proxy/http-smuggling.vectors" \
 	--backend-log "$D/smug.log"
 
+stop_pid e2e "$(cat "$D/daemon.pid")"
+check_log_errors "$D/daemon.log"
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -192,7 +192,8 @@ wait_until 5 listening nr -lun 53 && wait_until 5 listening np1 -ltn 8080 ||
 
 mkdir -p "$TOPO_DIR/state"
 bg daemon "$NS_N" "$EM_BIN" --source "file:$TOPO_DIR/manifests" --state-dir "$TOPO_DIR/state" \
-	--log-level debug --udp-idle-timeout 30 --fake-ipv6-range fd9e:6d65:7368::/64
+	--log-level debug --udp-idle-timeout 30 --fake-ipv6-range fd9e:6d65:7368::/64 \
+	--client-iface c0
 fake() { nc_ dig +short +time=1 +tries=1 "$1.default.svc.cluster.local" A | grep '^198\.18\.'; }
 wait_until 10 fake udp-echo || { echo "daemon not ready:"; tail -20 "$TOPO_DIR/daemon.log"; exit 1; }
 ECHO=$(fake udp-echo)
@@ -383,5 +384,7 @@ check "after pod-1 is deleted, its flows move to pod-2" moved
 counters() { udp_stats_line | tee "$TOPO_DIR/udp.stats" | grep -q 'moved [1-9]'; }
 check "the daemon counted the moved flows" counters
 cat "$TOPO_DIR/udp.stats"
+stop_pid svc "$(cat "$TOPO_DIR/daemon.pid")"
+check_log_errors "$TOPO_DIR/daemon.log"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

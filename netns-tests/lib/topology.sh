@@ -196,6 +196,7 @@ start_daemon() {
 	mkdir -p "$TOPO_DIR/state-$node"
 	ip netns exec "$ns" "$EM_BIN" --source "file:$TOPO_DIR/manifests" \
 		--state-dir "$TOPO_DIR/state-$node" --node-name "edge-node-$node" \
+		--client-iface "p${node}0" \
 		--log-level "${EM_LOG_LEVEL:-info}" "$@" >>"$TOPO_DIR/daemon-$node.log" 2>&1 &
 	echo $! > "$TOPO_DIR/daemon-$node.pid"
 }

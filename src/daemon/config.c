@@ -142,6 +142,8 @@ static const struct opt opts[] = {
 	{ "fake-ipv4-range", OPT_STR, F(fake_ipv4_range), 0, 0, "198.18.0.0/16", "CIDR", "pool of fake IPv4 addresses handed out in DNS answers", &CHECK_FAKE4 },
 	{ "fake-ipv6-range", OPT_STR, F(fake_ipv6_range), 0, 0, "", "CIDR", "pool of fake IPv6 addresses for AAAA answers (empty: none, AAAA gets an empty answer)", &CHECK_FAKE6 },
 	{ "capture-cidr", OPT_LIST, F(capture_cidrs), F(n_capture_cidrs), 0, NULL, "CIDR", "also capture TCP to this range (e.g. the ClusterIP range); repeatable", &CHECK_CIDR },
+	{ "client-iface", OPT_LIST, F(client_ifaces), F(n_client_ifaces), 0, "auto", "NAME", "capture connections and DNS queries of pods arriving on this interface (a name, prefix*, auto = common CNI names cni*, cbr0, docker0, veth*, cali*, lxc*, kube-bridge, weave; any = from anyone); host processes always; repeatable", &CHECK_NONEMPTY },
+	{ "client-cidr", OPT_LIST, F(client_cidrs), F(n_client_cidrs), 0, NULL, "CIDR", "also capture from this source range (e.g. this node's pod CIDR); repeatable", &CHECK_CIDR },
 	{ "tproxy-port", OPT_UINT, F(tproxy_port), 0, 65535, "15001", "PORT", "TPROXY listener port (on 127.0.0.1)", NULL, 1 },
 	{ "queue-num", OPT_UINT, F(queue_num), 0, 65535, "0", "N", "first NFQUEUE number for DNS" },
 	{ "queues", OPT_UINT, F(queues), 0, 64, "1", "N", "number of DNS queues (one thread each, fanout)", NULL, 1 },
@@ -155,6 +157,7 @@ static const struct opt opts[] = {
 	{ "dns-pods", OPT_BOOL, F(dns_pods), 0, 0, "yes", "yes|no", "answer DNS queries forwarded from pods" },
 	{ "dns-in-place", OPT_BOOL, F(dns_in_place), 0, 0, "no", "yes|no", "deliver answers by accepting the rewritten query (faster) rather than through a raw socket; unsafe when something DNATs DNS on this node, e.g. kube-proxy to the cluster DNS" },
 	{ "manage-rules", OPT_BOOL, F(manage_rules), 0, 0, "yes", "yes|no", "install the nftables table and policy routes (no: you include nft/edgemesh.nft yourself)" },
+	{ "cleanup", OPT_BOOL, F(cleanup), 0, 0, "no", "yes|no", "remove the nftables table, rules and routes a previous run left (as configured), then exit (the unit's ExecStopPost)" },
 	{ "lb-strategy", OPT_STR, F(lb_strategy), 0, 0, "round-robin", "NAME", "default balancer strategy", &CHECK_NONEMPTY },
 	{ "lb-plugin", OPT_LIST, F(lb_plugins), F(n_lb_plugins), 0, NULL, "PATH", "load a balancer strategy from a shared object; repeatable", &CHECK_NONEMPTY },
 	{ "capture-mark", OPT_UINT, F(capture_mark), 0, UINT_MAX, "0x1e2", "MARK", "packet mark steering captured connections to the listener", NULL, 1 },
@@ -170,6 +173,19 @@ static const struct opt opts[] = {
 	{ "edgecore-merge-legacy", OPT_BOOL, F(edgecore_merge_legacy), 0, 0, "no", "yes|no", "edgecore-db: also read the legacy meta rows (podlists, pre-upgrade copies) of kinds meta_v2 holds (no: they are stale and left out)" },
 	{ "idle-timeout", OPT_UINT, F(idle_timeout_s), 0, 604800, "3600", "SECONDS", "close forwarded connections idle this long", NULL, 1 },
 	{ "connect-timeout-ms", OPT_UINT, F(connect_timeout_ms), 0, 600000, "3000", "MS", "backend connect timeout", NULL, 1 },
+	{ "http-max-head", OPT_UINT, F(http_max_head), 0, 1048576, "8192", "BYTES", "largest HTTP request head; larger ones get 431", NULL, 256 },
+	{ "http-max-line", OPT_UINT, F(http_max_line), 0, 1048576, "4096", "BYTES", "longest HTTP request line; longer ones get 414", NULL, 64 },
+	{ "http-head-timeout-ms", OPT_UINT, F(http_head_timeout_ms), 0, 3600000, "10000", "MS", "time from the first byte of an HTTP request head to its end; slower clients get 408", NULL, 1 },
+	{ "http-keepalive-timeout", OPT_UINT, F(http_keepalive_s), 0, 604800, "60", "SECONDS", "close an idle HTTP keep-alive client connection after this long", NULL, 1 },
+	{ "http-response-timeout-ms", OPT_UINT, F(http_response_timeout_ms), 0, 3600000, "60000", "MS", "time from a request sent upstream to its response head; else 504", NULL, 1 },
+	{ "http-pool-per-backend", OPT_UINT, F(http_pool_per_backend), 0, 100000, "32", "N", "idle upstream keep-alive connections kept per backend and worker" },
+	{ "http-pool-total", OPT_UINT, F(http_pool_total), 0, 1000000, "512", "N", "idle upstream keep-alive connections kept per worker; 0 disables reuse" },
+	{ "http-pool-idle-timeout", OPT_UINT, F(http_pool_idle_s), 0, 86400, "30", "SECONDS", "close an idle upstream keep-alive connection after this long", NULL, 1 },
+	{ "http-pool-max-requests", OPT_UINT, F(http_pool_max_requests), 0, UINT_MAX, "1000", "N", "requests sent on one upstream connection before it is closed", NULL, 1 },
+	{ "max-connections", OPT_UINT, F(max_conns), 0, 10000000, "16384", "N", "client connections forwarded at once; more are reset at once", NULL, 1 },
+	{ "max-connections-per-client", OPT_UINT, F(max_conns_per_client), 0, 10000000, "4096", "N", "client connections per client address; more are reset at once", NULL, 1 },
+	{ "pipe-size", OPT_UINT, F(pipe_size), 0, 1048576, "262144", "BYTES", "size of the pipes bodies and relays are spliced through", NULL, 4096 },
+	{ "big-pipes", OPT_UINT, F(big_pipes), 0, 100000, "48", "N", "pipes grown to pipe-size at once (the rest stay 64 KiB): keeps under fs.pipe-user-pages-soft without CAP_SYS_RESOURCE" },
 	{ "udp-idle-timeout", OPT_UINT, F(udp_idle_timeout_s), 0, 86400, "60", "SECONDS", "a UDP flow keeps its backend until idle this long", NULL, 1 },
 	{ "udp-max-flows", OPT_UINT, F(udp_max_flows), 0, 1000000, "2048", "N", "UDP flows held at once (two sockets each); the least recently active is evicted", NULL, 1 },
 	{ "dns-external-timeout-ms", OPT_UINT, F(dns_external_timeout_ms), 0, 60000, "1500", "MS", "ExternalName: wait this long for the resolver's answer about the target, then let the query pass untouched" },
@@ -497,6 +513,10 @@ int em_config_load(struct em_config *cfg, int argc, char **argv)
 	em_config_defaults(cfg);
 	for (size_t i = 0; i < N_OPTS; i++)
 		lopts[i] = (struct option){ opts[i].name, required_argument, NULL, 0 };
+	/* --cleanup alone means yes (the unit's ExecStopPost line) */
+	for (size_t i = 0; i < N_OPTS; i++)
+		if (opts[i].off == F(cleanup))
+			lopts[i].has_arg = optional_argument;
 	lopts[N_OPTS] = (struct option){ "help", no_argument, NULL, 'h' };
 	lopts[N_OPTS + 1] = (struct option){ "version", no_argument, NULL, 'V' };
 	lopts[N_OPTS + 2] = (struct option){ "check-config", no_argument, NULL, 'C' };
@@ -546,7 +566,7 @@ int em_config_load(struct em_config *cfg, int argc, char **argv)
 			clear_list(cfg, o);
 			cleared[idx] = true;
 		}
-		if ((ret = set_opt(cfg, o, optarg, "flags")) < 0)
+		if ((ret = set_opt(cfg, o, optarg ? optarg : "yes", "flags")) < 0)
 			return ret;
 	}
 	return em_config_validate(cfg);

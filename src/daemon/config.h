@@ -20,6 +20,10 @@ struct em_config {
 	char *fake_ipv6_range;		/* "" = no IPv6 fake addresses */
 	char *capture_cidrs[EM_CONFIG_MAX_LIST];	/* extra ranges to capture, e.g. ClusterIPs */
 	unsigned n_capture_cidrs;
+	char *client_ifaces[EM_CONFIG_MAX_LIST];	/* who is captured besides lo: interfaces */
+	unsigned n_client_ifaces;
+	char *client_cidrs[EM_CONFIG_MAX_LIST];		/* ... and source ranges */
+	unsigned n_client_cidrs;
 	unsigned tproxy_port;
 	unsigned queue_num;
 	unsigned queues;
@@ -33,6 +37,7 @@ struct em_config {
 	bool dns_pods;			/* queue forwarded queries (prerouting hook) */
 	bool dns_in_place;		/* accept rewritten queries instead of raw-socket replies */
 	bool manage_rules;		/* install the nftables table and policy routes */
+	bool cleanup;			/* remove what a crashed run left, then exit */
 	char *lb_strategy;
 	char *lb_plugins[EM_CONFIG_MAX_LIST];
 	unsigned n_lb_plugins;
@@ -49,6 +54,20 @@ struct em_config {
 	bool edgecore_merge_legacy;	/* read meta rows of kinds meta_v2 holds too */
 	unsigned idle_timeout_s;
 	unsigned connect_timeout_ms;
+	/* forwarder limits (proxy.h names them) */
+	unsigned http_max_head;
+	unsigned http_max_line;
+	unsigned http_head_timeout_ms;
+	unsigned http_keepalive_s;
+	unsigned http_response_timeout_ms;
+	unsigned http_pool_per_backend;
+	unsigned http_pool_total;
+	unsigned http_pool_idle_s;
+	unsigned http_pool_max_requests;
+	unsigned max_conns;
+	unsigned max_conns_per_client;
+	unsigned pipe_size;
+	unsigned big_pipes;
 	unsigned udp_idle_timeout_s;	/* UDP flow idle timeout */
 	unsigned udp_max_flows;		/* bound of the UDP flow table */
 	unsigned dns_external_timeout_ms; /* ExternalName target lookups */

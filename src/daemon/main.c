@@ -21,6 +21,7 @@
 #include "daemon/control.h"
 #include "daemon/metrics.h"
 #include "daemon/notify.h"
+#include "daemon/privs.h"
 #include "daemon/sources.h"
 #include "dns/queue.h"
 #include "lb/lb.h"
@@ -189,11 +190,11 @@ static int make_state_dir(const char *dir)
 {
 	if (!*dir)
 		return 0;
-	if (mkdir(dir, 0755) == -1 && errno != EEXIST) {
+	if (mkdir(dir, 0700) == -1 && errno != EEXIST) {
 		em_err("state directory %s: %s", dir, strerror(errno));
 		return -errno;
 	}
-	return 0;
+	return em_state_dir_check(dir);
 }
 
 static int start_registry(struct daemon *d)
@@ -203,6 +204,8 @@ static int start_registry(struct daemon *d)
 		.fake_ipv4_range = d->cfg.fake_ipv4_range,
 		.fake_ipv6_range = d->cfg.fake_ipv6_range,
 		.state_dir = *d->cfg.state_dir ? d->cfg.state_dir : NULL,
+		.capture_cidrs = (const char *const *)d->cfg.capture_cidrs,
+		.n_capture_cidrs = d->cfg.n_capture_cidrs,
 	};
 	int ret;
 
@@ -232,6 +235,19 @@ static int start_proxy(struct daemon *d)
 	pc.bypass_mark = d->cfg.bypass_mark;
 	pc.connect_timeout_ms = d->cfg.connect_timeout_ms;
 	pc.idle_timeout_s = d->cfg.idle_timeout_s;
+	pc.max_head = d->cfg.http_max_head;
+	pc.max_line = d->cfg.http_max_line;
+	pc.head_timeout_ms = d->cfg.http_head_timeout_ms;
+	pc.keepalive_s = d->cfg.http_keepalive_s;
+	pc.response_timeout_ms = d->cfg.http_response_timeout_ms;
+	pc.pool_per_backend = d->cfg.http_pool_per_backend;
+	pc.pool_total = d->cfg.http_pool_total;
+	pc.pool_idle_s = d->cfg.http_pool_idle_s;
+	pc.pool_max_requests = d->cfg.http_pool_max_requests;
+	pc.max_conns = d->cfg.max_conns;
+	pc.max_conns_per_client = d->cfg.max_conns_per_client;
+	pc.pipe_size = d->cfg.pipe_size;
+	pc.big_pipes = d->cfg.big_pipes;
 	pc.resolve = resolve;
 	pc.resolve_ctx = d->reg;
 	if ((ret = em_proxy_start(&pc, &d->proxy)) < 0)
@@ -266,18 +282,19 @@ static int start_dns(struct daemon *d)
 	return ret;
 }
 
-static int start_rules(struct daemon *d)
+static void nf_config(struct daemon *d, struct em_nf_config *out)
 {
 	struct em_nf_config nc;
-	int ret;
 
-	if (!d->cfg.manage_rules)
-		return 0;
 	em_nf_config_defaults(&nc);
 	nc.fake_ipv4 = d->cfg.fake_ipv4_range;
 	nc.fake_ipv6 = d->cfg.fake_ipv6_range;
 	nc.capture_cidrs = (const char *const *)d->cfg.capture_cidrs;
 	nc.n_capture_cidrs = d->cfg.n_capture_cidrs;
+	nc.client_ifaces = (const char *const *)d->cfg.client_ifaces;
+	nc.n_client_ifaces = d->cfg.n_client_ifaces;
+	nc.client_cidrs = (const char *const *)d->cfg.client_cidrs;
+	nc.n_client_cidrs = d->cfg.n_client_cidrs;
 	nc.tproxy_port = (uint16_t)d->cfg.tproxy_port;
 	nc.queue_num = (uint16_t)d->cfg.queue_num;
 	nc.queues = (uint16_t)d->cfg.queues;
@@ -287,6 +304,17 @@ static int start_rules(struct daemon *d)
 	nc.bypass_mark = d->cfg.bypass_mark;
 	nc.route_table = d->cfg.route_table;
 	nc.rule_priority = d->cfg.rule_priority;
+	*out = nc;
+}
+
+static int start_rules(struct daemon *d)
+{
+	struct em_nf_config nc;
+	int ret;
+
+	if (!d->cfg.manage_rules)
+		return 0;
+	nf_config(d, &nc);
 	if ((ret = em_nf_install(&nc, &d->nf)) < 0)
 		return ret;	/* logged by em_nf_install */
 	em_info("ruleset installed: table inet edgemesh, DNS queue %s, policy route table %u",
@@ -302,10 +330,11 @@ static void log_stats(struct daemon *d)
 
 	em_registry_get_stats(d->reg, &rs);
 	em_info("registry: generation %llu, %llu services, %llu backends, %llu objects, "
-		"%llu without fake IP, %llu rejected, last build %llu us",
+		"%llu without fake IP, %llu rejected, %llu rejected backend addresses, last build %llu us",
 		(unsigned long long)rs.generation, (unsigned long long)rs.services,
 		(unsigned long long)rs.backends, (unsigned long long)rs.objects,
 		(unsigned long long)rs.fake_exhausted, (unsigned long long)rs.rejected,
+		(unsigned long long)rs.rejected_addrs,
 		(unsigned long long)rs.last_build_us);
 	if (d->dns) {
 		struct em_dns_stats ds;
@@ -321,6 +350,19 @@ static void log_stats(struct daemon *d)
 			(unsigned long long)ps.no_backend, (unsigned long long)ps.upstream_failures,
 			(unsigned long long)ps.active, (unsigned long long)ps.bytes_up,
 			(unsigned long long)ps.bytes_down);
+#define U(x) (unsigned long long)(x)
+		em_info("forwarder http: requests %llu, responses 1xx %llu 2xx %llu 3xx %llu 4xx %llu "
+			"5xx %llu, generated 4xx %llu 5xx %llu, retries %llu, pool hits %llu misses %llu "
+			"stale %llu, timeouts head %llu response %llu, bad requests %llu responses %llu, "
+			"aborted %llu, tunnels %llu, L4 fallbacks %llu, limit refusals %llu, pipes %llu "
+			"(size refused %llu, small %llu)",
+			U(ps.requests), U(ps.responses[1]), U(ps.responses[2]), U(ps.responses[3]),
+			U(ps.responses[4]), U(ps.responses[5]), U(ps.generated[4]), U(ps.generated[5]),
+			U(ps.retries), U(ps.pool_hits), U(ps.pool_misses), U(ps.pool_stale),
+			U(ps.head_timeouts), U(ps.response_timeouts), U(ps.bad_requests),
+			U(ps.bad_responses), U(ps.aborted_responses), U(ps.tunnels), U(ps.l4_fallbacks),
+			U(ps.limit_refusals), U(ps.pipes), U(ps.pipe_size_failures), U(ps.pipes_small));
+#undef U
 	}
 	if (d->udp) {
 		struct em_udp_stats us;
@@ -643,6 +685,13 @@ int main(int argc, char **argv)
 		em_config_free(&d.cfg);
 		return ret;
 	}
+	if (d.cfg.cleanup) {	/* ExecStopPost: what a crash left goes */
+		struct em_nf_config nc;
+		nf_config(&d, &nc);
+		ret = em_nf_cleanup(&nc);
+		em_config_free(&d.cfg);
+		return ret < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+	}
 
 	/* Signals are taken synchronously below; every thread inherits the mask. */
 	sigemptyset(&sigs);
@@ -660,7 +709,7 @@ int main(int argc, char **argv)
 		d.cfg.cluster_domain, d.cfg.fake_ipv4_range,
 		*d.cfg.fake_ipv6_range ? " and " : "", d.cfg.fake_ipv6_range);
 	if (start_registry(&d) < 0 || start_proxy(&d) < 0 || start_dns(&d) < 0 ||
-	    start_rules(&d) < 0 || start_udp(&d) < 0) {
+	    start_rules(&d) < 0 || start_udp(&d) < 0 || em_privs_drop() < 0) {
 		em_err("start-up failed; nothing is left installed");
 		stop_all(&d);
 		return EXIT_FAILURE;

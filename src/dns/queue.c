@@ -32,6 +32,7 @@
 #include <errno.h>
 #include <libmnl/libmnl.h>
 #include <libnetfilter_queue/libnetfilter_queue.h>
+#include <net/if.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_queue.h>
@@ -73,6 +74,7 @@ struct qthread {
 	struct mnl_socket *nl;
 	unsigned portid;
 	int raw4, raw6;
+	unsigned lo_index;		/* ifindex of lo in this namespace */
 	struct em_dns_localaddr local;
 	pthread_t tid;
 	bool started;
@@ -83,6 +85,7 @@ struct qthread {
 	size_t tx_cap;
 	_Atomic uint64_t reasons[EM_DNS_REASON_MAX];
 	_Atomic uint64_t packets, raw_sent, raw_errors, truncated, enobufs, recv_errors, send_errors;
+	_Atomic uint64_t spoofed;	/* not answered: local source from outside lo */
 	struct em_ratelimit rl;
 	/* ExternalName (issue 15) */
 	int up4, up6;			/* UDP sockets to resolvers, bypass mark */
@@ -280,6 +283,32 @@ static void put_verdict(struct qthread *t, size_t *used, int type, uint32_t id, 
 	*used += NLMSG_ALIGN(nlh->nlmsg_len);
 }
 
+/* A query that claims a loopback or node-local source but did not come
+ * through lo was not sent by this node: answering it would deliver the
+ * answer (through the raw socket, which sends wherever the query claims to
+ * come from) to a local socket on behalf of a spoofer. The ruleset's
+ * reverse-path check refuses such packets before the queue; this is the
+ * second line should the ruleset be someone else's (--manage-rules=no). */
+static bool spoofed_source(const struct qthread *t, uint8_t hook, struct nlattr **attr,
+			   const uint8_t *pkt, size_t len)
+{
+	static const uint8_t v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	uint32_t indev;
+	bool v4;
+
+	if (hook != NF_INET_PRE_ROUTING || len < 20)
+		return false;
+	indev = attr[NFQA_IFINDEX_INDEV] ? ntohl(mnl_attr_get_u32(attr[NFQA_IFINDEX_INDEV])) : 0;
+	if (indev && indev == t->lo_index)
+		return false;
+	v4 = pkt[0] >> 4 == 4;
+	if (!v4 && len < 40)
+		return false;
+	if (!v4 && memcmp(pkt + 8, v4mapped, 12) == 0)
+		return true;	/* ::ffff:a.b.c.d never arrives honestly */
+	return em_dns_localaddr_has(&t->local, v4 ? AF_INET : AF_INET6, v4 ? pkt + 12 : pkt + 8);
+}
+
 /* Handles one NFQNL_MSG_PACKET: appends an in-place verdict, or queues a
  * raw answer in b; returns the id when the packet is to be accepted by the
  * batch verdict, else 0. */
@@ -307,6 +336,10 @@ static uint32_t handle_packet(struct qthread *t, const struct nlmsghdr *nlh,
 		return id;
 	uint8_t *work = t->work + (size_t)b->slots * WORK_CAP;
 	memcpy(work, mnl_attr_get_payload(attr[NFQA_PAYLOAD]), len);
+	if (spoofed_source(t, ph->hook, attr, work, len)) {
+		ADD(spoofed);
+		return id;	/* untouched: the kernel drops it as a martian */
+	}
 
 	enum em_dns_reason r = cat->find_name ?
 		em_dns_answer(&t->q->cfg.opts, cat, work, len, WORK_CAP, &out_len) :
@@ -813,6 +846,7 @@ int em_dns_queue_start(const struct em_dns_config *cfg, const struct em_dns_prov
 			       cfg->bypass_mark, strerror(-err));
 			goto fail;
 		}
+		t->lo_index = if_nametoindex("lo");
 		if ((err = external_open(t, cfg->bypass_mark)) < 0) {
 			em_err("dns queue %u: ExternalName resolver sockets: %s", t->num, strerror(-err));
 			goto fail;
@@ -851,6 +885,7 @@ void em_dns_queue_stats(const struct em_dns_queue *q, struct em_dns_stats *st)
 		st->packets += LOAD(((struct qthread *)t)->packets);
 		st->raw_sent += LOAD(((struct qthread *)t)->raw_sent);
 		st->raw_errors += LOAD(((struct qthread *)t)->raw_errors);
+		st->spoofed += LOAD(((struct qthread *)t)->spoofed);
 		st->truncated += LOAD(((struct qthread *)t)->truncated);
 		st->enobufs += LOAD(((struct qthread *)t)->enobufs);
 		st->recv_errors += LOAD(((struct qthread *)t)->recv_errors);
@@ -885,6 +920,8 @@ int em_dns_stats_format(const struct em_dns_stats *st, char *buf, size_t len)
 	       (unsigned long long)st->raw_sent, (unsigned long long)st->raw_errors,
 	       (unsigned long long)st->truncated, (unsigned long long)st->enobufs,
 	       (unsigned long long)st->recv_errors, (unsigned long long)st->send_errors);
+	if (st->spoofed)
+		APPEND(" spoofed=%llu", (unsigned long long)st->spoofed);
 #undef APPEND
 	return o < len ? (int)o : -ENOSPC;
 }

@@ -58,6 +58,8 @@ struct em_dns_stats {
 	uint64_t packets;		/* packets received from the kernel */
 	uint64_t raw_sent;		/* answers sent through the raw socket */
 	uint64_t raw_errors;		/* raw send failures (query accepted instead) */
+	uint64_t spoofed;		/* prerouting queries with a local source not from lo:
+					 * left unanswered */
 	uint64_t truncated;		/* payload cut by copy_range: passed */
 	uint64_t enobufs;		/* socket overruns: packets the kernel gave up on */
 	uint64_t recv_errors;

@@ -64,6 +64,9 @@ const struct em_balancer_ops *em_lb_find(const char *name);
 /* dlopen `path` and fetch its ops through EM_BALANCER_PLUGIN_SYMBOL; checks
  * the ABI version and the mandatory callbacks. On success *handle is the
  * dlopen handle (dlclose it only once no instance of the strategy exists).
+ * Before dlopen the path must pass em_trust_code_path() (absolute; file
+ * and directory owned by root, not group/world-writable): -EINVAL or
+ * -EPERM otherwise, with the reason in `err`.
  * Errors: -ENOENT (cannot load: `err` gets dlerror()), -ENOEXEC (no entry
  * point, or it returned NULL), -EPROTO (ABI version mismatch), -EINVAL
  * (a mandatory field missing). `err` (may be NULL) receives a reason. */

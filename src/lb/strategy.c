@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "lb/lb.h"
+#include "util/trust.h"
 #include "util/log.h"
 
 static const struct em_balancer_ops *const builtin_strategies[] = {
@@ -59,9 +60,13 @@ int em_lb_load_plugin(const char *path, const struct em_balancer_ops **ops,
 	void *h;
 	int ret;
 
+	/* Code run as root: refused unless only root can have put it there. */
+	char resolved[PATH_MAX];
+	if ((ret = em_trust_code_path(path, resolved, &why)) < 0)
+		goto fail;
 	/* RTLD_LOCAL: two plugins may use the same helper names. RTLD_NOW:
 	 * fail here, at start-up, not on the first pick. */
-	h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	h = dlopen(resolved, RTLD_NOW | RTLD_LOCAL);
 	if (!h) {
 		why = dlerror();
 		ret = -ENOENT;

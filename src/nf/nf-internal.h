@@ -4,6 +4,7 @@
 #ifndef EM_NF_INTERNAL_H
 #define EM_NF_INTERNAL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -17,6 +18,8 @@ struct mnl_nlmsg_batch;
 #define EM_NF_TABLE "edgemesh"
 /* fake IPv4, fake IPv6 and up to this many extra ranges */
 #define EM_NF_MAX_CAPTURE 18
+/* client interfaces (after expanding "auto") and client ranges, each */
+#define EM_NF_MAX_CLIENTS 16
 
 /* Everything the batch needs, already parsed and checked. */
 struct em_nf_plan {
@@ -34,6 +37,12 @@ struct em_nf_plan {
 	uint32_t capture_mark;
 	uint32_t bypass_mark;
 	enum em_nf_queue_variant variant;	/* never AUTO when building */
+	/* Capture scope (see em_nf_config): with neither interfaces nor
+	 * ranges, anyone passing the reverse-path check is a client. */
+	char client_ifaces[EM_NF_MAX_CLIENTS][16];	/* "name" or "prefix*" */
+	unsigned n_client_ifaces;
+	struct em_nf_cidr client_cidrs[EM_NF_MAX_CLIENTS];
+	unsigned n_client_cidrs;
 };
 
 /* Turn the config into a plan; -EINVAL after logging the bad value. */
@@ -42,7 +51,7 @@ bool em_nf_plan_has_v6(const struct em_nf_plan *p);
 
 /* ---- nfnetlink batches (ruleset.c) ---- */
 
-#define EM_NF_BATCH_MAX_MSGS 64
+#define EM_NF_BATCH_MAX_MSGS 128
 
 struct em_nf_batch {
 	char *buf;
@@ -109,5 +118,55 @@ struct em_nf_rule {
 int em_nf_route_local(struct mnl_socket *rt, bool add, const struct em_nf_route *r);
 /* `ip rule add|del fwmark M lookup T priority P`. */
 int em_nf_rule_fwmark(struct mnl_socket *rt, bool add, const struct em_nf_rule *r);
+
+/* ---- the installed state (nf.c) and its watcher (watch.c) ---- */
+
+/* Per family: the table's local default route and the rule; plus the fake
+ * ranges' routes in main. */
+#define MAX_UNDO 6
+
+/* One routing object added (or found already there at install: a crashed
+ * run's leftovers count as ours); exactly these are removed, newest first. */
+struct undo {
+	bool is_rule;
+	struct em_nf_route route;
+	struct em_nf_rule rule;
+};
+
+struct em_nf_watch;
+
+struct em_nf {
+	struct em_nf_plan plan;
+	struct undo undo[MAX_UNDO];
+	unsigned n_undo;
+	struct em_nf_watch *watch;	/* NULL: not watching */
+	/* The UDP sets' last contents, so that a reinstalled table gets them
+	 * back; the lock orders em_nf_udp_sync against the watcher's repairs. */
+	pthread_mutex_t lock;
+	struct em_nf_udp_port *udp;
+	size_t n_udp;
+};
+
+/* Fill the UDP sets on nl (lock held by the caller); 0 or -errno. */
+int em_nf_udp_apply(struct em_nf *nf, struct mnl_socket *nl,
+		    const struct em_nf_udp_port *ports, size_t n);
+
+/* A bound NETLINK_NETFILTER / NETLINK_ROUTE socket with a receive timeout
+ * and NETLINK_CAP_ACK; NULL with errno. */
+struct mnl_socket *em_nf_nl_open(int bus);
+/* Install (replace) or remove the plan's tables in one batch; logs. */
+int em_nf_table_batch(struct mnl_socket *nl, const struct em_nf_plan *p, bool install);
+
+/* Delete the fake ranges' main-table routes of nf (undo kept). */
+void em_nf_main_routes_del(struct em_nf *nf, struct mnl_socket *rt);
+/* Add every routing object of nf again; those that were missing are
+ * counted in *readded. 0 or the first -errno other than EEXIST. */
+int em_nf_routing_ensure(struct em_nf *nf, struct mnl_socket *rt, unsigned *readded);
+
+/* Watch nftables and routing events; when the table, a policy rule or a
+ * route of nf vanishes, put it back (see watch.c). Started by
+ * em_nf_install when the config asks for it, stopped by em_nf_remove. */
+int em_nf_watch_start(struct em_nf *nf);
+void em_nf_watch_stop(struct em_nf *nf);
 
 #endif

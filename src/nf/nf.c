@@ -19,24 +19,6 @@
 
 #define NL_TIMEOUT_S 5
 
-/* Per family: the table's local default route and the rule; plus the fake
- * ranges' routes in main. */
-#define MAX_UNDO 6
-
-/* One routing object added (or found already there at install: a crashed
- * run's leftovers count as ours); exactly these are removed, newest first. */
-struct undo {
-	bool is_rule;
-	struct em_nf_route route;
-	struct em_nf_rule rule;
-};
-
-struct em_nf {
-	struct em_nf_plan plan;
-	struct undo undo[MAX_UNDO];
-	unsigned n_undo;
-};
-
 void em_nf_config_defaults(struct em_nf_config *cfg)
 {
 	*cfg = (struct em_nf_config){
@@ -55,6 +37,7 @@ void em_nf_config_defaults(struct em_nf_config *cfg)
 		.route_table = 0x1e2,
 		.rule_priority = 0x1e2,
 		.main_route = true,
+		.watch = true,
 		.queue_variant = EM_NF_QUEUE_AUTO,
 	};
 }
@@ -98,6 +81,63 @@ static int add_capture(struct em_nf_plan *p, const char *what, const char *s, in
 		return -EINVAL;
 	}
 	p->n_capture++;
+	return 0;
+}
+
+static int add_client_iface(struct em_nf_plan *p, const char *name)
+{
+	size_t len = strlen(name);
+
+	if (len == 0 || len >= sizeof(p->client_ifaces[0]) ||
+	    strcspn(name, "*") < len - 1 || strpbrk(name, "/ \t\n") ||
+	    strcmp(name, "*") == 0) {
+		em_err("nf: client interface \"%s\" is not an interface name, a prefix "
+		       "ending in '*', auto or any", name);
+		return -EINVAL;
+	}
+	if (p->n_client_ifaces >= EM_NF_MAX_CLIENTS) {
+		em_err("nf: too many client interfaces (at most %d)", EM_NF_MAX_CLIENTS);
+		return -EINVAL;
+	}
+	memcpy(p->client_ifaces[p->n_client_ifaces++], name, len + 1);
+	return 0;
+}
+
+/* The capture scope: interfaces ("auto" expanded, "any" = no scope) and
+ * source ranges. */
+static int plan_scope(const struct em_nf_config *cfg, struct em_nf_plan *p)
+{
+	static const char *const auto_ifaces[] = { EM_NF_AUTO_CLIENT_IFACES };
+	bool any = false;
+
+	for (unsigned i = 0; i < cfg->n_client_ifaces; i++) {
+		const char *name = cfg->client_ifaces[i];
+
+		if (strcmp(name, "any") == 0) {
+			any = true;
+		} else if (strcmp(name, "auto") == 0) {
+			for (size_t k = 0; k < sizeof(auto_ifaces) / sizeof(auto_ifaces[0]); k++)
+				if (add_client_iface(p, auto_ifaces[k]) < 0)
+					return -EINVAL;
+		} else if (add_client_iface(p, name) < 0) {
+			return -EINVAL;
+		}
+	}
+	for (unsigned i = 0; i < cfg->n_client_cidrs; i++) {
+		if (p->n_client_cidrs >= EM_NF_MAX_CLIENTS) {
+			em_err("nf: too many client ranges (at most %d)", EM_NF_MAX_CLIENTS);
+			return -EINVAL;
+		}
+		if (em_nf_cidr_parse(cfg->client_cidrs[i], AF_UNSPEC,
+				     &p->client_cidrs[p->n_client_cidrs]) < 0) {
+			em_err("nf: client range \"%s\" is not an IP prefix with host bits clear",
+			       cfg->client_cidrs[i]);
+			return -EINVAL;
+		}
+		p->n_client_cidrs++;
+	}
+	if (any)
+		p->n_client_ifaces = p->n_client_cidrs = 0;
 	return 0;
 }
 
@@ -163,10 +203,10 @@ int em_nf_plan_from_config(const struct em_nf_config *cfg, struct em_nf_plan *p)
 	p->capture_mark = cfg->capture_mark;
 	p->bypass_mark = cfg->bypass_mark;
 	p->variant = cfg->queue_variant;
-	return 0;
+	return plan_scope(cfg, p);
 }
 
-static struct mnl_socket *nl_open(int bus)
+struct mnl_socket *em_nf_nl_open(int bus)
 {
 	struct timeval tv = { .tv_sec = NL_TIMEOUT_S };
 	struct mnl_socket *nl = mnl_socket_open(bus);
@@ -318,7 +358,7 @@ static int routing_remove(struct em_nf *nf, struct mnl_socket *rt)
 		int ret = u->is_rule ? em_nf_rule_fwmark(rt, false, &u->rule)
 				     : em_nf_route_local(rt, false, &u->route);
 
-		if (ret == -ENOENT || ret == -ESRCH)
+		if (ret == -ENOENT || ret == -ESRCH || ret == -EAFNOSUPPORT)
 			ret = 0;
 		if (ret < 0 && !first)
 			first = ret;
@@ -357,13 +397,51 @@ static int routing_add(struct em_nf *nf, struct mnl_socket *rt,
 		if (ret == 0)
 			ret = rule_add(nf, rt, AF_INET6, cfg);
 	}
+	return ret;
+}
+
+/* The main-table routes of the fake ranges: only while the table exists
+ * (added after it, removed before it), since without the table's scope
+ * chain a LAN neighbour routing the fake range here would reach host
+ * sockets bound to 0.0.0.0. */
+static int routing_add_main(struct em_nf *nf, struct mnl_socket *rt,
+			    const struct em_nf_config *cfg)
+{
+	const struct em_nf_plan *p = &nf->plan;
+	int ret = 0;
+
 	for (unsigned i = 0; ret == 0 && cfg->main_route && i < p->n_fake; i++)
 		ret = route_add(nf, rt, p->capture[i].family, RT_TABLE_MAIN,
 				p->capture[i].addr, p->capture[i].plen);
 	return ret;
 }
 
-static int table_batch(struct mnl_socket *nl, const struct em_nf_plan *p, bool install)
+void em_nf_main_routes_del(struct em_nf *nf, struct mnl_socket *rt)
+{
+	for (unsigned i = nf->n_undo; i-- > 0;)
+		if (!nf->undo[i].is_rule && nf->undo[i].route.table == RT_TABLE_MAIN)
+			em_nf_route_local(rt, false, &nf->undo[i].route);
+}
+
+int em_nf_routing_ensure(struct em_nf *nf, struct mnl_socket *rt, unsigned *readded)
+{
+	int first = 0;
+
+	*readded = 0;
+	for (unsigned i = 0; i < nf->n_undo; i++) {
+		const struct undo *u = &nf->undo[i];
+		int ret = u->is_rule ? em_nf_rule_fwmark(rt, true, &u->rule)
+				     : em_nf_route_local(rt, true, &u->route);
+
+		if (ret == 0)
+			(*readded)++;
+		else if (ret != -EEXIST && !first)
+			first = ret;
+	}
+	return first;
+}
+
+int em_nf_table_batch(struct mnl_socket *nl, const struct em_nf_plan *p, bool install)
 {
 	struct em_nf_batch b;
 	const char *bad = NULL;
@@ -394,12 +472,13 @@ int em_nf_install(const struct em_nf_config *cfg, struct em_nf **out)
 	nf = calloc(1, sizeof(*nf));
 	if (!nf)
 		return -ENOMEM;
+	pthread_mutex_init(&nf->lock, NULL);
 	ret = em_nf_plan_from_config(cfg, &nf->plan);
 	if (ret < 0)
 		goto err_free;
 
-	nl = nl_open(NETLINK_NETFILTER);
-	rt = nl ? nl_open(NETLINK_ROUTE) : NULL;
+	nl = em_nf_nl_open(NETLINK_NETFILTER);
+	rt = nl ? em_nf_nl_open(NETLINK_ROUTE) : NULL;
 	if (!nl || !rt) {
 		ret = -errno;
 		em_err("nf: cannot open netlink: %s", strerror(errno));
@@ -414,9 +493,17 @@ int em_nf_install(const struct em_nf_config *cfg, struct em_nf **out)
 	ret = routing_add(nf, rt, cfg);
 	if (ret < 0)
 		goto err_routing;
-	ret = table_batch(nl, &nf->plan, true);
+	ret = em_nf_table_batch(nl, &nf->plan, true);
 	if (ret < 0)
 		goto err_routing;
+	ret = routing_add_main(nf, rt, cfg);
+	if (ret < 0) {
+		em_nf_table_batch(nl, &nf->plan, false);
+		goto err_routing;
+	}
+	if (cfg->watch && (ret = em_nf_watch_start(nf)) < 0)
+		em_warn("nf: cannot watch for a flushed ruleset (%s): a `nft flush ruleset` "
+			"will not be repaired", strerror(-ret));
 
 	em_info("nf: installed table inet %s: TCP to %s%s%s (+%u more ranges) -> port %u, "
 		"mark 0x%x -> table %u; DNS queue %s",
@@ -426,6 +513,11 @@ int em_nf_install(const struct em_nf_config *cfg, struct em_nf **out)
 							sizeof(range6)) : "",
 		nf->plan.n_capture - nf->plan.n_fake, cfg->tproxy_port,
 		cfg->capture_mark, cfg->route_table, em_nf_queue_variant_name(nf));
+	if (nf->plan.n_client_ifaces + nf->plan.n_client_cidrs)
+		em_info("nf: capture scope: lo, %u interface patterns, %u source ranges; "
+			"strict reverse-path check", nf->plan.n_client_ifaces, nf->plan.n_client_cidrs);
+	else
+		em_info("nf: capture scope: anyone passing the strict reverse-path check");
 	mnl_socket_close(rt);
 	mnl_socket_close(nl);
 	*out = nf;
@@ -450,18 +542,23 @@ int em_nf_remove(struct em_nf *nf)
 
 	if (!nf)
 		return 0;
-	/* The table first: marked packets without the local route would
-	 * leave by the main table for a moment otherwise. */
-	nl = nl_open(NETLINK_NETFILTER);
+	em_nf_watch_stop(nf);
+	/* The fake ranges' main routes before the table (never the route
+	 * without the table), the table before the policy routing: marked
+	 * packets without the local route would leave by the main table for
+	 * a moment otherwise. */
+	rt = em_nf_nl_open(NETLINK_ROUTE);
+	if (rt)
+		em_nf_main_routes_del(nf, rt);
+	nl = em_nf_nl_open(NETLINK_NETFILTER);
 	if (!nl) {
 		ret = -errno;
 		em_err("nf: cannot open netlink to remove table inet %s: %s",
 		       EM_NF_TABLE, strerror(errno));
 	} else {
-		ret = table_batch(nl, &nf->plan, false);
+		ret = em_nf_table_batch(nl, &nf->plan, false);
 		mnl_socket_close(nl);
 	}
-	rt = nl_open(NETLINK_ROUTE);
 	if (!rt) {
 		r = -errno;
 		em_err("nf: cannot open rtnetlink to remove the policy routing: %s",
@@ -474,26 +571,85 @@ int em_nf_remove(struct em_nf *nf)
 		ret = r;
 	if (!ret)
 		em_info("nf: removed table inet %s and its policy routing", EM_NF_TABLE);
+	free(nf->udp);
+	pthread_mutex_destroy(&nf->lock);
 	free(nf);
 	return ret;
 }
 
-int em_nf_udp_sync(struct em_nf *nf, const struct em_nf_udp_port *ports, size_t n)
+int em_nf_cleanup(const struct em_nf_config *cfg)
 {
-	struct mnl_socket *nl = nl_open(NETLINK_NETFILTER);
-	struct em_nf_batch b;
-	const char *bad = NULL;
+	struct em_nf *nf = calloc(1, sizeof(*nf));
 	int ret;
 
-	if (!nl)
-		return -errno;
-	ret = em_nf_batch_init(&b, batch_seq());
+	if (!nf)
+		return -ENOMEM;
+	pthread_mutex_init(&nf->lock, NULL);
+	ret = em_nf_plan_from_config(cfg, &nf->plan);
+	if (ret < 0) {
+		free(nf);
+		return ret;
+	}
+	/* compat-ip removes the inet table and the ip/ip6 ones */
+	nf->plan.variant = EM_NF_QUEUE_COMPAT_IP;
+	for (int v6 = 0; v6 < 2; v6++) {
+		int family = v6 ? AF_INET6 : AF_INET;
+
+		nf->undo[nf->n_undo++] = (struct undo){ .route = {
+			.family = family, .table = cfg->route_table } };
+		nf->undo[nf->n_undo++] = (struct undo){ .is_rule = true, .rule = {
+			.family = family, .fwmark = cfg->capture_mark,
+			.table = cfg->route_table, .priority = cfg->rule_priority } };
+	}
+	for (unsigned i = 0; cfg->main_route && i < nf->plan.n_fake && nf->n_undo < MAX_UNDO; i++) {
+		struct undo u = { .route = { .family = nf->plan.capture[i].family,
+			.table = RT_TABLE_MAIN, .dst_len = nf->plan.capture[i].plen } };
+
+		memcpy(u.route.dst, nf->plan.capture[i].addr, 16);
+		nf->undo[nf->n_undo++] = u;
+	}
+	return em_nf_remove(nf);
+}
+
+int em_nf_udp_apply(struct em_nf *nf, struct mnl_socket *nl,
+		    const struct em_nf_udp_port *ports, size_t n)
+{
+	struct em_nf_batch b;
+	const char *bad = NULL;
+	int ret = em_nf_batch_init(&b, batch_seq());
+
 	if (ret == 0) {
 		ret = em_nf_ruleset_build_udp_sync(&b, &nf->plan, ports, n);
 		if (ret == 0)
 			ret = em_nf_batch_send(nl, &b, &bad);
 		em_nf_batch_fini(&b);
 	}
+	return ret;
+}
+
+int em_nf_udp_sync(struct em_nf *nf, const struct em_nf_udp_port *ports, size_t n)
+{
+	struct mnl_socket *nl = em_nf_nl_open(NETLINK_NETFILTER);
+	int ret;
+
+	if (!nl)
+		return -errno;
+	pthread_mutex_lock(&nf->lock);
+	ret = em_nf_udp_apply(nf, nl, ports, n);
+	if (ret == 0) {	/* remembered for a reinstall by the watcher */
+		struct em_nf_udp_port *copy = n ? malloc(n * sizeof(*copy)) : NULL;
+
+		if (n && !copy) {
+			ret = -ENOMEM;
+		} else {
+			if (n)
+				memcpy(copy, ports, n * sizeof(*copy));
+			free(nf->udp);
+			nf->udp = copy;
+			nf->n_udp = n;
+		}
+	}
+	pthread_mutex_unlock(&nf->lock);
 	mnl_socket_close(nl);
 	return ret;
 }

@@ -65,8 +65,32 @@ struct em_nf_config {
 	uint32_t rule_priority;		/* ip rule priority; default 482 */
 	bool main_route;		/* add the `local <fake range> dev lo` route
 					 * to the main table; default true */
+	bool watch;			/* put the table, rules and routes back when
+					 * something removes them while installed
+					 * (nftables and rtnetlink events, e.g.
+					 * `nft flush ruleset`); default true */
 	enum em_nf_queue_variant queue_variant;	/* default EM_NF_QUEUE_AUTO */
+	/* Capture scope, prerouting only (host processes come through lo and
+	 * are always clients). A packet that fails the strict reverse-path
+	 * check (`fib saddr . iif oif missing`: spoofed, or a local source on
+	 * a non-lo interface) is never captured nor queued. Beyond that, when
+	 * either list below is non-empty only packets arriving on one of
+	 * these interfaces or from one of these ranges are clients; anything
+	 * else addressed to a capture range is dropped (counted by the rule)
+	 * and its DNS queries go to the resolver unqueued. Interfaces: exact
+	 * names, "prefix*", "auto" (EM_NF_AUTO_CLIENT_IFACES) or "any" (no
+	 * interface scope: everyone). Both lists empty (the default here;
+	 * the daemon's default is "auto"): everyone. */
+	const char *const *client_ifaces;
+	unsigned n_client_ifaces;
+	const char *const *client_cidrs;	/* e.g. this node's pod CIDR */
+	unsigned n_client_cidrs;
 };
+
+/* Interfaces that CNI plugins commonly connect a node's pods through. */
+#define EM_NF_AUTO_CLIENT_IFACES \
+	"cni*", "cbr0", "docker0", "veth*", "cali*", "lxc*", "kube-bridge", "weave"
+
 
 struct em_nf;
 
@@ -85,6 +109,12 @@ int em_nf_install(const struct em_nf_config *cfg, struct em_nf **out);
  * no-op. Returns 0 or the first -errno met; nf is freed in every case. */
 int em_nf_remove(struct em_nf *nf);
 
+/* What a crashed run may have left, removed without knowing what it
+ * installed: the tables of every variant, the fwmark rules and the local
+ * routes of both families, the main-table routes of the fake ranges (as
+ * cfg names them). What is not there is not an error. For the unit's
+ * ExecStopPost (`edgemesh-tproxy --cleanup`). 0 or the first -errno. */
+int em_nf_cleanup(const struct em_nf_config *cfg);
 /* UDP capture (issue 15): only datagrams to a fake IP and port that is a
  * UDP service port are TPROXY'd, through the sets udp4/udp6 of table inet
  * edgemesh (`ip daddr . udp dport @udp4`). The caller keeps them current:

@@ -674,6 +674,176 @@ static void rule_queue(struct em_nf_batch *b, const struct em_nf_plan *p,
 	rule_put(b, &rb, family, desc);
 }
 
+/* ---- capture scope: who may be captured in prerouting ----
+ *
+ *   chain refuse {			# not a client of this node
+ *     ip daddr <capture range> counter drop	# one per range, any protocol
+ *     udp dport 53 counter accept		# to the real resolver, unqueued
+ *   }
+ *   chain scope {
+ *     iifname "lo" return			# host processes
+ *     fib saddr . iif oif missing counter goto refuse	# spoofed / local source
+ *     iifname "<client iface>" return		# one per interface (or prefix*)
+ *     ip saddr <client range> return		# one per range
+ *     goto refuse				# only when any of the two above
+ *   }
+ *   prerouting: ... bypass return; jump scope; ...
+ *
+ * `accept` in refuse ends this table's prerouting for the packet (the
+ * queue rule after the jump is not reached); other tables still see it. */
+
+static void verdict_chain(struct rb *rb, int v, const char *chain)
+{
+	struct nftnl_expr *e = expr(rb, "immediate");
+
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, (uint32_t)v);
+		nftnl_expr_set_str(e, NFTNL_EXPR_IMM_CHAIN, chain);
+	}
+	push(rb, e);
+}
+
+/* meta iifname "name" (the whole zero-padded name), or "prefix*" (the
+ * prefix bytes only, as nft emits for a wildcard). */
+static void match_iifname(struct rb *rb, const char *name)
+{
+	char buf[IFNAMSIZ] = { 0 };
+	size_t len = strlen(name);
+	bool prefix = len && name[len - 1] == '*';
+
+	memcpy(buf, name, prefix ? len - 1 : len);
+	meta_load(rb, NFT_META_IIFNAME);
+	cmp(rb, NFT_CMP_EQ, buf, prefix ? (uint32_t)(len - 1) : sizeof(buf));
+}
+
+/* meta nfproto ipvX, ipX saddr|daddr <prefix> */
+static void match_prefix(struct rb *rb, const struct em_nf_cidr *c, bool src)
+{
+	uint8_t mask[16];
+	bool v6 = c->family == AF_INET6;
+	uint32_t bytes = c->plen % 8 ? (uint32_t)em_nf_cidr_len(c) : c->plen / 8u;
+
+	meta_load(rb, NFT_META_NFPROTO);
+	cmp_u8(rb, v6 ? NFPROTO_IPV6 : NFPROTO_IPV4);
+	payload(rb, NFT_PAYLOAD_NETWORK_HEADER, (v6 ? 8 : 12) + (src ? 0 : (v6 ? 16 : 4)), bytes);
+	if (c->plen % 8) {
+		em_nf_cidr_mask(c, mask);
+		bitwise_and(rb, mask, bytes);
+	}
+	cmp(rb, NFT_CMP_EQ, c->addr, bytes);
+}
+
+/* fib saddr . iif oif missing: no route back to the source through the
+ * interface it came in on; local sources always fail (the kernel's fib
+ * expression has no answer for RTN_LOCAL), except on lo. */
+static void match_rpf_fail(struct rb *rb)
+{
+	struct nftnl_expr *e = expr(rb, "fib");
+	uint32_t missing = 0;	/* as nft: the whole register (store8 zeroes it) */
+
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_FIB_FLAGS,
+				   NFTA_FIB_F_SADDR | NFTA_FIB_F_IIF | NFTA_FIB_F_PRESENT);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_FIB_RESULT, NFT_FIB_RESULT_OIF);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_FIB_DREG, NFT_REG_1);
+	}
+	push(rb, e);
+	cmp(rb, NFT_CMP_EQ, &missing, sizeof(missing));
+}
+
+static bool plan_scoped(const struct em_nf_plan *p)
+{
+	return p->n_client_ifaces + p->n_client_cidrs > 0;
+}
+
+static void put_regular_chain(struct em_nf_batch *b, uint16_t family, const char *name,
+			      const char *desc)
+{
+	struct nftnl_chain *c = nftnl_chain_alloc();
+	struct nlmsghdr *nlh;
+
+	if (!c) {
+		b->err = b->err ? b->err : -ENOMEM;
+		return;
+	}
+	nftnl_chain_set_str(c, NFTNL_CHAIN_TABLE, EM_NF_TABLE);
+	nftnl_chain_set_str(c, NFTNL_CHAIN_NAME, name);
+	nlh = msg_start(b, NFT_MSG_NEWCHAIN, family, NLM_F_CREATE, desc);
+	if (nlh) {
+		nftnl_chain_nlmsg_build_payload(nlh, c);
+		msg_end(b);
+	}
+	nftnl_chain_free(c);
+}
+
+/* The refuse and scope chains of the family's table; before the chain
+ * that jumps. dns_only: the refuse chain of the compat-ip variant's ip/ip6
+ * tables, which only queue DNS (the inet table drops the rest). */
+static void build_scope_chains(struct em_nf_batch *b, const struct em_nf_plan *p,
+			       uint16_t family, bool dns_only)
+{
+	uint16_t port = htons(53);
+	struct rb rb;
+
+	put_regular_chain(b, family, "refuse", "refuse chain");
+	for (unsigned i = 0; !dns_only && i < p->n_capture; i++) {
+		rb = rule_new(family, EM_NF_TABLE, "refuse");
+		match_prefix(&rb, &p->capture[i], false);
+		counter(&rb);
+		verdict(&rb, NF_DROP);
+		rule_put(b, &rb, family, "drop rule (refuse)");
+	}
+	rb = rule_new(family, EM_NF_TABLE, "refuse");
+	meta_load(&rb, NFT_META_L4PROTO);
+	cmp_u8(&rb, IPPROTO_UDP);
+	payload(&rb, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
+	cmp(&rb, NFT_CMP_EQ, &port, sizeof(port));
+	counter(&rb);
+	verdict(&rb, NF_ACCEPT);
+	rule_put(b, &rb, family, "DNS pass rule (refuse)");
+
+	put_regular_chain(b, family, "scope", "scope chain");
+	rb = rule_new(family, EM_NF_TABLE, "scope");
+	match_iifname(&rb, "lo");
+	verdict(&rb, NFT_RETURN);
+	rule_put(b, &rb, family, "lo rule (scope)");
+	rb = rule_new(family, EM_NF_TABLE, "scope");
+	match_rpf_fail(&rb);
+	counter(&rb);
+	verdict_chain(&rb, NFT_GOTO, "refuse");
+	rule_put(b, &rb, family, "reverse-path rule (scope)");
+	if (!plan_scoped(p))
+		return;
+	for (unsigned i = 0; i < p->n_client_ifaces; i++) {
+		rb = rule_new(family, EM_NF_TABLE, "scope");
+		match_iifname(&rb, p->client_ifaces[i]);
+		verdict(&rb, NFT_RETURN);
+		rule_put(b, &rb, family, "client interface rule (scope)");
+	}
+	for (unsigned i = 0; i < p->n_client_cidrs; i++) {
+		if ((family == NFPROTO_IPV4 && p->client_cidrs[i].family != AF_INET) ||
+		    (family == NFPROTO_IPV6 && p->client_cidrs[i].family != AF_INET6))
+			continue;
+		rb = rule_new(family, EM_NF_TABLE, "scope");
+		match_prefix(&rb, &p->client_cidrs[i], true);
+		verdict(&rb, NFT_RETURN);
+		rule_put(b, &rb, family, "client range rule (scope)");
+	}
+	rb = rule_new(family, EM_NF_TABLE, "scope");
+	counter(&rb);
+	verdict_chain(&rb, NFT_GOTO, "refuse");
+	rule_put(b, &rb, family, "non-client rule (scope)");
+}
+
+static void rule_jump_scope(struct em_nf_batch *b, uint16_t family, const char *chain)
+{
+	struct rb rb = rule_new(family, EM_NF_TABLE, chain);
+
+	verdict_chain(&rb, NFT_JUMP, "scope");
+	rule_put(b, &rb, family, "jump rule (prerouting)");
+}
+
 bool em_nf_plan_has_v6(const struct em_nf_plan *p)
 {
 	for (unsigned i = 0; i < p->n_capture; i++)
@@ -689,9 +859,11 @@ static void build_ip_dns_table(struct em_nf_batch *b, const struct em_nf_plan *p
 {
 	put_table(b, NFT_MSG_NEWTABLE, family, EM_NF_TABLE, NLM_F_CREATE, "add dns table");
 	if (p->dns_pods) {
+		build_scope_chains(b, p, family, true);
 		put_chain(b, family, EM_NF_TABLE, "prerouting_dns", "filter",
 			  NF_INET_PRE_ROUTING, PRIO_MANGLE, "prerouting_dns chain");
 		rule_return_on_bypass(b, p, family, "prerouting_dns");
+		rule_jump_scope(b, family, "prerouting_dns");
 		rule_queue(b, p, family, "prerouting_dns", true, p->variant,
 			   "queue rule (compat, prerouting)");
 	}
@@ -715,6 +887,7 @@ int em_nf_ruleset_build_install(struct em_nf_batch *b, const struct em_nf_plan *
 	destroy_table(b, NFPROTO_IPV6, EM_NF_TABLE);
 
 	put_table(b, NFT_MSG_NEWTABLE, NFPROTO_INET, EM_NF_TABLE, NLM_F_CREATE, "add table");
+	build_scope_chains(b, p, NFPROTO_INET, false);
 	put_udp_set(b, AF_INET);	/* filled by em_nf_udp_sync() */
 	if (plan_fake_family(p, AF_INET6))
 		put_udp_set(b, AF_INET6);
@@ -732,6 +905,7 @@ int em_nf_ruleset_build_install(struct em_nf_batch *b, const struct em_nf_plan *
 	put_chain(b, NFPROTO_INET, EM_NF_TABLE, "prerouting", "filter",
 		  NF_INET_PRE_ROUTING, PRIO_MANGLE, "prerouting chain");
 	rule_return_on_bypass(b, p, NFPROTO_INET, "prerouting");
+	rule_jump_scope(b, NFPROTO_INET, "prerouting");
 	for (unsigned i = 0; i < p->n_capture; i++)
 		rule_tproxy(b, p, &p->capture[i]);
 	rule_udp_tproxy(b, p, AF_INET);

@@ -32,10 +32,23 @@ void em_proxy_config_defaults(struct em_proxy_config *cfg)
 		.connect_timeout_ms = EM_PROXY_DEFAULT_CONNECT_TIMEOUT_MS,
 		.idle_timeout_s = EM_PROXY_DEFAULT_IDLE_TIMEOUT_S,
 		.connect_attempts = EM_PROXY_DEFAULT_CONNECT_ATTEMPTS,
+		.max_head = EM_PROXY_DEFAULT_MAX_HEAD,
+		.max_line = EM_PROXY_DEFAULT_MAX_LINE,
+		.head_timeout_ms = EM_PROXY_DEFAULT_HEAD_TIMEOUT_MS,
+		.keepalive_s = EM_PROXY_DEFAULT_KEEPALIVE_S,
+		.response_timeout_ms = EM_PROXY_DEFAULT_RESPONSE_TIMEOUT_MS,
+		.pool_per_backend = EM_PROXY_DEFAULT_POOL_PER_BACKEND,
+		.pool_total = EM_PROXY_DEFAULT_POOL_TOTAL,
+		.pool_idle_s = EM_PROXY_DEFAULT_POOL_IDLE_S,
+		.pool_max_requests = EM_PROXY_DEFAULT_POOL_MAX_REQUESTS,
+		.max_conns = EM_PROXY_DEFAULT_MAX_CONNS,
+		.max_conns_per_client = EM_PROXY_DEFAULT_MAX_CONNS_PER_CLIENT,
+		.pipe_size = EM_PROXY_DEFAULT_PIPE_SIZE,
+		.big_pipes = EM_PROXY_DEFAULT_BIG_PIPES,
 	};
 }
 
-static void addr_text(const struct sockaddr *sa, char *buf, size_t len)
+void em_proxy_addr_text(const struct sockaddr *sa, char *buf, size_t len)
 {
 	char ip[INET6_ADDRSTRLEN] = "?";
 	unsigned port = 0;
@@ -57,7 +70,7 @@ static void addr_text(const struct sockaddr *sa, char *buf, size_t len)
 
 /* Close with RST: the client learns at once that nobody serves this
  * destination, instead of a connection that opens and then says nothing. */
-static void close_reset(int fd)
+void em_proxy_close_reset(int fd)
 {
 	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
 
@@ -65,10 +78,52 @@ static void close_reset(int fd)
 	close(fd);
 }
 
+static size_t client_bucket(const struct sockaddr *client)
+{
+	const unsigned char *ip;
+	size_t len;
+	uint32_t h = 2166136261u;
+
+	if (client->sa_family == AF_INET6) {
+		ip = ((const struct sockaddr_in6 *)client)->sin6_addr.s6_addr;
+		len = 16;
+	} else {
+		ip = (const unsigned char *)&((const struct sockaddr_in *)client)->sin_addr;
+		len = 4;
+	}
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ ip[i]) * 16777619u;
+	return h % EM_PROXY_PER_CLIENT_BUCKETS;
+}
+
+/* Take a client slot: false (nothing taken) beyond max_conns or
+ * max_conns_per_client. */
+static bool client_admit(struct em_proxy *p, const struct sockaddr_storage *client)
+{
+	_Atomic unsigned *per = &p->per_client[client_bucket((const struct sockaddr *)client)];
+
+	if (atomic_fetch_add(&p->clients, 1) >= p->cfg.max_conns) {
+		atomic_fetch_sub(&p->clients, 1);
+		return false;
+	}
+	if (atomic_fetch_add(per, 1) >= p->cfg.max_conns_per_client) {
+		atomic_fetch_sub(per, 1);
+		atomic_fetch_sub(&p->clients, 1);
+		return false;
+	}
+	return true;
+}
+
+void em_proxy_client_done(struct em_proxy *p, const struct sockaddr *client)
+{
+	atomic_fetch_sub(&p->per_client[client_bucket(client)], 1);
+	atomic_fetch_sub(&p->clients, 1);
+}
+
 static void accept_one(struct em_proxy_worker *w, int cfd,
 		       const struct sockaddr_storage *client, socklen_t client_len)
 {
-	static _Thread_local struct em_ratelimit refuse_rl;
+	static _Thread_local struct em_ratelimit refuse_rl, limit_rl;
 	struct em_proxy *p = w->proxy;
 	struct sockaddr_storage dst;
 	socklen_t dst_len = sizeof(dst);
@@ -77,10 +132,21 @@ static void accept_one(struct em_proxy_worker *w, int cfd,
 	int ret;
 
 	EM_PROXY_COUNT(p, accepted, 1);
+	if (!client_admit(p, client)) {
+		/* Refused at once (RST), never left hanging in a queue. */
+		em_proxy_addr_text((const struct sockaddr *)client, a, sizeof(a));
+		em_log_rl(&limit_rl, EM_LOG_WARN, "proxy: refused %s: connection limit "
+			  "(%u in all, %u per client)", a, p->cfg.max_conns,
+			  p->cfg.max_conns_per_client);
+		em_proxy_close_reset(cfd);
+		EM_PROXY_COUNT(p, limit_refusals, 1);
+		return;
+	}
 	/* On a transparent socket the local address is the destination the
 	 * client dialled (the fake IP:port), not the listener's. */
 	if (getsockname(cfd, (struct sockaddr *)&dst, &dst_len) == -1) {
-		close_reset(cfd);
+		em_proxy_close_reset(cfd);
+		em_proxy_client_done(p, (const struct sockaddr *)client);
 		EM_PROXY_COUNT(p, refused, 1);
 		return;
 	}
@@ -88,25 +154,29 @@ static void accept_one(struct em_proxy_worker *w, int cfd,
 			     (const struct sockaddr *)client, &t);
 	if (ret < 0 || !t.lb) {
 		EM_PROXY_COUNT(p, refused, 1);
-		addr_text((struct sockaddr *)client, a, sizeof(a));
-		addr_text((struct sockaddr *)&dst, b, sizeof(b));
+		em_proxy_addr_text((struct sockaddr *)client, a, sizeof(a));
+		em_proxy_addr_text((struct sockaddr *)&dst, b, sizeof(b));
 		em_log_rl(&refuse_rl, EM_LOG_INFO,
 			  "proxy: refused %s -> %s: not a service port", a, b);
-		close_reset(cfd);
+		em_proxy_close_reset(cfd);
+		em_proxy_client_done(p, (const struct sockaddr *)client);
 		return;
 	}
 	/* The one place where the protocol of a port picks its forwarder. */
 	switch (t.app) {
 	case EM_APP_HTTP:
-		/* The L7 (per-request) forwarder comes later; until then HTTP
-		 * ports are relayed at L4, which is correct, only coarser. */
+		/* Per request: each request resolves and picks again. */
+		em_lb_port_put(t.lb);
+		em_proxy_http_start(w, cfd, client, client_len, &dst, dst_len);
+		break;
 	case EM_APP_L4:
-		em_proxy_l4_start(w, cfd, client, client_len, t.lb);
+		em_proxy_l4_start(w, cfd, client, client_len, &dst, dst_len, t.lb);
 		break;
 	default:
 		EM_PROXY_COUNT(p, refused, 1);
 		em_lb_port_put(t.lb);
-		close_reset(cfd);
+		em_proxy_close_reset(cfd);
+		em_proxy_client_done(p, (const struct sockaddr *)client);
 		break;
 	}
 }
@@ -137,9 +207,12 @@ static void pause_accepts(struct em_proxy_worker *w)
 	em_proxy_timer_arm(&w->timers, &w->listen_resume, w->now_ms + ACCEPT_PAUSE_MS);
 }
 
-static void accept_ready(struct em_proxy_worker *w, struct em_proxy_src *ls)
+static void accept_ready(struct em_proxy_worker *w, struct em_proxy_src *ls,
+			 uint32_t events)
 {
 	static _Thread_local struct em_ratelimit accept_rl;
+
+	(void)events;
 
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		struct sockaddr_storage client;
@@ -161,16 +234,21 @@ static void accept_ready(struct em_proxy_worker *w, struct em_proxy_src *ls)
 	}
 }
 
+static void stop_event(struct em_proxy_worker *w, struct em_proxy_src *src, uint32_t events)
+{
+	(void)src;
+	(void)events;
+	w->stopping = true;
+}
+
 static void *worker_main(void *arg)
 {
 	struct em_proxy_worker *w = arg;
 	struct epoll_event evs[MAX_EVENTS];
-	bool stop = false;
-
 	/* resolve() reads the registry snapshot under RCU. */
 	urcu_memb_register_thread();
 	em_progress_register(&w->progress, "forwarder worker");
-	while (!stop) {
+	while (!w->stopping) {
 		int n, timeout;
 
 		w->now_ms = em_proxy_now_ms();
@@ -186,26 +264,23 @@ static void *worker_main(void *arg)
 		for (int i = 0; i < n; i++) {
 			struct em_proxy_src *src = evs[i].data.ptr;
 
-			switch (src->kind) {
-			case EM_SRC_STOP:
-				stop = true;
-				break;
-			case EM_SRC_LISTENER:
-				accept_ready(w, src);
-				break;
-			case EM_SRC_CLIENT:
-			case EM_SRC_UPSTREAM:
-				em_proxy_conn_event(w, src, evs[i].events);
-				break;
-			}
+			src->on_event(w, src, evs[i].events);
 		}
 		em_proxy_timer_run(w);
 		/* Only now: events later in the batch may still name a
 		 * connection closed earlier in it (they see it as dead). */
 		em_proxy_conn_reap(w);
+		em_proxy_http_reap(w);
+		em_proxy_pool_reap(w);
 	}
+	w->stopping = true;
+	em_proxy_http_close_all(w);
 	em_proxy_conn_close_all(w);
+	em_proxy_pool_close_all(w);
 	em_proxy_conn_reap(w);
+	em_proxy_http_reap(w);
+	em_proxy_pool_reap(w);
+	em_proxy_pools_free(w);
 	em_progress_unregister(&w->progress);
 	urcu_memb_unregister_thread();
 	return NULL;
@@ -243,7 +318,7 @@ static int worker_open(struct em_proxy *p, struct em_proxy_worker *w)
 	w->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (w->epfd == -1)
 		return -errno;
-	w->stop = (struct em_proxy_src){ EM_SRC_STOP, eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC) };
+	w->stop = (struct em_proxy_src){ eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC), stop_event };
 	if (w->stop.fd == -1)
 		return -errno;
 	if ((ret = add_src(w, &w->stop)) < 0)
@@ -303,6 +378,31 @@ int em_proxy_start(const struct em_proxy_config *cfg, struct em_proxy **out)
 		p->cfg.idle_timeout_s = EM_PROXY_DEFAULT_IDLE_TIMEOUT_S;
 	if (p->cfg.connect_attempts == 0)
 		p->cfg.connect_attempts = 1;
+	em_http_limits_default(&p->limits);
+	if (p->cfg.max_head)
+		p->limits.max_head = p->cfg.max_head;
+	if (p->cfg.max_line)
+		p->limits.max_line = p->cfg.max_line;
+	if (p->limits.max_line > p->limits.max_head)
+		p->limits.max_line = p->limits.max_head;
+	if (p->limits.max_head < 256)
+		p->limits.max_head = 256;
+	if (p->cfg.head_timeout_ms == 0)
+		p->cfg.head_timeout_ms = EM_PROXY_DEFAULT_HEAD_TIMEOUT_MS;
+	if (p->cfg.keepalive_s == 0)
+		p->cfg.keepalive_s = EM_PROXY_DEFAULT_KEEPALIVE_S;
+	if (p->cfg.response_timeout_ms == 0)
+		p->cfg.response_timeout_ms = EM_PROXY_DEFAULT_RESPONSE_TIMEOUT_MS;
+	if (p->cfg.max_conns == 0)
+		p->cfg.max_conns = EM_PROXY_DEFAULT_MAX_CONNS;
+	if (p->cfg.max_conns_per_client == 0)
+		p->cfg.max_conns_per_client = p->cfg.max_conns;
+	if (p->cfg.pool_max_requests == 0)
+		p->cfg.pool_max_requests = EM_PROXY_DEFAULT_POOL_MAX_REQUESTS;
+	if (p->cfg.pool_idle_s == 0)
+		p->cfg.pool_idle_s = EM_PROXY_DEFAULT_POOL_IDLE_S;
+	if (p->cfg.pipe_size == 0)
+		p->cfg.pipe_size = EM_PROXY_DEFAULT_PIPE_SIZE;
 	p->port = cfg->port;
 	p->workers = calloc(p->cfg.workers, sizeof(*p->workers));
 	if (!p->workers) {
@@ -312,8 +412,8 @@ int em_proxy_start(const struct em_proxy_config *cfg, struct em_proxy **out)
 	for (unsigned i = 0; i < p->cfg.workers; i++) {
 		struct em_proxy_worker *w = &p->workers[i];
 		w->epfd = w->stop.fd = -1;
-		w->listen4 = (struct em_proxy_src){ EM_SRC_LISTENER, -1 };
-		w->listen6 = (struct em_proxy_src){ EM_SRC_LISTENER, -1 };
+		w->listen4 = (struct em_proxy_src){ -1, accept_ready };
+		w->listen6 = (struct em_proxy_src){ -1, accept_ready };
 	}
 	p->n_workers = p->cfg.workers;
 	for (unsigned i = 0; i < p->n_workers; i++)
@@ -388,5 +488,25 @@ void em_proxy_get_stats(const struct em_proxy *p, struct em_proxy_stats *out)
 	GET(active);
 	GET(bytes_up);
 	GET(bytes_down);
+	GET(limit_refusals);
+	GET(l4_fallbacks);
+	GET(requests);
+	for (int i = 0; i < 6; i++) {
+		GET(responses[i]);
+		GET(generated[i]);
+	}
+	GET(retries);
+	GET(pool_hits);
+	GET(pool_misses);
+	GET(pool_stale);
+	GET(head_timeouts);
+	GET(response_timeouts);
+	GET(bad_requests);
+	GET(bad_responses);
+	GET(aborted_responses);
+	GET(tunnels);
+	GET(pipes);
+	GET(pipe_size_failures);
+	GET(pipes_small);
 #undef GET
 }

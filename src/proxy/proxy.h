@@ -1,9 +1,13 @@
 /* proxy.h — the forwarder: transparent (TPROXY) listeners, one epoll loop per
- * worker thread, L4 splice relaying to a backend chosen by the balancer.
+ * worker thread, L4 splice relaying to a backend chosen by the balancer, and
+ * on HTTP ports (target app EM_APP_HTTP) the HTTP/1.x forwarder, which
+ * balances every request of a keep-alive connection on its own.
  *
  * The proxy does not know the registry: for every accepted connection it
  * calls cfg->resolve() with the original destination (the fake IP:port the
- * client dialled, from getsockname() on the accepted socket). The daemon
+ * client dialled, from getsockname() on the accepted socket), and on HTTP
+ * ports again for every request (so a request sees the current snapshot:
+ * the reference it gets is dropped when the request ends). The daemon
  * implements resolve with the current snapshot, e.g.
  *
  *	static int resolve(void *ctx, const struct sockaddr *dst,
@@ -35,6 +39,19 @@
 #define EM_PROXY_DEFAULT_CONNECT_TIMEOUT_MS 3000
 #define EM_PROXY_DEFAULT_IDLE_TIMEOUT_S 3600
 #define EM_PROXY_DEFAULT_CONNECT_ATTEMPTS 3
+#define EM_PROXY_DEFAULT_MAX_HEAD 8192
+#define EM_PROXY_DEFAULT_MAX_LINE 4096
+#define EM_PROXY_DEFAULT_HEAD_TIMEOUT_MS 10000
+#define EM_PROXY_DEFAULT_KEEPALIVE_S 60
+#define EM_PROXY_DEFAULT_RESPONSE_TIMEOUT_MS 60000
+#define EM_PROXY_DEFAULT_MAX_CONNS 16384
+#define EM_PROXY_DEFAULT_MAX_CONNS_PER_CLIENT 4096
+#define EM_PROXY_DEFAULT_POOL_PER_BACKEND 32
+#define EM_PROXY_DEFAULT_POOL_TOTAL 512
+#define EM_PROXY_DEFAULT_POOL_IDLE_S 30
+#define EM_PROXY_DEFAULT_POOL_MAX_REQUESTS 1000
+#define EM_PROXY_DEFAULT_PIPE_SIZE (256 * 1024)
+#define EM_PROXY_DEFAULT_BIG_PIPES 48
 
 /* What resolve() found for a connection. */
 struct em_proxy_target {
@@ -44,9 +61,10 @@ struct em_proxy_target {
 	enum em_app_proto app;		/* the port's protocol: dispatch key */
 };
 
-/* Called on a worker thread for each accepted connection. Fill *out and
- * return 0, or return -ENOENT when orig_dst is not a service port (the proxy
- * then refuses the connection: it is never an open relay). Must not block. */
+/* Called on a worker thread for each accepted connection (and each HTTP
+ * request). Fill *out and return 0, or return -ENOENT when orig_dst is not a
+ * service port (the proxy then refuses the connection, or answers the
+ * request with 503: it is never an open relay). Must not block. */
 typedef int (*em_proxy_resolve_fn)(void *ctx, const struct sockaddr *orig_dst,
 				   const struct sockaddr *client,
 				   struct em_proxy_target *out);
@@ -61,6 +79,24 @@ struct em_proxy_config {
 	unsigned connect_timeout_ms;	/* per attempt. 3000 */
 	unsigned idle_timeout_s;	/* no byte either way for this long: reset. 3600 */
 	unsigned connect_attempts;	/* backends tried per connection (capped by their number). 3 */
+	/* HTTP ports (see http.c) */
+	unsigned max_head;		/* request head bytes, else 431. 8192 */
+	unsigned max_line;		/* request line bytes, else 414. 4096 */
+	unsigned head_timeout_ms;	/* first byte to end of a request head, else 408. 10000 */
+	unsigned keepalive_s;		/* idle client keep-alive connection closed after. 60 */
+	unsigned response_timeout_ms;	/* request sent to response head, else 504. 60000 */
+	unsigned pool_per_backend;	/* idle upstream connections kept per backend and worker. 32 */
+	unsigned pool_total;		/* idle upstream connections kept per worker. 512 */
+	unsigned pool_idle_s;		/* idle upstream connection closed after. 30 */
+	unsigned pool_max_requests;	/* requests per upstream connection. 1000 */
+	/* Every port */
+	unsigned max_conns;		/* client connections open at once; more are reset. 16384 */
+	unsigned max_conns_per_client;	/* per client address; more are reset. 4096 */
+	unsigned pipe_size;		/* bytes of a spliced pipe (F_SETPIPE_SZ). 262144 */
+	/* Pipes grown to pipe_size at once, process-wide: keeps the
+	 * process under fs.pipe-user-pages-soft (16384 pages) without
+	 * CAP_SYS_RESOURCE; the others stay at the default 64 KiB. 48 */
+	unsigned big_pipes;
 	em_proxy_resolve_fn resolve;	/* required */
 	void *resolve_ctx;
 };
@@ -77,6 +113,27 @@ struct em_proxy_stats {
 	uint64_t active;		/* connections open now */
 	uint64_t bytes_up;		/* client -> backend */
 	uint64_t bytes_down;		/* backend -> client */
+	/* limits: connections reset at accept (max_conns, per client) */
+	uint64_t limit_refusals;
+	/* HTTP */
+	uint64_t l4_fallbacks;		/* HTTP port, not HTTP/1.x first bytes: relayed at L4 */
+	uint64_t requests;		/* request heads accepted */
+	uint64_t responses[6];		/* forwarded response heads by class: [1]=1xx .. [5]=5xx */
+	uint64_t generated[6];		/* replies the proxy wrote itself, by class ([4]: 400/408/414/431, [5]: 502/503/504) */
+	uint64_t retries;		/* requests sent again (another backend or a fresh connection) */
+	uint64_t pool_hits;		/* requests sent on a pooled upstream connection */
+	uint64_t pool_misses;		/* requests that had to connect */
+	uint64_t pool_stale;		/* pooled connections that failed before a response byte */
+	uint64_t head_timeouts;		/* 408 */
+	uint64_t response_timeouts;	/* 504 */
+	uint64_t bad_requests;		/* framing errors from clients (4xx/501/505 + close) */
+	uint64_t bad_responses;		/* framing errors from backends (502 or close) */
+	uint64_t aborted_responses;	/* backend died mid-response: client closed */
+	uint64_t tunnels;		/* Upgrade/CONNECT turned into byte tunnels */
+	/* pipes */
+	uint64_t pipes;			/* pipes created */
+	uint64_t pipe_size_failures;	/* F_SETPIPE_SZ refused (EPERM: pipe-user-pages-soft) */
+	uint64_t pipes_small;		/* pipes left at the default size (budget of big pipes spent) */
 };
 
 struct em_proxy;

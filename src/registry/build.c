@@ -25,6 +25,7 @@
 
 #include "registry/ports.h"
 #include "util/log.h"
+#include "util/siphash.h"
 
 /* ---- pod index ------------------------------------------------------------- */
 
@@ -383,9 +384,12 @@ static int cmp_svc(const void *a, const void *b)
 	return strcmp(x->nsname, y->nsname);
 }
 
+/* The bit of a pod name in the changed-pods filter. The filter is built
+ * from the entries' own hashes (em_strmap: keyed SipHash), so the probe
+ * must use the same function. */
 static uint64_t bloom_bit(const char *nsname)
 {
-	return 1ull << (em_strmap_hash(nsname, strlen(nsname)) & 63);
+	return 1ull << (em_hash_seeded(nsname, strlen(nsname)) & 63);
 }
 
 /* Whether a pod named by a targetRef of eps changed since the block was

@@ -5,12 +5,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "registry/guard.h"
 #include "registry/strmap.h"
 #include "util/log.h"
 
@@ -42,7 +45,13 @@ struct em_fakeip_pool {
 	uint64_t round, seq;
 	size_t live, remembered;
 	bool dirty;
+	/* After a failed save: no new attempt before next_save_ns; the wait
+	 * doubles from 1 s up to SAVE_BACKOFF_MAX_S. */
+	uint64_t next_save_ns;
+	unsigned backoff_s;
 };
+
+#define SAVE_BACKOFF_MAX_S 300
 
 int em_fakeip_parse_cidr(const char *s, int family, void *addr, unsigned *prefix)
 {
@@ -308,9 +317,22 @@ int em_fakeip_end(struct em_fakeip_pool *p)
 	}
 	if (!p->dirty)
 		return 0;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	if (now < p->next_save_ns)
+		return 0;	/* backing off; the next round after it retries */
 	int ret = save(p);
-	if (ret == 0)
+	if (ret == 0) {
 		p->dirty = false;
+		p->backoff_s = 0;
+		p->next_save_ns = 0;
+	} else {
+		p->backoff_s = p->backoff_s ? p->backoff_s * 2 : 1;
+		if (p->backoff_s > SAVE_BACKOFF_MAX_S)
+			p->backoff_s = SAVE_BACKOFF_MAX_S;
+		p->next_save_ns = now + (uint64_t)p->backoff_s * 1000000000u;
+	}
 	return ret;
 }
 
@@ -332,9 +354,19 @@ static int save(struct em_fakeip_pool *p)
 		tmp = NULL;
 		goto out;
 	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	/* A new file of our own, never one somebody placed there (a symlink
+	 * to elsewhere, a file another user can read): a stale temp file of a
+	 * crashed run is unlinked (unlink never follows a symlink) and the
+	 * open retried once. */
+	for (int tries = 0; tries < 2; tries++) {
+		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd != -1 || errno != EEXIST || unlink(tmp) == -1)
+			break;
+	}
 	if (fd == -1) {
 		ret = -errno;
+		free(tmp);	/* not ours to unlink */
+		tmp = NULL;
 		goto out;
 	}
 	fp = fdopen(fd, "w");
@@ -407,6 +439,16 @@ static bool load_line(struct em_fakeip_pool *p, char *line)
 	extra = strtok_r(NULL, " \t\r\n", &save_ptr);
 	if (!key || !a4 || extra || !strchr(key, '/') || strlen(key) > 320)
 		return false;
+	/* names as the registry admits them (guard.h): an edited file cannot
+	 * bring in a name no source could */
+	char ns[64];
+	const char *slash = strchr(key, '/');
+	if ((size_t)(slash - key) >= sizeof(ns))
+		return false;
+	memcpy(ns, key, (size_t)(slash - key));
+	ns[slash - key] = '\0';
+	if (!em_name_is_dns1123_label(ns) || !em_name_is_dns1035_label(slash + 1))
+		return false;
 	struct in_addr v4;
 	struct in6_addr v6;
 	bool ok4 = strcmp(a4, "-") != 0, ok6 = a6 != NULL;
@@ -438,10 +480,26 @@ static bool load_line(struct em_fakeip_pool *p, char *line)
 
 static void load(struct em_fakeip_pool *p)
 {
-	FILE *fp = fopen(p->state_file, "re");
-	if (!fp) {
+	/* Only a regular file of this user, not writable by others: anything
+	 * else could be somebody's attempt to choose the addresses. */
+	int fd = open(p->state_file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+	if (fd == -1) {
 		if (errno != ENOENT)
 			em_warn("fake IP state %s: cannot open: %s", p->state_file, strerror(errno));
+		return;
+	}
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
+	    (st.st_mode & (S_IWGRP | S_IWOTH))) {
+		em_warn("fake IP state %s: not a regular file owned by uid %u and writable only by it; "
+			"ignored (it is replaced at the next save)", p->state_file, (unsigned)geteuid());
+		close(fd);
+		p->dirty = true;
+		return;
+	}
+	FILE *fp = fdopen(fd, "r");
+	if (!fp) {
+		close(fd);
 		return;
 	}
 	char line[512];

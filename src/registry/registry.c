@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "registry/fakeip.h"
+#include "registry/guard.h"
 #include "registry/objects.h"
 #include "registry/snapshot_impl.h"
 #include "util/log.h"
@@ -53,6 +54,7 @@ struct em_registry {
 	uint32_t round;			/* sink_replace rounds, to find what a replace left out */
 	atomic_bool trim_pending;	/* a big commit freed memory: em_registry_trim() */
 	struct em_registry_stats stats;
+	struct em_guard guard;		/* names and backend addresses (guard.h) */
 };
 
 static uint64_t now_us(void)
@@ -231,16 +233,21 @@ static int upsert_locked(struct em_registry *reg, unsigned src, json_t *obj)
 	int r = em_obj_from_json(obj, &o, &why);
 	if (r == -ENOTSUP)
 		return 0;	/* a kind we do not use (Deployment, ConfigMap...) */
+	if (r == 0 && (r = em_guard_check_names(o, &why)) < 0)
+		em_obj_free(o);
 	if (r < 0) {
 		json_t *md = json_object_get(obj, "metadata");
+		char k[64], ns[100], name[300];
 		reg->stats.rejected++;
+		/* escaped: the names are the untrusted part */
 		em_warn("source %s: %s %s/%s ignored: %s", reg->sources[src],
-			or_dash(json_string_value(json_object_get(obj, "kind"))),
-			or_dash(json_string_value(json_object_get(md, "namespace"))),
-			or_dash(json_string_value(json_object_get(md, "name"))),
+			em_log_escape(k, sizeof(k), or_dash(json_string_value(json_object_get(obj, "kind")))),
+			em_log_escape(ns, sizeof(ns), or_dash(json_string_value(json_object_get(md, "namespace")))),
+			em_log_escape(name, sizeof(name), or_dash(json_string_value(json_object_get(md, "name")))),
 			why ? why : strerror(-r));
 		return r;
 	}
+	reg->stats.rejected_addrs += em_guard_filter_addrs(&reg->guard, o, reg->sources[src]);
 	r = store_put(reg, src, o);
 	if (r < 0)
 		em_obj_free(o);
@@ -445,9 +452,11 @@ static int rebuild(struct em_registry *reg, struct em_snapshot **old)
 		em_fakeip_begin(reg->pool);
 		ret = em_snapshot_build(&in, &snap, &st);
 		int sr = em_fakeip_end(reg->pool);
-		if (sr < 0)
-			em_err("fake IP state %s: cannot save: %s; addresses may change on restart",
-			       reg->state_file ? reg->state_file : "-", strerror(-sr));
+		static struct em_ratelimit save_rl;
+		if (sr < 0)	/* retried with back-off by the pool */
+			em_log_rl(&save_rl, EM_LOG_ERR, "fake IP state %s: cannot save: %s; "
+				  "retrying with back-off; addresses may change on restart",
+				  reg->state_file ? reg->state_file : "-", strerror(-sr));
 		if (ret == 0) {
 			reg->stats.services = st.services;
 			reg->stats.backends = st.backends;
@@ -592,6 +601,14 @@ struct em_registry *em_registry_new(const struct em_registry_config *cfg)
 		.v6_cidr = cfg->fake_ipv6_range,
 		.state_file = state,
 	};
+	reg->guard.allow_loopback = cfg->test_allow_loopback;
+	/* Never dial the fake ranges or the capture CIDRs. */
+	if ((r = em_guard_deny(&reg->guard, fc.v4_cidr ? fc.v4_cidr : EM_FAKEIP_DEFAULT_V4)) < 0 ||
+	    (fc.v6_cidr && fc.v6_cidr[0] && (r = em_guard_deny(&reg->guard, fc.v6_cidr)) < 0))
+		goto fail;
+	for (unsigned i = 0; i < cfg->n_capture_cidrs; i++)
+		if ((r = em_guard_deny(&reg->guard, cfg->capture_cidrs[i])) < 0)
+			goto fail;
 	r = em_fakeip_pool_new(&fc, &reg->pool);
 	reg->state_file = state;
 	if (r < 0)

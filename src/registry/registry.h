@@ -56,6 +56,10 @@ struct em_registry_config {
 	const char *state_dir;		/* NULL: fake IPs are not persisted;
 					 * else <state_dir>/fake-ips is used */
 	struct em_snapshot_hooks hooks;	/* zero: none */
+	const char *const *capture_cidrs; /* never dialed as backends (nor the
+					   * fake ranges); may be NULL */
+	unsigned n_capture_cidrs;
+	bool test_allow_loopback;	/* unit tests without root only: 127/8 backends */
 };
 
 struct em_registry;
@@ -71,6 +75,8 @@ struct em_registry_stats {
 	uint64_t fake_exhausted;	/* services in the current snapshot without a fake IP
 					 * (range exhausted; each also logged, rate-limited) */
 	uint64_t rejected;		/* objects refused as unusable */
+	uint64_t rejected_addrs;	/* backend addresses refused (loopback,
+					 * link-local, fake ranges...; guard.h) */
 	uint64_t last_build_us;		/* duration of the last commit */
 	uint64_t published_at_ms;	/* CLOCK_REALTIME of the current snapshot */
 };

@@ -1,5 +1,6 @@
 /* snapshot.c — the published snapshot: memory, hash indices, lookups. */
 #include "registry/snapshot_impl.h"
+#include "util/siphash.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -79,16 +80,20 @@ static uint64_t mix(uint64_t h)
 	return h;
 }
 
-/* Case-insensitive FNV-1a of ns, a separator, name. */
+/* Case-insensitive keyed hash of ns, a separator, name (SipHash under the
+ * process key: tenants choose these names). Longer than any valid name:
+ * hashed truncated, equality is checked apart. */
 static uint64_t name_hash(const char *ns, size_t ns_len, const char *name, size_t name_len)
 {
-	uint64_t h = 1469598103934665603ULL;
-	for (size_t i = 0; i < ns_len; i++)
-		h = (h ^ (unsigned char)tolower((unsigned char)ns[i])) * 1099511628211ULL;
-	h = (h ^ 0xff) * 1099511628211ULL;
-	for (size_t i = 0; i < name_len; i++)
-		h = (h ^ (unsigned char)tolower((unsigned char)name[i])) * 1099511628211ULL;
-	return mix(h);
+	char buf[64 + 1 + 256];
+	size_t n = 0;
+
+	for (size_t i = 0; i < ns_len && n < 64; i++)
+		buf[n++] = (char)tolower((unsigned char)ns[i]);
+	buf[n++] = '/';
+	for (size_t i = 0; i < name_len && n < sizeof(buf); i++)
+		buf[n++] = (char)tolower((unsigned char)name[i]);
+	return em_hash_seeded(buf, n);
 }
 
 static uint64_t addr_hash(int family, const void *addr)

@@ -1,5 +1,9 @@
-/* strmap.c — chained string hash map (FNV-1a, doubling at load factor 1). */
+/* strmap.c — chained string hash map, doubling at load factor 1. Buckets
+ * are chosen by SipHash under the process key (util/siphash.h): the keys
+ * are names tenants choose. em_strmap_hash (FNV-1a, unkeyed) stays for
+ * whoever needs the same value in every process (the fake IP allocation). */
 #include "registry/strmap.h"
+#include "util/siphash.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +42,7 @@ struct em_strmap_entry *em_strmap_get(const struct em_strmap *m, const char *key
 {
 	if (!m->n_buckets)
 		return NULL;
-	uint64_t h = em_strmap_hash(key, strlen(key));
+	uint64_t h = em_hash_seeded(key, strlen(key));
 	for (struct em_strmap_entry *e = m->buckets[h & (m->n_buckets - 1)]; e; e = e->next)
 		if (e->hash == h && strcmp(e->key, key) == 0)
 			return e;
@@ -77,7 +81,7 @@ struct em_strmap_entry *em_strmap_put(struct em_strmap *m, const char *key)
 	if (!e)
 		return NULL;
 	memcpy(e->key, key, len + 1);
-	e->hash = em_strmap_hash(key, len);
+	e->hash = em_hash_seeded(key, len);
 	e->val = NULL;
 	e->next = m->buckets[e->hash & (m->n_buckets - 1)];
 	m->buckets[e->hash & (m->n_buckets - 1)] = e;
@@ -89,7 +93,7 @@ void *em_strmap_del(struct em_strmap *m, const char *key)
 {
 	if (!m->n_buckets)
 		return NULL;
-	uint64_t h = em_strmap_hash(key, strlen(key));
+	uint64_t h = em_hash_seeded(key, strlen(key));
 	struct em_strmap_entry **pp = &m->buckets[h & (m->n_buckets - 1)];
 	for (; *pp; pp = &(*pp)->next) {
 		struct em_strmap_entry *e = *pp;

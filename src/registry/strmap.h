@@ -19,6 +19,8 @@ struct em_strmap {
 	size_t count;
 };
 
+/* FNV-1a: the same in every process, so NOT what the map uses for its
+ * buckets (that is keyed SipHash); for stable allocation only. */
 uint64_t em_strmap_hash(const char *s, size_t len);
 void em_strmap_init(struct em_strmap *m);
 /* Frees the entries (not the values: call free_val for each, may be NULL). */

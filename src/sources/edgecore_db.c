@@ -60,7 +60,7 @@ struct em_source_edgecore {
 	pthread_cond_t cond;
 	bool stop;
 
-	atomic_ulong n_reads, n_failures, n_skipped, n_ignored;
+	atomic_ulong n_reads, n_failures, n_skipped, n_ignored, n_polls;
 	atomic_ulong lock_us_last, lock_us_max;
 };
 
@@ -793,6 +793,7 @@ static void *poll_thread(void *arg)
 			break;
 		pthread_mutex_unlock(&e->lock);
 		poll_once(e);
+		atomic_fetch_add(&e->n_polls, 1);
 		pthread_mutex_lock(&e->lock);
 	}
 	pthread_mutex_unlock(&e->lock);
@@ -861,6 +862,7 @@ void em_source_edgecore_stop(struct em_source_edgecore *e)
 
 void em_source_edgecore_stats(struct em_source_edgecore *e, struct em_edgecore_stats *st)
 {
+	st->polls = atomic_load(&e->n_polls);
 	st->reads = atomic_load(&e->n_reads);
 	st->failures = atomic_load(&e->n_failures);
 	st->skipped = atomic_load(&e->n_skipped);

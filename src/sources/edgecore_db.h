@@ -92,6 +92,7 @@ int em_edgecore_db_read(const struct em_edgecore_config *cfg, json_t **items,
 			struct em_edgecore_read_info *info);
 
 struct em_edgecore_stats {
+	unsigned long polls;		/* polls finished by the thread (after the first read) */
 	unsigned long reads;		/* successful full reads delivered */
 	unsigned long failures;		/* failed reads or opens */
 	unsigned long skipped;		/* rows of our kinds that are not usable objects */

@@ -147,12 +147,29 @@ static const char *meta_str(json_t *obj, const char *key)
 	return s ? s : "";
 }
 
-static void save_rv(struct resource *r, json_t *obj)
+/* A resourceVersion that does not fit is an error, never a truncation: a
+ * cut one would be sent back and loop through 410s and relists. */
+static int save_rv(struct resource *r, json_t *obj)
 {
 	const char *rv = meta_str(obj, "resourceVersion");
 
-	if (*rv && strlen(rv) < RV_MAX)
+	if (strlen(rv) >= RV_MAX)
+		return -E2BIG;
+	if (*rv)
 		strcpy(r->rv, rv);
+	return 0;
+}
+
+/* After a LIST page: a big body buffer goes back to the allocator rather
+ * than staying for the life of the source. */
+static void body_release_if_large(struct resource *r)
+{
+	if (r->body_cap > (1u << 20)) {
+		free(r->body);
+		r->body = NULL;
+		r->body_cap = 0;
+		r->body_len = 0;
+	}
 }
 
 static int on_event(void *ctx, const struct em_watch_event *ev)
@@ -192,7 +209,12 @@ static int on_event(void *ctx, const struct em_watch_event *ev)
 		return -EPROTO;
 	}
 	}
-	save_rv(r, obj);
+	if (save_rv(r, obj) < 0) {
+		em_log_rl(&r->rl, EM_LOG_ERR, "%s: watch %s: resourceVersion of %zu bytes "
+			  "(at most %d): refused", k->name, r->path,
+			  strlen(meta_str(obj, "resourceVersion")), RV_MAX - 1);
+		return -EBADMSG;
+	}
 	r->events++;
 	atomic_fetch_add(&k->n_events, 1);
 	return 0;
@@ -432,6 +454,7 @@ static int do_list(struct resource *r)
 	char *cont = NULL;
 	char rv[RV_MAX] = "";
 	unsigned restarts = 0;
+	size_t total_bytes = 0;
 	int ret;
 
 	for (;;) {
@@ -463,6 +486,7 @@ static int do_list(struct resource *r)
 			free(cont);
 			cont = NULL;
 			json_array_clear(items);
+			total_bytes = 0;
 			continue;
 		}
 		if (r->status == 404 && r->optional) {
@@ -473,7 +497,9 @@ static int do_list(struct resource *r)
 			ret = -EIO;
 			goto fail;
 		}
+		total_bytes += r->body_len;
 		root = json_loadb(r->body ? r->body : "", r->body_len, 0, &jerr);
+		body_release_if_large(r);
 		list = json_object_get(root, "items");
 		meta = json_object_get(root, "metadata");
 		if (!json_is_object(root) || !(json_is_array(list) || json_is_null(list))) {
@@ -491,9 +517,27 @@ static int do_list(struct resource *r)
 		}
 		free(cont);
 		cont = NULL;
-		if (json_string_value(json_object_get(meta, "resourceVersion")))
-			snprintf(rv, sizeof(rv), "%s",
-				 json_string_value(json_object_get(meta, "resourceVersion")));
+		if (total_bytes > k->cfg.max_list_bytes ||
+		    json_array_size(items) > k->cfg.max_list_objects) {
+			em_log_rl(&r->rl, EM_LOG_ERR, "%s: LIST %s%s: more than %zu bytes or %zu objects "
+				  "(%zu bytes, %zu objects so far): refused", k->name, k->base, r->path,
+				  k->cfg.max_list_bytes, k->cfg.max_list_objects, total_bytes,
+				  json_array_size(items));
+			json_decref(root);
+			ret = -EFBIG;
+			goto fail;
+		}
+		const char *lrv = json_string_value(json_object_get(meta, "resourceVersion"));
+		if (lrv && strlen(lrv) >= sizeof(rv)) {
+			em_log_rl(&r->rl, EM_LOG_ERR, "%s: LIST %s%s: resourceVersion of %zu bytes "
+				  "(at most %zu): refused", k->name, k->base, r->path, strlen(lrv),
+				  sizeof(rv) - 1);
+			json_decref(root);
+			ret = -EBADMSG;
+			goto fail;
+		}
+		if (lrv)
+			strcpy(rv, lrv);
 		if (json_string_length(json_object_get(meta, "continue")) > 0)
 			cont = strdup(json_string_value(json_object_get(meta, "continue")));
 		json_decref(root);
@@ -728,6 +772,8 @@ int em_source_kube_start(const struct em_kube_config *cfg, struct em_source_sink
 		free(sel);
 	}
 	DEFAULT(page_limit, 500);
+	DEFAULT(max_list_bytes, (size_t)512 << 20);
+	DEFAULT(max_list_objects, 200000);
 	DEFAULT(connect_timeout_ms, 5000);
 	DEFAULT(list_timeout_ms, 60000);
 	DEFAULT(watch_timeout_s, 300);

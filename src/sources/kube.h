@@ -35,6 +35,9 @@ struct em_kube_config {
 	bool no_endpointslices;		/* do not list/watch EndpointSlices [false: watch
 					 * them; a 404 (old server) disables them quietly] */
 	unsigned page_limit;		/* LIST ?limit= [500] */
+	size_t max_list_bytes;		/* all pages of one LIST together; more
+					 * fails the LIST (logged) [512 MiB] */
+	size_t max_list_objects;	/* objects of one LIST [200000] */
 	unsigned connect_timeout_ms;	/* [5000] */
 	unsigned list_timeout_ms;	/* one LIST page request [60000] */
 	unsigned watch_timeout_s;	/* ?timeoutSeconds=, jittered x1..x1.5 [300] */

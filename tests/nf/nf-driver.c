@@ -26,6 +26,7 @@
 
 static const char usage[] =
 	"usage: nf-driver [--fake4 CIDR] [--fake6 CIDR] [--capture CIDR]... [--port N]\n"
+	"                 [--client-iface NAME]... [--client-cidr CIDR]...\n"
 	"                 [--queue-num N] [--queues N] [--no-fanout] [--no-dns-host]\n"
 	"                 [--no-dns-pods] [--no-main-route] [--mark M] [--bypass-mark M]\n"
 	"                 [--table N] [--priority N] [--variant auto|native|compat-inet|compat-ip]\n"
@@ -124,6 +125,8 @@ int main(int argc, char **argv)
 		{ "fake4", required_argument, NULL, '4' },
 		{ "fake6", required_argument, NULL, '6' },
 		{ "capture", required_argument, NULL, 'c' },
+		{ "client-iface", required_argument, NULL, 'I' },
+		{ "client-cidr", required_argument, NULL, 'C' },
 		{ "port", required_argument, NULL, 'p' },
 		{ "queue-num", required_argument, NULL, 'q' },
 		{ "queues", required_argument, NULL, 'n' },
@@ -140,7 +143,7 @@ int main(int argc, char **argv)
 		{ "listen", no_argument, NULL, 'l' },
 		{ NULL, 0, NULL, 0 },
 	};
-	static const char *captures[16];
+	static const char *captures[16], *ifaces[16], *cidrs[16];
 	struct em_nf_config cfg;
 	struct em_nf *nf;
 	struct mnl_socket *qnl = NULL;
@@ -150,6 +153,8 @@ int main(int argc, char **argv)
 
 	em_nf_config_defaults(&cfg);
 	cfg.capture_cidrs = captures;
+	cfg.client_ifaces = ifaces;
+	cfg.client_cidrs = cidrs;
 	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (opt) {
 		case '4': cfg.fake_ipv4 = optarg; break;
@@ -168,6 +173,14 @@ int main(int argc, char **argv)
 		case 'H': cfg.dns_host = false; break;
 		case 'P': cfg.dns_pods = false; break;
 		case 'R': cfg.main_route = false; break;
+		case 'I':
+			if (cfg.n_client_ifaces < 16)
+				ifaces[cfg.n_client_ifaces++] = optarg;
+			break;
+		case 'C':
+			if (cfg.n_client_cidrs < 16)
+				cidrs[cfg.n_client_cidrs++] = optarg;
+			break;
 		case 'm': cfg.capture_mark = (uint32_t)num(optarg, UINT32_MAX); break;
 		case 'b': cfg.bypass_mark = (uint32_t)num(optarg, UINT32_MAX); break;
 		case 't': cfg.route_table = (uint32_t)num(optarg, UINT32_MAX); break;

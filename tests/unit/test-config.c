@@ -147,6 +147,28 @@ START_TEST(bad_flag_value_fails_the_load)
 }
 END_TEST
 
+START_TEST(cleanup_flag_alone_and_scope_defaults)
+{
+	struct em_config c;
+	char *argv[] = { "edgemesh-tproxy", "--config", "/dev/null", "--cleanup",
+			 "--client-cidr", "10.244.1.0/24", NULL };
+	char *argv2[] = { "edgemesh-tproxy", "--config", "/dev/null", "--cleanup=no",
+			  "--client-iface", "pa0", "--client-iface=veth*", NULL };
+
+	ck_assert_int_eq(em_config_load(&c, 6, argv), 0);
+	ck_assert(c.cleanup);
+	ck_assert_uint_eq(c.n_client_ifaces, 1);	/* the default stays */
+	ck_assert_str_eq(c.client_ifaces[0], "auto");
+	ck_assert_uint_eq(c.n_client_cidrs, 1);
+	em_config_free(&c);
+	ck_assert_int_eq(em_config_load(&c, 7, argv2), 0);
+	ck_assert(!c.cleanup);
+	ck_assert_uint_eq(c.n_client_ifaces, 2);
+	ck_assert_str_eq(c.client_ifaces[1], "veth*");
+	em_config_free(&c);
+}
+END_TEST
+
 START_TEST(options_cross_checked)
 {
 	struct em_config c;
@@ -213,6 +235,7 @@ Suite *config_suite(void)
 	tcase_add_test(tc, options_cross_checked);
 	tcase_add_test(tc, check_config_flag_is_recorded);
 	tcase_add_test(tc, option_table_is_complete);
+	tcase_add_test(tc, cleanup_flag_alone_and_scope_defaults);
 	suite_add_tcase(s, tc);
 	return s;
 }

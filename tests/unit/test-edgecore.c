@@ -288,9 +288,29 @@ START_TEST(reads_meta_and_meta_v2)
 	ck_assert(has("Service default/v2svc"));
 	ck_assert(has("EndpointSlice default/web-abc"));
 	ck_assert_uint_eq(nobjs(), 6);
-	/* Idle polls deliver nothing. */
 	em_source_edgecore_stop(E);
 	E = NULL;
+}
+END_TEST
+
+/* Idle polls deliver nothing: wait until the thread has polled three times
+ * (the event), then assert that nothing reached the sink. */
+START_TEST(idle_polls_deliver_nothing)
+{
+	struct em_edgecore_config c = cfg(20);
+	struct em_edgecore_stats st = { 0 };
+
+	make_db();
+	ck_assert_int_eq(em_source_edgecore_start(&c, sink, &E), 0);
+	ck_assert_uint_eq(nreplaces(), 1);
+	for (int i = 0; i < 500 && st.polls < 3; i++) {
+		usleep(10000);
+		em_source_edgecore_stats(E, &st);
+	}
+	ck_assert_uint_ge(st.polls, 3);
+	ck_assert_uint_eq(nreplaces(), 1);
+	ck_assert_uint_eq(st.reads, 1);
+	ck_assert_uint_eq(st.failures, 0);
 }
 END_TEST
 
@@ -440,10 +460,16 @@ START_TEST(locked_keeps_last_data)
 	exec(db, "BEGIN EXCLUSIVE");
 	put_v2_svc(db, "late", 40, SVC("late", "40"));
 	n = nreplaces();
-	usleep(600000);		/* longer than the source's 200 ms busy timeout */
+	/* Wait for the event: a read refused by the lock (the source's 200 ms
+	 * busy timeout), counted as a failure; then nothing may have changed. */
+	em_source_edgecore_stats(E, &st);
+	for (int i = 0; i < 300 && st.failures == 0; i++) {
+		usleep(10000);
+		em_source_edgecore_stats(E, &st);
+	}
+	ck_assert_uint_ge(st.failures, 1);
 	ck_assert_uint_eq(nreplaces(), n);
 	ck_assert_uint_eq(nobjs(), 6);
-	em_source_edgecore_stats(E, &st);
 	exec(db, "COMMIT");
 	sqlite3_close(db);
 	WAIT_UNTIL(has("Service default/late"), 2000);
@@ -808,6 +834,7 @@ Suite *edgecore_suite(void)
 	tcase_add_test(tc, writer_not_blocked);
 	tcase_add_test(tc, missing_then_created_then_replaced);
 	tcase_add_test(tc, locked_keeps_last_data);
+	tcase_add_test(tc, idle_polls_deliver_nothing);
 	tcase_add_test(tc, bad_rows_skipped);
 	tcase_add_test(tc, not_a_database);
 	tcase_add_test(tc, both_eras_column_names);

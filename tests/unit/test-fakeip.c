@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "registry/fakeip.h"
@@ -213,6 +214,73 @@ START_TEST(corrupt_file_tolerated)
 }
 END_TEST
 
+START_TEST(state_file_is_private_and_no_symlink_is_followed)
+{
+	char victim[160], tmp[160];
+	struct stat st;
+	FILE *f;
+
+	/* a stale temp file that is a symlink to somewhere else */
+	snprintf(victim, sizeof(victim), "%s/victim", tmpdir);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", statefile);
+	f = fopen(victim, "w");
+	fputs("untouched\n", f);
+	fclose(f);
+	ck_assert_int_eq(symlink(victim, tmp), 0);
+	struct em_fakeip_pool *p = pool_new("10.5.0.0/24", NULL, true);
+	em_fakeip_begin(p);
+	get4(p, "ns/a", 0);
+	ck_assert_int_eq(em_fakeip_end(p), 0);
+	em_fakeip_pool_free(p);
+	ck_assert_int_eq(stat(victim, &st), 0);
+	ck_assert_int_eq(st.st_size, 10);		/* not written through */
+	ck_assert_int_eq(lstat(statefile, &st), 0);
+	ck_assert(S_ISREG(st.st_mode));
+	ck_assert_int_eq(st.st_mode & 0777, 0600);
+
+	/* the state file itself a symlink: not read (and replaced on save) */
+	ck_assert_int_eq(rename(statefile, victim), 0);
+	ck_assert_int_eq(symlink(victim, statefile), 0);
+	p = pool_new("10.5.0.0/24", NULL, true);
+	ck_assert_uint_eq(em_fakeip_remembered_count(p), 0);
+	em_fakeip_pool_free(p);
+	/* a world-writable state file: not read either */
+	unlink(statefile);
+	ck_assert_int_eq(rename(victim, statefile), 0);
+	ck_assert_int_eq(chmod(statefile, 0666), 0);
+	p = pool_new("10.5.0.0/24", NULL, true);
+	ck_assert_uint_eq(em_fakeip_remembered_count(p), 0);
+	em_fakeip_pool_free(p);
+	/* a name no source could give (an edited file) is dropped */
+	f = fopen(statefile, "w");
+	fputs("ns/ok 10.5.0.9\nNS/Upper 10.5.0.10\nns/a_b 10.5.0.11\n-x/y 10.5.0.12\n", f);
+	fclose(f);
+	chmod(statefile, 0600);
+	p = pool_new("10.5.0.0/24", NULL, true);
+	ck_assert_uint_eq(em_fakeip_remembered_count(p), 1);
+	em_fakeip_pool_free(p);
+	unlink(victim);
+}
+END_TEST
+
+START_TEST(failed_save_backs_off)
+{
+	struct em_fakeip_config c = { .v4_cidr = "10.6.0.0/24",
+				      .state_file = "/nonexistent-em-dir/fake-ips" };
+	struct em_fakeip_pool *p;
+
+	ck_assert_int_eq(em_fakeip_pool_new(&c, &p), 0);
+	em_fakeip_begin(p);
+	get4(p, "ns/a", 0);
+	ck_assert_int_eq(em_fakeip_end(p), -ENOENT);
+	/* the next round, at once: no new attempt (and so nothing to log) */
+	em_fakeip_begin(p);
+	get4(p, "ns/b", 0);
+	ck_assert_int_eq(em_fakeip_end(p), 0);
+	em_fakeip_pool_free(p);
+}
+END_TEST
+
 START_TEST(bad_cidr)
 {
 	struct em_fakeip_pool *p;
@@ -256,6 +324,8 @@ Suite *fakeip_suite(void)
 	tcase_add_test(tc, persistence_round_trip);
 	tcase_add_test(tc, persisted_address_wins_over_hash);
 	tcase_add_test(tc, corrupt_file_tolerated);
+	tcase_add_test(tc, state_file_is_private_and_no_symlink_is_followed);
+	tcase_add_test(tc, failed_save_backs_off);
 	tcase_add_test(tc, bad_cidr);
 	tcase_add_test(tc, remembered_bounded);
 	suite_add_tcase(s, tc);

@@ -704,6 +704,31 @@ START_TEST(list_failure_retries)
 }
 END_TEST
 
+/* More objects than allowed: the LIST fails as a whole (nothing reaches
+ * the sink for that kind), the other kinds are listed. */
+START_TEST(list_object_cap)
+{
+	struct em_kube_config c = test_cfg();
+
+	c.max_list_objects = 3;
+	c.start_timeout_ms = 800;
+	add_services(false, 5, "a", 80, "b", 81, "c", 82, "d", 83, "e", 84);
+	start_kube(&c);
+	ck_assert(!has("Service default/a"));
+	ck_assert_uint_eq(count(&R.replaces_of[0]), 0);
+	ck_assert_uint_eq(count(&R.replaces_of[1]), 1);
+	ck_assert_uint_ge(stats().errors, 1);
+	em_source_kube_stop(K);
+	K = NULL;
+	/* the byte cap likewise */
+	c.max_list_objects = 0;
+	c.max_list_bytes = 64;
+	start_kube(&c);
+	ck_assert(!has("Service default/a"));
+	em_log_reset();
+}
+END_TEST
+
 START_TEST(stop_is_prompt)
 {
 	struct em_kube_config c = test_cfg();
@@ -832,6 +857,7 @@ Suite *kube_suite(void)
 	tcase_add_test(tc, endpointslices_absent);
 	tcase_add_test(tc, pods_on_node_and_token);
 	tcase_add_test(tc, list_failure_retries);
+	tcase_add_test(tc, list_object_cap);
 	tcase_add_test(tc, stop_is_prompt);
 	tcase_add_test(tc, bad_config);
 	tcase_add_test(tc, tls_with_ca_file);

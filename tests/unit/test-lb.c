@@ -4,6 +4,7 @@
 #include <check.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -11,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "lb/lb-test-config.h"
 #include "lb/lb.h"
@@ -713,10 +716,59 @@ START_TEST(test_plugin_refused)
 	ck_assert_ptr_nonnull(strstr(err, "ABI version"));
 	ck_assert_int_eq(em_lb_load_plugin("/nonexistent/plugin.so", &ops, &handle,
 					   err, sizeof(err)), -ENOENT);
-	/* A shared object that is no plugin. */
+	/* A name the loader would search for: refused before dlopen. */
 	ck_assert_int_eq(em_lb_load_plugin("libm.so.6", &ops, &handle, err,
+					   sizeof(err)), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "absolute"));
+	/* A shared object that is no plugin: the C library, by its path. */
+	Dl_info info;
+	ck_assert(dladdr((void *)stdout, &info) && info.dli_fname[0] == '/');
+	ck_assert_int_eq(em_lb_load_plugin(info.dli_fname, &ops, &handle, err,
 					   sizeof(err)), -ENOEXEC);
 	ck_assert_ptr_null(ops);
+}
+END_TEST
+
+/* copy the test plugin to dir/name with mode; returns the path */
+static void copy_plugin(const char *dir, mode_t mode, char *out, size_t len)
+{
+	char buf[65536];
+	int in = open(EM_LB_TEST_PLUGIN, O_RDONLY), fd;
+	ssize_t n;
+
+	snprintf(out, len, "%s/plugin.so", dir);
+	fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	ck_assert(in >= 0 && fd >= 0);
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		ck_assert_int_eq(write(fd, buf, (size_t)n), n);
+	close(in);
+	close(fd);
+	ck_assert_int_eq(chmod(out, mode), 0);
+}
+
+START_TEST(test_plugin_untrusted_place)
+{
+	const struct em_balancer_ops *ops = NULL;
+	char dir[] = "/tmp/em-plugin-XXXXXX", path[64], err[256];
+	void *handle = NULL;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	/* a world-writable directory: anyone could have swapped the file */
+	ck_assert_int_eq(chmod(dir, 0777), 0);
+	copy_plugin(dir, 0644, path, sizeof(path));
+	ck_assert_int_eq(em_lb_load_plugin(path, &ops, &handle, err, sizeof(err)), -EPERM);
+	ck_assert_ptr_nonnull(strstr(err, "directory"));
+	/* a private directory, but a world-writable file */
+	ck_assert_int_eq(chmod(dir, 0755), 0);
+	ck_assert_int_eq(chmod(path, 0666), 0);
+	ck_assert_int_eq(em_lb_load_plugin(path, &ops, &handle, err, sizeof(err)), -EPERM);
+	ck_assert_ptr_nonnull(strstr(err, "file"));
+	/* both fine: loads */
+	ck_assert_int_eq(chmod(path, 0644), 0);
+	ck_assert_int_eq(em_lb_load_plugin(path, &ops, &handle, err, sizeof(err)), 0);
+	dlclose(handle);
+	unlink(path);
+	rmdir(dir);
 }
 END_TEST
 
@@ -746,6 +798,7 @@ Suite *lb_suite(void)
 	tcase_add_test(tc, test_plugin_load);
 	tcase_add_test(tc, test_plugin_in_config);
 	tcase_add_test(tc, test_plugin_refused);
+	tcase_add_test(tc, test_plugin_untrusted_place);
 	suite_add_tcase(s, tc);
 	return s;
 }

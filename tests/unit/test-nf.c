@@ -324,9 +324,10 @@ START_TEST(batch_install_native)
 	/* stale inet, ip, ip6 replaced: 3 add+delete, then our table */
 	ck_assert_uint_eq(w.tables_del, 3);
 	ck_assert_uint_eq(w.tables_new, 4);
-	ck_assert_uint_eq(w.chains, 3);
-	/* 3 bypass returns, tproxy, mark, 2 queues, UDP tproxy + UDP mark */
-	ck_assert_uint_eq(w.rules, 9);
+	ck_assert_uint_eq(w.chains, 3 + 2);	/* + scope, refuse */
+	/* 3 bypass returns, tproxy, mark, 2 queues, UDP tproxy + UDP mark;
+	 * refuse: drop + DNS, scope: lo + reverse path, the jump */
+	ck_assert_uint_eq(w.rules, 9 + 2 + 2 + 1);
 	ck_assert_uint_eq(w.tproxy, 2);
 	ck_assert_uint_eq(w.sets, 1);
 	ck_assert_uint_eq(w.lookups, 2);
@@ -335,7 +336,7 @@ START_TEST(batch_install_native)
 	ck_assert_uint_eq(w.queue_flags, NFT_QUEUE_FLAG_BYPASS);
 	ck_assert_uint_eq(ntohs(w.tproxy_port_be), 15001);
 	ck_assert_uint_eq(w.mark_set, 0x1e2);
-	ck_assert_uint_eq(w.families[NFPROTO_INET], 2 + 1 + 1 + 3 + 9);
+	ck_assert_uint_eq(w.families[NFPROTO_INET], 2 + 1 + 1 + (3 + 2) + (9 + 5));
 }
 END_TEST
 
@@ -362,11 +363,13 @@ START_TEST(batch_install_compat_ip)
 	ck_assert_uint_eq(w.queue_target, 4);	/* 2 hooks x ip, ip6 */
 	ck_assert_uint_eq(w.nfq.flags, NFQ_FLAG_BYPASS);
 	ck_assert_uint_eq(w.nfq.queues_total, 1);
-	/* inet: prerouting + output; ip and ip6: two dns chains each */
-	ck_assert_uint_eq(w.chains, 6);
+	/* inet: prerouting + output; ip and ip6: two dns chains each; each
+	 * of the three tables: scope + refuse */
+	ck_assert_uint_eq(w.chains, 6 + 3 * 2);
 	ck_assert_uint_eq(w.tables_new, 3 + 3);
-	ck_assert_uint_eq(w.families[NFPROTO_IPV4], 2 + 1 + 2 + 4);
-	ck_assert_uint_eq(w.families[NFPROTO_IPV6], 2 + 1 + 2 + 4);
+	/* + refuse (DNS only), scope (lo, reverse path), the jump */
+	ck_assert_uint_eq(w.families[NFPROTO_IPV4], 2 + 1 + 2 + 4 + 2 + 1 + 2 + 1);
+	ck_assert_uint_eq(w.families[NFPROTO_IPV6], 2 + 1 + 2 + 4 + 2 + 1 + 2 + 1);
 }
 END_TEST
 
@@ -379,10 +382,10 @@ START_TEST(batch_install_dns_choices)
 
 	build(t_no_dns, EM_NF_QUEUE_NATIVE, &w);
 	ck_assert_uint_eq(w.queue_native + w.queue_target, 0);
-	ck_assert_uint_eq(w.chains, 2);
+	ck_assert_uint_eq(w.chains, 2 + 2);
 	build(t_host_only, EM_NF_QUEUE_NATIVE, &w);
 	ck_assert_uint_eq(w.queue_native, 1);
-	ck_assert_uint_eq(w.chains, 3);
+	ck_assert_uint_eq(w.chains, 3 + 2);	/* + scope, refuse */
 }
 END_TEST
 
@@ -394,12 +397,53 @@ START_TEST(batch_install_many_ranges)
 	/* TCP: every range; UDP: the two fake ranges only, by set */
 	ck_assert_uint_eq(w.tproxy, 4 + 2);
 	ck_assert_uint_eq(w.sets, 2);
-	/* + the raw chains for the 2 extra ranges: a bypass return and a
+	/* + refuse: 4 ranges + DNS; scope: lo, reverse path; the jump;
+	 * + the raw chains for the 2 extra ranges: a bypass return and a
 	 * notrack rule per range in each of prerouting_raw and output_raw. */
-	ck_assert_uint_eq(w.rules, 3 + 4 + 4 + 2 + 4 + 1 + 2 * 2);
+	ck_assert_uint_eq(w.rules, 3 + 4 + 4 + 2 + 4 + (4 + 1) + 2 + 1 + 1 + 2 * 2);
 }
 END_TEST
 
+static void t_scoped(struct em_nf_config *c)
+{
+	static const char *const ifaces[] = { "auto", "pa0" };
+	static const char *const cidrs[] = { "10.244.1.0/24" };
+
+	c->client_ifaces = ifaces;
+	c->n_client_ifaces = 2;
+	c->client_cidrs = cidrs;
+	c->n_client_cidrs = 1;
+}
+
+static void t_scoped_any(struct em_nf_config *c)
+{
+	static const char *const ifaces[] = { "pa0", "any" };
+
+	c->client_ifaces = ifaces;
+	c->n_client_ifaces = 2;
+}
+
+static void t_bad_iface(struct em_nf_config *c)
+{
+	static const char *const ifaces[] = { "a*b" };
+
+	c->client_ifaces = ifaces;
+	c->n_client_ifaces = 1;
+}
+
+START_TEST(batch_install_scope)
+{
+	struct walk w, base;
+	struct em_nf_plan p;
+	build(NULL, EM_NF_QUEUE_NATIVE, &base);
+	build(t_scoped, EM_NF_QUEUE_NATIVE, &w);
+	/* auto's interfaces + pa0 + one range + the final goto */
+	ck_assert_uint_eq(w.rules, base.rules + 8 + 1 + 1 + 1);
+	build(t_scoped_any, EM_NF_QUEUE_NATIVE, &w);
+	ck_assert_uint_eq(w.rules, base.rules);
+	ck_assert_int_eq(plan_with(t_bad_iface, &p), -EINVAL);
+}
+END_TEST
 
 /* The UDP capture sets are replaced in one batch: flush, then elements,
  * for each family that has a fake range. */
@@ -529,6 +573,7 @@ Suite *nf_suite(void)
 	tcase_add_test(tc, batch_install_compat_ip);
 	tcase_add_test(tc, batch_install_dns_choices);
 	tcase_add_test(tc, batch_install_many_ranges);
+	tcase_add_test(tc, batch_install_scope);
 	tcase_add_test(tc, batch_remove);
 	tcase_add_test(tc, batch_udp_sync);
 	tcase_add_test(tc, batch_probe_has_no_end);

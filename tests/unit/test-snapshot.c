@@ -55,7 +55,7 @@ static void load(struct em_registry *r, const char *yaml)
 }
 
 static const char *services =
-	"kind: Service\nmetadata: {name: Web, namespace: Shop, annotations: {edgemesh.kubeedge.io/lb-strategy: random}}\n"
+	"kind: Service\nmetadata: {name: web, namespace: shop, annotations: {edgemesh.kubeedge.io/lb-strategy: random}}\n"
 	"spec: {clusterIP: 10.96.3.4, sessionAffinity: ClientIP, ports: [{name: http, port: 80}, {port: 666}]}\n"
 	"---\nkind: Service\nmetadata: {name: db, namespace: shop}\nspec: {clusterIP: None, ports: [{port: 5432}]}\n";
 
@@ -72,7 +72,7 @@ START_TEST(lookups)
 	const char pkt[] = "WEBxSHOPx";
 	const struct em_service *w = em_snapshot_find_name(s, pkt + 4, 4, pkt, 3);
 	ck_assert_ptr_nonnull(w);
-	ck_assert_str_eq(w->name, "Web");
+	ck_assert_str_eq(w->name, "web");
 	ck_assert_str_eq(w->fqdn, "web.shop.svc.cluster.local");
 	ck_assert_str_eq(w->session_affinity, "ClientIP");
 	ck_assert_str_eq(w->lb_strategy, "random");

@@ -1,0 +1,491 @@
+/* http_exchange.c — one request in flight on the HTTP forwarder: the
+ * rewritten head up, the body by its framing (spliced; chunked framing
+ * parsed and re-emitted by the frame machine), the response head read once
+ * (body bytes that came with it go on from user space), the response body,
+ * then the upstream back to the pool or a tunnel for Upgrade/CONNECT. */
+#include <errno.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proxy/http.h"
+#include "util/log.h"
+
+void em_http_body_init(struct body *b, enum em_http_body kind, uint64_t len)
+{
+	memset(b, 0, sizeof(*b));
+	b->kind = (uint8_t)kind;
+	b->left = len;
+	em_http_chunk_init(&b->ch);
+}
+
+/* ---- bodies -------------------------------------------------------------- */
+
+enum { BODY_WAIT = 0, BODY_PROGRESS = 1, BODY_DONE = 2 };
+
+/* Move body b from `from` to `to`. Returns BODY_* or -errno: -EBADMSG for
+ * bad chunk framing, -ECONNABORTED when the source closed early, else the
+ * socket error. */
+static int body_move(struct em_proxy_worker *w, struct body *b, int from, int to,
+		     uint64_t *count)
+{
+	int progress = 0;
+	ssize_t n;
+
+	switch (b->kind) {
+	case EM_HTTP_BODY_NONE:
+		return BODY_DONE;
+	case EM_HTTP_BODY_LENGTH:
+	case EM_HTTP_BODY_CLOSE:
+	case EM_HTTP_BODY_TUNNEL: {
+		uint64_t limit = b->kind == EM_HTTP_BODY_LENGTH ? b->left : UINT64_MAX;
+		uint64_t taken = 0;
+
+		n = em_proxy_splice_move(w, &b->sp, from, to, limit, &taken, &b->eof);
+		if (n < 0)
+			return (int)n;
+		*count += (uint64_t)n;
+		b->taken += taken;
+		if (b->kind == EM_HTTP_BODY_LENGTH) {
+			b->left -= taken;
+			if (b->left == 0 && b->sp.queued == 0)
+				return BODY_DONE;
+			if (b->eof)
+				return -ECONNABORTED;
+		} else if (b->eof && b->sp.queued == 0) {
+			return BODY_DONE;
+		}
+		return n > 0 || taken > 0;
+	}
+	default:
+		break;
+	}
+	/* Chunked: framing parsed here, data spliced. */
+	for (;;) {
+		uint64_t pending;
+		struct em_http_chunk_step st;
+		char tmp[CHUNK_PEEK];
+
+		if (b->emit_off < b->emit_len) {
+			n = send(to, b->emit + b->emit_off, b->emit_len - b->emit_off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+			if (n < 0)
+				return errno == EAGAIN || errno == EINTR ? progress : -errno;
+			b->emit_off += (uint8_t)n;
+			*count += (uint64_t)n;
+			progress = 1;
+			continue;
+		}
+		if (b->chunk_end)
+			return BODY_DONE;
+		pending = em_http_chunk_pending(&b->ch);
+		if (pending || b->sp.queued) {
+			uint64_t taken = 0;
+
+			n = em_proxy_splice_move(w, &b->sp, from, to, pending, &taken, &b->eof);
+			if (n < 0)
+				return (int)n;
+			*count += (uint64_t)n;
+			b->taken += taken;
+			if (taken)
+				em_http_chunk_moved(&b->ch, taken);
+			if (n > 0 || taken)
+				progress = 1;
+			if (em_http_chunk_pending(&b->ch) || b->sp.queued)
+				return b->eof ? -ECONNABORTED : progress;
+			continue;
+		}
+		n = recv(from, tmp, sizeof(tmp), MSG_PEEK | MSG_DONTWAIT);
+		if (n == 0)
+			return -ECONNABORTED;
+		if (n < 0)
+			return errno == EAGAIN || errno == EINTR ? progress : -errno;
+		if (em_http_chunk_feed(&b->ch, tmp, (size_t)n, &st) < 0)
+			return -EBADMSG;
+		if (st.consumed && recv(from, tmp, st.consumed, MSG_DONTWAIT) != (ssize_t)st.consumed)
+			return -EIO;
+		b->taken += st.consumed;
+		memcpy(b->emit, st.emit, st.emit_len);
+		b->emit_len = st.emit_len;
+		b->emit_off = 0;
+		if (st.done)
+			b->chunk_end = true;
+		if (!st.consumed && !st.emit_len && !st.data && !st.done)
+			return progress;	/* needs more bytes than have come */
+		progress = 1;
+	}
+}
+
+/* ---- the exchange ----------------------------------------------------------- */
+
+static void finish(struct em_proxy_worker *w, struct em_http_conn *c)
+{
+	struct http_req *r = c->rq;
+	bool keep = !r->client_close && r->rq == RQ_DONE;
+	bool reuse = r->resp_keep_alive && r->rq == RQ_DONE &&
+		     r->resp.kind != EM_HTTP_BODY_CLOSE;
+
+	em_http_release(w, r, EM_BALANCER_OK, 0);
+	if (r->up) {
+		em_proxy_pool_put(w, r->up, reuse);
+		r->up = NULL;
+	}
+	em_http_req_free(w, c, EM_BALANCER_OK, 0);
+	if (!keep) {
+		shutdown(c->client.fd, SHUT_WR);
+		c->state = ST_LINGER;
+		em_http_arm(w, c, LINGER_MS);
+		return;
+	}
+	c->state = ST_IDLE;
+	em_http_arm(w, c, (uint64_t)w->proxy->cfg.keepalive_s * 1000);
+}
+
+static void tunnel(struct em_proxy_worker *w, struct em_http_conn *c)
+{
+	struct http_req *r = c->rq;
+	struct sockaddr_storage client = { 0 };
+	socklen_t client_len = c->client_len;
+	int ufd = r->up->src.fd, cfd;
+
+	EM_PROXY_COUNT(w->proxy, tunnels, 1);
+	memcpy(&client, &c->client_addr, client_len);
+	em_http_release(w, r, EM_BALANCER_OK, 0);
+	epoll_ctl(w->epfd, EPOLL_CTL_DEL, ufd, NULL);
+	/* The socket moves to the relay: the upconn struct goes without
+	 * closing it. */
+	r->up->src.fd = -1;
+	r->up->next = w->up_dead;
+	w->up_dead = r->up;
+	r->up = NULL;
+	em_http_req_free(w, c, EM_BALANCER_OK, 0);
+	cfd = em_http_conn_detach(w, c);
+	em_proxy_l4_tunnel(w, cfd, ufd, &client, client_len);
+}
+
+/* Append the body bytes that came in the same read as the response head
+ * (extra[0..len)) to the head being sent on, by the body's framing. Returns
+ * 0 or -EBADMSG (bad chunk framing). Rewritten chunk framing is never longer
+ * than what it replaces, so out (cap_in + 512) always has room. */
+static int take_extra(struct http_req *r, enum em_http_body kind, const char *extra,
+		      size_t len)
+{
+	struct em_proxy_buf *b = r->buf;
+	struct body *d = &r->resp;
+
+	switch (kind) {
+	case EM_HTTP_BODY_LENGTH: {
+		size_t k = len < d->left ? len : (size_t)d->left;
+
+		memcpy(b->out + b->out_len, extra, k);
+		b->out_len += k;
+		d->left -= k;
+		d->taken += k;
+		if (d->left == 0)
+			d->kind = EM_HTTP_BODY_NONE;	/* complete */
+		if (len > k)
+			r->resp_keep_alive = false;	/* bytes beyond the message */
+		return 0;
+	}
+	case EM_HTTP_BODY_CLOSE:
+	case EM_HTTP_BODY_TUNNEL:
+		memcpy(b->out + b->out_len, extra, len);
+		b->out_len += len;
+		d->taken += len;
+		return 0;
+	case EM_HTTP_BODY_CHUNKED:
+		while (len) {
+			uint64_t pending = em_http_chunk_pending(&d->ch);
+			struct em_http_chunk_step st;
+
+			if (d->chunk_end) {
+				r->resp_keep_alive = false;
+				return 0;
+			}
+			if (pending) {
+				size_t k = len < pending ? len : (size_t)pending;
+
+				memcpy(b->out + b->out_len, extra, k);
+				b->out_len += k;
+				em_http_chunk_moved(&d->ch, k);
+				extra += k;
+				len -= k;
+				continue;
+			}
+			if (em_http_chunk_feed(&d->ch, extra, len, &st) < 0)
+				return -EBADMSG;
+			memcpy(b->out + b->out_len, st.emit, st.emit_len);
+			b->out_len += st.emit_len;
+			extra += st.consumed;
+			len -= st.consumed;
+			if (st.done)
+				d->chunk_end = true;
+			if (!st.consumed && !st.emit_len && !st.data && !st.done)
+				return -EBADMSG;	/* bytes it would not take: cannot be put back */
+		}
+		return 0;
+	default:
+		if (len)
+			r->resp_keep_alive = false;
+		return 0;
+	}
+}
+
+/* The response head is r->buf->in[0..head_len) (parsed into r->buf->head),
+ * followed by `extra` bytes of the same read. Writes the head to send on
+ * and, after it, the body bytes already here (small bodies go out whole in
+ * one send); an interim (1xx) head keeps the bytes after it for the next
+ * head. Returns 0 or -EBADMSG. */
+static int response_head(struct em_proxy_worker *w, struct em_http_conn *c, size_t extra)
+{
+	struct http_req *r = c->rq;
+	struct em_proxy_buf *b = r->buf;
+	struct em_http_head *h = &b->head;
+	size_t head_len = h->head_len;
+	unsigned flags = 0;
+	int len;
+
+	r->status = h->status;
+	r->interim = h->interim;
+	if (!h->interim) {
+		r->latency_us = (w->now_ms - r->picked_ms) * 1000;
+		r->tunnel = h->body == EM_HTTP_BODY_TUNNEL;
+		r->resp_keep_alive = h->keep_alive;
+		r->client_close = !r->keep_alive || h->body == EM_HTTP_BODY_CLOSE ||
+				  r->rq != RQ_DONE;
+		em_http_body_init(&r->resp, r->tunnel ? EM_HTTP_BODY_NONE : h->body, h->content_length);
+		/* From here on: inactivity, whatever the body's length. */
+		r->last_ms = w->now_ms;
+		em_http_arm(w, c, (uint64_t)w->proxy->cfg.idle_timeout_s * 1000);
+	}
+	if (r->client_close && !h->interim)
+		flags |= EM_HTTP_W_CLOSE;
+	if (r->minor == 0)
+		flags |= EM_HTTP_W_CLIENT_10;
+	len = em_http_write_response(h, b->in, flags, b->out, b->cap_out);
+	if (len < 0)
+		return -EBADMSG;
+	b->out_len = (size_t)len;
+	b->out_off = 0;
+	EM_PROXY_COUNT(w->proxy, responses[h->status / 100 % 6], 1);
+	r->rs = RS_HEAD_OUT;
+	if (h->interim) {
+		/* The final head may already follow: parse it next. */
+		memmove(b->in, b->in + head_len, extra);
+		b->in_len = extra;
+		return 0;
+	}
+	b->in_len = 0;
+	/* Bad chunk framing behind a good head: what came before it goes on,
+	 * then the client connection is closed, as when the same bytes
+	 * arrive after the head (the outcome must not depend on timing). */
+	if (take_extra(r, r->tunnel ? EM_HTTP_BODY_TUNNEL : h->body, b->in + head_len, extra) < 0)
+		r->resp_bad = true;
+	return 0;
+}
+
+/* Abort a response in the middle: the client must not take a truncated
+ * body for a complete one, so its connection is reset. */
+static void abort_response(struct em_proxy_worker *w, struct em_http_conn *c, int err)
+{
+	static _Thread_local struct em_ratelimit abort_rl;
+	struct http_req *r = c->rq;
+
+	if (err != ECONNRESET && err != EPIPE && err != ECONNABORTED)
+		em_log_rl(&abort_rl, EM_LOG_INFO, "proxy: %s: response aborted: %s",
+			  em_lb_port_label(r->lb), strerror(err));
+	EM_PROXY_COUNT(w->proxy, aborted_responses, 1);
+	em_http_conn_close(w, c, true, EM_BALANCER_FAILED);
+}
+
+/* Returns 1 when the state changed, 0 to wait. */
+int em_http_exchange(struct em_proxy_worker *w, struct em_http_conn *c)
+{
+	struct em_proxy *p = w->proxy;
+	struct http_req *r = c->rq;
+	int ufd = r->up->src.fd, cfd = c->client.fd, ret;
+	bool progress;
+	ssize_t n;
+
+	do {
+		progress = false;
+		if (r->rq == RQ_HEAD) {
+			struct em_proxy_buf *b = r->buf;
+
+			n = send(ufd, b->out + b->out_off, b->out_len - b->out_off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+			if (n < 0) {
+				if (errno == EAGAIN || errno == EINTR)
+					return 0;
+				em_http_attempt_failed(w, c, EM_BALANCER_FAILED, errno, b->out_off > 0);
+				return 1;
+			}
+			b->out_off += (size_t)n;
+			r->bytes_up += (uint64_t)n;
+			EM_PROXY_COUNT(p, bytes_up, (uint64_t)n);
+			if (b->out_off < b->out_len)
+				return 0;
+			r->rq = r->has_body ? RQ_BODY : RQ_DONE;
+			r->sent_ms = w->now_ms;
+			if (r->rq == RQ_DONE)
+				em_http_arm(w, c, p->cfg.response_timeout_ms);
+			progress = true;
+		}
+		if (r->rq == RQ_BODY) {
+			uint64_t before = r->bytes_up;
+
+			ret = body_move(w, &r->req, cfd, ufd, &r->bytes_up);
+			EM_PROXY_COUNT(p, bytes_up, r->bytes_up - before);
+			if (ret == -EBADMSG) {
+				EM_PROXY_COUNT(p, bad_requests, 1);
+				if (r->rs == RS_WAIT) {
+					em_http_answer(w, c, 400, false);
+					return 1;
+				}
+				em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
+				return 0;
+			}
+			if (ret < 0) {
+				/* The client went away mid-body, or the
+				 * upstream stopped taking it. */
+				if (r->rs == RS_WAIT && ret != -ECONNABORTED &&
+				    ret != -ECONNRESET) {
+					em_http_release(w, r, EM_BALANCER_FAILED, -ret);
+					em_http_answer(w, c, 502, false);
+					return 1;
+				}
+				em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
+				return 0;
+			}
+			if (ret == BODY_DONE) {
+				r->rq = RQ_DONE;
+				r->sent_ms = w->now_ms;
+				if (r->rs == RS_WAIT)
+					em_http_arm(w, c, p->cfg.response_timeout_ms);
+				progress = true;
+			} else if (ret == BODY_PROGRESS) {
+				r->last_ms = w->now_ms;
+				progress = true;
+			}
+		}
+		if (r->rs == RS_WAIT && r->rq != RQ_HEAD && (r->up_readable || r->buf->in_len)) {
+			/* Plain reads (no peek): the head and whatever body
+			 * bytes came with it are taken here and sent on from
+			 * user space; the rest of the body is spliced. */
+			struct em_proxy_buf *b = r->buf;
+			size_t have = b->in_len;
+
+			if (r->up_readable && have < b->cap_in) {
+				n = recv(ufd, b->in + have, b->cap_in - have, MSG_DONTWAIT);
+				if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+					r->up_readable = false;
+				} else if (n <= 0) {
+					int err = n == 0 ? ECONNRESET : errno;
+
+					if (r->resp_bytes) {
+						EM_PROXY_COUNT(p, bad_responses, 1);
+						em_http_release(w, r, EM_BALANCER_FAILED, err);
+						em_http_answer(w, c, 502, false);
+						return 1;
+					}
+					em_http_attempt_failed(w, c, EM_BALANCER_FAILED, err, true);
+					return 1;
+				} else {
+					/* A short read emptied the socket. */
+					if ((size_t)n < b->cap_in - have)
+						r->up_readable = false;
+					have += (size_t)n;
+					b->in_len = have;
+					r->resp_bytes = true;
+				}
+			}
+			if (have) {
+				ret = em_http_parse_response(b->in, have, &p->limits, r->method,
+							     r->upgrade, &b->head);
+				if (ret == 0 && have >= b->cap_in)
+					ret = -502;
+				if (ret < 0 || (ret > 0 && response_head(w, c, have - (size_t)ret) < 0)) {
+					static _Thread_local struct em_ratelimit bad_rl;
+
+					em_log_rl(&bad_rl, EM_LOG_INFO,
+						  "proxy: %s: malformed response head",
+						  em_lb_port_label(r->lb));
+					EM_PROXY_COUNT(p, bad_responses, 1);
+					em_http_release(w, r, EM_BALANCER_FAILED, EBADMSG);
+					em_http_answer(w, c, 502, false);
+					return 1;
+				}
+				if (ret > 0) {
+					r->bytes_down += have - b->in_len;
+					progress = true;
+				}
+			}
+		}
+		if (r->rs == RS_HEAD_OUT) {
+			struct em_proxy_buf *b = r->buf;
+
+			n = send(cfd, b->out + b->out_off, b->out_len - b->out_off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+			if (n < 0) {
+				if (errno == EAGAIN || errno == EINTR)
+					return 0;
+				em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
+				return 0;
+			}
+			b->out_off += (size_t)n;
+			EM_PROXY_COUNT(p, bytes_down, (uint64_t)n);
+			if (b->out_off < b->out_len)
+				return 0;
+			progress = true;
+			if (r->resp_bad) {
+				EM_PROXY_COUNT(p, bad_responses, 1);
+				abort_response(w, c, EBADMSG);
+				return 0;
+			}
+			if (r->interim) {
+				r->rs = RS_WAIT;
+			} else if (r->tunnel) {
+				tunnel(w, c);
+				return 0;
+			} else {
+				r->rs = RS_BODY;
+				/* The head buffer is free again: only bodies
+				 * remain. */
+				em_proxy_buf_put(w, r->buf);
+				r->buf = NULL;
+				r->last_ms = w->now_ms;
+			}
+		}
+		if (r->rs == RS_BODY) {
+			uint64_t before = r->bytes_down;
+
+			ret = body_move(w, &r->resp, ufd, cfd, &r->bytes_down);
+			EM_PROXY_COUNT(p, bytes_down, r->bytes_down - before);
+			if (ret < 0) {
+				if (ret == -EBADMSG)
+					EM_PROXY_COUNT(p, bad_responses, 1);
+				abort_response(w, c, -ret);
+				return 0;
+			}
+			if (ret == BODY_PROGRESS) {
+				progress = true;
+				r->last_ms = w->now_ms;
+			}
+			if (ret == BODY_DONE)
+				r->rs = RS_DONE;
+		}
+		if (r->rs == RS_DONE && (r->rq == RQ_DONE || !r->has_body || r->client_close)) {
+			finish(w, c);
+			return 1;
+		}
+		if (r->rs == RS_DONE && r->rq != RQ_DONE) {
+			/* An early response (e.g. 413) while the body is still
+			 * coming: this connection cannot continue. */
+			r->client_close = true;
+			finish(w, c);
+			return 1;
+		}
+	} while (progress);
+	return 0;
+}
