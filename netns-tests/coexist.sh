@@ -84,7 +84,8 @@ others() { na nft list ruleset | awk '/^table inet edgemesh /{skip=1} skip&&/^}/
 
 run_daemon() { # flags...
 	ip netns exec "$NS_A" "$EM_BIN" --source "file:$TOPO_DIR/manifests" \
-		--state-dir "$TOPO_DIR/state-a" --control-socket= "$@" >>"$TOPO_DIR/daemon-a.log" 2>&1 &
+		--state-dir "$TOPO_DIR/state-a" --control-socket= --client-iface pa0 "$@" \
+		>>"$TOPO_DIR/daemon-a.log" 2>&1 &
 	echo $! > "$TOPO_DIR/daemon-a.pid"
 	wait_until 10 daemon_answers a
 }
