@@ -146,7 +146,7 @@ static const struct opt opts[] = {
 	{ "client-cidr", OPT_LIST, F(client_cidrs), F(n_client_cidrs), 0, NULL, "CIDR", "also capture from this source range (e.g. this node's pod CIDR); repeatable", &CHECK_CIDR },
 	{ "tproxy-port", OPT_UINT, F(tproxy_port), 0, 65535, "15001", "PORT", "TPROXY listener port (on 127.0.0.1)", NULL, 1 },
 	{ "queue-num", OPT_UINT, F(queue_num), 0, 65535, "0", "N", "first NFQUEUE number for DNS" },
-	{ "queues", OPT_UINT, F(queues), 0, 64, "1", "N", "number of DNS queues (one thread each, fanout)", NULL, 1 },
+	{ "queues", OPT_UINT, F(queues), 0, 64, "1", "N", "number of DNS queues (one thread each, fanout); to answer no DNS at all set dns-host and dns-pods to no", NULL, 1 },
 	{ "workers", OPT_UINT, F(workers), 0, 256, "2", "N", "forwarder threads", NULL, 1 },
 	{ "state-dir", OPT_STR, F(state_dir), 0, 0, "/var/lib/edgemesh-tproxy", "DIR", "where the fake IP mapping is kept across restarts" },
 	{ "log-level", OPT_STR, F(log_level), 0, 0, "info", "LEVEL", "error, warn, info or debug", &CHECK_LEVEL },
