@@ -27,6 +27,7 @@ PACKAGES=(
 	valgrind nginx-light dnsmasq-base dnsutils curl python3 sqlite3 socat
 	wrk dnsperf haproxy
 	systemd binutils
+	debhelper lintian dpkg-dev file
 )
 
 deps() {
@@ -117,6 +118,34 @@ run_tests() {
 		fi
 		rm -rf "$work" "$work.log"
 	done
+
+	echo "== man page covers every option"
+	if bash tests/man-check.sh build/edgemesh-tproxy build/src/daemon/edgemesh-tproxy.8; then
+		passed=$((passed + 1)); echo "man page: every --help flag documented, renders cleanly"
+	else
+		failed=$((failed + 1)); echo "FAILED: man page"
+	fi
+
+	# Issue 12: the Debian package and the arm64 cross build (EM_DEB=0,
+	# EM_ARM64=0 leave them out, e.g. offline: both fetch from Debian).
+	if [ "${EM_DEB:-1}" = 1 ]; then
+		echo "== Debian package (contrib/debian)"
+		out=$(DEB_BUILD_OPTIONS=nocheck bash tests/deb-package.sh 2>&1) && rc=0 || rc=$?
+		printf '%s\n' "$out" | grep -v '^ok - ' || true
+		if [ $rc -eq 0 ]; then
+			passed=$((passed + 1))
+		else
+			failed=$((failed + 1)); echo "FAILED: Debian package"
+		fi
+	fi
+	if [ "${EM_ARM64:-1}" = 1 ]; then
+		echo "== arm64: cross build, unit tests under qemu-user"
+		if bash contrib/cross/arm64.sh all >build-arm64.log 2>&1; then
+			passed=$((passed + 1)); grep -E '^(arm64 build|[0-9]+%|# arm64)' build-arm64.log
+		else
+			failed=$((failed + 1)); echo "FAILED: arm64"; tail -n 40 build-arm64.log
+		fi
+	fi
 
 	echo "== netns tests"
 	for t in netns-tests/*.sh; do

@@ -71,7 +71,7 @@ subsets:
     ports: [ { name: u, port: 7000, protocol: UDP } ]
 YAML
 ip netns exec "$N" "$EM_BIN" --source "file:$tmp/m" --state-dir "$tmp/state" --log-level warn \
-	--queues 0 --client-iface n0 >"$tmp/daemon.log" 2>&1 & pids+=($!)
+	--dns-host=no --dns-pods=no --client-iface n0 >"$tmp/daemon.log" 2>&1 & pids+=($!)
 # the fake IP, from the daemon's UDP capture set (the only UDP service port)
 fake() { ip netns exec "$N" nft list set inet edgemesh udp4 2>/dev/null |
 	grep -oE '198\.18\.[0-9]+\.[0-9]+ \. 7000' | cut -d' ' -f1; }

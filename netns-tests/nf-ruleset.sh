@@ -193,8 +193,9 @@ check "install (probe picks a queue variant)" driver_start drv --fake6 fd00:e3::
 	--capture 10.96.0.0/12 --queues 2 --listen
 variant=$(sed -n 's/^ready //p' "$DIR/drv.log")
 echo "     | queue variant on this kernel: $variant"
-check "table inet edgemesh with prerouting/output/output_dns" \
-	sh -c "ip netns exec $NODE nft list table inet edgemesh | grep -c 'hook' | grep -qx 3"
+check "table inet edgemesh with prerouting/output/output_dns, and raw chains for --capture" \
+	sh -c "ip netns exec $NODE nft list table inet edgemesh | grep -c 'hook' | grep -qx 5 &&
+	       ip netns exec $NODE nft list chain inet edgemesh prerouting_raw | grep -q 'ip daddr 10.96.0.0/12 notrack'"
 check "ip rule fwmark 0x1e2 lookup 482 (v4 and v6)" \
 	sh -c "ip netns exec $NODE ip rule | grep -q 'fwmark 0x1e2 lookup 482' && ip netns exec $NODE ip -6 rule | grep -q 'fwmark 0x1e2 lookup 482'"
 main_routes() {

@@ -220,7 +220,7 @@ if [ -f "$PLUGIN" ]; then
 	refused_plugin() {
 		local out rc=0
 		out=$(na "$EM_BIN" --config /dev/null --source "file:$TOPO_DIR/manifests" \
-			--state-dir "$TOPO_DIR/state-p" --manage-rules=no --queues 0 \
+			--state-dir "$TOPO_DIR/state-p" --manage-rules=no --dns-host=no --dns-pods=no \
 			--lb-plugin "$TOPO_DIR/ww/p.so" 2>&1) || rc=$?
 		echo "exit $rc: $out" | tail -n 3
 		[ "$rc" != 0 ] && printf '%s' "$out" | grep -q 'group- or world-writable'

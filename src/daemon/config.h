@@ -4,6 +4,7 @@
 #define EM_DAEMON_CONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -80,7 +81,32 @@ struct em_config {
 	unsigned udp_idle_timeout_s;	/* UDP flow idle timeout */
 	unsigned udp_max_flows;		/* bound of the UDP flow table */
 	unsigned dns_external_timeout_ms; /* ExternalName target lookups */
+	char *metrics_listen;		/* "" = no metrics endpoint */
+	char *control_socket;		/* "" = no status socket */
+	bool check_config;		/* --check-config: validate and exit */
 };
+
+/* One entry of the option table, for --help and the man page. */
+struct em_config_option {
+	const char *name;		/* long flag without "--", also the file key */
+	const char *metavar;		/* NULL for flags without a value */
+	const char *def;		/* default as text; NULL or "" = none */
+	const char *help;
+	bool repeatable;
+	bool takes_value;		/* false: --help, --version, --check-config */
+	char short_flag;		/* 'h', 'V' or 0 */
+};
+
+/* The i-th option, flags without a value last; false past the end. */
+bool em_config_option_at(size_t i, struct em_config_option *out);
+/* Checks between options (marks differ, queue range fits); prints the
+ * reason to stderr and returns -EINVAL. em_config_load() runs it. */
+int em_config_validate(const struct em_config *cfg);
+/* The name of the first option whose value differs between a and b, not
+ * counting the options named in the NULL-terminated `ignore`; NULL when
+ * they agree. */
+const char *em_config_first_change(const struct em_config *a, const struct em_config *b,
+				   const char *const *ignore);
 
 /* Fill *cfg with defaults, then the config file (the --config flag, else
  * EM_DEFAULT_CONFIG if it exists), then the flags. Returns 0, 1 when the
@@ -94,6 +120,7 @@ void em_config_defaults(struct em_config *cfg);
 void em_config_usage(FILE *out);
 void em_config_free(struct em_config *cfg);
 
+#define EM_DEFAULT_CONTROL_SOCKET "/run/edgemesh-tproxy/control.sock"
 #define EM_DEFAULT_CONFIG "/etc/edgemesh-tproxy/edgemesh-tproxy.conf"
 
 #endif

@@ -1,18 +1,26 @@
 /* main.c — edgemesh-tproxy: wire the registry, sources, balancers, DNS
  * rewriter, forwarder and ruleset together, and take them down in reverse
- * on SIGINT/SIGTERM. SIGUSR1 logs the counters. */
+ * on SIGINT/SIGTERM. The main thread then runs the control loop: signals
+ * (SIGHUP reloads, SIGUSR1 logs the counters), the systemd watchdog, the
+ * metrics endpoint and the status socket. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "daemon/config.h"
+#include "daemon/control.h"
+#include "daemon/metrics.h"
+#include "daemon/notify.h"
 #include "daemon/privs.h"
 #include "daemon/sources.h"
 #include "dns/queue.h"
@@ -23,6 +31,7 @@
 #include "registry/registry.h"
 #include "udp/udp.h"
 #include "util/log.h"
+#include "util/progress.h"
 
 struct daemon {
 	struct em_config cfg;
@@ -33,6 +42,15 @@ struct daemon {
 	struct em_dns_queue *dns;
 	struct em_dns_snapshot_source dns_src;
 	struct em_nf *nf;
+	/* The control loop. */
+	int argc;
+	char **argv;
+	int metrics_fd, control_fd;
+	bool control_made_dir;
+	int64_t started_at;
+	uint64_t reloads, reload_failures;
+	uint64_t watchdog_usec;
+	char status[256];		/* last STATUS= sent */
 	struct em_udp *udp;
 	struct em_nf_udp_port *udp_set;	/* the UDP capture set as last installed */
 	size_t n_udp_set;		/* (UDP thread only) */
@@ -384,6 +402,11 @@ static void log_stats(struct daemon *d)
  * query arrives while the parts behind the rules go away. */
 static void stop_all(struct daemon *d)
 {
+	if (d->metrics_fd >= 0)
+		close(d->metrics_fd);
+	d->metrics_fd = -1;
+	em_control_close(d->control_fd, d->cfg.control_socket, d->control_made_dir);
+	d->control_fd = -1;
 	em_udp_stop(d->udp);	/* first: its thread refreshes the ruleset's sets */
 	d->udp = NULL;
 	free(d->udp_set);
@@ -401,13 +424,271 @@ static void stop_all(struct daemon *d)
 	em_config_free(&d->cfg);
 }
 
+static struct em_metrics_input metrics_input(const struct daemon *d)
+{
+	return (struct em_metrics_input){
+		.reg = d->reg, .proxy = d->proxy, .dns = d->dns, .udp = d->udp, .sources = d->sources,
+		.started_at = d->started_at, .reloads = d->reloads,
+		.reload_failures = d->reload_failures,
+	};
+}
+
+/* Metrics and status are conveniences: a port or socket that is taken is
+ * logged, and the daemon serves traffic without them. */
+static void start_control(struct daemon *d)
+{
+	int fd;
+
+	if (*d->cfg.metrics_listen) {
+		if ((fd = em_metrics_listen(d->cfg.metrics_listen)) < 0)
+			em_warn("metrics on %s: %s; metrics are off", d->cfg.metrics_listen, strerror(-fd));
+		else
+			d->metrics_fd = fd;
+	}
+	if (*d->cfg.control_socket) {
+		if ((fd = em_control_listen(d->cfg.control_socket, &d->control_made_dir)) < 0)
+			em_warn("control socket %s: %s; `edgemesh-tproxy status` is off",
+				d->cfg.control_socket,
+				fd == -EADDRINUSE ? "another daemon answers there" : strerror(-fd));
+		else
+			d->control_fd = fd;
+	}
+}
+
+/* STATUS= for systemctl status: what is served and where it comes from. */
+static void update_status(struct daemon *d)
+{
+	struct em_registry_stats rs;
+	char status[256];
+	unsigned n = em_sources_count(d->sources), up = 0;
+
+	em_registry_get_stats(d->reg, &rs);
+	for (unsigned i = 0; i < n; i++) {
+		struct em_source_state st;
+		em_sources_state(d->sources, i, &st);
+		up += st.connected == 1 || (st.connected < 0 && st.syncs > 0);
+	}
+	snprintf(status, sizeof(status), "%llu services, %llu backends; %u/%u sources up",
+		 (unsigned long long)rs.services, (unsigned long long)rs.backends, up, n);
+	if (strcmp(status, d->status) != 0) {
+		em_notifyf("STATUS=%s", status);
+		snprintf(d->status, sizeof(d->status), "%s", status);
+	}
+}
+
+/* Pings only while every worker and queue thread moves or waits. */
+static void watchdog_tick(struct daemon *d)
+{
+	static struct em_ratelimit rl;
+	char stuck[32];
+	unsigned n;
+
+	if (!d->watchdog_usec)
+		return;
+	if ((n = em_progress_check(stuck, sizeof(stuck))) == 0) {
+		em_notify("WATCHDOG=1");
+		return;
+	}
+	em_log_rl(&rl, EM_LOG_ERR, "watchdog: %u thread(s) made no progress (first: %s); "
+		  "withholding the keep-alive ping", n, stuck);
+}
+
+/* Options that a reload applies; every other one needs a restart. */
+static const char *const reloadable[] = {
+	"config", "source", "log-level", "kube-token-file", "kube-ca-file", "kube-insecure",
+	"node-name", "pods-on-node-only", "poll-interval-ms", "edgecore-merge-legacy", NULL,
+};
+
+static bool has_source(const struct em_config *cfg, const char *spec)
+{
+	for (unsigned i = 0; i < cfg->n_sources; i++)
+		if (!strcmp(cfg->sources[i], spec))
+			return true;
+	return false;
+}
+
+/* SIGHUP: read the configuration again and restart the sources. The
+ * forwarder, the queues and the ruleset are not touched, and the registry
+ * keeps serving its snapshot while the new sources load (a stopped source's
+ * objects stay until replaced). Returns 0 or -errno; on failure nothing
+ * changed. */
+static int reload(struct daemon *d)
+{
+	struct em_config nc;
+	struct em_sources *ns = NULL;
+	const char *changed;
+	int ret, level;
+
+	em_notify("RELOADING=1");
+	ret = em_config_load(&nc, d->argc, d->argv);
+	if (ret != 0) {
+		em_err("reload refused: the configuration is invalid (see the message above); "
+		       "the running configuration is kept");
+		ret = -EINVAL;
+		goto out;
+	}
+	if ((changed = em_config_first_change(&d->cfg, &nc, reloadable))) {
+		em_err("reload refused: --%s changed, which takes effect only on restart; "
+		       "the running configuration is kept", changed);
+		ret = -EINVAL;
+		goto out;
+	}
+	if ((ret = em_sources_start(&nc, d->reg, &ns)) < 0) {
+		em_err("reload refused: the new sources did not start (see above); the running ones are kept");
+		goto out;
+	}
+	em_sources_stop(d->sources);
+	d->sources = ns;
+	for (unsigned i = 0; i < d->cfg.n_sources; i++)
+		if (!has_source(&nc, d->cfg.sources[i]))
+			em_sources_forget(d->reg, d->cfg.sources[i]);
+	if ((level = em_log_parse_level(nc.log_level)) >= 0)
+		em_log_set_level(level);
+	/* Swap: the running config becomes the new one. */
+	{
+		struct em_config old = d->cfg;
+		d->cfg = nc;
+		nc = old;
+	}
+	em_info("reloaded: %u source(s)", d->cfg.n_sources);
+out:
+	em_config_free(&nc);
+	if (ret < 0)
+		d->reload_failures++;
+	else
+		d->reloads++;
+	em_notify("READY=1");
+	d->status[0] = '\0';
+	update_status(d);
+	return ret;
+}
+
+/* --check-config: everything that can be checked without installing
+ * anything: the options (already, when read), the balancer strategies and
+ * plugins, and the sources. */
+static int check_config(struct daemon *d)
+{
+	struct em_lb *lb = NULL;
+	int ret;
+
+	if ((ret = em_lb_new(d->cfg.lb_strategy, d->cfg.lb_plugins, d->cfg.n_lb_plugins, &lb)) < 0)
+		fprintf(stderr, "--lb-strategy=%s / --lb-plugin: %s\n", d->cfg.lb_strategy, strerror(-ret));
+	else
+		em_lb_free(lb);
+	if (em_sources_check(&d->cfg, stdout) < 0)
+		ret = -EINVAL;
+	if (ret < 0) {
+		fprintf(stderr, "configuration %s: NOT valid\n",
+			d->cfg.config_file ? d->cfg.config_file : "(defaults and flags)");
+		return 2;
+	}
+	printf("configuration %s: valid\n", d->cfg.config_file ? d->cfg.config_file : "(defaults and flags)");
+	return EXIT_SUCCESS;
+}
+
+static int add_fd(int ep, int fd)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
+	return fd < 0 ? 0 : epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+}
+
+/* The main thread's loop until SIGINT/SIGTERM. */
+static void control_loop(struct daemon *d, const sigset_t *sigs)
+{
+	struct itimerspec period = { 0 };
+	uint64_t tick_ns = d->watchdog_usec ? d->watchdog_usec * 1000 / 2 : 5000000000ULL;
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	int sfd = signalfd(-1, sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+	int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	bool stop = false;
+
+	if (ep == -1 || sfd == -1 || tfd == -1) {
+		em_err("control loop: %s; only signals are handled", strerror(errno));
+		goto fallback;
+	}
+	period.it_interval.tv_sec = (time_t)(tick_ns / 1000000000ULL);
+	period.it_interval.tv_nsec = (long)(tick_ns % 1000000000ULL);
+	period.it_value = period.it_interval;
+	timerfd_settime(tfd, 0, &period, NULL);
+	if (add_fd(ep, sfd) || add_fd(ep, tfd) || add_fd(ep, d->metrics_fd) || add_fd(ep, d->control_fd)) {
+		em_err("control loop: epoll: %s; only signals are handled", strerror(errno));
+		goto fallback;
+	}
+	urcu_memb_register_thread();	/* metrics and status read the snapshot */
+	while (!stop) {
+		struct epoll_event evs[8];
+		int n = epoll_wait(ep, evs, 8, -1);
+
+		for (int i = 0; i < n; i++) {
+			int fd = evs[i].data.fd;
+			struct em_metrics_input in = metrics_input(d);
+
+			if (fd == sfd) {
+				struct signalfd_siginfo si;
+				while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+					if (si.ssi_signo == SIGUSR1) {
+						log_stats(d);
+					} else if (si.ssi_signo == SIGHUP) {
+						em_info("SIGHUP: reloading %s",
+							d->cfg.config_file ? d->cfg.config_file : EM_DEFAULT_CONFIG);
+						reload(d);
+					} else {
+						em_info("%s: stopping", strsignal((int)si.ssi_signo));
+						stop = true;
+					}
+				}
+			} else if (fd == tfd) {
+				uint64_t expirations;
+				if (read(tfd, &expirations, sizeof(expirations)) > 0) {
+					watchdog_tick(d);
+					update_status(d);
+					em_registry_trim(d->reg);
+				}
+			} else if (fd == d->metrics_fd) {
+				em_metrics_serve(fd, &in);
+			} else if (fd == d->control_fd) {
+				em_control_serve(fd, &in, d->cfg.lb_strategy);
+			}
+		}
+	}
+	urcu_memb_unregister_thread();
+	close(ep);
+	close(sfd);
+	close(tfd);
+	return;
+fallback:
+	for (;;) {
+		int sig;
+		if (sigwait(sigs, &sig) != 0)
+			continue;
+		if (sig == SIGUSR1) {
+			log_stats(d);
+			continue;
+		}
+		if (sig == SIGHUP) {
+			reload(d);
+			continue;
+		}
+		em_info("%s: stopping", strsignal(sig));
+		break;
+	}
+	if (ep != -1)
+		close(ep);
+	if (sfd != -1)
+		close(sfd);
+	if (tfd != -1)
+		close(tfd);
+}
+
 int main(int argc, char **argv)
 {
-	struct daemon d = { 0 };
+	struct daemon d = { .metrics_fd = -1, .control_fd = -1, .argc = argc, .argv = argv };
 	struct timespec t0, t1;
 	sigset_t sigs;
-	int ret, sig, level;
+	int ret, level;
 
+	if (argc > 1 && strcmp(argv[1], "status") == 0)
+		return em_control_status_main(argc - 1, argv + 1);
 	ret = em_config_load(&d.cfg, argc, argv);
 	if (ret != 0) {
 		em_config_free(&d.cfg);
@@ -419,6 +700,11 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	em_log_set_level(level);
+	if (d.cfg.check_config) {
+		ret = check_config(&d);
+		em_config_free(&d.cfg);
+		return ret;
+	}
 	if (d.cfg.cleanup) {	/* ExecStopPost: what a crash left goes */
 		struct em_nf_config nc;
 		nf_config(&d, &nc);
@@ -437,6 +723,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
+	d.started_at = (int64_t)time(NULL);
 	raise_fd_limit();
 	em_info("edgemesh-tproxy %s starting: domain %s, fake range %s%s%s", EM_VERSION,
 		d.cfg.cluster_domain, d.cfg.fake_ipv4_range,
@@ -447,23 +734,23 @@ int main(int argc, char **argv)
 		stop_all(&d);
 		return EXIT_FAILURE;
 	}
+	start_control(&d);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	em_info("ready in %ld ms: listener 127.0.0.1:%u%s, DNS queue %u (x%u)",
 		(long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000),
 		d.cfg.tproxy_port, *d.cfg.fake_ipv6_range ? " and [::1]" : "",
 		d.cfg.queue_num, d.cfg.queues);
 	log_stats(&d);
+	/* Rules, queues and listeners are all up: only now READY=1. */
+	d.watchdog_usec = em_notify_watchdog_usec();
+	em_notify("READY=1");
+	update_status(&d);
+	if (d.watchdog_usec)
+		em_info("watchdog: %llu ms, pinged while %u worker and queue threads make progress",
+			(unsigned long long)(d.watchdog_usec / 1000), em_progress_count());
 
-	for (;;) {
-		if (sigwait(&sigs, &sig) != 0)
-			continue;
-		if (sig == SIGUSR1 || sig == SIGHUP) {
-			log_stats(&d);
-			continue;
-		}
-		em_info("%s: stopping", strsignal(sig));
-		break;
-	}
+	control_loop(&d, &sigs);
+	em_notify("STOPPING=1");
 	log_stats(&d);
 	stop_all(&d);
 	em_info("stopped; ruleset and routes removed");

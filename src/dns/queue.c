@@ -26,6 +26,7 @@
 #include "dns/external.h"
 #include "dns/localaddr.h"
 #include "util/log.h"
+#include "util/progress.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -716,10 +717,17 @@ static void *thread_main(void *arg)
 		{ .fd = t->up6, .events = POLLIN },
 	};
 
+	struct em_progress progress;	/* watchdog heartbeat */
+	int polled;
+
 	if (prov->thread_init)
 		prov->thread_init(prov->ctx);
+	em_progress_register(&progress, "dns queue");
 	for (;;) {
-		if (poll(pfd, 5, held_timeout(t)) == -1) {
+		em_progress_wait(&progress);
+		polled = poll(pfd, 5, held_timeout(t));
+		em_progress_woke(&progress);
+		if (polled == -1) {
 			if (errno == EINTR)
 				continue;
 			em_err("dns queue %u: poll: %s", t->num, strerror(errno));
@@ -742,6 +750,7 @@ static void *thread_main(void *arg)
 		if (pfd[1].revents & (POLLIN | POLLERR))
 			handle_batch(t);
 	}
+	em_progress_unregister(&progress);
 	if (prov->thread_fini)
 		prov->thread_fini(prov->ctx);
 	return NULL;

@@ -186,6 +186,22 @@ const struct em_balancer_backend *em_lb_port_backend(const struct em_lb_port *lp
 char *em_lb_port_format_label(const struct em_lb_port *lp, char *buf, size_t len);
 const char *em_lb_port_label(const struct em_lb_port *lp);
 const char *em_lb_port_strategy(const struct em_lb_port *lp);
+/* Counters of a port balancer since it was built (a commit that changes
+ * the service builds a new one). Any thread. */
+struct em_lb_port_stats {
+	uint64_t requests;		/* first picks: L4 connections, L7 requests */
+	uint64_t retries;		/* further picks for the same one */
+};
+struct em_lb_backend_stats {
+	uint64_t picks;			/* times this backend was chosen */
+	uint64_t failures;		/* releases with a failure outcome (connect, timeout) */
+	uint64_t ejections;		/* times it was ejected (passive health) */
+	bool healthy;			/* not failing right now (passive health) */
+};
+void em_lb_port_get_stats(const struct em_lb_port *lp, struct em_lb_port_stats *out);
+/* index < em_lb_port_n_backends(lp). */
+void em_lb_port_backend_stats(const struct em_lb_port *lp, int index,
+			      struct em_lb_backend_stats *out);
 /* Number of live port balancers in the process (tests: leak checks). */
 long em_lb_port_live(void);
 

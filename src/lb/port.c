@@ -21,6 +21,8 @@ struct em_lb_port {
 	const void *port_id;		/* its snapshot port: an identity, never read */
 	bool port_counted;		/* holds its snapshot port's count in the svc */
 	bool incremented;		/* ... because building it counted the port */
+	_Atomic uint64_t requests;	/* first picks: connections (L4), requests (L7) */
+	_Atomic uint64_t retries;	/* later picks of the same connection/request */
 };
 
 /* Bit 0 of port->lb tags "not built yet" (lb.h): needs aligned structs. */
@@ -243,6 +245,8 @@ int em_lb_port_pick_request(struct em_lb_port *lp, const struct em_balancer_requ
 
 	if (c->n == 0)
 		return -1;
+	atomic_fetch_add_explicit(in->attempt ? &lp->retries : &lp->requests, 1,
+				  memory_order_relaxed);
 	em_lb_core_begin(c, &pk);
 	req.size = sizeof(req);
 	req.peers = &pk.view;
@@ -287,6 +291,29 @@ void em_lb_port_release(struct em_lb_port *lp, int index,
 	struct em_balancer_result res = { .outcome = outcome };
 
 	em_lb_port_release_result(lp, index, &res);
+}
+
+void em_lb_port_get_stats(const struct em_lb_port *lp, struct em_lb_port_stats *out)
+{
+	out->requests = atomic_load_explicit(&lp->requests, memory_order_relaxed);
+	out->retries = atomic_load_explicit(&lp->retries, memory_order_relaxed);
+}
+
+/* From the shared peer state (peers.h): the counters live with the backend,
+ * so they span every balancer the service port had, and health is what the
+ * core decides (not ejected, still in the service). */
+void em_lb_port_backend_stats(const struct em_lb_port *lp, int index,
+			      struct em_lb_backend_stats *out)
+{
+	const struct em_lb_peer *p = lp->core.peer[index];
+	uint64_t now = em_lb_now_ns();
+
+	out->picks = atomic_load_explicit(&p->picks, memory_order_relaxed);
+	out->failures = atomic_load_explicit(&p->failures, memory_order_relaxed) +
+			atomic_load_explicit(&p->timeouts, memory_order_relaxed);
+	out->ejections = atomic_load_explicit(&p->ejected_total, memory_order_relaxed);
+	out->healthy = !atomic_load_explicit(&p->removed, memory_order_relaxed) &&
+		       !em_lb_peer_ejected(p, now);
 }
 
 size_t em_lb_port_n_backends(const struct em_lb_port *lp)

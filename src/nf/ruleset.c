@@ -30,6 +30,7 @@
 #define BATCH_LIMIT (64 * 1024)
 
 #define PRIO_MANGLE (-150)	/* NF_IP_PRI_MANGLE: before dstnat (-100) */
+#define PRIO_RAW (-300)		/* NF_IP_PRI_RAW: before conntrack (-200) */
 
 int em_nf_batch_init(struct em_nf_batch *b, uint32_t seq)
 {
@@ -645,6 +646,22 @@ static void rule_mark_output(struct em_nf_batch *b, const struct em_nf_plan *p,
 	rule_put(b, &rb, NFPROTO_INET, "mark rule (output)");
 }
 
+/* TCP to an extra capture range (a ClusterIP range) is not tracked:
+ * kube-proxy DNATs that range too, and its dstnat rule would rewrite the
+ * destination of the very SYN that TPROXY handed to our listener (the
+ * accepted socket then names the pod, not the service) or, for the host's
+ * own connections, send them away from lo. Without a conntrack entry no NAT
+ * applies; TPROXY and the policy route do not need one. */
+static void rule_notrack(struct em_nf_batch *b, const struct em_nf_plan *p, const char *chain,
+			 const struct em_nf_cidr *c)
+{
+	struct rb rb = rule_new(NFPROTO_INET, EM_NF_TABLE, chain);
+
+	match_tcp_to(&rb, c);
+	push(&rb, expr(&rb, "notrack"));
+	rule_put(b, &rb, NFPROTO_INET, "notrack rule");
+}
+
 static void rule_queue(struct em_nf_batch *b, const struct em_nf_plan *p,
 		       uint16_t family, const char *chain, bool skip_lo,
 		       enum em_nf_queue_variant v, const char *desc)
@@ -874,6 +891,17 @@ int em_nf_ruleset_build_install(struct em_nf_batch *b, const struct em_nf_plan *
 	put_udp_set(b, AF_INET);	/* filled by em_nf_udp_sync() */
 	if (plan_fake_family(p, AF_INET6))
 		put_udp_set(b, AF_INET6);
+	if (p->n_capture > p->n_fake) {
+		put_chain(b, NFPROTO_INET, EM_NF_TABLE, "prerouting_raw", "filter",
+			  NF_INET_PRE_ROUTING, PRIO_RAW, "prerouting_raw chain");
+		put_chain(b, NFPROTO_INET, EM_NF_TABLE, "output_raw", "filter",
+			  NF_INET_LOCAL_OUT, PRIO_RAW, "output_raw chain");
+		rule_return_on_bypass(b, p, NFPROTO_INET, "output_raw");
+		for (unsigned i = p->n_fake; i < p->n_capture; i++) {
+			rule_notrack(b, p, "prerouting_raw", &p->capture[i]);
+			rule_notrack(b, p, "output_raw", &p->capture[i]);
+		}
+	}
 	put_chain(b, NFPROTO_INET, EM_NF_TABLE, "prerouting", "filter",
 		  NF_INET_PRE_ROUTING, PRIO_MANGLE, "prerouting chain");
 	rule_return_on_bypass(b, p, NFPROTO_INET, "prerouting");

@@ -247,12 +247,15 @@ static void *worker_main(void *arg)
 	struct epoll_event evs[MAX_EVENTS];
 	/* resolve() reads the registry snapshot under RCU. */
 	urcu_memb_register_thread();
+	em_progress_register(&w->progress, "forwarder worker");
 	while (!w->stopping) {
 		int n, timeout;
 
 		w->now_ms = em_proxy_now_ms();
 		timeout = em_proxy_timer_next(&w->timers, w->now_ms);
+		em_progress_wait(&w->progress);
 		n = epoll_wait(w->epfd, evs, MAX_EVENTS, timeout);
+		em_progress_woke(&w->progress);
 		if (n == -1 && errno != EINTR) {
 			em_err("proxy: epoll_wait: %s", strerror(errno));
 			break;
@@ -278,6 +281,7 @@ static void *worker_main(void *arg)
 	em_proxy_http_reap(w);
 	em_proxy_pool_reap(w);
 	em_proxy_pools_free(w);
+	em_progress_unregister(&w->progress);
 	urcu_memb_unregister_thread();
 	return NULL;
 }

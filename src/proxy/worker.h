@@ -12,6 +12,7 @@
 
 #include "proxy/http_frame.h"
 #include "proxy/proxy.h"
+#include "util/progress.h"
 
 struct em_proxy_worker;
 struct em_proxy_src;
@@ -129,6 +130,7 @@ struct em_proxy_worker {
 	struct em_proxy_upconn *up_dead;
 	struct em_proxy_pools pools;
 	struct em_proxy_pool pool;
+	struct em_progress progress;	/* watchdog heartbeat */
 };
 
 /* Counters live in struct em_proxy; workers add with relaxed atomics. */

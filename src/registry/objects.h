@@ -130,5 +130,8 @@ const char *em_obj_kind_name(enum em_obj_kind kind);
  * negative port: that port is dropped). */
 int em_obj_from_json(json_t *obj, struct em_obj **out, const char **why);
 void em_obj_free(struct em_obj *o);
+/* Same kind, name and every normalised field (objcmp.c); seq aside.
+ * A field added to the structs above must be compared there too. */
+bool em_obj_same(const struct em_obj *a, const struct em_obj *b);
 
 #endif

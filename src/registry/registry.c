@@ -2,6 +2,8 @@
 #include "registry/registry.h"
 
 #include <errno.h>
+#include <malloc.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +24,7 @@
 struct version {
 	struct version *next;
 	unsigned src;
+	uint32_t round;			/* reg->round when last put (replace) */
 	struct em_obj *obj;
 };
 
@@ -47,6 +50,9 @@ struct em_registry {
 	 * re-resolved); past POD_CHANGES_MAX, every pod counts as changed. */
 	struct em_strmap pods_changed;
 	bool all_pods_changed;
+	uint64_t churn;			/* objects stored or dropped since the last commit */
+	uint32_t round;			/* sink_replace rounds, to find what a replace left out */
+	atomic_bool trim_pending;	/* a big commit freed memory: em_registry_trim() */
 	struct em_registry_stats stats;
 	struct em_guard guard;		/* names and backend addresses (guard.h) */
 };
@@ -149,6 +155,13 @@ static int store_put(struct em_registry *reg, unsigned src, struct em_obj *obj)
 	for (; *pp && reg->rank[(*pp)->src] < reg->rank[src]; pp = &(*pp)->next)
 		;
 	if (*pp && (*pp)->src == src) {
+		(*pp)->round = reg->round;
+		/* Unchanged (a relist, a file re-read): keep the old object,
+		 * so nothing built from it is rebuilt. */
+		if (em_obj_same((*pp)->obj, obj)) {
+			em_obj_free(obj);
+			return 0;
+		}
 		old = (*pp)->obj;
 		(*pp)->obj = obj;
 	} else {
@@ -159,6 +172,7 @@ static int store_put(struct em_registry *reg, unsigned src, struct em_obj *obj)
 			return -ENOMEM;
 		}
 		v->src = src;
+		v->round = reg->round;
 		v->obj = obj;
 		v->next = *pp;
 		*pp = v;
@@ -166,6 +180,7 @@ static int store_put(struct em_registry *reg, unsigned src, struct em_obj *obj)
 	}
 	effect_changed(reg, before, head_obj(e));
 	em_obj_free(old);	/* after the index let go of it */
+	reg->churn++;
 	return 0;
 }
 
@@ -187,6 +202,7 @@ static bool store_del(struct em_registry *reg, enum em_obj_kind kind, const char
 		em_obj_free(v->obj);
 		free(v);
 		reg->stats.objects--;
+		reg->churn++;
 		if (!e->val)
 			em_strmap_del(m, key);
 		return true;
@@ -282,27 +298,44 @@ static int sink_replace(void *ctx, const char *source, const char *kind, json_t 
 		ret = src;
 		goto out;
 	}
-	/* Drop everything this source gave of that kind, then add the items.
-	 * Keys first: the map must not change while it is walked. */
-	size_t n = 0, cap = 0, b;
+	/* Put the items first: an object equal to the one held is kept as it
+	 * is (store_put), so a relist changes only what changed. Then drop
+	 * what this source gave of that kind and the items left out: the
+	 * versions not put in this round. */
+	size_t n = 0, cap = 0, b, i;
 	struct { char *key; enum em_obj_kind kind; } *keys = NULL;
 	struct em_strmap_entry *e;
-	for (int kk = 0; kk < EM_OBJ_KIND_COUNT && ret == 0; kk++) {
+	json_t *it;
+	uint64_t churn0 = reg->churn;
+	reg->round++;
+	json_array_foreach(items, i, it) {
+		if (k >= 0 && em_obj_kind_from_name(json_string_value(json_object_get(it, "kind"))) != k)
+			continue;
+		if (upsert_locked(reg, (unsigned)src, it) == -ENOMEM)
+			ret = -ENOMEM;
+		/* Re-indexing pod by pod is slower than rebuilding the index
+		 * once at commit when many changed (every selector service is
+		 * then rebuilt); unchanged objects cost nothing here. */
+		if (reg->churn - churn0 > 256)
+			reg->index_broken = true;
+	}
+	/* Keys first: the map must not change while it is walked. */
+	for (int kk = 0; kk < EM_OBJ_KIND_COUNT; kk++) {
 		struct em_strmap *m = &reg->store[kk];
 		if (k >= 0 && kk != k)
 			continue;
 		for (e = em_strmap_next(m, NULL, &b); e; e = em_strmap_next(m, e, &b)) {
-			bool mine = false;
-			for (struct version *v = e->val; v && !mine; v = v->next)
-				mine = v->src == (unsigned)src;
-			if (!mine)
+			bool stale = false;
+			for (struct version *v = e->val; v && !stale; v = v->next)
+				stale = v->src == (unsigned)src && v->round != reg->round;
+			if (!stale)
 				continue;
 			if (n == cap) {
 				cap = cap ? cap * 2 : 256;
 				void *nk = realloc(keys, cap * sizeof(*keys));
 				if (!nk) {
 					ret = -ENOMEM;
-					break;
+					goto drop;
 				}
 				keys = nk;
 			}
@@ -310,29 +343,16 @@ static int sink_replace(void *ctx, const char *source, const char *kind, json_t 
 			keys[n++].kind = (enum em_obj_kind)kk;
 		}
 	}
-	/* Removing a pod from the index scans its label lists: for a big
-	 * relist, rebuilding the index once at commit is cheaper. */
+drop:
 	if (n > 256)
 		reg->index_broken = true;
-	if (ret == 0) {
-		/* Copy before deleting: store_del frees the entry holding the key. */
-		for (size_t i = 0; i < n; i++) {
-			char key[600];
-			snprintf(key, sizeof(key), "%s", keys[i].key);
-			store_del(reg, keys[i].kind, key, (unsigned)src);
-		}
+	/* Copy before deleting: store_del frees the entry holding the key. */
+	for (size_t j = 0; j < n; j++) {
+		char key[600];
+		snprintf(key, sizeof(key), "%s", keys[j].key);
+		store_del(reg, keys[j].kind, key, (unsigned)src);
 	}
 	free(keys);
-	if (ret < 0)
-		goto out;
-	size_t i;
-	json_t *it;
-	json_array_foreach(items, i, it) {
-		if (k >= 0 && em_obj_kind_from_name(json_string_value(json_object_get(it, "kind"))) != k)
-			continue;
-		if (upsert_locked(reg, (unsigned)src, it) == -ENOMEM)
-			ret = -ENOMEM;
-	}
 	/* A replace always counts as a change, even to nothing. */
 	reg->dirty = true;
 out:
@@ -458,8 +478,12 @@ static int rebuild(struct em_registry *reg, struct em_snapshot **old)
 
 static void publish(struct em_registry *reg, struct em_snapshot *snap)
 {
+	struct timespec ts;
+
 	rcu_assign_pointer(reg->current, snap);
 	reg->stats.generation++;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	reg->stats.published_at_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 static int sink_commit(void *ctx, const char *source)
@@ -468,9 +492,13 @@ static int sink_commit(void *ctx, const char *source)
 	struct em_snapshot *old = NULL;
 	int ret = 0;
 
+	bool trim;
+
 	pthread_mutex_lock(&reg->lock);
 	if (reg->dirty)
 		ret = rebuild(reg, &old);
+	trim = reg->churn >= EM_REGISTRY_TRIM_CHURN;
+	reg->churn = 0;
 	pthread_mutex_unlock(&reg->lock);
 	if (ret < 0)
 		em_err("source %s: new snapshot not built, previous one kept: %s",
@@ -480,6 +508,8 @@ static int sink_commit(void *ctx, const char *source)
 		urcu_memb_synchronize_rcu();
 		em_snapshot_free(old);
 	}
+	if (trim)
+		atomic_store(&reg->trim_pending, true);
 	return ret;
 }
 
@@ -505,6 +535,16 @@ int em_registry_add_source(struct em_registry *reg, const char *source)
 const struct em_snapshot *em_registry_current(struct em_registry *reg)
 {
 	return rcu_dereference(reg->current);
+}
+
+bool em_registry_trim(struct em_registry *reg)
+{
+	if (!atomic_exchange(&reg->trim_pending, false))
+		return false;
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
+	return true;
 }
 
 uint64_t em_registry_generation(struct em_registry *reg)

@@ -63,6 +63,9 @@ struct em_registry_config {
 };
 
 struct em_registry;
+/* A commit after this many objects were stored or dropped asks for freed
+ * memory to be returned to the system: em_registry_trim(). */
+#define EM_REGISTRY_TRIM_CHURN 1000
 
 struct em_registry_stats {
 	uint64_t generation;		/* snapshots published, 1 = the empty one */
@@ -75,6 +78,7 @@ struct em_registry_stats {
 	uint64_t rejected_addrs;	/* backend addresses refused (loopback,
 					 * link-local, fake ranges...; guard.h) */
 	uint64_t last_build_us;		/* duration of the last commit */
+	uint64_t published_at_ms;	/* CLOCK_REALTIME of the current snapshot */
 };
 
 /* NULL with errno set (EINVAL: bad range or domain; ENOMEM). */
@@ -90,6 +94,12 @@ int em_registry_add_source(struct em_registry *reg, const char *source);
 /* Only inside urcu_memb_read_lock()/unlock(). Never NULL. */
 const struct em_snapshot *em_registry_current(struct em_registry *reg);
 uint64_t em_registry_generation(struct em_registry *reg);
+/* After a big commit (EM_REGISTRY_TRIM_CHURN), hands the freed heap back to
+ * the system (malloc_trim) and returns true; else does nothing. Called
+ * from a quiet moment (the daemon's timer), not from commit: the source
+ * frees its copy of a relist (the JSON) only after the commit returns, and
+ * the trim would miss it. Any thread. */
+bool em_registry_trim(struct em_registry *reg);
 void em_registry_get_stats(struct em_registry *reg, struct em_registry_stats *st);
 
 #endif

@@ -49,7 +49,8 @@ struct resource {
 	char *body;			/* LIST body, or a non-200 watch body */
 	size_t body_len, body_cap;
 	struct em_watch_stream *ws;
-	bool dirty;			/* the chunk changed something: commit */
+	bool dirty;			/* events changed something: commit (batched) */
+	uint64_t dirty_since_ns;	/* first uncommitted change */
 	bool got_410;
 	bool stream_error;
 	char curl_error[CURL_ERROR_SIZE];	/* curl's reason for a transport error, "" if none */
@@ -257,11 +258,9 @@ static size_t on_data(char *p, size_t size, size_t nmemb, void *ctx)
 		return n;
 	}
 	ret = em_watch_stream_feed(r->ws, p, n);
-	/* Coalesce: one snapshot per received chunk, however many events. */
-	if (r->dirty) {
-		r->k->sink.commit(r->k->sink.ctx, r->k->name);
-		r->dirty = false;
-	}
+	/* Batch: perform() commits once the stream pauses (see flush_due). */
+	if (r->dirty && !r->dirty_since_ns)
+		r->dirty_since_ns = r->last_rx_ns;
 	if (ret < 0) {
 		if (ret != -ESTALE && ret != -EPROTO)
 			em_log_rl(&r->rl, EM_LOG_WARN, "%s: watch %s: bad event stream: %s",
@@ -303,6 +302,26 @@ static struct curl_slist *headers(struct resource *r)
 /* Run one GET to completion. Returns 0 when the transfer completed (see
  * r->status), -ECANCELED on stop, -ETIMEDOUT on a stall, -EIO on a transport
  * error or an aborted stream. */
+/* One snapshot per batch of watch events, not per event or per received
+ * chunk: commit when the stream has been quiet for BATCH_QUIET_NS, or when
+ * the oldest uncommitted change is BATCH_MAX_NS old (a steady stream still
+ * becomes visible), or when the transfer ends (force). */
+#define BATCH_QUIET_NS (20ULL * 1000000ULL)
+#define BATCH_MAX_NS (200ULL * 1000000ULL)
+
+static void flush_due(struct resource *r, bool force)
+{
+	uint64_t now = now_ns();
+
+	if (!r->dirty)
+		return;
+	if (force || now - r->last_rx_ns >= BATCH_QUIET_NS || now - r->dirty_since_ns >= BATCH_MAX_NS) {
+		r->k->sink.commit(r->k->sink.ctx, r->k->name);
+		r->dirty = false;
+		r->dirty_since_ns = 0;
+	}
+}
+
 static int perform(struct resource *r, const char *url, bool watch, unsigned timeout_ms)
 {
 	struct em_source_kube *k = r->k;
@@ -364,6 +383,7 @@ static int perform(struct resource *r, const char *url, bool watch, unsigned tim
 			}
 		if (done)
 			break;
+		flush_due(r, false);
 		if (watch && !accepted) {
 			if (r->status == 0)
 				curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r->status);
@@ -380,8 +400,9 @@ static int perform(struct resource *r, const char *url, bool watch, unsigned tim
 			ret = -ETIMEDOUT;
 			break;
 		}
-		curl_multi_poll(r->multi, NULL, 0, 100, NULL);
+		curl_multi_poll(r->multi, NULL, 0, r->dirty ? 5 : 100, NULL);
 	}
+	flush_due(r, true);
 	curl_multi_remove_handle(r->multi, e);
 	curl_slist_free_all(h);
 	if (r->status == 0)

@@ -5,7 +5,8 @@
  * One thread per resource. Each does LIST (paginated) -> sink.replace +
  * commit, then WATCH from the list's resourceVersion: ADDED/MODIFIED ->
  * upsert, DELETED -> remove, BOOKMARK -> resourceVersion only; one commit per
- * received chunk that changed something. 410 Gone (HTTP status or an ERROR
+ * batch of events that changed something (when the stream pauses for 20 ms,
+ * at the latest 200 ms after the batch's first change). 410 Gone (HTTP status or an ERROR
  * event) -> relist. Other failures -> reconnect (watch again from the last
  * resourceVersion) after a jittered exponential backoff. While the server is
  * unreachable nothing is removed: the last good data keeps serving. */

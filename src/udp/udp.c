@@ -20,6 +20,7 @@
 #include "udp/balance.h"
 #include "udp/flow.h"
 #include "util/log.h"
+#include "util/progress.h"
 
 #define DGRAM_MAX 65536
 #define GEN_CHECK_MS 200	/* how often the service generation is polled */
@@ -413,8 +414,10 @@ static void *thread_main(void *arg)
 	struct em_udp *u = arg;
 	struct epoll_event ev[EVENTS];
 	uint64_t idle = (uint64_t)u->cfg.idle_timeout_s * 1000;
+	struct em_progress progress;	/* watchdog heartbeat */
 
 	urcu_memb_register_thread();
+	em_progress_register(&progress, "udp forwarder");
 	for (;;) {
 		uint64_t now = now_ms();
 		uint64_t next = em_udp_table_next_expiry(&u->table, idle);
@@ -422,7 +425,9 @@ static void *thread_main(void *arg)
 			next = u->next_gen_check;
 		int timeout = next == UINT64_MAX ? -1 : next <= now ? 0 :
 			      next - now > 60000 ? 60000 : (int)(next - now);
+		em_progress_wait(&progress);
 		int n = epoll_wait(u->epfd, ev, EVENTS, timeout);
+		em_progress_woke(&progress);
 		bool stop = false;
 
 		if (n == -1 && errno != EINTR) {
@@ -443,6 +448,7 @@ static void *thread_main(void *arg)
 			break;
 		timers(u, now_ms());
 	}
+	em_progress_unregister(&progress);
 	urcu_memb_unregister_thread();
 	return NULL;
 }

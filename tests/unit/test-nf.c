@@ -397,8 +397,10 @@ START_TEST(batch_install_many_ranges)
 	/* TCP: every range; UDP: the two fake ranges only, by set */
 	ck_assert_uint_eq(w.tproxy, 4 + 2);
 	ck_assert_uint_eq(w.sets, 2);
-	/* + refuse: 4 ranges + DNS; scope: lo, reverse path; the jump */
-	ck_assert_uint_eq(w.rules, 3 + 4 + 4 + 2 + 4 + (4 + 1) + 2 + 1);
+	/* + refuse: 4 ranges + DNS; scope: lo, reverse path; the jump;
+	 * + the raw chains for the 2 extra ranges: a bypass return and a
+	 * notrack rule per range in each of prerouting_raw and output_raw. */
+	ck_assert_uint_eq(w.rules, 3 + 4 + 4 + 2 + 4 + (4 + 1) + 2 + 1 + 1 + 2 * 2);
 }
 END_TEST
 
