@@ -144,8 +144,14 @@ static void write_proxy(FILE *out, const struct em_metrics_input *in)
 	fprintf(out, P "forwarded_bytes_total{direction=\"upstream\"} %llu\n"
 		P "forwarded_bytes_total{direction=\"downstream\"} %llu\n",
 		(unsigned long long)ps.bytes_up, (unsigned long long)ps.bytes_down);
-	/* TODO(lead): the HTTP forwarder's ejections and upstream pool sizes
-	 * are not in struct em_proxy_stats yet; add them here when they are. */
+	family(out, "upstream_pool_requests_total", "counter",
+	       "HTTP requests by upstream connection: pooled (hit), new (miss), pooled but stale.");
+	fprintf(out, P "upstream_pool_requests_total{result=\"hit\"} %llu\n"
+		P "upstream_pool_requests_total{result=\"miss\"} %llu\n"
+		P "upstream_pool_requests_total{result=\"stale\"} %llu\n",
+		(unsigned long long)ps.pool_hits, (unsigned long long)ps.pool_misses,
+		(unsigned long long)ps.pool_stale);
+	/* Ejections are per backend: backend_ejections_total (write_services). */
 }
 
 /* The UDP forwarder's counters: the coupling to struct em_udp_stats. */
@@ -256,6 +262,12 @@ static void write_services(FILE *out, const struct em_metrics_input *in)
 				label_value(bf, svc->name);
 				fprintf(bf, "\",port=\"%u\",backend=\"%s\"} %d\n",
 					(unsigned)svc->ports[j].port, addr, bs.healthy ? 1 : 0);
+				fprintf(bf, P "backend_ejections_total{service=\"");
+				label_value(bf, svc->ns);
+				fputc('/', bf);
+				label_value(bf, svc->name);
+				fprintf(bf, "\",port=\"%u\",backend=\"%s\"} %llu\n",
+					(unsigned)svc->ports[j].port, addr, (unsigned long long)bs.ejections);
 			}
 		}
 	}
@@ -275,14 +287,15 @@ static void write_services(FILE *out, const struct em_metrics_input *in)
 	fputs(req, out);
 	one(out, "retries_total", "counter", "Further backend picks for a connection or request after a failure.",
 	    all.retries);
-	/* One HELP/TYPE per family; the three are interleaved per backend
+	/* One HELP/TYPE per family; the four are interleaved per backend
 	 * above, so split them by prefix here. */
 	static const struct { const char *name, *type, *help; } fams[] = {
 		{ "backend_picks_total", "counter", "Times a backend was chosen." },
 		{ "backend_failures_total", "counter", "Attempts on a backend that failed." },
-		{ "backend_healthy", "gauge", "1 unless the backend is failing now (passive health)." },
+		{ "backend_healthy", "gauge", "1 unless the backend is ejected now (passive health) or gone." },
+		{ "backend_ejections_total", "counter", "Times a backend was ejected (passive health)." },
 	};
-	for (size_t f = 0; f < 3; f++) {
+	for (size_t f = 0; f < sizeof(fams) / sizeof(fams[0]); f++) {
 		size_t nl = strlen(fams[f].name);
 		family(out, fams[f].name, fams[f].type, fams[f].help);
 		for (char *line = back; line && *line;) {
