@@ -708,7 +708,7 @@ void em_proxy_http_start(struct em_proxy_worker *w, int cfd,
 		w->http_conns->prev = c;
 	w->http_conns = c;
 	EM_PROXY_COUNT(p, active, 1);
-	setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
+	/* TCP_NODELAY comes from the listener (listener.c). */
 	ev.data.ptr = &c->client;
 	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, cfd, &ev) == -1) {
 		em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);

@@ -420,7 +420,7 @@ void em_proxy_l4_start(struct em_proxy_worker *w, int cfd,
 	c->max_attempts = p->cfg.connect_attempts < n ? p->cfg.connect_attempts : (unsigned)n;
 	if (c->max_attempts == 0)
 		c->max_attempts = 1;	/* one pick, which says "none" */
-	setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
+	/* TCP_NODELAY comes from the listener (listener.c). */
 	try_connect(w, c);
 }
 
