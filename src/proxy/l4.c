@@ -318,6 +318,13 @@ static void connected(struct em_proxy_worker *w, struct em_proxy_conn *c)
 static void relay_event(struct em_proxy_worker *w, struct em_proxy_conn *c,
 			struct em_proxy_src *src, uint32_t events)
 {
+	/* The destination of one direction has room again (pipes.c). */
+	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
+		if (src == &c->client)
+			c->down.sp.out_full = false;
+		else
+			c->up.sp.out_full = false;
+	}
 	if (events & EPOLLERR) {
 		int err = 0;
 		socklen_t len = sizeof(err);
