@@ -216,9 +216,12 @@ SVC
 	done
 } > "$DIR/manifests/bench.yaml"
 
+# --client-iface any: the client's veth has no CNI-like name; every client
+# here is one address, so its per-client limit must cover the idle case.
 bg daemon "$NS_NODE" $PIN_PROXY "$EM_BIN" --source "file:$DIR/manifests" --state-dir "$DIR/state" \
 	--node-name bench-node --workers 1 --queues 1 --queue-num 0 --log-level warn \
-	--idle-timeout 600 ${BENCH_DAEMON_ARGS:-}
+	--idle-timeout 600 --client-iface any --max-connections-per-client $((IDLE + 1000)) \
+	${BENCH_DAEMON_ARGS:-}
 FQDN=bench.default.svc.cluster.local
 fake_ip() { in_ns "$NS_CLI" dig +short +time=1 +tries=1 @10.90.9.2 "$FQDN" A | grep -E '^198\.18\.' | head -n1; }
 wait_until 15 sh -c "ip netns exec $NS_CLI dig +short +time=1 +tries=1 @10.90.9.2 $FQDN A | grep -q '^198\.18\.'" \

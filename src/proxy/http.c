@@ -550,6 +550,8 @@ static void upstream_event(struct em_proxy_worker *w, struct em_proxy_src *src,
 		return;
 	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 		c->rq->up_readable = true;
+	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+		c->rq->req.sp.out_full = false;
 	if (c->state == ST_CONNECT) {
 		int err = 0;
 		socklen_t len = sizeof(err);
@@ -621,6 +623,8 @@ static void client_event(struct em_proxy_worker *w, struct em_proxy_src *src,
 		return;
 	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 		c->readable = true;
+	if (c->rq && (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)))
+		c->rq->resp.sp.out_full = false;
 	if ((events & EPOLLERR) && c->state != ST_EXCHANGE) {
 		em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
 		return;
@@ -708,7 +712,7 @@ void em_proxy_http_start(struct em_proxy_worker *w, int cfd,
 		w->http_conns->prev = c;
 	w->http_conns = c;
 	EM_PROXY_COUNT(p, active, 1);
-	setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
+	/* TCP_NODELAY comes from the listener (listener.c). */
 	ev.data.ptr = &c->client;
 	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, cfd, &ev) == -1) {
 		em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);

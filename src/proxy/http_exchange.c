@@ -125,6 +125,12 @@ static void finish(struct em_proxy_worker *w, struct em_http_conn *c)
 	bool keep = !r->client_close && r->rq == RQ_DONE;
 	bool reuse = r->resp_keep_alive && r->rq == RQ_DONE &&
 		     r->resp.kind != EM_HTTP_BODY_CLOSE;
+	/* The client itself asked to close, its request is read whole and
+	 * nothing more came (no edge since the head was consumed up to
+	 * EAGAIN): a plain close sends FIN, there is nothing to drain, so
+	 * the half-close and linger (shutdown, two recv, a timer, one more
+	 * wake-up per connection) are not needed. */
+	bool quick = !keep && !r->keep_alive && r->rq == RQ_DONE && !c->readable;
 
 	em_http_release(w, r, EM_BALANCER_OK, 0);
 	if (r->up) {
@@ -132,6 +138,10 @@ static void finish(struct em_proxy_worker *w, struct em_http_conn *c)
 		r->up = NULL;
 	}
 	em_http_req_free(w, c, EM_BALANCER_OK, 0);
+	if (quick) {
+		em_http_conn_close(w, c, false, EM_BALANCER_OK);
+		return;
+	}
 	if (!keep) {
 		shutdown(c->client.fd, SHUT_WR);
 		c->state = ST_LINGER;

@@ -6,7 +6,6 @@
  * Connection. Nothing is allocated; a full buffer is -ENOSPC. */
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -38,20 +37,19 @@ static void putspan(struct out *o, const char *buf, struct em_http_span s)
 	put(o, buf + s.off, s.len);
 }
 
-__attribute__((format(printf, 2, 3)))
-static void putf(struct out *o, const char *fmt, ...)
+/* Decimal digits of v, at least `width` of them (zero-padded): the three
+ * numbers a head carries, without vsnprintf (a profile of 1 KiB keep-alive
+ * requests showed it at ~2 % of the daemon's CPU). */
+static void putu(struct out *o, uint64_t v, unsigned width)
 {
-	char tmp[64];
-	va_list ap;
+	char tmp[24];
+	size_t i = sizeof(tmp);
 
-	va_start(ap, fmt);
-	int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof(tmp)) {
-		o->full = true;
-		return;
-	}
-	put(o, tmp, (size_t)n);
+	do {
+		tmp[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v || sizeof(tmp) - i < width);
+	put(o, tmp + i, sizeof(tmp) - i);
 }
 
 static int finish(struct out *o)
@@ -93,7 +91,9 @@ static void put_framing(struct out *o, const struct em_http_head *h, const char 
 	bool first = true;
 
 	if (h->body == EM_HTTP_BODY_LENGTH) {
-		putf(o, "Content-Length: %" PRIu64 "\r\n", h->content_length);
+		put(o, "Content-Length: ", 16);
+		putu(o, h->content_length, 1);
+		put(o, "\r\n", 2);
 	} else if (h->body == EM_HTTP_BODY_CHUNKED) {
 		for (uint32_t i = 0; i < h->nheaders; i++) {
 			if (!(h->hdr[i].flags & EM_HTTP_HDR_TE))
@@ -115,7 +115,9 @@ int em_http_write_request(const struct em_http_head *h, const char *buf, const c
 	putspan(&o, buf, h->method_s);
 	put(&o, " ", 1);
 	putspan(&o, buf, h->target);
-	putf(&o, " HTTP/1.%u\r\n", (unsigned)h->minor);
+	put(&o, " HTTP/1.", 8);
+	putu(&o, h->minor, 1);
+	put(&o, "\r\n", 2);
 	put_end_to_end(&o, h, buf);
 
 	/* X-Forwarded-For: the values received, in order, then the client */
@@ -154,7 +156,9 @@ int em_http_write_response(const struct em_http_head *h, const char *buf, unsign
 	if (h->interim && (flags & EM_HTTP_W_CLIENT_10))
 		return 0;
 	/* RFC 9110 §6.2: an intermediary sends its own version */
-	putf(&o, "HTTP/1.1 %03u ", (unsigned)h->status);
+	put(&o, "HTTP/1.1 ", 9);
+	putu(&o, h->status, 3);
+	put(&o, " ", 1);
 	putspan(&o, buf, h->reason);
 	put(&o, "\r\n", 2);
 	put_end_to_end(&o, h, buf);

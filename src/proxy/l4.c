@@ -318,6 +318,13 @@ static void connected(struct em_proxy_worker *w, struct em_proxy_conn *c)
 static void relay_event(struct em_proxy_worker *w, struct em_proxy_conn *c,
 			struct em_proxy_src *src, uint32_t events)
 {
+	/* The destination of one direction has room again (pipes.c). */
+	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
+		if (src == &c->client)
+			c->down.sp.out_full = false;
+		else
+			c->up.sp.out_full = false;
+	}
 	if (events & EPOLLERR) {
 		int err = 0;
 		socklen_t len = sizeof(err);
@@ -420,7 +427,7 @@ void em_proxy_l4_start(struct em_proxy_worker *w, int cfd,
 	c->max_attempts = p->cfg.connect_attempts < n ? p->cfg.connect_attempts : (unsigned)n;
 	if (c->max_attempts == 0)
 		c->max_attempts = 1;	/* one pick, which says "none" */
-	setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
+	/* TCP_NODELAY comes from the listener (listener.c). */
 	try_connect(w, c);
 }
 

@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -13,7 +14,9 @@
  * their destination (the fake IP) is not a local address; accept() then
  * yields a socket whose local address is that original destination.
  * SO_REUSEPORT lets every worker own a listener on the same port; the kernel
- * spreads new connections across them by flow hash, so no accept lock. */
+ * spreads new connections across them by flow hash, so no accept lock.
+ * TCP_NODELAY is set here once: accepted sockets inherit it (one
+ * setsockopt less per connection). */
 int em_proxy_listener_open(int family, const char *addr, uint16_t port,
 			   bool transparent)
 {
@@ -40,7 +43,8 @@ int em_proxy_listener_open(int family, const char *addr, uint16_t port,
 	if (fd == -1)
 		return -errno;
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1)
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == -1)
 		goto err;
 	if (family == AF_INET6 &&
 	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) == -1)

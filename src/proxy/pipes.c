@@ -173,6 +173,9 @@ ssize_t em_proxy_splice_move(struct em_proxy_worker *w, struct em_proxy_splice *
 {
 	uint64_t in_left = limit;
 	ssize_t out = 0, n;
+	/* The source gave less than asked (empty, or the pipe had no free
+	 * slot): not again before the destination made room. */
+	bool in_short = false;
 
 	for (;;) {
 		bool moved = false;
@@ -184,7 +187,8 @@ ssize_t em_proxy_splice_move(struct em_proxy_worker *w, struct em_proxy_splice *
 			if (!s->pipe)
 				return -ENOMEM;
 		}
-		if (!*eof && in_left && s->queued < s->pipe->capacity) {
+		if (!*eof && in_left && !in_short && s->queued < s->pipe->capacity &&
+		    !(s->out_full && s->queued >= s->pipe->capacity / 2)) {
 			size_t want = s->pipe->capacity - s->queued;
 			if (want > in_left)
 				want = (size_t)in_left;
@@ -196,20 +200,27 @@ ssize_t em_proxy_splice_move(struct em_proxy_worker *w, struct em_proxy_splice *
 				if (taken)
 					*taken += (uint64_t)n;
 				moved = true;
+				if ((size_t)n < want)
+					in_short = true;
 			} else if (n == 0) {
 				*eof = true;
-			} else if (errno != EAGAIN && errno != EINTR) {
+			} else if (errno == EAGAIN || errno == EINTR) {
+				in_short = true;
+			} else {
 				return -errno;
 			}
 		}
-		if (s->queued) {
+		if (s->queued && !s->out_full) {
 			n = splice(s->pipe->fd[0], NULL, to, NULL, s->queued,
 				   SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
 			if (n > 0) {
 				s->queued -= (size_t)n;
 				out += n;
 				moved = true;
-			} else if (n == -1 && errno != EAGAIN && errno != EINTR) {
+				in_short = false;	/* room in the pipe again */
+			} else if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
+				s->out_full = errno == EAGAIN;
+			} else if (n == -1) {
 				if (errno == EPIPE)
 					em_proxy_eat_sigpipe();
 				return -errno;

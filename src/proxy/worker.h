@@ -79,6 +79,11 @@ struct em_proxy_buf {
 struct em_proxy_splice {
 	struct em_proxy_pipe *pipe;
 	size_t queued;
+	/* The destination said EAGAIN: no splice out (and no splice in once
+	 * the pipe is half full) until the caller saw EPOLLOUT, EPOLLERR or
+	 * EPOLLHUP on it and cleared this. Saves two failing splices per
+	 * wake-up of the source while the destination is the bottleneck. */
+	bool out_full;
 };
 
 struct em_proxy_pools {
