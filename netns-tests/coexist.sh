@@ -149,6 +149,7 @@ stop_daemon a
 ipt_rules > "$TOPO_DIR/after-c"
 check "C: Docker's iptables-nft rules unchanged after the daemon ran" diff "$TOPO_DIR/before-c" "$TOPO_DIR/after-c"
 check "C: and our table is gone" sh -c "! ip netns exec $NS_A nft list tables | grep -q 'inet edgemesh'"
+check_log_errors "$TOPO_DIR/daemon-a.log"
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
