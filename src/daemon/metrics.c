@@ -196,6 +196,17 @@ struct per_port_sums {
 
 /* Connections/requests per service port and per backend, from the
  * balancers built so far (a port never used has none and no series). */
+/* One per-backend sample: NAME{service="ns/name",port="P",backend="ADDR"} V. */
+static void backend_line(FILE *f, const char *name, const struct em_service *svc, uint16_t port,
+			 const char *addr, unsigned long long value)
+{
+	fprintf(f, P "%s{service=\"", name);
+	label_value(f, svc->ns);
+	fputc('/', f);
+	label_value(f, svc->name);
+	fprintf(f, "\",port=\"%u\",backend=\"%s\"} %llu\n", (unsigned)port, addr, value);
+}
+
 static void write_services(FILE *out, const struct em_metrics_input *in)
 {
 	char *req = NULL, *back = NULL;
@@ -244,30 +255,12 @@ static void write_services(FILE *out, const struct em_metrics_input *in)
 				}
 				backends++;
 				addr_text(em_lb_port_backend(lp, (int)b), addr, sizeof(addr));
-				fprintf(bf, P "backend_picks_total{service=\"");
-				label_value(bf, svc->ns);
-				fputc('/', bf);
-				label_value(bf, svc->name);
-				fprintf(bf, "\",port=\"%u\",backend=\"%s\"} %llu\n",
-					(unsigned)svc->ports[j].port, addr, (unsigned long long)bs.picks);
-				fprintf(bf, P "backend_failures_total{service=\"");
-				label_value(bf, svc->ns);
-				fputc('/', bf);
-				label_value(bf, svc->name);
-				fprintf(bf, "\",port=\"%u\",backend=\"%s\"} %llu\n",
-					(unsigned)svc->ports[j].port, addr, (unsigned long long)bs.failures);
-				fprintf(bf, P "backend_healthy{service=\"");
-				label_value(bf, svc->ns);
-				fputc('/', bf);
-				label_value(bf, svc->name);
-				fprintf(bf, "\",port=\"%u\",backend=\"%s\"} %d\n",
-					(unsigned)svc->ports[j].port, addr, bs.healthy ? 1 : 0);
-				fprintf(bf, P "backend_ejections_total{service=\"");
-				label_value(bf, svc->ns);
-				fputc('/', bf);
-				label_value(bf, svc->name);
-				fprintf(bf, "\",port=\"%u\",backend=\"%s\"} %llu\n",
-					(unsigned)svc->ports[j].port, addr, (unsigned long long)bs.ejections);
+				backend_line(bf, "backend_picks_total", svc, svc->ports[j].port, addr, bs.picks);
+				backend_line(bf, "backend_failures_total", svc, svc->ports[j].port, addr,
+					     bs.failures);
+				backend_line(bf, "backend_healthy", svc, svc->ports[j].port, addr, bs.healthy);
+				backend_line(bf, "backend_ejections_total", svc, svc->ports[j].port, addr,
+					     bs.ejections);
 			}
 		}
 	}
