@@ -487,27 +487,35 @@ static void match_udp_set(struct rb *rb, int family)
 	push(rb, e);
 }
 
-static void rule_udp_tproxy(struct em_nf_batch *b, const struct em_nf_plan *p, int family)
+/* The tail of a capture rule, TCP or UDP: count, TPROXY to the listener
+ * (address and port through registers), set the capture mark, accept. */
+static void tproxy_mark_accept(struct rb *rb, const struct em_nf_plan *p, bool v6)
 {
-	struct rb rb = rule_new(NFPROTO_INET, EM_NF_TABLE, "prerouting");
 	uint16_t port = htons(p->tproxy_port);
 	struct nftnl_expr *e;
-	bool v6 = family == AF_INET6;
 
-	match_udp_set(&rb, family);
-	counter(&rb);
-	imm_data(&rb, NFT_REG_1, v6 ? (const void *)p->tproxy6 : (const void *)p->tproxy4,
+	counter(rb);
+	imm_data(rb, NFT_REG_1, v6 ? (const void *)p->tproxy6 : (const void *)p->tproxy4,
 		 v6 ? 16 : 4);
-	imm_data(&rb, NFT_REG_2, &port, sizeof(port));
-	e = expr(&rb, "tproxy");
+	imm_data(rb, NFT_REG_2, &port, sizeof(port));
+	e = expr(rb, "tproxy");
 	if (e) {
 		nftnl_expr_set_u32(e, NFTNL_EXPR_TPROXY_FAMILY, v6 ? NFPROTO_IPV6 : NFPROTO_IPV4);
 		nftnl_expr_set_u32(e, NFTNL_EXPR_TPROXY_REG_ADDR, NFT_REG_1);
 		nftnl_expr_set_u32(e, NFTNL_EXPR_TPROXY_REG_PORT, NFT_REG_2);
 	}
-	push(&rb, e);
-	set_mark(&rb, p->capture_mark);
-	verdict(&rb, NF_ACCEPT);
+	push(rb, e);
+	set_mark(rb, p->capture_mark);
+	verdict(rb, NF_ACCEPT);
+}
+
+static void rule_udp_tproxy(struct em_nf_batch *b, const struct em_nf_plan *p, int family)
+{
+	struct rb rb = rule_new(NFPROTO_INET, EM_NF_TABLE, "prerouting");
+	bool v6 = family == AF_INET6;
+
+	match_udp_set(&rb, family);
+	tproxy_mark_accept(&rb, p, v6);
 	rule_put(b, &rb, NFPROTO_INET, "udp tproxy rule (prerouting)");
 }
 
@@ -614,24 +622,10 @@ static void rule_tproxy(struct em_nf_batch *b, const struct em_nf_plan *p,
 			const struct em_nf_cidr *c)
 {
 	struct rb rb = rule_new(NFPROTO_INET, EM_NF_TABLE, "prerouting");
-	uint16_t port = htons(p->tproxy_port);
-	struct nftnl_expr *e;
 	bool v6 = c->family == AF_INET6;
 
 	match_tcp_to(&rb, c);
-	counter(&rb);
-	imm_data(&rb, NFT_REG_1, v6 ? (const void *)p->tproxy6 : (const void *)p->tproxy4,
-		 v6 ? 16 : 4);
-	imm_data(&rb, NFT_REG_2, &port, sizeof(port));
-	e = expr(&rb, "tproxy");
-	if (e) {
-		nftnl_expr_set_u32(e, NFTNL_EXPR_TPROXY_FAMILY, v6 ? NFPROTO_IPV6 : NFPROTO_IPV4);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_TPROXY_REG_ADDR, NFT_REG_1);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_TPROXY_REG_PORT, NFT_REG_2);
-	}
-	push(&rb, e);
-	set_mark(&rb, p->capture_mark);
-	verdict(&rb, NF_ACCEPT);
+	tproxy_mark_accept(&rb, p, v6);
 	rule_put(b, &rb, NFPROTO_INET, "tproxy rule (prerouting)");
 }
 
