@@ -81,6 +81,10 @@ enum em_dns_reason {
 	EM_DNS_PASS_EXTERNAL,		/* ExternalName address query, target's records not
 					 * known yet: the queue looks them up, holding it */
 	EM_DNS_REASON_MAX,
+	/* Not an outcome and never returned by em_dns_answer*(): what the
+	 * rewriter's own checks return when the packet is valid so far and
+	 * the work carries on. Outside the counters' range on purpose. */
+	EM_DNS_VALID,
 };
 
 /* Short stable name for logs and metrics ("answered", "ip_options", ...). */

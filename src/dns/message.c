@@ -161,9 +161,10 @@ static enum em_dns_reason parse_opt(const uint8_t *msg, size_t len, size_t p, st
 	qu->edns = true;
 	qu->dnssec_ok = (msg[p + 7] & 0x80) != 0;
 	qu->client_size = size < 512 ? 512 : size;	/* RFC 6891 6.2.3 */
-	return EM_DNS_ANSWERED;
+	return EM_DNS_VALID;
 }
 
+/* EM_DNS_VALID with *qu filled, or why to pass. */
 static enum em_dns_reason parse_query(const uint8_t *msg, size_t len, struct query *qu)
 {
 	if (len < HDR_LEN)
@@ -194,7 +195,7 @@ static enum em_dns_reason parse_query(const uint8_t *msg, size_t len, struct que
 	qu->client_size = 512;
 	if (get16(msg + 10) == 1)
 		return parse_opt(msg, len, qu->qend, qu);
-	return qu->qend == len ? EM_DNS_ANSWERED : EM_DNS_PASS_TRAILING;
+	return qu->qend == len ? EM_DNS_VALID : EM_DNS_PASS_TRAILING;
 }
 
 /* ---- name classification ---------------------------------------------- */
@@ -678,7 +679,7 @@ enum em_dns_reason em_dns_answer_message(const struct em_dns_opts *opts,
 	struct out o;
 	enum em_dns_reason r = parse_query(msg, len, &qu);
 
-	if (r != EM_DNS_ANSWERED)
+	if (r != EM_DNS_VALID)
 		return r;
 	classify(opts, cat, msg, &qu, &m);
 	if (m.kind == K_NONE)

@@ -77,7 +77,8 @@ static void swap(uint8_t *a, uint8_t *b, size_t n)
 }
 
 /* Validates the UDP header at udp (udp_len bytes per the IP layer) and the
- * checksum; addrs points at src+dst of addr_len each. */
+ * checksum; addrs points at src+dst of addr_len each. EM_DNS_VALID or why
+ * to pass. */
 static enum em_dns_reason check_udp(const struct em_dns_opts *opts, const uint8_t *addrs,
 				    size_t addr_len, const uint8_t *udp, size_t udp_len)
 {
@@ -88,13 +89,13 @@ static enum em_dns_reason check_udp(const struct em_dns_opts *opts, const uint8_
 	uint16_t c = get16(udp + 6);
 	if (c == 0) {
 		/* IPv4 allows "no checksum"; IPv6 does not (RFC 8200 8.1). */
-		return addr_len == 16 ? EM_DNS_PASS_CHECKSUM : EM_DNS_ANSWERED;
+		return addr_len == 16 ? EM_DNS_PASS_CHECKSUM : EM_DNS_VALID;
 	}
 	/* A correct checksum makes the sum over everything 0xffff; an ~0 of
 	 * the data is the result. udp_csum already inverts, so 0 means good. */
 	if (opts->verify_checksum && udp_csum(addrs, addr_len, udp, udp_len) != 0)
 		return EM_DNS_PASS_CHECKSUM;
-	return EM_DNS_ANSWERED;
+	return EM_DNS_VALID;
 }
 
 static void finish_udp(const uint8_t *addrs, size_t addr_len, uint8_t *udp, size_t udp_len)
@@ -124,7 +125,7 @@ static enum em_dns_reason answer4(const struct em_dns_opts *opts, const struct e
 
 	uint8_t *udp = pkt + IP4_HDR;
 	enum em_dns_reason r = check_udp(opts, pkt + 12, 4, udp, len - IP4_HDR);
-	if (r != EM_DNS_ANSWERED)
+	if (r != EM_DNS_VALID)
 		return r;
 	size_t dns_len;
 	size_t room = cap - IP4_HDR - UDP_HDR;
@@ -160,7 +161,7 @@ static enum em_dns_reason answer6(const struct em_dns_opts *opts, const struct e
 
 	uint8_t *udp = pkt + IP6_HDR;
 	enum em_dns_reason r = check_udp(opts, pkt + 8, 16, udp, len - IP6_HDR);
-	if (r != EM_DNS_ANSWERED)
+	if (r != EM_DNS_VALID)
 		return r;
 	size_t dns_len;
 	size_t room = cap - IP6_HDR - UDP_HDR;
