@@ -55,7 +55,9 @@ struct em_dns_opts {
 #define EM_DNS_DEFAULT_TTL 5
 #define EM_DNS_DEFAULT_EDNS_SIZE 1232
 
-/* Why a packet was passed, or that it was answered. Index into counters. */
+/* Why a packet was passed, or that it was answered. Index into counters.
+ * In parsing order: from EM_DNS_PASS_QCLASS on, the question (and its
+ * QTYPE) has been read (em_dns_reason_has_qtype). */
 enum em_dns_reason {
 	EM_DNS_ANSWERED = 0,		/* rewritten into an answer */
 	EM_DNS_PASS_NOT_IP,		/* not IPv4/IPv6, short IP header */
@@ -90,21 +92,49 @@ enum em_dns_reason {
 /* Short stable name for logs and metrics ("answered", "ip_options", ...). */
 const char *em_dns_reason_name(enum em_dns_reason reason);
 
+static inline bool em_dns_reason_has_qtype(enum em_dns_reason reason)
+{
+	return reason == EM_DNS_ANSWERED ||
+	       (reason >= EM_DNS_PASS_QCLASS && reason < EM_DNS_REASON_MAX);
+}
+
+/* Question types as the counters group them: the ones stub resolvers send
+ * to a cluster DNS, the rest together, so that labels stay few. */
+enum em_dns_qtype {
+	EM_DNS_QTYPE_A = 0,
+	EM_DNS_QTYPE_AAAA,
+	EM_DNS_QTYPE_SRV,
+	EM_DNS_QTYPE_PTR,
+	EM_DNS_QTYPE_TXT,
+	EM_DNS_QTYPE_HTTPS,
+	EM_DNS_QTYPE_ANY,
+	EM_DNS_QTYPE_OTHER,
+	EM_DNS_QTYPE_MAX,
+};
+
+/* The group of a QTYPE as on the wire (1 -> EM_DNS_QTYPE_A, ...). */
+enum em_dns_qtype em_dns_qtype_of(uint16_t qtype);
+/* Its name for logs and metrics: "A", "AAAA", ..., "other". */
+const char *em_dns_qtype_name(enum em_dns_qtype group);
+
 /* Try to answer the IPv4/IPv6 packet pkt[0..len) in place. cap is the size
  * of the buffer (>= len); the answer never writes beyond it. Returns
  * EM_DNS_ANSWERED with *out_len set to the answer packet's length (addresses
  * and ports swapped, lengths and checksums fixed), or a PASS reason with the
- * buffer untouched. */
+ * buffer untouched. Whatever the outcome, *qtype is the question's QTYPE
+ * once the question was read (em_dns_reason_has_qtype), else 0. */
 enum em_dns_reason em_dns_answer(const struct em_dns_opts *opts,
 				 const struct em_dns_catalog *cat,
-				 uint8_t *pkt, size_t len, size_t cap, size_t *out_len);
+				 uint8_t *pkt, size_t len, size_t cap, size_t *out_len,
+				 uint16_t *qtype);
 
 /* The DNS layer alone: msg[0..len) is a UDP payload to port 53; builds the
  * response in place within max_len bytes (max_len <= cap of the buffer) and
  * sets *out_len. Same return convention. */
 enum em_dns_reason em_dns_answer_message(const struct em_dns_opts *opts,
 					 const struct em_dns_catalog *cat,
-					 uint8_t *msg, size_t len, size_t cap, size_t *out_len);
+					 uint8_t *msg, size_t len, size_t cap, size_t *out_len,
+					 uint16_t *qtype);
 
 void em_dns_opts_defaults(struct em_dns_opts *opts);
 

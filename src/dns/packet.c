@@ -108,7 +108,8 @@ static void finish_udp(const uint8_t *addrs, size_t addr_len, uint8_t *udp, size
 }
 
 static enum em_dns_reason answer4(const struct em_dns_opts *opts, const struct em_dns_catalog *cat,
-				  uint8_t *pkt, size_t len, size_t cap, size_t *out_len)
+				  uint8_t *pkt, size_t len, size_t cap, size_t *out_len,
+				  uint16_t *qtype)
 {
 	if (len < IP4_HDR || (pkt[0] & 0x0f) < 5)
 		return EM_DNS_PASS_NOT_IP;
@@ -131,7 +132,8 @@ static enum em_dns_reason answer4(const struct em_dns_opts *opts, const struct e
 	size_t room = cap - IP4_HDR - UDP_HDR;
 	if (room > 0xffff - IP4_HDR - UDP_HDR)
 		room = 0xffff - IP4_HDR - UDP_HDR;
-	r = em_dns_answer_message(opts, cat, udp + UDP_HDR, len - IP4_HDR - UDP_HDR, room, &dns_len);
+	r = em_dns_answer_message(opts, cat, udp + UDP_HDR, len - IP4_HDR - UDP_HDR, room, &dns_len,
+				  qtype);
 	if (r != EM_DNS_ANSWERED)
 		return r;
 
@@ -148,7 +150,8 @@ static enum em_dns_reason answer4(const struct em_dns_opts *opts, const struct e
 }
 
 static enum em_dns_reason answer6(const struct em_dns_opts *opts, const struct em_dns_catalog *cat,
-				  uint8_t *pkt, size_t len, size_t cap, size_t *out_len)
+				  uint8_t *pkt, size_t len, size_t cap, size_t *out_len,
+				  uint16_t *qtype)
 {
 	if (len < IP6_HDR)
 		return EM_DNS_PASS_NOT_IP;
@@ -167,7 +170,8 @@ static enum em_dns_reason answer6(const struct em_dns_opts *opts, const struct e
 	size_t room = cap - IP6_HDR - UDP_HDR;
 	if (room > 0xffff - UDP_HDR)
 		room = 0xffff - UDP_HDR;
-	r = em_dns_answer_message(opts, cat, udp + UDP_HDR, len - IP6_HDR - UDP_HDR, room, &dns_len);
+	r = em_dns_answer_message(opts, cat, udp + UDP_HDR, len - IP6_HDR - UDP_HDR, room, &dns_len,
+				  qtype);
 	if (r != EM_DNS_ANSWERED)
 		return r;
 
@@ -182,15 +186,17 @@ static enum em_dns_reason answer6(const struct em_dns_opts *opts, const struct e
 }
 
 enum em_dns_reason em_dns_answer(const struct em_dns_opts *opts, const struct em_dns_catalog *cat,
-				 uint8_t *pkt, size_t len, size_t cap, size_t *out_len)
+				 uint8_t *pkt, size_t len, size_t cap, size_t *out_len,
+				 uint16_t *qtype)
 {
+	*qtype = 0;
 	if (len == 0 || cap < len)
 		return EM_DNS_PASS_NOT_IP;
 	switch (pkt[0] >> 4) {
 	case 4:
-		return answer4(opts, cat, pkt, len, cap, out_len);
+		return answer4(opts, cat, pkt, len, cap, out_len, qtype);
 	case 6:
-		return answer6(opts, cat, pkt, len, cap, out_len);
+		return answer6(opts, cat, pkt, len, cap, out_len, qtype);
 	default:
 		return EM_DNS_PASS_NOT_IP;
 	}

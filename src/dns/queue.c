@@ -341,8 +341,9 @@ static uint32_t handle_packet(struct qthread *t, const struct nlmsghdr *nlh,
 		return id;	/* untouched: the kernel drops it as a martian */
 	}
 
+	uint16_t qtype;
 	enum em_dns_reason r = cat->find_name ?
-		em_dns_answer(&t->q->cfg.opts, cat, work, len, WORK_CAP, &out_len) :
+		em_dns_answer(&t->q->cfg.opts, cat, work, len, WORK_CAP, &out_len, &qtype) :
 		EM_DNS_PASS_OUTSIDE;
 	atomic_fetch_add_explicit(&t->reasons[r], 1, memory_order_relaxed);
 	if (r == EM_DNS_PASS_EXTERNAL)
@@ -512,12 +513,13 @@ static void held_answer(struct qthread *t, struct held *h)
 	struct em_dns_catalog cat = { 0 };
 	enum em_dns_reason r = EM_DNS_PASS_OUTSIDE;
 	size_t out_len;
+	uint16_t qtype;
 
 	if (prov->acquire)
 		prov->acquire(prov->ctx, &cat);
 	external_catalog(t, &cat);
 	if (cat.find_name)
-		r = em_dns_answer(&t->q->cfg.opts, &cat, h->pkt, h->len, WORK_CAP, &out_len);
+		r = em_dns_answer(&t->q->cfg.opts, &cat, h->pkt, h->len, WORK_CAP, &out_len, &qtype);
 	if (prov->release)
 		prov->release(prov->ctx);
 	if (r == EM_DNS_ANSWERED) {
