@@ -22,10 +22,11 @@ struct em_dns_target {
 	uint8_t addr[EM_DNS_TARGET_MAX][16];	/* 4 bytes each for A */
 };
 
-/* How the rewriter finds services. In production it wraps the current
- * registry snapshot (dns/queue.h em_dns_snapshot_provider); tests fill it
- * with plain data. Both callbacks run on the queue thread, inside whatever
- * read-side section the provider opened, and return NULL when not found. */
+/* How the rewriter finds services: the pure seam between the rewriter and
+ * the registry. In production the queue thread fills it from the registry's
+ * current snapshot (dns/queue.c); tests and fuzz targets fill it with plain
+ * data. Both callbacks run on the queue thread, inside the read-side section
+ * the queue opened for the batch, and return NULL when not found. */
 struct em_dns_catalog {
 	void *ctx;
 	const char *domain;	/* cluster domain, e.g. "cluster.local", no trailing dot */

@@ -25,6 +25,7 @@
 #include "dns/queue.h"
 #include "dns/external.h"
 #include "dns/localaddr.h"
+#include "registry/registry.h"
 #include "util/log.h"
 #include "util/progress.h"
 
@@ -46,6 +47,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <urcu/urcu-memb.h>
 
 #define BATCH 32
 #define WORK_CAP 4352		/* largest answer (4096 DNS) + headers */
@@ -101,7 +103,6 @@ static int held_add(struct qthread *t, uint32_t id, const uint8_t *work, size_t 
 
 struct em_dns_queue {
 	struct em_dns_config cfg;
-	struct em_dns_provider prov;
 	int stop_fd;			/* eventfd: readable once stop is asked */
 	unsigned n;
 	struct qthread t[];
@@ -309,6 +310,18 @@ static bool spoofed_source(const struct qthread *t, uint8_t hook, struct nlattr 
 	return em_dns_localaddr_has(&t->local, v4 ? AF_INET : AF_INET6, v4 ? pkt + 12 : pkt + 8);
 }
 
+/* Whether the kernel delivers an answer made in place and accepted: in the
+ * output hook, and in prerouting when the answer's source (the query's
+ * destination, the resolver) is not a node address. */
+static bool in_place_ok(const struct qthread *t, uint8_t hook, const uint8_t *answer)
+{
+	bool v4 = answer[0] >> 4 == 4;
+
+	return hook == NF_INET_LOCAL_OUT ||
+	       (hook == NF_INET_PRE_ROUTING &&
+		!em_dns_localaddr_has(&t->local, v4 ? AF_INET : AF_INET6, v4 ? answer + 12 : answer + 8));
+}
+
 /* Handles one NFQNL_MSG_PACKET: appends an in-place verdict, or queues a
  * raw answer in b; returns the id when the packet is to be accepted by the
  * batch verdict, else 0. */
@@ -342,9 +355,8 @@ static uint32_t handle_packet(struct qthread *t, const struct nlmsghdr *nlh,
 	}
 
 	uint16_t qtype;
-	enum em_dns_reason r = cat->find_name ?
-		em_dns_answer(&t->q->cfg.opts, cat, work, len, WORK_CAP, &out_len, &qtype) :
-		EM_DNS_PASS_OUTSIDE;
+	enum em_dns_reason r = em_dns_answer(&t->q->cfg.opts, cat, work, len, WORK_CAP, &out_len,
+					     &qtype);
 	atomic_fetch_add_explicit(&t->reasons[r], 1, memory_order_relaxed);
 	if (r == EM_DNS_PASS_EXTERNAL)
 		return held_add(t, id, work, len, attr[NFQA_IFINDEX_INDEV] ?
@@ -352,11 +364,7 @@ static uint32_t handle_packet(struct qthread *t, const struct nlmsghdr *nlh,
 	if (r != EM_DNS_ANSWERED)
 		return id;
 
-	/* The answer's source is the query's destination (the resolver). */
-	bool v4 = work[0] >> 4 == 4;
-	bool local = em_dns_localaddr_has(&t->local, v4 ? AF_INET : AF_INET6, v4 ? work + 12 : work + 8);
-	if (t->q->cfg.in_place &&
-	    (ph->hook == NF_INET_LOCAL_OUT || (ph->hook == NF_INET_PRE_ROUTING && !local))) {
+	if (t->q->cfg.in_place && in_place_ok(t, ph->hook, work)) {
 		put_verdict(t, &b->used, NFQNL_MSG_VERDICT, id, NF_ACCEPT, work, out_len);
 		return 0;
 	}
@@ -417,11 +425,49 @@ static int external_open(struct qthread *t, uint32_t mark)
 	return 0;
 }
 
-static void external_catalog(struct qthread *t, struct em_dns_catalog *cat)
+/* ---- the catalog ------------------------------------------------------ */
+
+static const struct em_service *snap_find_name(void *snap, const char *ns, size_t ns_len,
+					       const char *name, size_t name_len)
 {
+	return em_snapshot_find_name(snap, ns, ns_len, name, name_len);
+}
+
+static const struct em_service *snap_find_addr(void *snap, int family, const void *addr)
+{
+	return em_snapshot_find_addr(snap, family, addr);
+}
+
+/* Fills *cat for a batch of packets: the registry's current snapshot, read
+ * under urcu-memb (the thread registered in thread_main), or the fixed
+ * catalog; then the thread's ExternalName target cache. A snapshot is not
+ * freed before catalog_release(), so the batch's answers and verdicts are
+ * built on one snapshot. No locks on this path. */
+static void catalog_acquire(struct qthread *t, struct em_dns_catalog *cat)
+{
+	struct em_registry *reg = t->q->cfg.registry;
+
+	if (reg) {
+		urcu_memb_read_lock();
+		const struct em_snapshot *snap = em_registry_current(reg);
+		*cat = (struct em_dns_catalog){
+			.ctx = (void *)snap,
+			.domain = em_snapshot_domain(snap),
+			.find_name = snap_find_name,
+			.find_addr = snap_find_addr,
+		};
+	} else {
+		*cat = *t->q->cfg.catalog;
+	}
 	t->cache->now_ms = mono_ms();
 	cat->find_target = em_dns_target_find;
 	cat->target_ctx = t->cache;
+}
+
+static void catalog_release(struct qthread *t)
+{
+	if (t->q->cfg.registry)
+		urcu_memb_read_unlock();
 }
 
 /* One verdict, sent now (outside a batch). */
@@ -509,19 +555,14 @@ static int held_add(struct qthread *t, uint32_t id, const uint8_t *work, size_t 
 /* The target is in the cache now: answer h, or let it pass. */
 static void held_answer(struct qthread *t, struct held *h)
 {
-	const struct em_dns_provider *prov = &t->q->prov;
-	struct em_dns_catalog cat = { 0 };
-	enum em_dns_reason r = EM_DNS_PASS_OUTSIDE;
+	struct em_dns_catalog cat;
+	enum em_dns_reason r;
 	size_t out_len;
 	uint16_t qtype;
 
-	if (prov->acquire)
-		prov->acquire(prov->ctx, &cat);
-	external_catalog(t, &cat);
-	if (cat.find_name)
-		r = em_dns_answer(&t->q->cfg.opts, &cat, h->pkt, h->len, WORK_CAP, &out_len, &qtype);
-	if (prov->release)
-		prov->release(prov->ctx);
+	catalog_acquire(t, &cat);
+	r = em_dns_answer(&t->q->cfg.opts, &cat, h->pkt, h->len, WORK_CAP, &out_len, &qtype);
+	catalog_release(t);
 	if (r == EM_DNS_ANSWERED) {
 		/* the same raw path as every other answer (one-answer batch) */
 		struct batch b = { .n_raw = 1 };
@@ -628,8 +669,7 @@ static int handle_batch(struct qthread *t)
 {
 	struct mmsghdr msgs[BATCH];
 	struct iovec iov[BATCH];
-	struct em_dns_catalog cat = { 0 };
-	const struct em_dns_provider *prov = &t->q->prov;
+	struct em_dns_catalog cat;
 	int fd = mnl_socket_get_fd(t->nl);
 
 	for (unsigned i = 0; i < BATCH; i++) {
@@ -655,9 +695,7 @@ static int handle_batch(struct qthread *t)
 	struct batch b = { 0 };
 	uint32_t accept_max = 0;
 	bool have_accept = false;
-	if (prov->acquire)
-		prov->acquire(prov->ctx, &cat);
-	external_catalog(t, &cat);
+	catalog_acquire(t, &cat);
 	for (int i = 0; i < n; i++) {
 		int len = (int)msgs[i].msg_len;
 		for (const struct nlmsghdr *nlh = (const void *)(t->rx + i * t->rx_slot); mnl_nlmsg_ok(nlh, len);
@@ -680,8 +718,7 @@ static int handle_batch(struct qthread *t)
 			accept_id(t, &b, handle_packet(t, nlh, &cat, &b), &accept_max, &have_accept);
 		}
 	}
-	if (prov->release)
-		prov->release(prov->ctx);
+	catalog_release(t);
 
 	/* Raw answers first, then their verdicts: a query is dropped only
 	 * once its answer is out; a failed send leaves it to the resolver. */
@@ -710,7 +747,6 @@ static int handle_batch(struct qthread *t)
 static void *thread_main(void *arg)
 {
 	struct qthread *t = arg;
-	const struct em_dns_provider *prov = &t->q->prov;
 	struct pollfd pfd[5] = {
 		{ .fd = t->q->stop_fd, .events = POLLIN },
 		{ .fd = mnl_socket_get_fd(t->nl), .events = POLLIN },
@@ -722,8 +758,8 @@ static void *thread_main(void *arg)
 	struct em_progress progress;	/* watchdog heartbeat */
 	int polled;
 
-	if (prov->thread_init)
-		prov->thread_init(prov->ctx);
+	if (t->q->cfg.registry)
+		urcu_memb_register_thread();	/* catalog_acquire reads the snapshot */
 	em_progress_register(&progress, "dns queue");
 	for (;;) {
 		em_progress_wait(&progress);
@@ -753,8 +789,8 @@ static void *thread_main(void *arg)
 			handle_batch(t);
 	}
 	em_progress_unregister(&progress);
-	if (prov->thread_fini)
-		prov->thread_fini(prov->ctx);
+	if (t->q->cfg.registry)
+		urcu_memb_unregister_thread();
 	return NULL;
 }
 
@@ -802,19 +838,24 @@ void em_dns_queue_stop(struct em_dns_queue *q)
 	free(q);
 }
 
-int em_dns_queue_start(const struct em_dns_config *cfg, const struct em_dns_provider *prov,
-		       struct em_dns_queue **out)
+int em_dns_queue_start(const struct em_dns_config *cfg, struct em_dns_queue **out)
 {
 	unsigned n = cfg->queues ? cfg->queues : 1;
-	struct em_dns_queue *q = calloc(1, sizeof(*q) + n * sizeof(q->t[0]));
+	struct em_dns_queue *q;
 	int err = -ENOMEM;
 
-	if (!q)
+	if (!cfg->registry == !cfg->catalog) {
+		em_err("dns queue: needs a registry or a catalog (one of the two)");
+		return -EINVAL;
+	}
+	q = calloc(1, sizeof(*q) + n * sizeof(q->t[0]));
+	if (!q) {
+		em_err("dns queue: %s", strerror(ENOMEM));
 		return -ENOMEM;
+	}
 	q->cfg = *cfg;
 	if (q->cfg.copy_range < 64)
 		q->cfg.copy_range = 64;
-	q->prov = *prov;
 	q->n = n;
 	for (unsigned i = 0; i < n; i++) {
 		q->t[i].raw4 = q->t[i].raw6 = -1;
@@ -824,6 +865,7 @@ int em_dns_queue_start(const struct em_dns_config *cfg, const struct em_dns_prov
 	q->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (q->stop_fd == -1) {
 		err = -errno;
+		em_err("dns queue: eventfd: %s", strerror(-err));
 		free(q);
 		return err;
 	}
@@ -836,8 +878,10 @@ int em_dns_queue_start(const struct em_dns_config *cfg, const struct em_dns_prov
 		t->tx_cap = (BATCH + 1) * VERDICT_ROOM;
 		t->tx = malloc(t->tx_cap);
 		t->work = malloc((size_t)BATCH * WORK_CAP);
-		if (!t->rx || !t->tx || !t->work)
+		if (!t->rx || !t->tx || !t->work) {
+			em_err("dns queue %u: buffers: %s", t->num, strerror(ENOMEM));
 			goto fail;
+		}
 		if ((err = queue_open(t, &q->cfg)) < 0) {
 			em_err("dns queue %u: cannot bind: %s", t->num, strerror(-err));
 			goto fail;

@@ -8,7 +8,7 @@
 
 #include "dns/dns.h"
 
-struct em_snapshot;
+struct em_registry;
 
 struct em_dns_config {
 	struct em_dns_opts opts;	/* ttl, nxdomain_unknown, short_names, edns_size */
@@ -28,30 +28,16 @@ struct em_dns_config {
 	/* ExternalName: how long a query waits for the resolver's answer
 	 * about the target before it passes untouched; default 1500. */
 	unsigned external_timeout_ms;
+	/* Where names are looked up, one of the two. registry: each queue
+	 * thread registers with urcu-memb and reads the current snapshot
+	 * under the read lock, one read-side section per batch of packets
+	 * (the registry must outlive the queue). catalog: a fixed catalog
+	 * used as it is (tests, em-dns-driver). */
+	struct em_registry *registry;
+	const struct em_dns_catalog *catalog;
 };
 
 void em_dns_config_defaults(struct em_dns_config *cfg);
-
-/* Where the queue threads find the catalog for each batch of packets.
- * thread_init/thread_fini (optional) run once on each queue thread;
- * acquire opens a read-side section and fills *cat, release closes it.
- * All run on the queue threads. */
-struct em_dns_provider {
-	void *ctx;
-	void (*thread_init)(void *ctx);
-	void (*thread_fini)(void *ctx);
-	void (*acquire)(void *ctx, struct em_dns_catalog *cat);
-	void (*release)(void *ctx);
-};
-
-/* A provider over the registry's published snapshot, read under
- * userspace RCU (urcu-memb): current() is called inside the read-side
- * section (e.g. em_registry_current). src must outlive the queue. */
-struct em_dns_snapshot_source {
-	const struct em_snapshot *(*current)(void *ctx);
-	void *ctx;
-};
-void em_dns_snapshot_provider(struct em_dns_provider *p, struct em_dns_snapshot_source *src);
 
 struct em_dns_stats {
 	uint64_t reasons[EM_DNS_REASON_MAX];	/* answered + passed by reason */
@@ -73,9 +59,10 @@ struct em_dns_queue;
 
 /* Binds the queues, sets them up fail-open, and starts the threads. Fails
  * (-errno, nothing left running) if any queue cannot be bound, e.g. -EBUSY
- * when another process holds it or -EPERM without CAP_NET_ADMIN. */
-int em_dns_queue_start(const struct em_dns_config *cfg, const struct em_dns_provider *prov,
-		       struct em_dns_queue **out);
+ * when another process holds it or -EPERM without CAP_NET_ADMIN; -EINVAL
+ * without a registry or catalog. Each failure is logged here, naming the
+ * queue and the step (the caller has nothing to add). */
+int em_dns_queue_start(const struct em_dns_config *cfg, struct em_dns_queue **out);
 /* Stops the threads (prompt: they poll an eventfd), unbinds, frees. The
  * kernel accepts queued packets itself once no one listens (bypass). */
 void em_dns_queue_stop(struct em_dns_queue *q);
