@@ -70,6 +70,16 @@ struct held {
 	uint8_t *pkt;			/* WORK_CAP bytes: the query, then its answer */
 };
 
+/* One thread's counters: those of struct em_dns_stats, atomic (the thread
+ * adds, any thread reads). */
+struct qcounters {
+	_Atomic uint64_t reasons[EM_DNS_REASON_MAX];
+	_Atomic uint64_t questions[EM_DNS_QTYPE_MAX][EM_DNS_REASON_MAX];
+#define X(field, log, metric, help) _Atomic uint64_t field;
+	EM_DNS_COUNTERS(X)
+#undef X
+};
+
 struct qthread {
 	struct em_dns_queue *q;
 	uint16_t num;
@@ -85,9 +95,7 @@ struct qthread {
 	size_t rx_slot;
 	char *tx;			/* verdict messages */
 	size_t tx_cap;
-	_Atomic uint64_t reasons[EM_DNS_REASON_MAX];
-	_Atomic uint64_t packets, raw_sent, raw_errors, truncated, enobufs, recv_errors, send_errors;
-	_Atomic uint64_t spoofed;	/* not answered: local source from outside lo */
+	struct qcounters n;
 	struct em_ratelimit rl;
 	/* ExternalName (issue 15) */
 	int up4, up6;			/* UDP sockets to resolvers, bypass mark */
@@ -95,7 +103,6 @@ struct qthread {
 	struct held held[MAX_HELD];
 	unsigned n_held;
 	uint16_t next_up_id;
-	_Atomic uint64_t held_total, held_answered, held_passed;
 };
 
 static int held_add(struct qthread *t, uint32_t id, const uint8_t *work, size_t len,
@@ -120,7 +127,7 @@ void em_dns_config_defaults(struct em_dns_config *cfg)
 	cfg->external_timeout_ms = 1500;
 }
 
-#define ADD(field) atomic_fetch_add_explicit(&t->field, 1, memory_order_relaxed)
+#define ADD(field) atomic_fetch_add_explicit(&t->n.field, 1, memory_order_relaxed)
 
 /* ---- setup ------------------------------------------------------------ */
 
@@ -310,6 +317,14 @@ static bool spoofed_source(const struct qthread *t, uint8_t hook, struct nlattr 
 	return em_dns_localaddr_has(&t->local, v4 ? AF_INET : AF_INET6, v4 ? pkt + 12 : pkt + 8);
 }
 
+static void count_outcome(struct qthread *t, enum em_dns_reason r, uint16_t qtype)
+{
+	atomic_fetch_add_explicit(&t->n.reasons[r], 1, memory_order_relaxed);
+	if (qtype)
+		atomic_fetch_add_explicit(&t->n.questions[em_dns_qtype_of(qtype)][r], 1,
+					  memory_order_relaxed);
+}
+
 /* Whether the kernel delivers an answer made in place and accepted: in the
  * output hook, and in prerouting when the answer's source (the query's
  * destination, the resolver) is not a node address. */
@@ -357,7 +372,7 @@ static uint32_t handle_packet(struct qthread *t, const struct nlmsghdr *nlh,
 	uint16_t qtype;
 	enum em_dns_reason r = em_dns_answer(&t->q->cfg.opts, cat, work, len, WORK_CAP, &out_len,
 					     &qtype);
-	atomic_fetch_add_explicit(&t->reasons[r], 1, memory_order_relaxed);
+	count_outcome(t, r, qtype);
 	if (r == EM_DNS_PASS_EXTERNAL)
 		return held_add(t, id, work, len, attr[NFQA_IFINDEX_INDEV] ?
 			    ntohl(mnl_attr_get_u32(attr[NFQA_IFINDEX_INDEV])) : 0) == 0 ? 0 : id;
@@ -548,7 +563,7 @@ static int held_add(struct qthread *t, uint32_t id, const uint8_t *work, size_t 
 	h->deadline_ms = mono_ms() + t->q->cfg.external_timeout_ms;
 	h->used = true;
 	t->n_held++;
-	ADD(held_total);
+	ADD(held);
 	return 0;
 }
 
@@ -925,49 +940,47 @@ void em_dns_queue_stats(const struct em_dns_queue *q, struct em_dns_stats *st)
 {
 	memset(st, 0, sizeof(*st));
 	for (unsigned i = 0; i < q->n; i++) {
-		const struct qthread *t = &q->t[i];
-		for (int r = 0; r < EM_DNS_REASON_MAX; r++)
-			st->reasons[r] += LOAD(((struct qthread *)t)->reasons[r]);
-		st->packets += LOAD(((struct qthread *)t)->packets);
-		st->raw_sent += LOAD(((struct qthread *)t)->raw_sent);
-		st->raw_errors += LOAD(((struct qthread *)t)->raw_errors);
-		st->spoofed += LOAD(((struct qthread *)t)->spoofed);
-		st->truncated += LOAD(((struct qthread *)t)->truncated);
-		st->enobufs += LOAD(((struct qthread *)t)->enobufs);
-		st->recv_errors += LOAD(((struct qthread *)t)->recv_errors);
-		st->send_errors += LOAD(((struct qthread *)t)->send_errors);
-		st->held += LOAD(((struct qthread *)t)->held_total);
-		st->held_answered += LOAD(((struct qthread *)t)->held_answered);
-		st->held_passed += LOAD(((struct qthread *)t)->held_passed);
+		const struct qcounters *c = &q->t[i].n;
+		for (int r = 0; r < EM_DNS_REASON_MAX; r++) {
+			st->reasons[r] += LOAD(c->reasons[r]);
+			for (int k = 0; k < EM_DNS_QTYPE_MAX; k++)
+				st->questions[k][r] += LOAD(c->questions[k][r]);
+		}
+#define X(field, log, metric, help) st->field += LOAD(c->field);
+		EM_DNS_COUNTERS(X)
+#undef X
 	}
+}
+
+/* Appends "key=value" to buf[0..len) at *o, after a blank unless first;
+ * *o counts what did not fit, as snprintf does. */
+static void append(char *buf, size_t len, size_t *o, const char *key, uint64_t v)
+{
+	int n = snprintf(*o < len ? buf + *o : NULL, *o < len ? len - *o : 0, "%s%s=%llu",
+			 *o ? " " : "", key, (unsigned long long)v);
+
+	if (n > 0)
+		*o += (size_t)n;
 }
 
 int em_dns_stats_format(const struct em_dns_stats *st, char *buf, size_t len)
 {
 	size_t o = 0;
-	int n;
 
 	if (len)
 		buf[0] = '\0';
-#define APPEND(...) do { \
-		n = snprintf(buf + o, o < len ? len - o : 0, __VA_ARGS__); \
-		if (n < 0) \
-			return -EINVAL; \
-		o += (size_t)n; \
-	} while (0)
-	APPEND("packets=%llu", (unsigned long long)st->packets);
+#define X(field, log, metric, help) \
+	if ((log) == EM_DNS_LOG_LEAD) \
+		append(buf, len, &o, #field, st->field);
+	EM_DNS_COUNTERS(X)
+#undef X
 	for (int r = 0; r < EM_DNS_REASON_MAX; r++)
 		if (st->reasons[r] || r == EM_DNS_ANSWERED)
-			APPEND(" %s=%llu", em_dns_reason_name(r), (unsigned long long)st->reasons[r]);
-	if (st->held)
-		APPEND(" held=%llu held_answered=%llu held_passed=%llu", (unsigned long long)st->held,
-		       (unsigned long long)st->held_answered, (unsigned long long)st->held_passed);
-	APPEND(" raw_sent=%llu raw_errors=%llu truncated=%llu enobufs=%llu recv_errors=%llu send_errors=%llu",
-	       (unsigned long long)st->raw_sent, (unsigned long long)st->raw_errors,
-	       (unsigned long long)st->truncated, (unsigned long long)st->enobufs,
-	       (unsigned long long)st->recv_errors, (unsigned long long)st->send_errors);
-	if (st->spoofed)
-		APPEND(" spoofed=%llu", (unsigned long long)st->spoofed);
-#undef APPEND
+			append(buf, len, &o, em_dns_reason_name(r), st->reasons[r]);
+#define X(field, log, metric, help) \
+	if ((log) == EM_DNS_LOG_ALWAYS || ((log) == EM_DNS_LOG_NONZERO && st->field)) \
+		append(buf, len, &o, #field, st->field);
+	EM_DNS_COUNTERS(X)
+#undef X
 	return o < len ? (int)o : -ENOSPC;
 }

@@ -39,20 +39,47 @@ struct em_dns_config {
 
 void em_dns_config_defaults(struct em_dns_config *cfg);
 
+/* The queue's counters besides the per-outcome ones, declared once:
+ * X(field, log, metric, help). field: of struct em_dns_stats (and of each
+ * queue thread's atomic copy); it is also the key in the log line
+ * (em_dns_stats_format), where log says when it is shown; metric: the
+ * Prometheus family after the edgemesh_tproxy_ prefix (daemon/metrics.c),
+ * with its help text. */
+#define EM_DNS_LOG_LEAD 0		/* first, before the outcomes */
+#define EM_DNS_LOG_ALWAYS 1
+#define EM_DNS_LOG_NONZERO 2
+#define EM_DNS_COUNTERS(X) \
+	X(packets, EM_DNS_LOG_LEAD, "dns_packets_total", \
+	  "Packets received from the DNS queues.") \
+	X(held, EM_DNS_LOG_NONZERO, "dns_external_held_total", \
+	  "ExternalName queries held while the resolver is asked for the target.") \
+	X(held_answered, EM_DNS_LOG_NONZERO, "dns_external_held_answered_total", \
+	  "Held ExternalName queries answered once the resolver replied.") \
+	X(held_passed, EM_DNS_LOG_NONZERO, "dns_external_held_passed_total", \
+	  "Held ExternalName queries passed untouched (timeout, error, table full).") \
+	X(raw_sent, EM_DNS_LOG_ALWAYS, "dns_raw_answers_total", \
+	  "Answers sent through the raw socket.") \
+	X(raw_errors, EM_DNS_LOG_ALWAYS, "dns_raw_errors_total", \
+	  "Raw socket sends that failed (query passed instead).") \
+	X(truncated, EM_DNS_LOG_ALWAYS, "dns_truncated_total", \
+	  "Packets cut by the copy range, passed.") \
+	X(enobufs, EM_DNS_LOG_ALWAYS, "dns_queue_enobufs_total", \
+	  "Queue socket overruns (ENOBUFS): packets the kernel dropped from the queue.") \
+	X(recv_errors, EM_DNS_LOG_ALWAYS, "dns_queue_receive_errors_total", \
+	  "Other receive errors on the queue sockets.") \
+	X(send_errors, EM_DNS_LOG_ALWAYS, "dns_verdict_errors_total", \
+	  "Verdicts not sent or refused by the kernel.") \
+	X(spoofed, EM_DNS_LOG_NONZERO, "dns_spoofed_total", \
+	  "Prerouting queries with a local source that did not come through lo: left unanswered.")
+
 struct em_dns_stats {
 	uint64_t reasons[EM_DNS_REASON_MAX];	/* answered + passed by reason */
-	uint64_t packets;		/* packets received from the kernel */
-	uint64_t raw_sent;		/* answers sent through the raw socket */
-	uint64_t raw_errors;		/* raw send failures (query accepted instead) */
-	uint64_t spoofed;		/* prerouting queries with a local source not from lo:
-					 * left unanswered */
-	uint64_t truncated;		/* payload cut by copy_range: passed */
-	uint64_t enobufs;		/* socket overruns: packets the kernel gave up on */
-	uint64_t recv_errors;
-	uint64_t send_errors;		/* verdicts not sent or refused by the kernel */
-	uint64_t held;			/* ExternalName queries held for the target's records */
-	uint64_t held_answered;		/* ... answered once the resolver replied */
-	uint64_t held_passed;		/* ... passed untouched (timeout, error, table full) */
+	/* The same outcomes by question type, for the packets whose question
+	 * was read (em_dns_reason_has_qtype; QTYPE 0 is not counted). */
+	uint64_t questions[EM_DNS_QTYPE_MAX][EM_DNS_REASON_MAX];
+#define EM_DNS_STATS_FIELD(field, log, metric, help) uint64_t field;
+	EM_DNS_COUNTERS(EM_DNS_STATS_FIELD)
+#undef EM_DNS_STATS_FIELD
 };
 
 struct em_dns_queue;

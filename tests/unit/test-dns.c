@@ -818,6 +818,16 @@ START_TEST(stats_line)
 	ck_assert_ptr_nonnull(strstr(buf, "packets=7 answered=5 outside=2 "));
 	ck_assert_ptr_nonnull(strstr(buf, "enobufs=1"));
 	ck_assert_ptr_null(strstr(buf, "qdcount"));
+	/* counters of rare events only once they happened */
+	ck_assert_ptr_nonnull(strstr(buf, " send_errors=0"));
+	ck_assert_ptr_null(strstr(buf, "held"));
+	ck_assert_ptr_null(strstr(buf, "spoofed"));
+	st.held = 3;
+	st.held_passed = 3;
+	st.spoofed = 2;
+	ck_assert_int_gt(em_dns_stats_format(&st, buf, sizeof(buf)), 0);
+	ck_assert_ptr_nonnull(strstr(buf, "outside=2 held=3 held_passed=3 raw_sent=0 "));
+	ck_assert_ptr_nonnull(strstr(buf, " spoofed=2"));
 	ck_assert_int_eq(em_dns_stats_format(&st, buf, 10), -ENOSPC);
 }
 END_TEST
