@@ -210,6 +210,14 @@ start_driver -s
 expect "restarted driver answers" 198.18.0.10 P $DIG +short @10.10.2.2 A $SVC
 expect "short name <svc>.<ns>" 198.18.0.10 P $DIG +short @10.10.2.2 A nginx-svc.default
 expect "short name <svc>.<ns>.svc" fd00:e3::a N $DIG +short @10.10.1.1 AAAA nginx-svc.default.svc
+# A queue another process holds: a second driver fails, and says so once.
+timeout 5 ip netns exec "$node" "$driver" -q $Q -r "$tmp/ready2" 2>"$tmp/driver2.err"; rc=$?
+if [ $rc = 1 ] && [ "$(wc -l < "$tmp/driver2.err")" = 1 ] &&
+	grep -q "dns queue $Q: cannot bind: " "$tmp/driver2.err"; then
+	ok "queue held by another process: bind failure logged once"
+else
+	fail "queue held by another process: exit $rc, log: $(tr '\n' '|' < "$tmp/driver2.err")"
+fi
 out=$(P $DIG @10.10.2.2 A nope.default.svc.cluster.local)
 if grep -q "ns.dns.cluster.local" <<<"$out" || ! grep -q "status:" <<<"$out"; then
 	fail "unknown name in pass mode should reach dnsmasq: $(tr '\n' ' ' <<<"$out")"
