@@ -23,12 +23,12 @@
 # DNS ClusterIP (10.10.9.9 -> dnsmasq) that in-place delivery cannot survive.
 #
 # Usage: netns-tests/dns-queue.sh [build-dir]     (root; default build dir ./build)
-# Env: DNS_DRIVER=path overrides <build-dir>/src/dns/em-dns-driver.
+# Env: DNS_DRIVER=path overrides <build-dir>/tests/em-dns-driver.
 # Last line: "N passed, N failed"; exit status non-zero on failure.
 
 set -u
 build=${1:-build}
-driver=${DNS_DRIVER:-$build/src/dns/em-dns-driver}
+driver=${DNS_DRIVER:-$build/tests/em-dns-driver}
 [ -x "$driver" ] || { echo "no driver at $driver (build first or set DNS_DRIVER)"; exit 1; }
 driver=$(realpath "$driver")
 [ "$(id -u)" = 0 ] || { echo "needs root"; exit 77; }
@@ -210,6 +210,14 @@ start_driver -s
 expect "restarted driver answers" 198.18.0.10 P $DIG +short @10.10.2.2 A $SVC
 expect "short name <svc>.<ns>" 198.18.0.10 P $DIG +short @10.10.2.2 A nginx-svc.default
 expect "short name <svc>.<ns>.svc" fd00:e3::a N $DIG +short @10.10.1.1 AAAA nginx-svc.default.svc
+# A queue another process holds: a second driver fails, and says so once.
+timeout 5 ip netns exec "$node" "$driver" -q $Q -r "$tmp/ready2" 2>"$tmp/driver2.err"; rc=$?
+if [ $rc = 1 ] && [ "$(wc -l < "$tmp/driver2.err")" = 1 ] &&
+	grep -q "dns queue $Q: cannot bind: " "$tmp/driver2.err"; then
+	ok "queue held by another process: bind failure logged once"
+else
+	fail "queue held by another process: exit $rc, log: $(tr '\n' '|' < "$tmp/driver2.err")"
+fi
 out=$(P $DIG @10.10.2.2 A nope.default.svc.cluster.local)
 if grep -q "ns.dns.cluster.local" <<<"$out" || ! grep -q "status:" <<<"$out"; then
 	fail "unknown name in pass mode should reach dnsmasq: $(tr '\n' ' ' <<<"$out")"

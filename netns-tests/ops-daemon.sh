@@ -168,6 +168,42 @@ assert all(n.startswith("edgemesh_tproxy_") for n in names)
 ' "$TOPO_DIR/metrics.txt"
 check "metrics: other paths are 404" sh -c "ip netns exec $NS_A curl -s -o /dev/null -w '%{http_code}' http://$METRICS/ | grep -qx 404"
 
+# ---- 4b. DNS queries by type ----------------------------------------------------
+# The 4 A queries above, then known queries of each type between two
+# scrapes: dns_questions_total{qtype,outcome} must have risen by exactly
+# these, every other pair by 0. Unknown names in the domain are passed
+# (dns-unknown = pass); dnsmasq (--no-resolv) refuses them.
+check "dns_questions_total{qtype=A,outcome=answered} = 4 (the 4 A queries)" \
+	test "$(metric 'dns_questions_total{qtype="A",outcome="answered"}')" = 4
+ask() { # TYPE NAME [COUNT]
+	for _ in $(seq "${3:-1}"); do na dig +short +time=1 +tries=1 @10.53.0.2 "$2" "$1" >/dev/null; done
+}
+ask A "$EM_FQDN" 3
+ask AAAA "$EM_FQDN" 2
+ask SRV "_http-0._tcp.$EM_FQDN"
+ask TXT "$EM_FQDN"
+ask MX "$EM_FQDN" 2
+ask A "nosuch.default.svc.cluster.local"
+ask AAAA "example.org"
+na curl -s --max-time 3 "http://$METRICS/metrics" > "$TOPO_DIR/metrics-qtype.txt"
+check "dns_questions_total rose by exactly the queries sent, per type and outcome" python3 -c '
+import re, sys
+def load(path):
+    out = {}
+    for line in open(path):
+        m = re.match(r"edgemesh_tproxy_dns_questions_total\{qtype=\"(\w+)\",outcome=\"(\w+)\"\} (\d+)$", line.strip())
+        if m: out[m.group(1), m.group(2)] = int(m.group(3))
+    return out
+before, after = load(sys.argv[1]), load(sys.argv[2])
+assert len(before) == 80 and set(before) == set(after), (len(before), set(before) ^ set(after))
+want = {("A", "answered"): 3, ("AAAA", "answered"): 2, ("SRV", "answered"): 1, ("TXT", "answered"): 1,
+        ("other", "answered"): 2, ("A", "unknown"): 1, ("AAAA", "outside"): 1}
+got = {k: after[k] - before[k] for k in after if after[k] != before[k]}
+assert got == want, "got %s, want %s" % (sorted(got.items()), sorted(want.items()))
+' "$TOPO_DIR/metrics.txt" "$TOPO_DIR/metrics-qtype.txt"
+check "dns_queries_total{outcome=answered} rose by the 9 answered queries" \
+	test "$(grep -F 'edgemesh_tproxy_dns_queries_total{outcome="answered"} ' "$TOPO_DIR/metrics-qtype.txt" | awk '{print $NF}')" = 13
+
 # ---- 5. SIGHUP reload ----------------------------------------------------------
 # A connection open across every reload, and DNS asked in a loop meanwhile.
 ip netns exec "$NS_A" python3 -c '

@@ -40,7 +40,6 @@ struct daemon {
 	struct em_sources *sources;
 	struct em_proxy *proxy;
 	struct em_dns_queue *dns;
-	struct em_dns_snapshot_source dns_src;
 	struct em_nf *nf;
 	/* The control loop. */
 	int argc;
@@ -55,11 +54,6 @@ struct daemon {
 	struct em_nf_udp_port *udp_set;	/* the UDP capture set as last installed */
 	size_t n_udp_set;		/* (UDP thread only) */
 };
-
-static const struct em_snapshot *current_snapshot(void *reg)
-{
-	return em_registry_current(reg);
-}
 
 /* Runs on a forwarder worker for each accepted connection. */
 static int resolve(void *reg, const struct sockaddr *dst, const struct sockaddr *client,
@@ -272,8 +266,6 @@ static int start_proxy(struct daemon *d)
 static int start_dns(struct daemon *d)
 {
 	struct em_dns_config dc;
-	struct em_dns_provider prov;
-	int ret;
 
 	if (d->cfg.queues == 0 || (!d->cfg.dns_host && !d->cfg.dns_pods))
 		return 0;
@@ -287,13 +279,9 @@ static int start_dns(struct daemon *d)
 	dc.in_place = d->cfg.dns_in_place;
 	if (d->cfg.dns_external_timeout_ms)
 		dc.external_timeout_ms = d->cfg.dns_external_timeout_ms;
-	d->dns_src.current = current_snapshot;
-	d->dns_src.ctx = d->reg;
-	em_dns_snapshot_provider(&prov, &d->dns_src);
-	if ((ret = em_dns_queue_start(&dc, &prov, &d->dns)) < 0)
-		em_err("DNS queues %u..%u: %s", d->cfg.queue_num,
-		       d->cfg.queue_num + d->cfg.queues - 1, strerror(-ret));
-	return ret;
+	dc.registry = d->reg;
+	/* em_dns_queue_start logs its failures, naming the queue */
+	return em_dns_queue_start(&dc, &d->dns);
 }
 
 static void nf_config(struct daemon *d, struct em_nf_config *out)

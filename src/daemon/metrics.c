@@ -99,22 +99,25 @@ static void write_dns(FILE *out, const struct em_metrics_input *in)
 	if (!in->dns)
 		return;
 	em_dns_queue_stats(in->dns, &ds);
-	one(out, "dns_packets_total", "counter", "Packets received from the DNS queues.", ds.packets);
 	family(out, "dns_queries_total", "counter",
 	       "DNS packets by outcome: answered, or the reason they were passed to the real resolver.");
 	for (int r = 0; r < EM_DNS_REASON_MAX; r++)
 		fprintf(out, P "dns_queries_total{outcome=\"%s\"} %llu\n",
 			em_dns_reason_name((enum em_dns_reason)r), (unsigned long long)ds.reasons[r]);
-	one(out, "dns_raw_answers_total", "counter", "Answers sent through the raw socket.", ds.raw_sent);
-	one(out, "dns_raw_errors_total", "counter", "Raw socket sends that failed (query passed instead).",
-	    ds.raw_errors);
-	one(out, "dns_truncated_total", "counter", "Packets cut by the copy range, passed.", ds.truncated);
-	one(out, "dns_queue_enobufs_total", "counter",
-	    "Queue socket overruns (ENOBUFS): packets the kernel dropped from the queue.", ds.enobufs);
-	one(out, "dns_queue_receive_errors_total", "counter", "Other receive errors on the queue sockets.",
-	    ds.recv_errors);
-	one(out, "dns_verdict_errors_total", "counter", "Verdicts not sent or refused by the kernel.",
-	    ds.send_errors);
+	/* Only the outcomes that come after the question is read: 8 types
+	 * times 10 outcomes at most. */
+	family(out, "dns_questions_total", "counter",
+	       "DNS queries whose question was read, by question type and outcome.");
+	for (int k = 0; k < EM_DNS_QTYPE_MAX; k++)
+		for (int r = 0; r < EM_DNS_REASON_MAX; r++)
+			if (em_dns_reason_has_qtype((enum em_dns_reason)r))
+				fprintf(out, P "dns_questions_total{qtype=\"%s\",outcome=\"%s\"} %llu\n",
+					em_dns_qtype_name((enum em_dns_qtype)k),
+					em_dns_reason_name((enum em_dns_reason)r),
+					(unsigned long long)ds.questions[k][r]);
+#define X(field, log, metric, help) one(out, metric, "counter", help, ds.field);
+	EM_DNS_COUNTERS(X)
+#undef X
 }
 
 /* The forwarder's counters: the coupling to struct em_proxy_stats. */

@@ -22,10 +22,11 @@ struct em_dns_target {
 	uint8_t addr[EM_DNS_TARGET_MAX][16];	/* 4 bytes each for A */
 };
 
-/* How the rewriter finds services. In production it wraps the current
- * registry snapshot (dns/queue.h em_dns_snapshot_provider); tests fill it
- * with plain data. Both callbacks run on the queue thread, inside whatever
- * read-side section the provider opened, and return NULL when not found. */
+/* How the rewriter finds services: the pure seam between the rewriter and
+ * the registry. In production the queue thread fills it from the registry's
+ * current snapshot (dns/queue.c); tests and fuzz targets fill it with plain
+ * data. Both callbacks run on the queue thread, inside the read-side section
+ * the queue opened for the batch, and return NULL when not found. */
 struct em_dns_catalog {
 	void *ctx;
 	const char *domain;	/* cluster domain, e.g. "cluster.local", no trailing dot */
@@ -55,7 +56,9 @@ struct em_dns_opts {
 #define EM_DNS_DEFAULT_TTL 5
 #define EM_DNS_DEFAULT_EDNS_SIZE 1232
 
-/* Why a packet was passed, or that it was answered. Index into counters. */
+/* Why a packet was passed, or that it was answered. Index into counters.
+ * In parsing order: from EM_DNS_PASS_QCLASS on, the question (and its
+ * QTYPE) has been read (em_dns_reason_has_qtype). */
 enum em_dns_reason {
 	EM_DNS_ANSWERED = 0,		/* rewritten into an answer */
 	EM_DNS_PASS_NOT_IP,		/* not IPv4/IPv6, short IP header */
@@ -81,26 +84,58 @@ enum em_dns_reason {
 	EM_DNS_PASS_EXTERNAL,		/* ExternalName address query, target's records not
 					 * known yet: the queue looks them up, holding it */
 	EM_DNS_REASON_MAX,
+	/* Not an outcome and never returned by em_dns_answer*(): what the
+	 * rewriter's own checks return when the packet is valid so far and
+	 * the work carries on. Outside the counters' range on purpose. */
+	EM_DNS_VALID,
 };
 
 /* Short stable name for logs and metrics ("answered", "ip_options", ...). */
 const char *em_dns_reason_name(enum em_dns_reason reason);
 
+static inline bool em_dns_reason_has_qtype(enum em_dns_reason reason)
+{
+	return reason == EM_DNS_ANSWERED ||
+	       (reason >= EM_DNS_PASS_QCLASS && reason < EM_DNS_REASON_MAX);
+}
+
+/* Question types as the counters group them: the ones stub resolvers send
+ * to a cluster DNS, the rest together, so that labels stay few. */
+enum em_dns_qtype {
+	EM_DNS_QTYPE_A = 0,
+	EM_DNS_QTYPE_AAAA,
+	EM_DNS_QTYPE_SRV,
+	EM_DNS_QTYPE_PTR,
+	EM_DNS_QTYPE_TXT,
+	EM_DNS_QTYPE_HTTPS,
+	EM_DNS_QTYPE_ANY,
+	EM_DNS_QTYPE_OTHER,
+	EM_DNS_QTYPE_MAX,
+};
+
+/* The group of a QTYPE as on the wire (1 -> EM_DNS_QTYPE_A, ...). */
+enum em_dns_qtype em_dns_qtype_of(uint16_t qtype);
+/* Its name for logs and metrics: "A", "AAAA", ..., "other". */
+const char *em_dns_qtype_name(enum em_dns_qtype group);
+
 /* Try to answer the IPv4/IPv6 packet pkt[0..len) in place. cap is the size
  * of the buffer (>= len); the answer never writes beyond it. Returns
  * EM_DNS_ANSWERED with *out_len set to the answer packet's length (addresses
  * and ports swapped, lengths and checksums fixed), or a PASS reason with the
- * buffer untouched. */
+ * buffer untouched. Whatever the outcome, *qtype is the question's QTYPE
+ * once the question was read (em_dns_reason_has_qtype), else 0. */
 enum em_dns_reason em_dns_answer(const struct em_dns_opts *opts,
 				 const struct em_dns_catalog *cat,
-				 uint8_t *pkt, size_t len, size_t cap, size_t *out_len);
+				 uint8_t *pkt, size_t len, size_t cap, size_t *out_len,
+				 uint16_t *qtype);
 
 /* The DNS layer alone: msg[0..len) is a UDP payload to port 53; builds the
  * response in place within max_len bytes (max_len <= cap of the buffer) and
  * sets *out_len. Same return convention. */
 enum em_dns_reason em_dns_answer_message(const struct em_dns_opts *opts,
 					 const struct em_dns_catalog *cat,
-					 uint8_t *msg, size_t len, size_t cap, size_t *out_len);
+					 uint8_t *msg, size_t len, size_t cap, size_t *out_len,
+					 uint16_t *qtype);
 
 void em_dns_opts_defaults(struct em_dns_opts *opts);
 

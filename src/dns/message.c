@@ -30,9 +30,11 @@
 #define T_CNAME 5
 #define T_SOA 6
 #define T_PTR 12
+#define T_TXT 16
 #define T_AAAA 28
 #define T_SRV 33
 #define T_OPT 41
+#define T_HTTPS 65
 #define T_ANY 255
 #define C_IN 1
 #define RCODE_NXDOMAIN 3
@@ -91,6 +93,38 @@ const char *em_dns_reason_name(enum em_dns_reason reason)
 	if ((unsigned)reason >= EM_DNS_REASON_MAX)
 		return "invalid";
 	return reason_names[reason];
+}
+
+static const char *const qtype_names[EM_DNS_QTYPE_MAX] = {
+	[EM_DNS_QTYPE_A] = "A",
+	[EM_DNS_QTYPE_AAAA] = "AAAA",
+	[EM_DNS_QTYPE_SRV] = "SRV",
+	[EM_DNS_QTYPE_PTR] = "PTR",
+	[EM_DNS_QTYPE_TXT] = "TXT",
+	[EM_DNS_QTYPE_HTTPS] = "HTTPS",
+	[EM_DNS_QTYPE_ANY] = "ANY",
+	[EM_DNS_QTYPE_OTHER] = "other",
+};
+
+enum em_dns_qtype em_dns_qtype_of(uint16_t qtype)
+{
+	switch (qtype) {
+	case T_A: return EM_DNS_QTYPE_A;
+	case T_AAAA: return EM_DNS_QTYPE_AAAA;
+	case T_SRV: return EM_DNS_QTYPE_SRV;
+	case T_PTR: return EM_DNS_QTYPE_PTR;
+	case T_TXT: return EM_DNS_QTYPE_TXT;
+	case T_HTTPS: return EM_DNS_QTYPE_HTTPS;
+	case T_ANY: return EM_DNS_QTYPE_ANY;
+	default: return EM_DNS_QTYPE_OTHER;
+	}
+}
+
+const char *em_dns_qtype_name(enum em_dns_qtype group)
+{
+	if ((unsigned)group >= EM_DNS_QTYPE_MAX)
+		return "invalid";
+	return qtype_names[group];
 }
 
 void em_dns_opts_defaults(struct em_dns_opts *opts)
@@ -161,11 +195,14 @@ static enum em_dns_reason parse_opt(const uint8_t *msg, size_t len, size_t p, st
 	qu->edns = true;
 	qu->dnssec_ok = (msg[p + 7] & 0x80) != 0;
 	qu->client_size = size < 512 ? 512 : size;	/* RFC 6891 6.2.3 */
-	return EM_DNS_ANSWERED;
+	return EM_DNS_VALID;
 }
 
+/* EM_DNS_VALID with *qu filled, or why to pass; qu->qtype stays 0 until
+ * the question is read. */
 static enum em_dns_reason parse_query(const uint8_t *msg, size_t len, struct query *qu)
 {
+	qu->qtype = 0;
 	if (len < HDR_LEN)
 		return EM_DNS_PASS_HEADER;
 	uint16_t flags = get16(msg + 2);
@@ -194,7 +231,7 @@ static enum em_dns_reason parse_query(const uint8_t *msg, size_t len, struct que
 	qu->client_size = 512;
 	if (get16(msg + 10) == 1)
 		return parse_opt(msg, len, qu->qend, qu);
-	return qu->qend == len ? EM_DNS_ANSWERED : EM_DNS_PASS_TRAILING;
+	return qu->qend == len ? EM_DNS_VALID : EM_DNS_PASS_TRAILING;
 }
 
 /* ---- name classification ---------------------------------------------- */
@@ -671,14 +708,16 @@ static int build(const struct em_dns_opts *opts, const struct em_dns_catalog *ca
 
 enum em_dns_reason em_dns_answer_message(const struct em_dns_opts *opts,
 					 const struct em_dns_catalog *cat,
-					 uint8_t *msg, size_t len, size_t cap, size_t *out_len)
+					 uint8_t *msg, size_t len, size_t cap, size_t *out_len,
+					 uint16_t *qtype)
 {
 	struct query qu;
 	struct match m;
 	struct out o;
 	enum em_dns_reason r = parse_query(msg, len, &qu);
 
-	if (r != EM_DNS_ANSWERED)
+	*qtype = qu.qtype;
+	if (r != EM_DNS_VALID)
 		return r;
 	classify(opts, cat, msg, &qu, &m);
 	if (m.kind == K_NONE)

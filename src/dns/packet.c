@@ -77,7 +77,8 @@ static void swap(uint8_t *a, uint8_t *b, size_t n)
 }
 
 /* Validates the UDP header at udp (udp_len bytes per the IP layer) and the
- * checksum; addrs points at src+dst of addr_len each. */
+ * checksum; addrs points at src+dst of addr_len each. EM_DNS_VALID or why
+ * to pass. */
 static enum em_dns_reason check_udp(const struct em_dns_opts *opts, const uint8_t *addrs,
 				    size_t addr_len, const uint8_t *udp, size_t udp_len)
 {
@@ -88,13 +89,13 @@ static enum em_dns_reason check_udp(const struct em_dns_opts *opts, const uint8_
 	uint16_t c = get16(udp + 6);
 	if (c == 0) {
 		/* IPv4 allows "no checksum"; IPv6 does not (RFC 8200 8.1). */
-		return addr_len == 16 ? EM_DNS_PASS_CHECKSUM : EM_DNS_ANSWERED;
+		return addr_len == 16 ? EM_DNS_PASS_CHECKSUM : EM_DNS_VALID;
 	}
 	/* A correct checksum makes the sum over everything 0xffff; an ~0 of
 	 * the data is the result. udp_csum already inverts, so 0 means good. */
 	if (opts->verify_checksum && udp_csum(addrs, addr_len, udp, udp_len) != 0)
 		return EM_DNS_PASS_CHECKSUM;
-	return EM_DNS_ANSWERED;
+	return EM_DNS_VALID;
 }
 
 static void finish_udp(const uint8_t *addrs, size_t addr_len, uint8_t *udp, size_t udp_len)
@@ -107,7 +108,8 @@ static void finish_udp(const uint8_t *addrs, size_t addr_len, uint8_t *udp, size
 }
 
 static enum em_dns_reason answer4(const struct em_dns_opts *opts, const struct em_dns_catalog *cat,
-				  uint8_t *pkt, size_t len, size_t cap, size_t *out_len)
+				  uint8_t *pkt, size_t len, size_t cap, size_t *out_len,
+				  uint16_t *qtype)
 {
 	if (len < IP4_HDR || (pkt[0] & 0x0f) < 5)
 		return EM_DNS_PASS_NOT_IP;
@@ -124,13 +126,14 @@ static enum em_dns_reason answer4(const struct em_dns_opts *opts, const struct e
 
 	uint8_t *udp = pkt + IP4_HDR;
 	enum em_dns_reason r = check_udp(opts, pkt + 12, 4, udp, len - IP4_HDR);
-	if (r != EM_DNS_ANSWERED)
+	if (r != EM_DNS_VALID)
 		return r;
 	size_t dns_len;
 	size_t room = cap - IP4_HDR - UDP_HDR;
 	if (room > 0xffff - IP4_HDR - UDP_HDR)
 		room = 0xffff - IP4_HDR - UDP_HDR;
-	r = em_dns_answer_message(opts, cat, udp + UDP_HDR, len - IP4_HDR - UDP_HDR, room, &dns_len);
+	r = em_dns_answer_message(opts, cat, udp + UDP_HDR, len - IP4_HDR - UDP_HDR, room, &dns_len,
+				  qtype);
 	if (r != EM_DNS_ANSWERED)
 		return r;
 
@@ -147,7 +150,8 @@ static enum em_dns_reason answer4(const struct em_dns_opts *opts, const struct e
 }
 
 static enum em_dns_reason answer6(const struct em_dns_opts *opts, const struct em_dns_catalog *cat,
-				  uint8_t *pkt, size_t len, size_t cap, size_t *out_len)
+				  uint8_t *pkt, size_t len, size_t cap, size_t *out_len,
+				  uint16_t *qtype)
 {
 	if (len < IP6_HDR)
 		return EM_DNS_PASS_NOT_IP;
@@ -160,13 +164,14 @@ static enum em_dns_reason answer6(const struct em_dns_opts *opts, const struct e
 
 	uint8_t *udp = pkt + IP6_HDR;
 	enum em_dns_reason r = check_udp(opts, pkt + 8, 16, udp, len - IP6_HDR);
-	if (r != EM_DNS_ANSWERED)
+	if (r != EM_DNS_VALID)
 		return r;
 	size_t dns_len;
 	size_t room = cap - IP6_HDR - UDP_HDR;
 	if (room > 0xffff - UDP_HDR)
 		room = 0xffff - UDP_HDR;
-	r = em_dns_answer_message(opts, cat, udp + UDP_HDR, len - IP6_HDR - UDP_HDR, room, &dns_len);
+	r = em_dns_answer_message(opts, cat, udp + UDP_HDR, len - IP6_HDR - UDP_HDR, room, &dns_len,
+				  qtype);
 	if (r != EM_DNS_ANSWERED)
 		return r;
 
@@ -181,15 +186,17 @@ static enum em_dns_reason answer6(const struct em_dns_opts *opts, const struct e
 }
 
 enum em_dns_reason em_dns_answer(const struct em_dns_opts *opts, const struct em_dns_catalog *cat,
-				 uint8_t *pkt, size_t len, size_t cap, size_t *out_len)
+				 uint8_t *pkt, size_t len, size_t cap, size_t *out_len,
+				 uint16_t *qtype)
 {
+	*qtype = 0;
 	if (len == 0 || cap < len)
 		return EM_DNS_PASS_NOT_IP;
 	switch (pkt[0] >> 4) {
 	case 4:
-		return answer4(opts, cat, pkt, len, cap, out_len);
+		return answer4(opts, cat, pkt, len, cap, out_len, qtype);
 	case 6:
-		return answer6(opts, cat, pkt, len, cap, out_len);
+		return answer6(opts, cat, pkt, len, cap, out_len, qtype);
 	default:
 		return EM_DNS_PASS_NOT_IP;
 	}

@@ -25,6 +25,7 @@
 #include "dns/queue.h"
 #include "dns/external.h"
 #include "dns/localaddr.h"
+#include "registry/registry.h"
 #include "util/log.h"
 #include "util/progress.h"
 
@@ -46,6 +47,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <urcu/urcu-memb.h>
 
 #define BATCH 32
 #define WORK_CAP 4352		/* largest answer (4096 DNS) + headers */
@@ -68,6 +70,16 @@ struct held {
 	uint8_t *pkt;			/* WORK_CAP bytes: the query, then its answer */
 };
 
+/* One thread's counters: those of struct em_dns_stats, atomic (the thread
+ * adds, any thread reads). */
+struct qcounters {
+	_Atomic uint64_t reasons[EM_DNS_REASON_MAX];
+	_Atomic uint64_t questions[EM_DNS_QTYPE_MAX][EM_DNS_REASON_MAX];
+#define X(field, log, metric, help) _Atomic uint64_t field;
+	EM_DNS_COUNTERS(X)
+#undef X
+};
+
 struct qthread {
 	struct em_dns_queue *q;
 	uint16_t num;
@@ -83,9 +95,7 @@ struct qthread {
 	size_t rx_slot;
 	char *tx;			/* verdict messages */
 	size_t tx_cap;
-	_Atomic uint64_t reasons[EM_DNS_REASON_MAX];
-	_Atomic uint64_t packets, raw_sent, raw_errors, truncated, enobufs, recv_errors, send_errors;
-	_Atomic uint64_t spoofed;	/* not answered: local source from outside lo */
+	struct qcounters n;
 	struct em_ratelimit rl;
 	/* ExternalName (issue 15) */
 	int up4, up6;			/* UDP sockets to resolvers, bypass mark */
@@ -93,7 +103,6 @@ struct qthread {
 	struct held held[MAX_HELD];
 	unsigned n_held;
 	uint16_t next_up_id;
-	_Atomic uint64_t held_total, held_answered, held_passed;
 };
 
 static int held_add(struct qthread *t, uint32_t id, const uint8_t *work, size_t len,
@@ -101,7 +110,6 @@ static int held_add(struct qthread *t, uint32_t id, const uint8_t *work, size_t 
 
 struct em_dns_queue {
 	struct em_dns_config cfg;
-	struct em_dns_provider prov;
 	int stop_fd;			/* eventfd: readable once stop is asked */
 	unsigned n;
 	struct qthread t[];
@@ -119,7 +127,7 @@ void em_dns_config_defaults(struct em_dns_config *cfg)
 	cfg->external_timeout_ms = 1500;
 }
 
-#define ADD(field) atomic_fetch_add_explicit(&t->field, 1, memory_order_relaxed)
+#define ADD(field) atomic_fetch_add_explicit(&t->n.field, 1, memory_order_relaxed)
 
 /* ---- setup ------------------------------------------------------------ */
 
@@ -309,6 +317,26 @@ static bool spoofed_source(const struct qthread *t, uint8_t hook, struct nlattr 
 	return em_dns_localaddr_has(&t->local, v4 ? AF_INET : AF_INET6, v4 ? pkt + 12 : pkt + 8);
 }
 
+static void count_outcome(struct qthread *t, enum em_dns_reason r, uint16_t qtype)
+{
+	atomic_fetch_add_explicit(&t->n.reasons[r], 1, memory_order_relaxed);
+	if (qtype)
+		atomic_fetch_add_explicit(&t->n.questions[em_dns_qtype_of(qtype)][r], 1,
+					  memory_order_relaxed);
+}
+
+/* Whether the kernel delivers an answer made in place and accepted: in the
+ * output hook, and in prerouting when the answer's source (the query's
+ * destination, the resolver) is not a node address. */
+static bool in_place_ok(const struct qthread *t, uint8_t hook, const uint8_t *answer)
+{
+	bool v4 = answer[0] >> 4 == 4;
+
+	return hook == NF_INET_LOCAL_OUT ||
+	       (hook == NF_INET_PRE_ROUTING &&
+		!em_dns_localaddr_has(&t->local, v4 ? AF_INET : AF_INET6, v4 ? answer + 12 : answer + 8));
+}
+
 /* Handles one NFQNL_MSG_PACKET: appends an in-place verdict, or queues a
  * raw answer in b; returns the id when the packet is to be accepted by the
  * batch verdict, else 0. */
@@ -341,21 +369,17 @@ static uint32_t handle_packet(struct qthread *t, const struct nlmsghdr *nlh,
 		return id;	/* untouched: the kernel drops it as a martian */
 	}
 
-	enum em_dns_reason r = cat->find_name ?
-		em_dns_answer(&t->q->cfg.opts, cat, work, len, WORK_CAP, &out_len) :
-		EM_DNS_PASS_OUTSIDE;
-	atomic_fetch_add_explicit(&t->reasons[r], 1, memory_order_relaxed);
+	uint16_t qtype;
+	enum em_dns_reason r = em_dns_answer(&t->q->cfg.opts, cat, work, len, WORK_CAP, &out_len,
+					     &qtype);
+	count_outcome(t, r, qtype);
 	if (r == EM_DNS_PASS_EXTERNAL)
 		return held_add(t, id, work, len, attr[NFQA_IFINDEX_INDEV] ?
 			    ntohl(mnl_attr_get_u32(attr[NFQA_IFINDEX_INDEV])) : 0) == 0 ? 0 : id;
 	if (r != EM_DNS_ANSWERED)
 		return id;
 
-	/* The answer's source is the query's destination (the resolver). */
-	bool v4 = work[0] >> 4 == 4;
-	bool local = em_dns_localaddr_has(&t->local, v4 ? AF_INET : AF_INET6, v4 ? work + 12 : work + 8);
-	if (t->q->cfg.in_place &&
-	    (ph->hook == NF_INET_LOCAL_OUT || (ph->hook == NF_INET_PRE_ROUTING && !local))) {
+	if (t->q->cfg.in_place && in_place_ok(t, ph->hook, work)) {
 		put_verdict(t, &b->used, NFQNL_MSG_VERDICT, id, NF_ACCEPT, work, out_len);
 		return 0;
 	}
@@ -416,11 +440,49 @@ static int external_open(struct qthread *t, uint32_t mark)
 	return 0;
 }
 
-static void external_catalog(struct qthread *t, struct em_dns_catalog *cat)
+/* ---- the catalog ------------------------------------------------------ */
+
+static const struct em_service *snap_find_name(void *snap, const char *ns, size_t ns_len,
+					       const char *name, size_t name_len)
 {
+	return em_snapshot_find_name(snap, ns, ns_len, name, name_len);
+}
+
+static const struct em_service *snap_find_addr(void *snap, int family, const void *addr)
+{
+	return em_snapshot_find_addr(snap, family, addr);
+}
+
+/* Fills *cat for a batch of packets: the registry's current snapshot, read
+ * under urcu-memb (the thread registered in thread_main), or the fixed
+ * catalog; then the thread's ExternalName target cache. A snapshot is not
+ * freed before catalog_release(), so the batch's answers and verdicts are
+ * built on one snapshot. No locks on this path. */
+static void catalog_acquire(struct qthread *t, struct em_dns_catalog *cat)
+{
+	struct em_registry *reg = t->q->cfg.registry;
+
+	if (reg) {
+		urcu_memb_read_lock();
+		const struct em_snapshot *snap = em_registry_current(reg);
+		*cat = (struct em_dns_catalog){
+			.ctx = (void *)snap,
+			.domain = em_snapshot_domain(snap),
+			.find_name = snap_find_name,
+			.find_addr = snap_find_addr,
+		};
+	} else {
+		*cat = *t->q->cfg.catalog;
+	}
 	t->cache->now_ms = mono_ms();
 	cat->find_target = em_dns_target_find;
 	cat->target_ctx = t->cache;
+}
+
+static void catalog_release(struct qthread *t)
+{
+	if (t->q->cfg.registry)
+		urcu_memb_read_unlock();
 }
 
 /* One verdict, sent now (outside a batch). */
@@ -501,25 +563,21 @@ static int held_add(struct qthread *t, uint32_t id, const uint8_t *work, size_t 
 	h->deadline_ms = mono_ms() + t->q->cfg.external_timeout_ms;
 	h->used = true;
 	t->n_held++;
-	ADD(held_total);
+	ADD(held);
 	return 0;
 }
 
 /* The target is in the cache now: answer h, or let it pass. */
 static void held_answer(struct qthread *t, struct held *h)
 {
-	const struct em_dns_provider *prov = &t->q->prov;
-	struct em_dns_catalog cat = { 0 };
-	enum em_dns_reason r = EM_DNS_PASS_OUTSIDE;
+	struct em_dns_catalog cat;
+	enum em_dns_reason r;
 	size_t out_len;
+	uint16_t qtype;
 
-	if (prov->acquire)
-		prov->acquire(prov->ctx, &cat);
-	external_catalog(t, &cat);
-	if (cat.find_name)
-		r = em_dns_answer(&t->q->cfg.opts, &cat, h->pkt, h->len, WORK_CAP, &out_len);
-	if (prov->release)
-		prov->release(prov->ctx);
+	catalog_acquire(t, &cat);
+	r = em_dns_answer(&t->q->cfg.opts, &cat, h->pkt, h->len, WORK_CAP, &out_len, &qtype);
+	catalog_release(t);
 	if (r == EM_DNS_ANSWERED) {
 		/* the same raw path as every other answer (one-answer batch) */
 		struct batch b = { .n_raw = 1 };
@@ -626,8 +684,7 @@ static int handle_batch(struct qthread *t)
 {
 	struct mmsghdr msgs[BATCH];
 	struct iovec iov[BATCH];
-	struct em_dns_catalog cat = { 0 };
-	const struct em_dns_provider *prov = &t->q->prov;
+	struct em_dns_catalog cat;
 	int fd = mnl_socket_get_fd(t->nl);
 
 	for (unsigned i = 0; i < BATCH; i++) {
@@ -653,9 +710,7 @@ static int handle_batch(struct qthread *t)
 	struct batch b = { 0 };
 	uint32_t accept_max = 0;
 	bool have_accept = false;
-	if (prov->acquire)
-		prov->acquire(prov->ctx, &cat);
-	external_catalog(t, &cat);
+	catalog_acquire(t, &cat);
 	for (int i = 0; i < n; i++) {
 		int len = (int)msgs[i].msg_len;
 		for (const struct nlmsghdr *nlh = (const void *)(t->rx + i * t->rx_slot); mnl_nlmsg_ok(nlh, len);
@@ -678,8 +733,7 @@ static int handle_batch(struct qthread *t)
 			accept_id(t, &b, handle_packet(t, nlh, &cat, &b), &accept_max, &have_accept);
 		}
 	}
-	if (prov->release)
-		prov->release(prov->ctx);
+	catalog_release(t);
 
 	/* Raw answers first, then their verdicts: a query is dropped only
 	 * once its answer is out; a failed send leaves it to the resolver. */
@@ -708,7 +762,6 @@ static int handle_batch(struct qthread *t)
 static void *thread_main(void *arg)
 {
 	struct qthread *t = arg;
-	const struct em_dns_provider *prov = &t->q->prov;
 	struct pollfd pfd[5] = {
 		{ .fd = t->q->stop_fd, .events = POLLIN },
 		{ .fd = mnl_socket_get_fd(t->nl), .events = POLLIN },
@@ -720,8 +773,8 @@ static void *thread_main(void *arg)
 	struct em_progress progress;	/* watchdog heartbeat */
 	int polled;
 
-	if (prov->thread_init)
-		prov->thread_init(prov->ctx);
+	if (t->q->cfg.registry)
+		urcu_memb_register_thread();	/* catalog_acquire reads the snapshot */
 	em_progress_register(&progress, "dns queue");
 	for (;;) {
 		em_progress_wait(&progress);
@@ -751,8 +804,8 @@ static void *thread_main(void *arg)
 			handle_batch(t);
 	}
 	em_progress_unregister(&progress);
-	if (prov->thread_fini)
-		prov->thread_fini(prov->ctx);
+	if (t->q->cfg.registry)
+		urcu_memb_unregister_thread();
 	return NULL;
 }
 
@@ -800,19 +853,24 @@ void em_dns_queue_stop(struct em_dns_queue *q)
 	free(q);
 }
 
-int em_dns_queue_start(const struct em_dns_config *cfg, const struct em_dns_provider *prov,
-		       struct em_dns_queue **out)
+int em_dns_queue_start(const struct em_dns_config *cfg, struct em_dns_queue **out)
 {
 	unsigned n = cfg->queues ? cfg->queues : 1;
-	struct em_dns_queue *q = calloc(1, sizeof(*q) + n * sizeof(q->t[0]));
+	struct em_dns_queue *q;
 	int err = -ENOMEM;
 
-	if (!q)
+	if (!cfg->registry == !cfg->catalog) {
+		em_err("dns queue: needs a registry or a catalog (one of the two)");
+		return -EINVAL;
+	}
+	q = calloc(1, sizeof(*q) + n * sizeof(q->t[0]));
+	if (!q) {
+		em_err("dns queue: %s", strerror(ENOMEM));
 		return -ENOMEM;
+	}
 	q->cfg = *cfg;
 	if (q->cfg.copy_range < 64)
 		q->cfg.copy_range = 64;
-	q->prov = *prov;
 	q->n = n;
 	for (unsigned i = 0; i < n; i++) {
 		q->t[i].raw4 = q->t[i].raw6 = -1;
@@ -822,6 +880,7 @@ int em_dns_queue_start(const struct em_dns_config *cfg, const struct em_dns_prov
 	q->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (q->stop_fd == -1) {
 		err = -errno;
+		em_err("dns queue: eventfd: %s", strerror(-err));
 		free(q);
 		return err;
 	}
@@ -834,8 +893,10 @@ int em_dns_queue_start(const struct em_dns_config *cfg, const struct em_dns_prov
 		t->tx_cap = (BATCH + 1) * VERDICT_ROOM;
 		t->tx = malloc(t->tx_cap);
 		t->work = malloc((size_t)BATCH * WORK_CAP);
-		if (!t->rx || !t->tx || !t->work)
+		if (!t->rx || !t->tx || !t->work) {
+			em_err("dns queue %u: buffers: %s", t->num, strerror(ENOMEM));
 			goto fail;
+		}
 		if ((err = queue_open(t, &q->cfg)) < 0) {
 			em_err("dns queue %u: cannot bind: %s", t->num, strerror(-err));
 			goto fail;
@@ -879,49 +940,47 @@ void em_dns_queue_stats(const struct em_dns_queue *q, struct em_dns_stats *st)
 {
 	memset(st, 0, sizeof(*st));
 	for (unsigned i = 0; i < q->n; i++) {
-		const struct qthread *t = &q->t[i];
-		for (int r = 0; r < EM_DNS_REASON_MAX; r++)
-			st->reasons[r] += LOAD(((struct qthread *)t)->reasons[r]);
-		st->packets += LOAD(((struct qthread *)t)->packets);
-		st->raw_sent += LOAD(((struct qthread *)t)->raw_sent);
-		st->raw_errors += LOAD(((struct qthread *)t)->raw_errors);
-		st->spoofed += LOAD(((struct qthread *)t)->spoofed);
-		st->truncated += LOAD(((struct qthread *)t)->truncated);
-		st->enobufs += LOAD(((struct qthread *)t)->enobufs);
-		st->recv_errors += LOAD(((struct qthread *)t)->recv_errors);
-		st->send_errors += LOAD(((struct qthread *)t)->send_errors);
-		st->held += LOAD(((struct qthread *)t)->held_total);
-		st->held_answered += LOAD(((struct qthread *)t)->held_answered);
-		st->held_passed += LOAD(((struct qthread *)t)->held_passed);
+		const struct qcounters *c = &q->t[i].n;
+		for (int r = 0; r < EM_DNS_REASON_MAX; r++) {
+			st->reasons[r] += LOAD(c->reasons[r]);
+			for (int k = 0; k < EM_DNS_QTYPE_MAX; k++)
+				st->questions[k][r] += LOAD(c->questions[k][r]);
+		}
+#define X(field, log, metric, help) st->field += LOAD(c->field);
+		EM_DNS_COUNTERS(X)
+#undef X
 	}
+}
+
+/* Appends "key=value" to buf[0..len) at *o, after a blank unless first;
+ * *o counts what did not fit, as snprintf does. */
+static void append(char *buf, size_t len, size_t *o, const char *key, uint64_t v)
+{
+	int n = snprintf(*o < len ? buf + *o : NULL, *o < len ? len - *o : 0, "%s%s=%llu",
+			 *o ? " " : "", key, (unsigned long long)v);
+
+	if (n > 0)
+		*o += (size_t)n;
 }
 
 int em_dns_stats_format(const struct em_dns_stats *st, char *buf, size_t len)
 {
 	size_t o = 0;
-	int n;
 
 	if (len)
 		buf[0] = '\0';
-#define APPEND(...) do { \
-		n = snprintf(buf + o, o < len ? len - o : 0, __VA_ARGS__); \
-		if (n < 0) \
-			return -EINVAL; \
-		o += (size_t)n; \
-	} while (0)
-	APPEND("packets=%llu", (unsigned long long)st->packets);
+#define X(field, log, metric, help) \
+	if ((log) == EM_DNS_LOG_LEAD) \
+		append(buf, len, &o, #field, st->field);
+	EM_DNS_COUNTERS(X)
+#undef X
 	for (int r = 0; r < EM_DNS_REASON_MAX; r++)
 		if (st->reasons[r] || r == EM_DNS_ANSWERED)
-			APPEND(" %s=%llu", em_dns_reason_name(r), (unsigned long long)st->reasons[r]);
-	if (st->held)
-		APPEND(" held=%llu held_answered=%llu held_passed=%llu", (unsigned long long)st->held,
-		       (unsigned long long)st->held_answered, (unsigned long long)st->held_passed);
-	APPEND(" raw_sent=%llu raw_errors=%llu truncated=%llu enobufs=%llu recv_errors=%llu send_errors=%llu",
-	       (unsigned long long)st->raw_sent, (unsigned long long)st->raw_errors,
-	       (unsigned long long)st->truncated, (unsigned long long)st->enobufs,
-	       (unsigned long long)st->recv_errors, (unsigned long long)st->send_errors);
-	if (st->spoofed)
-		APPEND(" spoofed=%llu", (unsigned long long)st->spoofed);
-#undef APPEND
+			append(buf, len, &o, em_dns_reason_name(r), st->reasons[r]);
+#define X(field, log, metric, help) \
+	if ((log) == EM_DNS_LOG_ALWAYS || ((log) == EM_DNS_LOG_NONZERO && st->field)) \
+		append(buf, len, &o, #field, st->field);
+	EM_DNS_COUNTERS(X)
+#undef X
 	return o < len ? (int)o : -ENOSPC;
 }

@@ -39,15 +39,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(pkt, data + 1, len);
 	memcpy(orig, data + 1, len);
 
-	enum em_dns_reason r = em_dns_answer(&opts, &cat, pkt, len, cap, &out);
+	uint16_t qtype = 1;
+	enum em_dns_reason r = em_dns_answer(&opts, &cat, pkt, len, cap, &out, &qtype);
 	if ((unsigned)r >= EM_DNS_REASON_MAX)
+		abort();
+	/* the QTYPE is known exactly when the outcome says the question was read */
+	if (qtype && !em_dns_reason_has_qtype(r))
 		abort();
 	if (r != EM_DNS_ANSWERED) {
 		if (memcmp(pkt, orig, len) != 0)
 			abort();
 		return 0;
 	}
-	if (out > cap || dv_parse(pkt, out, &m) != 0 || dv_check_pair(orig, len, &m, &scratch) != 0)
+	if (out > cap || dv_parse(pkt, out, &m) != 0 || dv_check_pair(orig, len, &m, &scratch) != 0 ||
+	    m.qtype != qtype)
 		abort();
 	/* no EDNS: 512 bytes of DNS at most */
 	if (m.dns_len > 512 && !(m.nrr && m.rr[m.nrr - 1].type == 41))

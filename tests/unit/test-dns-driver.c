@@ -51,18 +51,9 @@ static const struct em_service *drv_find_addr(void *ctx, int family, const void 
 	return s;
 }
 
-static void acquire(void *ctx, struct em_dns_catalog *cat)
-{
-	(void)ctx;
-	*cat = base;
-	cat->find_name = drv_find_name;
-	cat->find_addr = drv_find_addr;
-}
-
 int main(int argc, char **argv)
 {
 	struct em_dns_config cfg;
-	struct em_dns_provider prov = { .acquire = acquire };
 	struct em_dns_queue *q;
 	const char *ready = NULL;
 	sigset_t set;
@@ -86,6 +77,9 @@ int main(int argc, char **argv)
 		}
 	}
 	dv_catalog_init(&base);
+	base.find_name = drv_find_name;
+	base.find_addr = drv_find_addr;
+	cfg.catalog = &base;
 	for (int i = 0; i < N_BENCH; i++) {
 		snprintf(bench_names[i], sizeof(bench_names[i]), "svc-%d", i);
 		bench[i] = (struct em_service){ .ns = "bench", .name = bench_names[i], .has_fake4 = true };
@@ -96,11 +90,9 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);	/* inherited by the queue threads */
-	err = em_dns_queue_start(&cfg, &prov, &q);
-	if (err < 0) {
-		fprintf(stderr, "em-dns-driver: queue %u: %s\n", cfg.queue_num, strerror(-err));
-		return 1;
-	}
+	err = em_dns_queue_start(&cfg, &q);
+	if (err < 0)
+		return 1;	/* logged by em_dns_queue_start */
 	if (ready) {
 		FILE *f = fopen(ready, "w");
 		if (f)

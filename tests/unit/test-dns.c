@@ -48,6 +48,8 @@ static size_t load_hex(const char *name, uint8_t *buf)
 	return n;
 }
 
+static uint16_t last_qtype;	/* the QTYPE run() was told */
+
 /* Answers pkt and, when answered, parses and cross-checks the result. */
 static enum em_dns_reason run(uint8_t *pkt, size_t len, size_t cap, struct dv_msg *m)
 {
@@ -56,7 +58,10 @@ static enum em_dns_reason run(uint8_t *pkt, size_t len, size_t cap, struct dv_ms
 	struct dv_msg scratch;
 
 	memcpy(orig, pkt, len);
-	enum em_dns_reason r = em_dns_answer(&opts, &cat, pkt, len, cap, &out);
+	last_qtype = 0xdead;
+	enum em_dns_reason r = em_dns_answer(&opts, &cat, pkt, len, cap, &out, &last_qtype);
+	ck_assert_msg(last_qtype == 0 || em_dns_reason_has_qtype(r), "QTYPE %u with outcome %s",
+		      last_qtype, em_dns_reason_name(r));
 	if (r != EM_DNS_ANSWERED) {
 		ck_assert_msg(memcmp(orig, pkt, len) == 0, "pass (%s) modified the packet",
 			      em_dns_reason_name(r));
@@ -65,6 +70,7 @@ static enum em_dns_reason run(uint8_t *pkt, size_t len, size_t cap, struct dv_ms
 	ck_assert(out <= cap);
 	ck_assert_msg(dv_parse(pkt, out, m) == 0, "answer does not parse: %s", m->err);
 	ck_assert_msg(dv_check_pair(orig, len, m, &scratch) == 0, "answer vs query: %s", scratch.err);
+	ck_assert_uint_eq(m->qtype, last_qtype);
 	return r;
 }
 
@@ -691,11 +697,12 @@ START_TEST(answer_must_fit)
 	/* SRV: glue is dropped before giving up */
 	len = load_hex("dig-srv-1", pkt);
 	size_t full, out;
+	uint16_t qtype;
 	uint8_t copy[CAP];
 	memcpy(copy, pkt, len);
-	ck_assert_int_eq(em_dns_answer(&opts, &cat, copy, len, CAP, &full), EM_DNS_ANSWERED);
+	ck_assert_int_eq(em_dns_answer(&opts, &cat, copy, len, CAP, &full, &qtype), EM_DNS_ANSWERED);
 	memcpy(copy, pkt, len);
-	ck_assert_int_eq(em_dns_answer(&opts, &cat, copy, len, full - 1, &out), EM_DNS_ANSWERED);
+	ck_assert_int_eq(em_dns_answer(&opts, &cat, copy, len, full - 1, &out, &qtype), EM_DNS_ANSWERED);
 	ck_assert_int_eq(dv_parse(copy, out, &m), 0);
 	ck_assert_uint_eq(m.an, 1);
 	ck_assert_uint_eq(m.ar, 1);		/* OPT only */
@@ -752,6 +759,54 @@ START_TEST(local_addresses)
 }
 END_TEST
 
+/* The counters by question type: em_dns_answer says the QTYPE once the
+ * question is read, whatever the outcome, and 0 before. */
+START_TEST(qtype_reported)
+{
+	uint8_t pkt[CAP];
+	struct dv_msg m;
+
+	ck_assert_int_eq(run_file("dig-aaaa-1", &m), EM_DNS_ANSWERED);
+	ck_assert_uint_eq(last_qtype, 28);
+	ck_assert_int_eq(ask4("nginx-svc.default.svc.cluster.local", 33, false, &m), EM_DNS_ANSWERED);
+	ck_assert_uint_eq(last_qtype, 33);
+	ck_assert_int_eq(ask4("example.org", 16, false, &m), EM_DNS_PASS_OUTSIDE);
+	ck_assert_uint_eq(last_qtype, 16);
+	/* the header is read, the question is cut: no QTYPE yet */
+	uint8_t dns[512];
+	size_t dl = mkquery(dns, "nginx-svc.default.svc.cluster.local", 1, 0x0100, false);
+	ck_assert_int_eq(run(pkt, mkpkt4(pkt, dns, 12 + 4), CAP, &m), EM_DNS_PASS_NAME);
+	ck_assert_uint_eq(last_qtype, 0);
+	ck_assert_int_eq(run(pkt, mkpkt4(pkt, dns, dl - 1), CAP, &m), EM_DNS_PASS_NAME);
+	ck_assert_uint_eq(last_qtype, 0);
+	/* read, then passed for its class (CHAOS) */
+	dns[dl - 1] = 3;
+	ck_assert_int_eq(run(pkt, mkpkt4(pkt, dns, dl), CAP, &m), EM_DNS_PASS_QCLASS);
+	ck_assert_uint_eq(last_qtype, 1);
+
+	ck_assert_int_eq(em_dns_qtype_of(1), EM_DNS_QTYPE_A);
+	ck_assert_int_eq(em_dns_qtype_of(28), EM_DNS_QTYPE_AAAA);
+	ck_assert_int_eq(em_dns_qtype_of(33), EM_DNS_QTYPE_SRV);
+	ck_assert_int_eq(em_dns_qtype_of(12), EM_DNS_QTYPE_PTR);
+	ck_assert_int_eq(em_dns_qtype_of(16), EM_DNS_QTYPE_TXT);
+	ck_assert_int_eq(em_dns_qtype_of(65), EM_DNS_QTYPE_HTTPS);
+	ck_assert_int_eq(em_dns_qtype_of(255), EM_DNS_QTYPE_ANY);
+	ck_assert_int_eq(em_dns_qtype_of(15), EM_DNS_QTYPE_OTHER);
+	ck_assert_int_eq(em_dns_qtype_of(0), EM_DNS_QTYPE_OTHER);
+	ck_assert_str_eq(em_dns_qtype_name(EM_DNS_QTYPE_AAAA), "AAAA");
+	ck_assert_str_eq(em_dns_qtype_name(EM_DNS_QTYPE_OTHER), "other");
+	ck_assert_str_eq(em_dns_qtype_name(EM_DNS_QTYPE_MAX), "invalid");
+	for (int k = 0; k < EM_DNS_QTYPE_MAX; k++)
+		ck_assert_str_ne(em_dns_qtype_name((enum em_dns_qtype)k), "invalid");
+	/* outcomes after the question, in the enum's parsing order */
+	ck_assert(em_dns_reason_has_qtype(EM_DNS_ANSWERED));
+	ck_assert(!em_dns_reason_has_qtype(EM_DNS_PASS_NAME));
+	ck_assert(em_dns_reason_has_qtype(EM_DNS_PASS_QCLASS));
+	ck_assert(em_dns_reason_has_qtype(EM_DNS_PASS_EXTERNAL));
+	ck_assert(!em_dns_reason_has_qtype(EM_DNS_VALID));
+}
+END_TEST
+
 START_TEST(stats_line)
 {
 	struct em_dns_stats st = { .packets = 7, .enobufs = 1 };
@@ -763,6 +818,16 @@ START_TEST(stats_line)
 	ck_assert_ptr_nonnull(strstr(buf, "packets=7 answered=5 outside=2 "));
 	ck_assert_ptr_nonnull(strstr(buf, "enobufs=1"));
 	ck_assert_ptr_null(strstr(buf, "qdcount"));
+	/* counters of rare events only once they happened */
+	ck_assert_ptr_nonnull(strstr(buf, " send_errors=0"));
+	ck_assert_ptr_null(strstr(buf, "held"));
+	ck_assert_ptr_null(strstr(buf, "spoofed"));
+	st.held = 3;
+	st.held_passed = 3;
+	st.spoofed = 2;
+	ck_assert_int_gt(em_dns_stats_format(&st, buf, sizeof(buf)), 0);
+	ck_assert_ptr_nonnull(strstr(buf, "outside=2 held=3 held_passed=3 raw_sent=0 "));
+	ck_assert_ptr_nonnull(strstr(buf, " spoofed=2"));
 	ck_assert_int_eq(em_dns_stats_format(&st, buf, 10), -ENOSPC);
 }
 END_TEST
@@ -1091,6 +1156,7 @@ Suite *dns_suite(void)
 	tcase_add_test(tc, answer_must_fit);
 	tcase_add_test(tc, mutations_never_answer_wrongly);
 	tcase_add_test(tc, reason_names);
+	tcase_add_test(tc, qtype_reported);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("external");
