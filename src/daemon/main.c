@@ -30,6 +30,7 @@
 #include "proxy/proxy.h"
 #include "registry/registry.h"
 #include "udp/udp.h"
+#include "util/clock.h"
 #include "util/log.h"
 #include "util/progress.h"
 
@@ -683,7 +684,7 @@ fallback:
 int main(int argc, char **argv)
 {
 	struct daemon d = { .metrics_fd = -1, .control_fd = -1, .argc = argc, .argv = argv };
-	struct timespec t0, t1;
+	uint64_t t0_ms;
 	sigset_t sigs;
 	int ret, level;
 
@@ -722,7 +723,7 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	t0_ms = em_clock_ms();
 	d.started_at = (int64_t)time(NULL);
 	raise_fd_limit();
 	em_info("edgemesh-tproxy %s starting: domain %s, fake range %s%s%s", EM_VERSION,
@@ -735,9 +736,8 @@ int main(int argc, char **argv)
 		return EXIT_FAILURE;
 	}
 	start_control(&d);
-	clock_gettime(CLOCK_MONOTONIC, &t1);
 	em_info("ready in %ld ms: listener 127.0.0.1:%u%s, DNS queue %u (x%u)",
-		(long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000),
+		(long)(em_clock_ms() - t0_ms),
 		d.cfg.tproxy_port, *d.cfg.fake_ipv6_range ? " and [::1]" : "",
 		d.cfg.queue_num, d.cfg.queues);
 	log_stats(&d);

@@ -14,6 +14,7 @@
 #include <urcu/urcu-memb.h>
 
 #include "proxy/worker.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #define MAX_EVENTS 64
@@ -251,7 +252,7 @@ static void *worker_main(void *arg)
 	while (!w->stopping) {
 		int n, timeout;
 
-		w->now_ms = em_proxy_now_ms();
+		w->now_ms = em_clock_ms();
 		timeout = em_proxy_timer_next(&w->timers, w->now_ms);
 		em_progress_wait(&w->progress);
 		n = epoll_wait(w->epfd, evs, MAX_EVENTS, timeout);
@@ -260,7 +261,7 @@ static void *worker_main(void *arg)
 			em_err("proxy: epoll_wait: %s", strerror(errno));
 			break;
 		}
-		w->now_ms = em_proxy_now_ms();
+		w->now_ms = em_clock_ms();
 		for (int i = 0; i < n; i++) {
 			struct em_proxy_src *src = evs[i].data.ptr;
 

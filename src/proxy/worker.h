@@ -179,7 +179,6 @@ int em_proxy_timer_next(const struct em_proxy_timer_heap *h, uint64_t now_ms);
 /* Run every timer due at now_ms; each is disarmed before its fn runs. */
 void em_proxy_timer_run(struct em_proxy_worker *w);
 void em_proxy_timer_heap_free(struct em_proxy_timer_heap *h);
-uint64_t em_proxy_now_ms(void);
 
 /* listener.c: a non-blocking listening socket, or -errno. */
 int em_proxy_listener_open(int family, const char *addr, uint16_t port,

@@ -15,6 +15,7 @@
 
 #include "registry/guard.h"
 #include "registry/strmap.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 /* Past this many probes in an IPv6 range (2^64 addresses) we give up: a
@@ -317,9 +318,7 @@ int em_fakeip_end(struct em_fakeip_pool *p)
 	}
 	if (!p->dirty)
 		return 0;
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	uint64_t now = em_clock_ns();
 	if (now < p->next_save_ns)
 		return 0;	/* backing off; the next round after it retries */
 	int ret = save(p);

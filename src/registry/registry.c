@@ -14,6 +14,7 @@
 #include "registry/guard.h"
 #include "registry/objects.h"
 #include "registry/snapshot_impl.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #define FAKEIP_STATE_FILE "fake-ips"
@@ -56,13 +57,6 @@ struct em_registry {
 	struct em_registry_stats stats;
 	struct em_guard guard;		/* names and backend addresses (guard.h) */
 };
-
-static uint64_t now_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
 
 /* A new source name gets the next rank, unless a registered source's name
  * followed by '/' is a prefix of it: then it ranks right after that one
@@ -401,7 +395,7 @@ static int rebuild(struct em_registry *reg, struct em_snapshot **old)
 	size_t b;
 	char key[600];
 	int ret = 0;
-	uint64_t t0 = now_us();
+	uint64_t t0 = em_clock_us();
 
 	em_strmap_init(&eps);
 	em_strmap_init(&slices);
@@ -472,7 +466,7 @@ static int rebuild(struct em_registry *reg, struct em_snapshot **old)
 	em_strmap_clear(&slices, em_objlist_free);
 	free(svcs.v);
 	free(pods.v);
-	reg->stats.last_build_us = now_us() - t0;
+	reg->stats.last_build_us = em_clock_us() - t0;
 	return ret;
 }
 
