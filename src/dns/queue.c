@@ -26,6 +26,7 @@
 #include "dns/external.h"
 #include "dns/localaddr.h"
 #include "util/clock.h"
+#include "util/defaults.h"
 #include "util/log.h"
 #include "util/progress.h"
 
@@ -116,7 +117,7 @@ void em_dns_config_defaults(struct em_dns_config *cfg)
 	cfg->copy_range = 512;
 	cfg->queue_maxlen = 4096;
 	cfg->rcvbuf = 8 << 20;
-	cfg->bypass_mark = 0x1e3;
+	cfg->bypass_mark = EM_BYPASS_MARK;
 	cfg->external_timeout_ms = 1500;
 }
 

@@ -15,6 +15,7 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "util/defaults.h"
 #include "util/log.h"
 
 #define NL_TIMEOUT_S 5
@@ -26,16 +27,16 @@ void em_nf_config_defaults(struct em_nf_config *cfg)
 		.fake_ipv6 = NULL,
 		.tproxy_ipv4 = "127.0.0.1",
 		.tproxy_ipv6 = "::1",
-		.tproxy_port = 15001,
+		.tproxy_port = EM_TPROXY_PORT,
 		.queue_num = 0,
 		.queues = 1,
 		.queue_cpu_fanout = true,
 		.dns_host = true,
 		.dns_pods = true,
-		.capture_mark = 0x1e2,
-		.bypass_mark = 0x1e3,
-		.route_table = 0x1e2,
-		.rule_priority = 0x1e2,
+		.capture_mark = EM_CAPTURE_MARK,
+		.bypass_mark = EM_BYPASS_MARK,
+		.route_table = EM_ROUTE_TABLE,
+		.rule_priority = EM_RULE_PRIORITY,
 		.main_route = true,
 		.watch = true,
 		.queue_variant = EM_NF_QUEUE_AUTO,

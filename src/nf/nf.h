@@ -50,7 +50,7 @@ struct em_nf_config {
 	unsigned n_capture_cidrs;
 	const char *tproxy_ipv4;	/* listener address; default "127.0.0.1" */
 	const char *tproxy_ipv6;	/* default "::1" (used only with IPv6 ranges) */
-	uint16_t tproxy_port;		/* default 15001 */
+	uint16_t tproxy_port;		/* default EM_TPROXY_PORT (util/defaults.h) */
 	uint16_t queue_num;		/* first DNS queue; default 0 */
 	uint16_t queues;		/* number of queues, fanned out; default 1;
 					 * 0 = no DNS queueing at all */
@@ -59,9 +59,9 @@ struct em_nf_config {
 					 * than by address hash; default true */
 	bool dns_host;			/* queue host processes' queries; default true */
 	bool dns_pods;			/* queue forwarded queries; default true */
-	uint32_t capture_mark;		/* default 0x1e2 */
-	uint32_t bypass_mark;		/* SO_MARK of the daemon's sockets; default 0x1e3 */
-	uint32_t route_table;		/* policy routing table; default 482 (0x1e2) */
+	uint32_t capture_mark;		/* default EM_CAPTURE_MARK */
+	uint32_t bypass_mark;		/* SO_MARK of the daemon's sockets; default EM_BYPASS_MARK */
+	uint32_t route_table;		/* policy routing table; default EM_ROUTE_TABLE */
 	uint32_t rule_priority;		/* ip rule priority; default 482 */
 	bool main_route;		/* add the `local <fake range> dev lo` route
 					 * to the main table; default true */

@@ -15,6 +15,7 @@
 
 #include "proxy/worker.h"
 #include "util/clock.h"
+#include "util/defaults.h"
 #include "util/log.h"
 
 #define MAX_EVENTS 64
@@ -24,12 +25,12 @@
 void em_proxy_config_defaults(struct em_proxy_config *cfg)
 {
 	*cfg = (struct em_proxy_config){
-		.port = EM_PROXY_DEFAULT_PORT,
+		.port = EM_TPROXY_PORT,
 		.listen4 = "127.0.0.1",
 		.listen6 = NULL,
 		.transparent = true,
 		.workers = EM_PROXY_DEFAULT_WORKERS,
-		.bypass_mark = EM_PROXY_DEFAULT_BYPASS_MARK,
+		.bypass_mark = EM_BYPASS_MARK,
 		.connect_timeout_ms = EM_PROXY_DEFAULT_CONNECT_TIMEOUT_MS,
 		.idle_timeout_s = EM_PROXY_DEFAULT_IDLE_TIMEOUT_S,
 		.connect_attempts = EM_PROXY_DEFAULT_CONNECT_ATTEMPTS,

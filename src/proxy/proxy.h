@@ -33,9 +33,7 @@
 #include "lb/lb.h"
 #include "registry/snapshot.h"
 
-#define EM_PROXY_DEFAULT_PORT 15001
 #define EM_PROXY_DEFAULT_WORKERS 2
-#define EM_PROXY_DEFAULT_BYPASS_MARK 0x1e3
 #define EM_PROXY_DEFAULT_CONNECT_TIMEOUT_MS 3000
 #define EM_PROXY_DEFAULT_IDLE_TIMEOUT_S 3600
 #define EM_PROXY_DEFAULT_CONNECT_ATTEMPTS 3
@@ -70,12 +68,12 @@ typedef int (*em_proxy_resolve_fn)(void *ctx, const struct sockaddr *orig_dst,
 				   struct em_proxy_target *out);
 
 struct em_proxy_config {
-	uint16_t port;			/* listen port; 0 = ephemeral (tests). 15001 */
+	uint16_t port;			/* listen port; 0 = ephemeral (tests). EM_TPROXY_PORT */
 	const char *listen4;		/* IPv4 listen address, "127.0.0.1"; NULL = none */
 	const char *listen6;		/* IPv6 listen address, e.g. "::1"; NULL = none (default) */
 	bool transparent;		/* IP_TRANSPARENT/IPV6_TRANSPARENT (needs CAP_NET_ADMIN). true */
 	unsigned workers;		/* epoll threads, each with its own SO_REUSEPORT listener. 2 */
-	uint32_t bypass_mark;		/* SO_MARK on upstream sockets; 0 = leave unset. 0x1e3 */
+	uint32_t bypass_mark;		/* SO_MARK on upstream sockets; 0 = leave unset. EM_BYPASS_MARK */
 	unsigned connect_timeout_ms;	/* per attempt. 3000 */
 	unsigned idle_timeout_s;	/* no byte either way for this long: reset. 3600 */
 	unsigned connect_attempts;	/* backends tried per connection (capped by their number). 3 */

@@ -20,6 +20,7 @@
 #include "udp/balance.h"
 #include "udp/flow.h"
 #include "util/clock.h"
+#include "util/defaults.h"
 #include "util/log.h"
 #include "util/progress.h"
 
@@ -77,9 +78,9 @@ struct em_udp {
 void em_udp_config_defaults(struct em_udp_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
-	cfg->port = 15001;
+	cfg->port = EM_TPROXY_PORT;
 	cfg->listen4 = "127.0.0.1";
-	cfg->bypass_mark = 0x1e3;
+	cfg->bypass_mark = EM_BYPASS_MARK;
 	cfg->idle_timeout_s = EM_UDP_DEFAULT_IDLE_TIMEOUT_S;
 	cfg->max_flows = EM_UDP_DEFAULT_MAX_FLOWS;
 }
