@@ -11,7 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "nf/cidr.h"
+#include "util/cidr.h"
 #include "util/defaults.h"
 #include "util/log.h"
 
@@ -26,8 +26,8 @@ struct opt_check {
 
 static bool prefix_ok(const char *v, int family, unsigned lo, unsigned hi)
 {
-	struct em_nf_cidr c;
-	return em_nf_cidr_parse(v, family, &c) == 0 && c.plen >= lo && c.plen <= hi;
+	struct em_cidr c;
+	return em_cidr_parse(v, family, EM_CIDR_STRICT, &c) == 0 && c.plen >= lo && c.plen <= hi;
 }
 
 static bool fake4_ok(const char *v) { return prefix_ok(v, AF_INET, 1, 30); }

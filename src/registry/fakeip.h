@@ -51,7 +51,4 @@ int em_fakeip_acquire(struct em_fakeip_pool *pool, const char *key,
 size_t em_fakeip_live_count(const struct em_fakeip_pool *pool);
 size_t em_fakeip_remembered_count(const struct em_fakeip_pool *pool);
 
-/* Parses "a.b.c.d/len" (family AF_INET) or "x::/len" (AF_INET6). */
-int em_fakeip_parse_cidr(const char *s, int family, void *addr, unsigned *prefix);
-
 #endif
