@@ -330,11 +330,10 @@ static int start_rules(struct daemon *d)
 	if (!d->cfg.manage_rules)
 		return 0;
 	nf_config(d, &nc);
-	if ((ret = em_nf_install(&nc, &d->nf)) < 0)
-		return ret;	/* logged by em_nf_install */
-	em_info("ruleset installed: table inet edgemesh, DNS queue %s, policy route table %u",
-		em_nf_queue_variant_name(d->nf), d->cfg.route_table);
-	return 0;
+	/* em_nf_install logs both outcomes: the cause of a failure, or the
+	 * table, ranges, mark, route table and queue variant installed. */
+	ret = em_nf_install(&nc, &d->nf);
+	return ret < 0 ? ret : 0;
 }
 
 static void log_stats(struct daemon *d)
