@@ -8,7 +8,7 @@
  * the highest id read. The kernel handles the messages of one send in order,
  * so the batch never covers a packet that already got its own verdict.
  *
- * Delivery (KERNEL-NOTES.md): an answer made in place and accepted is
+ * Delivery (docs/kernel-notes.md): an answer made in place and accepted is
  * rerouted by the kernel in the output hook, and routed normally in
  * prerouting when its new source (the resolver) is not a local address. In
  * prerouting with a local resolver address it would be a martian, and in

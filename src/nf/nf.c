@@ -372,7 +372,8 @@ static int routing_remove(struct em_nf *nf, struct mnl_socket *rt)
 /* Local delivery of marked packets, per family; then the main-table route
  * that gives host sockets a route to the fake range on a node without a
  * default route (connect() fails with ENETUNREACH before netfilter sees
- * anything otherwise). Measured in a namespace (netns-tests/nf-ruleset.sh):
+ * anything otherwise). Measured in a namespace (netns-tests/nf-ruleset.sh;
+ * docs/kernel-notes.md):
  * - `local` type, so that other protocols to a fake IP fail at once (port
  *   unreachable) and a pod's connection that found no listener is refused
  *   rather than forwarded back out through lo;

@@ -19,7 +19,8 @@
  *   the same batch. Always with bypass (fail-open). The choice is probed
  *   with batches that the kernel validates and aborts (no BATCH_END, as
  *   `nft -c` does), so a probe never changes anything. Measured on the
- *   project's 6.18 VM: native refused (ENOENT), compat accepted in inet.
+ *   project's 6.18 VM: native refused (ENOENT), compat accepted in inet
+ *   (docs/kernel-notes.md).
  * - ip rule fwmark <capture mark> lookup <table> priority <prio>
  *   ip route add local 0.0.0.0/0 dev lo table <table>   (and the -6 pair)
  * - ip route add local <fake IPv4 range> dev lo src 127.0.0.1 table main
