@@ -478,37 +478,12 @@ uint16_t em_proxy_port(const struct em_proxy *p)
 
 void em_proxy_get_stats(const struct em_proxy *p, struct em_proxy_stats *out)
 {
-#define GET(f) out->f = atomic_load_explicit(&p->c.f, memory_order_relaxed)
-	GET(accepted);
-	GET(refused);
-	GET(no_backend);
-	GET(upstream_failures);
-	GET(connect_timeouts);
-	GET(idle_timeouts);
-	GET(errors);
-	GET(completed);
-	GET(active);
-	GET(bytes_up);
-	GET(bytes_down);
-	GET(limit_refusals);
-	GET(l4_fallbacks);
-	GET(requests);
-	for (int i = 0; i < 6; i++) {
-		GET(responses[i]);
-		GET(generated[i]);
-	}
-	GET(retries);
-	GET(pool_hits);
-	GET(pool_misses);
-	GET(pool_stale);
-	GET(head_timeouts);
-	GET(response_timeouts);
-	GET(bad_requests);
-	GET(bad_responses);
-	GET(aborted_responses);
-	GET(tunnels);
-	GET(pipes);
-	GET(pipe_size_failures);
-	GET(pipes_small);
+#define GET(f) out->f = atomic_load_explicit(&p->c.f, memory_order_relaxed);
+#define GET_CLASSES(f)						\
+	for (int i = 0; i < EM_PROXY_STATUS_CLASSES; i++)	\
+		GET(f[i])
+	EM_PROXY_COUNTERS(GET)
+	EM_PROXY_CLASS_COUNTERS(GET_CLASSES)
+#undef GET_CLASSES
 #undef GET
 }
