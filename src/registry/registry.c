@@ -40,7 +40,7 @@ struct em_registry {
 	 * (many more) pods: "<kind>/<ns>/<name>" -> struct version list. */
 	struct em_strmap store[EM_OBJ_KIND_COUNT];
 	char **sources;
-	uint64_t *rank;			/* per source: precedence, lower wins */
+	struct source_rank *rank;	/* per source: precedence, lower wins */
 	unsigned n_sources;
 	uint32_t n_major;
 	bool dirty;			/* something changed since the last commit */
@@ -58,6 +58,19 @@ struct em_registry {
 	struct em_guard guard;		/* names and backend addresses (guard.h) */
 };
 
+/* A source's precedence: the sources the daemon registers get majors 1, 2,
+ * ... in the configured order (minor 0); a child source "parent/..." gets
+ * its parent's major and the next minor. Lower wins (rank_before). */
+struct source_rank {
+	uint32_t major;
+	uint32_t minor;
+};
+
+static bool rank_before(struct source_rank a, struct source_rank b)
+{
+	return a.major != b.major ? a.major < b.major : a.minor < b.minor;
+}
+
 /* A new source name gets the next rank, unless a registered source's name
  * followed by '/' is a prefix of it: then it ranks right after that one
  * (and its earlier children). That keeps the file source's per-file names
@@ -68,17 +81,17 @@ static int source_index(struct em_registry *reg, const char *source)
 	for (unsigned i = 0; i < reg->n_sources; i++)
 		if (strcmp(reg->sources[i], source) == 0)
 			return (int)i;
-	uint64_t rank = (uint64_t)(++reg->n_major) << 32;
+	struct source_rank rank = { .major = ++reg->n_major, .minor = 0 };
 	for (unsigned i = 0; i < reg->n_sources; i++) {
 		size_t l = strlen(reg->sources[i]);
-		if ((reg->rank[i] & 0xffffffffu) == 0 && strncmp(reg->sources[i], source, l) == 0 &&
+		if (reg->rank[i].minor == 0 && strncmp(reg->sources[i], source, l) == 0 &&
 		    source[l] == '/') {
 			reg->n_major--;
-			uint64_t last = reg->rank[i];
+			rank = reg->rank[i];
 			for (unsigned j = 0; j < reg->n_sources; j++)
-				if ((reg->rank[j] >> 32) == (reg->rank[i] >> 32) && reg->rank[j] > last)
-					last = reg->rank[j];
-			rank = last + 1;
+				if (reg->rank[j].major == rank.major && reg->rank[j].minor > rank.minor)
+					rank.minor = reg->rank[j].minor;
+			rank.minor++;
 			break;
 		}
 	}
@@ -86,7 +99,7 @@ static int source_index(struct em_registry *reg, const char *source)
 	if (!ns)
 		return -ENOMEM;
 	reg->sources = ns;
-	uint64_t *nr = realloc(reg->rank, (reg->n_sources + 1) * sizeof(*nr));
+	struct source_rank *nr = realloc(reg->rank, (reg->n_sources + 1) * sizeof(*nr));
 	if (!nr)
 		return -ENOMEM;
 	reg->rank = nr;
@@ -146,7 +159,7 @@ static int store_put(struct em_registry *reg, unsigned src, struct em_obj *obj)
 		return -ENOMEM;
 	struct em_obj *before = head_obj(e), *old = NULL;
 	struct version **pp = (struct version **)&e->val;
-	for (; *pp && reg->rank[(*pp)->src] < reg->rank[src]; pp = &(*pp)->next)
+	for (; *pp && rank_before(reg->rank[(*pp)->src], reg->rank[src]); pp = &(*pp)->next)
 		;
 	if (*pp && (*pp)->src == src) {
 		(*pp)->round = reg->round;
