@@ -140,7 +140,7 @@ static const struct opt opts[] = {
 	{ "source", OPT_LIST, F(sources), F(n_sources), 0, "file:/etc/edgemesh-tproxy/manifests", "TYPE:ARG",
 	  "where services come from; repeatable: file:PATH (manifest file or directory), kube:URL (API server or KubeEdge MetaServer, e.g. kube:http://127.0.0.1:10550, kube:in-cluster), edgecore-db:PATH", &CHECK_SOURCE },
 	{ "cluster-domain", OPT_STR, F(cluster_domain), 0, 0, "cluster.local", "DOMAIN", "cluster DNS domain", &CHECK_DOMAIN },
-	{ "fake-ipv4-range", OPT_STR, F(fake_ipv4_range), 0, 0, "198.18.0.0/16", "CIDR", "pool of fake IPv4 addresses handed out in DNS answers", &CHECK_FAKE4 },
+	{ "fake-ipv4-range", OPT_STR, F(fake_ipv4_range), 0, 0, EM_FAKE_IPV4_RANGE, "CIDR", "pool of fake IPv4 addresses handed out in DNS answers", &CHECK_FAKE4 },
 	{ "fake-ipv6-range", OPT_STR, F(fake_ipv6_range), 0, 0, "", "CIDR", "pool of fake IPv6 addresses for AAAA answers (empty: none, AAAA gets an empty answer)", &CHECK_FAKE6 },
 	{ "capture-cidr", OPT_LIST, F(capture_cidrs), F(n_capture_cidrs), 0, NULL, "CIDR", "also capture TCP to this range (e.g. the ClusterIP range); repeatable", &CHECK_CIDR },
 	{ "client-iface", OPT_LIST, F(client_ifaces), F(n_client_ifaces), 0, "auto", "NAME", "capture connections and DNS queries of pods arriving on this interface (a name, prefix*, auto = common CNI names cni*, cbr0, docker0, veth*, cali*, lxc*, kube-bridge, weave; any = from anyone); host processes always; repeatable", &CHECK_NONEMPTY },

@@ -31,6 +31,7 @@
 #include "registry/registry.h"
 #include "udp/udp.h"
 #include "util/clock.h"
+#include "util/defaults.h"
 #include "util/log.h"
 #include "util/progress.h"
 
@@ -160,7 +161,7 @@ static int start_udp(struct daemon *d)
 
 	em_udp_config_defaults(&uc);
 	uc.port = (uint16_t)d->cfg.tproxy_port;
-	uc.listen6 = *d->cfg.fake_ipv6_range ? "::1" : NULL;
+	uc.listen6 = *d->cfg.fake_ipv6_range ? EM_TPROXY_IPV6 : NULL;
 	uc.bypass_mark = d->cfg.bypass_mark;
 	uc.idle_timeout_s = d->cfg.udp_idle_timeout_s;
 	uc.max_flows = d->cfg.udp_max_flows;
@@ -245,7 +246,7 @@ static int start_proxy(struct daemon *d)
 
 	em_proxy_config_defaults(&pc);
 	pc.port = (uint16_t)d->cfg.tproxy_port;
-	pc.listen6 = *d->cfg.fake_ipv6_range ? "::1" : NULL;
+	pc.listen6 = *d->cfg.fake_ipv6_range ? EM_TPROXY_IPV6 : NULL;
 	pc.workers = d->cfg.workers ? d->cfg.workers : 1;
 	pc.bypass_mark = d->cfg.bypass_mark;
 	pc.connect_timeout_ms = d->cfg.connect_timeout_ms;

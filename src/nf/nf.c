@@ -23,10 +23,10 @@
 void em_nf_config_defaults(struct em_nf_config *cfg)
 {
 	*cfg = (struct em_nf_config){
-		.fake_ipv4 = "198.18.0.0/16",
+		.fake_ipv4 = EM_FAKE_IPV4_RANGE,
 		.fake_ipv6 = NULL,
-		.tproxy_ipv4 = "127.0.0.1",
-		.tproxy_ipv6 = "::1",
+		.tproxy_ipv4 = EM_TPROXY_IPV4,
+		.tproxy_ipv6 = EM_TPROXY_IPV6,
 		.tproxy_port = EM_TPROXY_PORT,
 		.queue_num = 0,
 		.queues = 1,

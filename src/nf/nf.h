@@ -44,12 +44,12 @@ enum em_nf_queue_variant {
 
 struct em_nf_config {
 	/* Ranges as text; em_nf_install validates them and names the bad one. */
-	const char *fake_ipv4;		/* required; default "198.18.0.0/16" */
+	const char *fake_ipv4;		/* required; default EM_FAKE_IPV4_RANGE */
 	const char *fake_ipv6;		/* NULL or "": no IPv6 capture (default) */
 	const char *const *capture_cidrs; /* extra IPv4/IPv6 ranges to capture
 					   * (e.g. the ClusterIP range); default none */
 	unsigned n_capture_cidrs;
-	const char *tproxy_ipv4;	/* listener address; default "127.0.0.1" */
+	const char *tproxy_ipv4;	/* listener address; default EM_TPROXY_IPV4 */
 	const char *tproxy_ipv6;	/* default "::1" (used only with IPv6 ranges) */
 	uint16_t tproxy_port;		/* default EM_TPROXY_PORT (util/defaults.h) */
 	uint16_t queue_num;		/* first DNS queue; default 0 */

@@ -26,7 +26,7 @@ void em_proxy_config_defaults(struct em_proxy_config *cfg)
 {
 	*cfg = (struct em_proxy_config){
 		.port = EM_TPROXY_PORT,
-		.listen4 = "127.0.0.1",
+		.listen4 = EM_TPROXY_IPV4,
 		.listen6 = NULL,
 		.transparent = true,
 		.workers = EM_PROXY_DEFAULT_WORKERS,

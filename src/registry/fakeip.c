@@ -17,6 +17,7 @@
 #include "registry/strmap.h"
 #include "util/cidr.h"
 #include "util/clock.h"
+#include "util/defaults.h"
 #include "util/log.h"
 
 /* Past this many probes in an IPv6 range (2^64 addresses) we give up: a
@@ -518,7 +519,7 @@ int em_fakeip_pool_new(const struct em_fakeip_config *cfg, struct em_fakeip_pool
 	em_strmap_init(&p->names);
 	em_strmap_init(&p->owners);
 	/* Host bits are allowed here and cleared below. */
-	if (em_cidr_parse(cfg->v4_cidr ? cfg->v4_cidr : EM_FAKEIP_DEFAULT_V4, AF_INET,
+	if (em_cidr_parse(cfg->v4_cidr ? cfg->v4_cidr : EM_FAKE_IPV4_RANGE, AF_INET,
 			  EM_CIDR_HOST_BITS, &c) < 0 || c.plen < 1 || c.plen > 30)
 		goto inval;
 	uint64_t size = 1ULL << (32 - c.plen);

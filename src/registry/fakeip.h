@@ -18,11 +18,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define EM_FAKEIP_DEFAULT_V4 "198.18.0.0/16"
-#define EM_FAKEIP_DEFAULT_V6 "fd9e:6d65:7368::/64"
-
 struct em_fakeip_config {
-	const char *v4_cidr;		/* NULL: EM_FAKEIP_DEFAULT_V4; prefix 1..30 */
+	const char *v4_cidr;		/* NULL: EM_FAKE_IPV4_RANGE; prefix 1..30 */
 	const char *v6_cidr;		/* NULL or "": no IPv6; prefix 64..126 */
 	const char *state_file;		/* NULL: no persistence */
 	size_t max_remembered;		/* 0: 4096 */

@@ -15,6 +15,7 @@
 #include "registry/objects.h"
 #include "registry/snapshot_impl.h"
 #include "util/clock.h"
+#include "util/defaults.h"
 #include "util/log.h"
 
 #define FAKEIP_STATE_FILE "fake-ips"
@@ -610,7 +611,7 @@ struct em_registry *em_registry_new(const struct em_registry_config *cfg)
 	};
 	reg->guard.allow_loopback = cfg->test_allow_loopback;
 	/* Never dial the fake ranges or the capture CIDRs. */
-	if ((r = em_guard_deny(&reg->guard, fc.v4_cidr ? fc.v4_cidr : EM_FAKEIP_DEFAULT_V4)) < 0 ||
+	if ((r = em_guard_deny(&reg->guard, fc.v4_cidr ? fc.v4_cidr : EM_FAKE_IPV4_RANGE)) < 0 ||
 	    (fc.v6_cidr && fc.v6_cidr[0] && (r = em_guard_deny(&reg->guard, fc.v6_cidr)) < 0))
 		goto fail;
 	for (unsigned i = 0; i < cfg->n_capture_cidrs; i++)

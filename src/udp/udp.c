@@ -79,7 +79,7 @@ void em_udp_config_defaults(struct em_udp_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->port = EM_TPROXY_PORT;
-	cfg->listen4 = "127.0.0.1";
+	cfg->listen4 = EM_TPROXY_IPV4;
 	cfg->bypass_mark = EM_BYPASS_MARK;
 	cfg->idle_timeout_s = EM_UDP_DEFAULT_IDLE_TIMEOUT_S;
 	cfg->max_flows = EM_UDP_DEFAULT_MAX_FLOWS;

@@ -4,9 +4,15 @@
 #ifndef EM_UTIL_DEFAULTS_H
 #define EM_UTIL_DEFAULTS_H
 
-/* The TPROXY listener port: the proxy and UDP listen on it, the ruleset
- * sends captured connections to it. */
+/* The TPROXY listener port and IPv4 address: the proxy and UDP listen
+ * there, the ruleset sends captured connections there. */
 #define EM_TPROXY_PORT 15001
+#define EM_TPROXY_IPV4 "127.0.0.1"
+#define EM_TPROXY_IPV6 "::1"
+
+/* The pool of fake IPv4 addresses DNS answers hand out, which the ruleset
+ * captures and the guard never dials. */
+#define EM_FAKE_IPV4_RANGE "198.18.0.0/16"
 
 /* SO_MARK on every socket the daemon opens towards the network (proxy
  * upstreams, UDP flows, DNS answers sent through a raw socket). The ruleset
