@@ -91,7 +91,7 @@ ip -n "$NS_NODE" -6 route add fd00:198::/64 via fd00:88:1::2
 ip -n "$NS_BE1" -6 route add default via fd00:88:1::1
 ip -n "$NS_BE2" -6 route add default via fd00:88:2::1
 
-# The capture rules (KERNEL-NOTES), inside the node namespace only.
+# The capture rules (docs/kernel-notes.md), inside the node namespace only.
 nn nft -f - <<'NFT'
 table inet emproxytest {
 	chain pre {

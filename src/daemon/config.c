@@ -11,7 +11,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "nf/cidr.h"
+#include "util/cidr.h"
+#include "util/defaults.h"
 #include "util/log.h"
 
 enum opt_kind { OPT_STR, OPT_UINT, OPT_BOOL, OPT_LIST };
@@ -25,8 +26,8 @@ struct opt_check {
 
 static bool prefix_ok(const char *v, int family, unsigned lo, unsigned hi)
 {
-	struct em_nf_cidr c;
-	return em_nf_cidr_parse(v, family, &c) == 0 && c.plen >= lo && c.plen <= hi;
+	struct em_cidr c;
+	return em_cidr_parse(v, family, EM_CIDR_STRICT, &c) == 0 && c.plen >= lo && c.plen <= hi;
 }
 
 static bool fake4_ok(const char *v) { return prefix_ok(v, AF_INET, 1, 30); }
@@ -139,12 +140,12 @@ static const struct opt opts[] = {
 	{ "source", OPT_LIST, F(sources), F(n_sources), 0, "file:/etc/edgemesh-tproxy/manifests", "TYPE:ARG",
 	  "where services come from; repeatable: file:PATH (manifest file or directory), kube:URL (API server or KubeEdge MetaServer, e.g. kube:http://127.0.0.1:10550, kube:in-cluster), edgecore-db:PATH", &CHECK_SOURCE },
 	{ "cluster-domain", OPT_STR, F(cluster_domain), 0, 0, "cluster.local", "DOMAIN", "cluster DNS domain", &CHECK_DOMAIN },
-	{ "fake-ipv4-range", OPT_STR, F(fake_ipv4_range), 0, 0, "198.18.0.0/16", "CIDR", "pool of fake IPv4 addresses handed out in DNS answers", &CHECK_FAKE4 },
+	{ "fake-ipv4-range", OPT_STR, F(fake_ipv4_range), 0, 0, EM_FAKE_IPV4_RANGE, "CIDR", "pool of fake IPv4 addresses handed out in DNS answers", &CHECK_FAKE4 },
 	{ "fake-ipv6-range", OPT_STR, F(fake_ipv6_range), 0, 0, "", "CIDR", "pool of fake IPv6 addresses for AAAA answers (empty: none, AAAA gets an empty answer)", &CHECK_FAKE6 },
 	{ "capture-cidr", OPT_LIST, F(capture_cidrs), F(n_capture_cidrs), 0, NULL, "CIDR", "also capture TCP to this range (e.g. the ClusterIP range); repeatable", &CHECK_CIDR },
 	{ "client-iface", OPT_LIST, F(client_ifaces), F(n_client_ifaces), 0, "auto", "NAME", "capture connections and DNS queries of pods arriving on this interface (a name, prefix*, auto = common CNI names cni*, cbr0, docker0, veth*, cali*, lxc*, kube-bridge, weave; any = from anyone); host processes always; repeatable", &CHECK_NONEMPTY },
 	{ "client-cidr", OPT_LIST, F(client_cidrs), F(n_client_cidrs), 0, NULL, "CIDR", "also capture from this source range (e.g. this node's pod CIDR); repeatable", &CHECK_CIDR },
-	{ "tproxy-port", OPT_UINT, F(tproxy_port), 0, 65535, "15001", "PORT", "TPROXY listener port (on 127.0.0.1)", NULL, 1 },
+	{ "tproxy-port", OPT_UINT, F(tproxy_port), 0, 65535, EM_DEFAULT_STR(EM_TPROXY_PORT), "PORT", "TPROXY listener port (on 127.0.0.1)", NULL, 1 },
 	{ "queue-num", OPT_UINT, F(queue_num), 0, 65535, "0", "N", "first NFQUEUE number for DNS" },
 	{ "queues", OPT_UINT, F(queues), 0, 64, "1", "N", "number of DNS queues (one thread each, fanout); to answer no DNS at all set dns-host and dns-pods to no", NULL, 1 },
 	{ "workers", OPT_UINT, F(workers), 0, 256, "2", "N", "forwarder threads", NULL, 1 },
@@ -169,10 +170,10 @@ static const struct opt opts[] = {
 	{ "lb-hash-load-percent", OPT_UINT, F(lb_hash_load_percent), 0, 10000, "125", "PCT", "consistent-hash load bound c in percent of the fair share (0: unbounded; load=)" },
 	{ "lb-ewma-decay-ms", OPT_UINT, F(lb_ewma_decay_ms), 0, 3600000, "10000", "MS", "least-request: latency peak-EWMA time constant (decay=)" },
 	{ "lb-default-rtt-ms", OPT_UINT, F(lb_default_rtt_ms), 0, 600000, "30", "MS", "least-request: latency assumed for a backend not measured yet (rtt=)" },
-	{ "capture-mark", OPT_UINT, F(capture_mark), 0, UINT_MAX, "0x1e2", "MARK", "packet mark steering captured connections to the listener", NULL, 1 },
-	{ "bypass-mark", OPT_UINT, F(bypass_mark), 0, UINT_MAX, "0x1e3", "MARK", "mark on the daemon's own traffic, never captured", NULL, 1 },
-	{ "route-table", OPT_UINT, F(route_table), 0, UINT_MAX, "482", "N", "policy routing table for captured connections", NULL, 1 },
-	{ "rule-priority", OPT_UINT, F(rule_priority), 0, 32765, "482", "N", "priority of the policy routing rule", NULL, 1 },
+	{ "capture-mark", OPT_UINT, F(capture_mark), 0, UINT_MAX, EM_DEFAULT_STR(EM_CAPTURE_MARK), "MARK", "packet mark steering captured connections to the listener", NULL, 1 },
+	{ "bypass-mark", OPT_UINT, F(bypass_mark), 0, UINT_MAX, EM_DEFAULT_STR(EM_BYPASS_MARK), "MARK", "mark on the daemon's own traffic, never captured", NULL, 1 },
+	{ "route-table", OPT_UINT, F(route_table), 0, UINT_MAX, EM_DEFAULT_STR(EM_ROUTE_TABLE), "N", "policy routing table for captured connections", NULL, 1 },
+	{ "rule-priority", OPT_UINT, F(rule_priority), 0, 32765, EM_DEFAULT_STR(EM_RULE_PRIORITY), "N", "priority of the policy routing rule", NULL, 1 },
 	{ "kube-token-file", OPT_STR, F(kube_token_file), 0, 0, "", "FILE", "bearer token for the API server" },
 	{ "kube-ca-file", OPT_STR, F(kube_ca_file), 0, 0, "", "FILE", "CA bundle for the API server" },
 	{ "kube-insecure", OPT_BOOL, F(kube_insecure), 0, 0, "no", "yes|no", "do not verify the API server certificate" },

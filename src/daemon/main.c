@@ -30,6 +30,8 @@
 #include "proxy/proxy.h"
 #include "registry/registry.h"
 #include "udp/udp.h"
+#include "util/clock.h"
+#include "util/defaults.h"
 #include "util/log.h"
 #include "util/progress.h"
 
@@ -153,7 +155,7 @@ static int start_udp(struct daemon *d)
 
 	em_udp_config_defaults(&uc);
 	uc.port = (uint16_t)d->cfg.tproxy_port;
-	uc.listen6 = *d->cfg.fake_ipv6_range ? "::1" : NULL;
+	uc.listen6 = *d->cfg.fake_ipv6_range ? EM_TPROXY_IPV6 : NULL;
 	uc.bypass_mark = d->cfg.bypass_mark;
 	uc.idle_timeout_s = d->cfg.udp_idle_timeout_s;
 	uc.max_flows = d->cfg.udp_max_flows;
@@ -238,7 +240,7 @@ static int start_proxy(struct daemon *d)
 
 	em_proxy_config_defaults(&pc);
 	pc.port = (uint16_t)d->cfg.tproxy_port;
-	pc.listen6 = *d->cfg.fake_ipv6_range ? "::1" : NULL;
+	pc.listen6 = *d->cfg.fake_ipv6_range ? EM_TPROXY_IPV6 : NULL;
 	pc.workers = d->cfg.workers ? d->cfg.workers : 1;
 	pc.bypass_mark = d->cfg.bypass_mark;
 	pc.connect_timeout_ms = d->cfg.connect_timeout_ms;
@@ -317,11 +319,10 @@ static int start_rules(struct daemon *d)
 	if (!d->cfg.manage_rules)
 		return 0;
 	nf_config(d, &nc);
-	if ((ret = em_nf_install(&nc, &d->nf)) < 0)
-		return ret;	/* logged by em_nf_install */
-	em_info("ruleset installed: table inet edgemesh, DNS queue %s, policy route table %u",
-		em_nf_queue_variant_name(d->nf), d->cfg.route_table);
-	return 0;
+	/* em_nf_install logs both outcomes: the cause of a failure, or the
+	 * table, ranges, mark, route table and queue variant installed. */
+	ret = em_nf_install(&nc, &d->nf);
+	return ret < 0 ? ret : 0;
 }
 
 static void log_stats(struct daemon *d)
@@ -671,7 +672,7 @@ fallback:
 int main(int argc, char **argv)
 {
 	struct daemon d = { .metrics_fd = -1, .control_fd = -1, .argc = argc, .argv = argv };
-	struct timespec t0, t1;
+	uint64_t t0_ms;
 	sigset_t sigs;
 	int ret, level;
 
@@ -710,7 +711,7 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	t0_ms = em_clock_ms();
 	d.started_at = (int64_t)time(NULL);
 	raise_fd_limit();
 	em_info("edgemesh-tproxy %s starting: domain %s, fake range %s%s%s", EM_VERSION,
@@ -723,9 +724,8 @@ int main(int argc, char **argv)
 		return EXIT_FAILURE;
 	}
 	start_control(&d);
-	clock_gettime(CLOCK_MONOTONIC, &t1);
 	em_info("ready in %ld ms: listener 127.0.0.1:%u%s, DNS queue %u (x%u)",
-		(long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000),
+		(long)(em_clock_ms() - t0_ms),
 		d.cfg.tproxy_port, *d.cfg.fake_ipv6_range ? " and [::1]" : "",
 		d.cfg.queue_num, d.cfg.queues);
 	log_stats(&d);

@@ -8,7 +8,7 @@
  * the highest id read. The kernel handles the messages of one send in order,
  * so the batch never covers a packet that already got its own verdict.
  *
- * Delivery (KERNEL-NOTES.md): an answer made in place and accepted is
+ * Delivery (docs/kernel-notes.md): an answer made in place and accepted is
  * rerouted by the kernel in the output hook, and routed normally in
  * prerouting when its new source (the resolver) is not a local address. In
  * prerouting with a local resolver address it would be a martian, and in
@@ -26,6 +26,8 @@
 #include "dns/external.h"
 #include "dns/localaddr.h"
 #include "registry/registry.h"
+#include "util/clock.h"
+#include "util/defaults.h"
 #include "util/log.h"
 #include "util/progress.h"
 
@@ -123,7 +125,7 @@ void em_dns_config_defaults(struct em_dns_config *cfg)
 	cfg->copy_range = 512;
 	cfg->queue_maxlen = 4096;
 	cfg->rcvbuf = 8 << 20;
-	cfg->bypass_mark = 0x1e3;
+	cfg->bypass_mark = EM_BYPASS_MARK;
 	cfg->external_timeout_ms = 1500;
 }
 
@@ -415,14 +417,6 @@ static void note_accept(uint32_t id, uint32_t *max, bool *have)
  * one verdict each instead of the batch verdict, which would accept every
  * lower id, held ones included. */
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static int external_open(struct qthread *t, uint32_t mark)
 {
 	int fam[2] = { AF_INET, AF_INET6 }, *fd[2] = { &t->up4, &t->up6 };
@@ -436,7 +430,7 @@ static int external_open(struct qthread *t, uint32_t mark)
 		    (mark && setsockopt(*fd[i], SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) == -1))
 			return -errno;
 	}
-	t->next_up_id = (uint16_t)(mono_ms() ^ (uint64_t)getpid() << 4);
+	t->next_up_id = (uint16_t)(em_clock_ms() ^ (uint64_t)getpid() << 4);
 	return 0;
 }
 
@@ -474,7 +468,7 @@ static void catalog_acquire(struct qthread *t, struct em_dns_catalog *cat)
 	} else {
 		*cat = *t->q->cfg.catalog;
 	}
-	t->cache->now_ms = mono_ms();
+	t->cache->now_ms = em_clock_ms();
 	cat->find_target = em_dns_target_find;
 	cat->target_ctx = t->cache;
 }
@@ -560,7 +554,7 @@ static int held_add(struct qthread *t, uint32_t id, const uint8_t *work, size_t 
 	h->len = len;
 	h->id = id;
 	h->indev = indev;
-	h->deadline_ms = mono_ms() + t->q->cfg.external_timeout_ms;
+	h->deadline_ms = em_clock_ms() + t->q->cfg.external_timeout_ms;
 	h->used = true;
 	t->n_held++;
 	ADD(held);
@@ -632,7 +626,7 @@ static void upstream_recv(struct qthread *t, int fd)
 				held_release(t, h, NF_ACCEPT);
 				break;
 			}
-			t->cache->now_ms = mono_ms();
+			t->cache->now_ms = em_clock_ms();
 			em_dns_target_store(t->cache, h->name, h->qtype, &tg);
 			char name[256];
 			uint16_t qtype = h->qtype;
@@ -648,7 +642,7 @@ static void upstream_recv(struct qthread *t, int fd)
 
 static void held_expire(struct qthread *t)
 {
-	uint64_t now = t->n_held ? mono_ms() : 0;
+	uint64_t now = t->n_held ? em_clock_ms() : 0;
 
 	for (unsigned i = 0; t->n_held && i < MAX_HELD; i++)
 		if (t->held[i].used && t->held[i].deadline_ms <= now)
@@ -672,7 +666,7 @@ static int held_timeout(const struct qthread *t)
 	for (unsigned i = 0; i < MAX_HELD; i++)
 		if (t->held[i].used && t->held[i].deadline_ms < next)
 			next = t->held[i].deadline_ms;
-	now = mono_ms();
+	now = em_clock_ms();
 	return next <= now ? 0 : (int)(next - now);
 }
 

@@ -17,7 +17,7 @@ struct em_dns_config {
 	uint32_t copy_range;		/* bytes of each packet copied to us; default 512 */
 	uint32_t queue_maxlen;		/* kernel queue length; default 4096 */
 	int rcvbuf;			/* netlink receive buffer, bytes; default 8 MiB */
-	uint32_t bypass_mark;		/* SO_MARK of raw-socket answers; default 0x1e3 */
+	uint32_t bypass_mark;		/* SO_MARK of raw-socket answers; default EM_BYPASS_MARK */
 	/* false (default): every answer leaves through the raw socket and the
 	 * query is dropped. true: answer in place where the kernel reroutes
 	 * the packet (output hook; prerouting towards a resolver that is not

@@ -22,10 +22,9 @@ uint64_t em_lb_random(void)
 	uint64_t x = state;
 
 	if (x == 0) {
-		struct timespec ts;
+		uint64_t ns = em_clock_ns();
 
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		x = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^
+		x = ((ns % 1000000000ULL) << 20) ^ (ns / 1000000000ULL) ^
 		    (uint64_t)(uintptr_t)&x ^ 0x9e3779b97f4a7c15ULL;
 	}
 	x ^= x >> 12;

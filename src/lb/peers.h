@@ -39,6 +39,7 @@
 
 #include "edgemesh/balancer.h"
 #include "registry/snapshot.h"
+#include "util/clock.h"
 
 /* Health and strategy parameters: defaults, the daemon's options, then the
  * service's annotation arguments override them. */
@@ -142,11 +143,7 @@ extern _Atomic uint64_t em_lb_clock_offset_ns;
 
 static inline uint64_t em_lb_now_ns(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec +
-	       atomic_load_explicit(&em_lb_clock_offset_ns, memory_order_relaxed);
+	return em_clock_coarse_ns() + atomic_load_explicit(&em_lb_clock_offset_ns, memory_order_relaxed);
 }
 
 /* One pick, on the picking thread's stack: the public view (first member:

@@ -9,8 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "nf/cidr.h"
 #include "nf/nf.h"
+#include "util/cidr.h"
 
 struct mnl_socket;
 struct mnl_nlmsg_batch;
@@ -23,7 +23,7 @@ struct mnl_nlmsg_batch;
 
 /* Everything the batch needs, already parsed and checked. */
 struct em_nf_plan {
-	struct em_nf_cidr capture[EM_NF_MAX_CAPTURE];	/* [0] = fake IPv4 */
+	struct em_cidr capture[EM_NF_MAX_CAPTURE];	/* [0] = fake IPv4 */
 	unsigned n_capture;
 	unsigned n_fake;		/* capture[0..n_fake) are our fake ranges */
 	uint8_t tproxy4[4];
@@ -41,7 +41,7 @@ struct em_nf_plan {
 	 * ranges, anyone passing the reverse-path check is a client. */
 	char client_ifaces[EM_NF_MAX_CLIENTS][16];	/* "name" or "prefix*" */
 	unsigned n_client_ifaces;
-	struct em_nf_cidr client_cidrs[EM_NF_MAX_CLIENTS];
+	struct em_cidr client_cidrs[EM_NF_MAX_CLIENTS];
 	unsigned n_client_cidrs;
 };
 

@@ -15,6 +15,7 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "util/defaults.h"
 #include "util/log.h"
 
 #define NL_TIMEOUT_S 5
@@ -22,20 +23,20 @@
 void em_nf_config_defaults(struct em_nf_config *cfg)
 {
 	*cfg = (struct em_nf_config){
-		.fake_ipv4 = "198.18.0.0/16",
+		.fake_ipv4 = EM_FAKE_IPV4_RANGE,
 		.fake_ipv6 = NULL,
-		.tproxy_ipv4 = "127.0.0.1",
-		.tproxy_ipv6 = "::1",
-		.tproxy_port = 15001,
+		.tproxy_ipv4 = EM_TPROXY_IPV4,
+		.tproxy_ipv6 = EM_TPROXY_IPV6,
+		.tproxy_port = EM_TPROXY_PORT,
 		.queue_num = 0,
 		.queues = 1,
 		.queue_cpu_fanout = true,
 		.dns_host = true,
 		.dns_pods = true,
-		.capture_mark = 0x1e2,
-		.bypass_mark = 0x1e3,
-		.route_table = 0x1e2,
-		.rule_priority = 0x1e2,
+		.capture_mark = EM_CAPTURE_MARK,
+		.bypass_mark = EM_BYPASS_MARK,
+		.route_table = EM_ROUTE_TABLE,
+		.rule_priority = EM_RULE_PRIORITY,
 		.main_route = true,
 		.watch = true,
 		.queue_variant = EM_NF_QUEUE_AUTO,
@@ -74,7 +75,7 @@ static int add_capture(struct em_nf_plan *p, const char *what, const char *s, in
 		em_err("nf: too many capture ranges (at most %d extra)", EM_NF_MAX_CAPTURE - 2);
 		return -EINVAL;
 	}
-	if (em_nf_cidr_parse(s, family, &p->capture[p->n_capture]) < 0) {
+	if (em_cidr_parse(s, family, EM_CIDR_STRICT, &p->capture[p->n_capture]) < 0) {
 		em_err("nf: %s \"%s\" is not an %s prefix with host bits clear (e.g. %s)",
 		       what, s, family == AF_INET ? "IPv4" : family == AF_INET6 ? "IPv6" : "IP",
 		       family == AF_INET6 ? "fd00:e3::/64" : "198.18.0.0/16");
@@ -128,8 +129,8 @@ static int plan_scope(const struct em_nf_config *cfg, struct em_nf_plan *p)
 			em_err("nf: too many client ranges (at most %d)", EM_NF_MAX_CLIENTS);
 			return -EINVAL;
 		}
-		if (em_nf_cidr_parse(cfg->client_cidrs[i], AF_UNSPEC,
-				     &p->client_cidrs[p->n_client_cidrs]) < 0) {
+		if (em_cidr_parse(cfg->client_cidrs[i], AF_UNSPEC, EM_CIDR_STRICT,
+				  &p->client_cidrs[p->n_client_cidrs]) < 0) {
 			em_err("nf: client range \"%s\" is not an IP prefix with host bits clear",
 			       cfg->client_cidrs[i]);
 			return -EINVAL;
@@ -301,7 +302,7 @@ static int route_add(struct em_nf *nf, struct mnl_socket *rt, int family,
 {
 	struct undo u = { .route = { .family = family, .table = table, .dst_len = dst_len } };
 	static const uint8_t loopback[4] = { 127, 0, 0, 1 };
-	char where[EM_NF_CIDR_STRLEN];
+	char where[EM_CIDR_STRLEN];
 	int ret;
 
 	if (dst)
@@ -314,12 +315,12 @@ static int route_add(struct em_nf *nf, struct mnl_socket *rt, int family,
 	if (ret == -EEXIST)
 		ret = 0;
 	if (ret < 0) {
-		struct em_nf_cidr c = { .family = family, .plen = dst_len };
+		struct em_cidr c = { .family = family, .plen = dst_len };
 
 		memcpy(c.addr, u.route.dst, 16);
 		em_err("nf: cannot add route \"%slocal %s dev lo table %u%s\": %s",
 		       family == AF_INET6 ? "-6 " : "",
-		       dst_len ? em_nf_cidr_format(&c, where, sizeof(where)) : "default",
+		       dst_len ? em_cidr_format(&c, where, sizeof(where)) : "default",
 		       table, u.route.has_prefsrc ? " src 127.0.0.1" : "", strerror(-ret));
 		return ret;
 	}
@@ -371,7 +372,8 @@ static int routing_remove(struct em_nf *nf, struct mnl_socket *rt)
 /* Local delivery of marked packets, per family; then the main-table route
  * that gives host sockets a route to the fake range on a node without a
  * default route (connect() fails with ENETUNREACH before netfilter sees
- * anything otherwise). Measured in a namespace (netns-tests/nf-ruleset.sh):
+ * anything otherwise). Measured in a namespace (netns-tests/nf-ruleset.sh;
+ * docs/kernel-notes.md):
  * - `local` type, so that other protocols to a fake IP fail at once (port
  *   unreachable) and a pod's connection that found no listener is refused
  *   rather than forwarded back out through lo;
@@ -465,7 +467,7 @@ int em_nf_install(const struct em_nf_config *cfg, struct em_nf **out)
 {
 	struct mnl_socket *nl = NULL, *rt = NULL;
 	struct em_nf *nf;
-	char range[EM_NF_CIDR_STRLEN], range6[EM_NF_CIDR_STRLEN];
+	char range[EM_CIDR_STRLEN], range6[EM_CIDR_STRLEN];
 	int ret = -ENOMEM;
 
 	*out = NULL;
@@ -507,9 +509,9 @@ int em_nf_install(const struct em_nf_config *cfg, struct em_nf **out)
 
 	em_info("nf: installed table inet %s: TCP to %s%s%s (+%u more ranges) -> port %u, "
 		"mark 0x%x -> table %u; DNS queue %s",
-		EM_NF_TABLE, em_nf_cidr_format(&nf->plan.capture[0], range, sizeof(range)),
+		EM_NF_TABLE, em_cidr_format(&nf->plan.capture[0], range, sizeof(range)),
 		nf->plan.n_fake > 1 ? " and " : "",
-		nf->plan.n_fake > 1 ? em_nf_cidr_format(&nf->plan.capture[1], range6,
+		nf->plan.n_fake > 1 ? em_cidr_format(&nf->plan.capture[1], range6,
 							sizeof(range6)) : "",
 		nf->plan.n_capture - nf->plan.n_fake, cfg->tproxy_port,
 		cfg->capture_mark, cfg->route_table, em_nf_queue_variant_name(nf));

@@ -19,7 +19,8 @@
  *   the same batch. Always with bypass (fail-open). The choice is probed
  *   with batches that the kernel validates and aborts (no BATCH_END, as
  *   `nft -c` does), so a probe never changes anything. Measured on the
- *   project's 6.18 VM: native refused (ENOENT), compat accepted in inet.
+ *   project's 6.18 VM: native refused (ENOENT), compat accepted in inet
+ *   (docs/kernel-notes.md).
  * - ip rule fwmark <capture mark> lookup <table> priority <prio>
  *   ip route add local 0.0.0.0/0 dev lo table <table>   (and the -6 pair)
  * - ip route add local <fake IPv4 range> dev lo src 127.0.0.1 table main
@@ -43,14 +44,14 @@ enum em_nf_queue_variant {
 
 struct em_nf_config {
 	/* Ranges as text; em_nf_install validates them and names the bad one. */
-	const char *fake_ipv4;		/* required; default "198.18.0.0/16" */
+	const char *fake_ipv4;		/* required; default EM_FAKE_IPV4_RANGE */
 	const char *fake_ipv6;		/* NULL or "": no IPv6 capture (default) */
 	const char *const *capture_cidrs; /* extra IPv4/IPv6 ranges to capture
 					   * (e.g. the ClusterIP range); default none */
 	unsigned n_capture_cidrs;
-	const char *tproxy_ipv4;	/* listener address; default "127.0.0.1" */
+	const char *tproxy_ipv4;	/* listener address; default EM_TPROXY_IPV4 */
 	const char *tproxy_ipv6;	/* default "::1" (used only with IPv6 ranges) */
-	uint16_t tproxy_port;		/* default 15001 */
+	uint16_t tproxy_port;		/* default EM_TPROXY_PORT (util/defaults.h) */
 	uint16_t queue_num;		/* first DNS queue; default 0 */
 	uint16_t queues;		/* number of queues, fanned out; default 1;
 					 * 0 = no DNS queueing at all */
@@ -59,9 +60,9 @@ struct em_nf_config {
 					 * than by address hash; default true */
 	bool dns_host;			/* queue host processes' queries; default true */
 	bool dns_pods;			/* queue forwarded queries; default true */
-	uint32_t capture_mark;		/* default 0x1e2 */
-	uint32_t bypass_mark;		/* SO_MARK of the daemon's sockets; default 0x1e3 */
-	uint32_t route_table;		/* policy routing table; default 482 (0x1e2) */
+	uint32_t capture_mark;		/* default EM_CAPTURE_MARK */
+	uint32_t bypass_mark;		/* SO_MARK of the daemon's sockets; default EM_BYPASS_MARK */
+	uint32_t route_table;		/* policy routing table; default EM_ROUTE_TABLE */
 	uint32_t rule_priority;		/* ip rule priority; default 482 */
 	bool main_route;		/* add the `local <fake range> dev lo` route
 					 * to the main table; default true */

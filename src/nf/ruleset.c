@@ -291,7 +291,7 @@ static void set_mark(struct rb *rb, uint32_t m)
 }
 
 /* meta l4proto tcp, meta nfproto ipvX, ipX daddr <prefix> */
-static void match_tcp_to(struct rb *rb, const struct em_nf_cidr *c)
+static void match_tcp_to(struct rb *rb, const struct em_cidr *c)
 {
 	uint8_t mask[16];
 	uint32_t bytes;
@@ -303,10 +303,10 @@ static void match_tcp_to(struct rb *rb, const struct em_nf_cidr *c)
 	/* Like nft, so that `nft list` prints `ip daddr X/len`: a byte-aligned
 	 * prefix loads just its bytes; any other loads the whole address and
 	 * masks it. */
-	bytes = c->plen % 8 ? (uint32_t)em_nf_cidr_len(c) : c->plen / 8u;
+	bytes = c->plen % 8 ? (uint32_t)em_cidr_len(c) : c->plen / 8u;
 	payload(rb, NFT_PAYLOAD_NETWORK_HEADER, c->family == AF_INET6 ? 24 : 16, bytes);
 	if (c->plen % 8) {
-		em_nf_cidr_mask(c, mask);
+		em_cidr_mask(c, mask);
 		bitwise_and(rb, mask, bytes);
 	}
 	cmp(rb, NFT_CMP_EQ, c->addr, bytes);
@@ -619,7 +619,7 @@ static void rule_return_on_bypass(struct em_nf_batch *b, const struct em_nf_plan
 }
 
 static void rule_tproxy(struct em_nf_batch *b, const struct em_nf_plan *p,
-			const struct em_nf_cidr *c)
+			const struct em_cidr *c)
 {
 	struct rb rb = rule_new(NFPROTO_INET, EM_NF_TABLE, "prerouting");
 	bool v6 = c->family == AF_INET6;
@@ -630,7 +630,7 @@ static void rule_tproxy(struct em_nf_batch *b, const struct em_nf_plan *p,
 }
 
 static void rule_mark_output(struct em_nf_batch *b, const struct em_nf_plan *p,
-			     const struct em_nf_cidr *c)
+			     const struct em_cidr *c)
 {
 	struct rb rb = rule_new(NFPROTO_INET, EM_NF_TABLE, "output");
 
@@ -647,7 +647,7 @@ static void rule_mark_output(struct em_nf_batch *b, const struct em_nf_plan *p,
  * own connections, send them away from lo. Without a conntrack entry no NAT
  * applies; TPROXY and the policy route do not need one. */
 static void rule_notrack(struct em_nf_batch *b, const struct em_nf_plan *p, const char *chain,
-			 const struct em_nf_cidr *c)
+			 const struct em_cidr *c)
 {
 	struct rb rb = rule_new(NFPROTO_INET, EM_NF_TABLE, chain);
 
@@ -712,17 +712,17 @@ static void match_iifname(struct rb *rb, const char *name)
 }
 
 /* meta nfproto ipvX, ipX saddr|daddr <prefix> */
-static void match_prefix(struct rb *rb, const struct em_nf_cidr *c, bool src)
+static void match_prefix(struct rb *rb, const struct em_cidr *c, bool src)
 {
 	uint8_t mask[16];
 	bool v6 = c->family == AF_INET6;
-	uint32_t bytes = c->plen % 8 ? (uint32_t)em_nf_cidr_len(c) : c->plen / 8u;
+	uint32_t bytes = c->plen % 8 ? (uint32_t)em_cidr_len(c) : c->plen / 8u;
 
 	meta_load(rb, NFT_META_NFPROTO);
 	cmp_u8(rb, v6 ? NFPROTO_IPV6 : NFPROTO_IPV4);
 	payload(rb, NFT_PAYLOAD_NETWORK_HEADER, (v6 ? 8 : 12) + (src ? 0 : (v6 ? 16 : 4)), bytes);
 	if (c->plen % 8) {
-		em_nf_cidr_mask(c, mask);
+		em_cidr_mask(c, mask);
 		bitwise_and(rb, mask, bytes);
 	}
 	cmp(rb, NFT_CMP_EQ, c->addr, bytes);

@@ -9,6 +9,7 @@
  * through sockets of this thread, whose port ids are ignored. When the
  * event socket overflows (ENOBUFS), everything is checked. */
 #include "nf/nf-internal.h"
+#include "util/clock.h"
 
 #include <errno.h>
 #include <libmnl/libmnl.h>
@@ -36,14 +37,6 @@ struct em_nf_watch {
 	struct mnl_socket *nl, *rt;		/* repairs (their port ids are ours) */
 	uint64_t repairs;
 };
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static struct mnl_socket *subscribe(int bus, const unsigned *groups, size_t n)
 {
@@ -127,7 +120,7 @@ static int table_present(struct mnl_socket *nl)
 	char buf[8192] __attribute__((aligned(8)));
 	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
 	struct nfgenmsg *g;
-	uint32_t seq = (uint32_t)now_ms(), portid = mnl_socket_get_portid(nl);
+	uint32_t seq = (uint32_t)em_clock_ms(), portid = mnl_socket_get_portid(nl);
 
 	nlh->nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE;
 	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
@@ -160,7 +153,7 @@ static int table_present(struct mnl_socket *nl)
 
 static void repair(struct em_nf_watch *w, bool table_hit, bool route_hit, bool overflow)
 {
-	uint64_t t0 = now_ms();
+	uint64_t t0 = em_clock_ms();
 	unsigned readded = 0;
 	int ret;
 
@@ -180,7 +173,7 @@ static void repair(struct em_nf_watch *w, bool table_hit, bool route_hit, bool o
 		if (ret == 0)
 			em_warn("nf: table inet %s was removed or changed by someone else "
 				"(nft flush ruleset?); reinstalled in %llu ms (repair %llu)",
-				EM_NF_TABLE, (unsigned long long)(now_ms() - t0),
+				EM_NF_TABLE, (unsigned long long)(em_clock_ms() - t0),
 				(unsigned long long)w->repairs);
 	}
 	if (table_hit || route_hit || overflow) {

@@ -5,8 +5,8 @@
  * Ownership: struct em_proxy_conn owns both sockets, its balancer reference
  * and its pick, and borrows a pipe per direction only while bytes wait in it
  * (an idle relay holds none); conn_close() gives them all back and
- * conn_free() (via the worker's dead list) is the one place the struct is
- * freed. Both sockets are registered edge-triggered for in and out at once,
+ * em_proxy_conn_reap() (the worker's dead list, after the event batch) is the
+ * one place the struct is freed. Both sockets are registered edge-triggered for in and out at once,
  * so pump() must move data until every path is blocked on EAGAIN, an empty
  * pipe or an EOF: each of those is re-announced by a fresh edge. */
 #include <errno.h>

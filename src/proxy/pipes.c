@@ -6,7 +6,8 @@
  * process without CAP_SYS_RESOURCE gets EPERM from F_SETPIPE_SZ once its
  * user's pipes hold that many pages, and new pipes then start at 2 pages.
  * So only cfg.big_pipes pipes process-wide are grown to cfg.pipe_size; the
- * others keep the default 64 KiB, and both cases are counted. */
+ * others keep the default 64 KiB, and both cases are counted
+ * (docs/kernel-notes.md). */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>

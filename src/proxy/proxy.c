@@ -14,6 +14,8 @@
 #include <urcu/urcu-memb.h>
 
 #include "proxy/worker.h"
+#include "util/clock.h"
+#include "util/defaults.h"
 #include "util/log.h"
 
 #define MAX_EVENTS 64
@@ -23,12 +25,12 @@
 void em_proxy_config_defaults(struct em_proxy_config *cfg)
 {
 	*cfg = (struct em_proxy_config){
-		.port = EM_PROXY_DEFAULT_PORT,
-		.listen4 = "127.0.0.1",
+		.port = EM_TPROXY_PORT,
+		.listen4 = EM_TPROXY_IPV4,
 		.listen6 = NULL,
 		.transparent = true,
 		.workers = EM_PROXY_DEFAULT_WORKERS,
-		.bypass_mark = EM_PROXY_DEFAULT_BYPASS_MARK,
+		.bypass_mark = EM_BYPASS_MARK,
 		.connect_timeout_ms = EM_PROXY_DEFAULT_CONNECT_TIMEOUT_MS,
 		.idle_timeout_s = EM_PROXY_DEFAULT_IDLE_TIMEOUT_S,
 		.connect_attempts = EM_PROXY_DEFAULT_CONNECT_ATTEMPTS,
@@ -251,7 +253,7 @@ static void *worker_main(void *arg)
 	while (!w->stopping) {
 		int n, timeout;
 
-		w->now_ms = em_proxy_now_ms();
+		w->now_ms = em_clock_ms();
 		timeout = em_proxy_timer_next(&w->timers, w->now_ms);
 		em_progress_wait(&w->progress);
 		n = epoll_wait(w->epfd, evs, MAX_EVENTS, timeout);
@@ -260,7 +262,7 @@ static void *worker_main(void *arg)
 			em_err("proxy: epoll_wait: %s", strerror(errno));
 			break;
 		}
-		w->now_ms = em_proxy_now_ms();
+		w->now_ms = em_clock_ms();
 		for (int i = 0; i < n; i++) {
 			struct em_proxy_src *src = evs[i].data.ptr;
 
@@ -476,37 +478,12 @@ uint16_t em_proxy_port(const struct em_proxy *p)
 
 void em_proxy_get_stats(const struct em_proxy *p, struct em_proxy_stats *out)
 {
-#define GET(f) out->f = atomic_load_explicit(&p->c.f, memory_order_relaxed)
-	GET(accepted);
-	GET(refused);
-	GET(no_backend);
-	GET(upstream_failures);
-	GET(connect_timeouts);
-	GET(idle_timeouts);
-	GET(errors);
-	GET(completed);
-	GET(active);
-	GET(bytes_up);
-	GET(bytes_down);
-	GET(limit_refusals);
-	GET(l4_fallbacks);
-	GET(requests);
-	for (int i = 0; i < 6; i++) {
-		GET(responses[i]);
-		GET(generated[i]);
-	}
-	GET(retries);
-	GET(pool_hits);
-	GET(pool_misses);
-	GET(pool_stale);
-	GET(head_timeouts);
-	GET(response_timeouts);
-	GET(bad_requests);
-	GET(bad_responses);
-	GET(aborted_responses);
-	GET(tunnels);
-	GET(pipes);
-	GET(pipe_size_failures);
-	GET(pipes_small);
+#define GET(f) out->f = atomic_load_explicit(&p->c.f, memory_order_relaxed);
+#define GET_CLASSES(f)						\
+	for (int i = 0; i < EM_PROXY_STATUS_CLASSES; i++)	\
+		GET(f[i])
+	EM_PROXY_COUNTERS(GET)
+	EM_PROXY_CLASS_COUNTERS(GET_CLASSES)
+#undef GET_CLASSES
 #undef GET
 }

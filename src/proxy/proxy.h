@@ -33,9 +33,7 @@
 #include "lb/lb.h"
 #include "registry/snapshot.h"
 
-#define EM_PROXY_DEFAULT_PORT 15001
 #define EM_PROXY_DEFAULT_WORKERS 2
-#define EM_PROXY_DEFAULT_BYPASS_MARK 0x1e3
 #define EM_PROXY_DEFAULT_CONNECT_TIMEOUT_MS 3000
 #define EM_PROXY_DEFAULT_IDLE_TIMEOUT_S 3600
 #define EM_PROXY_DEFAULT_CONNECT_ATTEMPTS 3
@@ -70,12 +68,12 @@ typedef int (*em_proxy_resolve_fn)(void *ctx, const struct sockaddr *orig_dst,
 				   struct em_proxy_target *out);
 
 struct em_proxy_config {
-	uint16_t port;			/* listen port; 0 = ephemeral (tests). 15001 */
+	uint16_t port;			/* listen port; 0 = ephemeral (tests). EM_TPROXY_PORT */
 	const char *listen4;		/* IPv4 listen address, "127.0.0.1"; NULL = none */
 	const char *listen6;		/* IPv6 listen address, e.g. "::1"; NULL = none (default) */
 	bool transparent;		/* IP_TRANSPARENT/IPV6_TRANSPARENT (needs CAP_NET_ADMIN). true */
 	unsigned workers;		/* epoll threads, each with its own SO_REUSEPORT listener. 2 */
-	uint32_t bypass_mark;		/* SO_MARK on upstream sockets; 0 = leave unset. 0x1e3 */
+	uint32_t bypass_mark;		/* SO_MARK on upstream sockets; 0 = leave unset. EM_BYPASS_MARK */
 	unsigned connect_timeout_ms;	/* per attempt. 3000 */
 	unsigned idle_timeout_s;	/* no byte either way for this long: reset. 3600 */
 	unsigned connect_attempts;	/* backends tried per connection (capped by their number). 3 */
@@ -101,39 +99,56 @@ struct em_proxy_config {
 	void *resolve_ctx;
 };
 
+/* The forwarder's counters, declared once: X(name) for a count, and
+ * X(name) in EM_PROXY_CLASS_COUNTERS for a count per HTTP status class
+ * (an array of 6: [1]=1xx .. [5]=5xx). struct em_proxy_stats (here) and the
+ * workers' atomic counters (worker.h) are both made from these lists, and
+ * em_proxy_get_stats() copies one into the other with them. */
+#define EM_PROXY_COUNTERS(X)						\
+	X(accepted)		/* connections accepted */		\
+	X(refused)		/* not a service port: closed at once */ \
+	X(no_backend)		/* service port without a usable backend, or every attempt failed */ \
+	X(upstream_failures)	/* connect attempts that failed (refused, unreachable) */ \
+	X(connect_timeouts)	/* connect attempts that timed out */	\
+	X(idle_timeouts)	/* connections reset for idleness */	\
+	X(errors)		/* relays ended by a reset or socket error */ \
+	X(completed)		/* relays ended by both sides closing */ \
+	X(active)		/* connections open now */		\
+	X(bytes_up)		/* client -> backend */			\
+	X(bytes_down)		/* backend -> client */			\
+	/* limits: connections reset at accept (max_conns, per client) */ \
+	X(limit_refusals)						\
+	/* HTTP */							\
+	X(l4_fallbacks)		/* HTTP port, not HTTP/1.x first bytes: relayed at L4 */ \
+	X(requests)		/* request heads accepted */		\
+	X(retries)		/* requests sent again (another backend or a fresh connection) */ \
+	X(pool_hits)		/* requests sent on a pooled upstream connection */ \
+	X(pool_misses)		/* requests that had to connect */	\
+	X(pool_stale)		/* pooled connections that failed before a response byte */ \
+	X(head_timeouts)	/* 408 */				\
+	X(response_timeouts)	/* 504 */				\
+	X(bad_requests)		/* framing errors from clients (4xx/501/505 + close) */ \
+	X(bad_responses)	/* framing errors from backends (502 or close) */ \
+	X(aborted_responses)	/* backend died mid-response: client closed */ \
+	X(tunnels)		/* Upgrade/CONNECT turned into byte tunnels */ \
+	/* pipes */							\
+	X(pipes)		/* pipes created */			\
+	X(pipe_size_failures)	/* F_SETPIPE_SZ refused (EPERM: pipe-user-pages-soft) */ \
+	X(pipes_small)		/* pipes left at the default size (budget of big pipes spent) */
+
+#define EM_PROXY_CLASS_COUNTERS(X)					\
+	X(responses)		/* forwarded response heads by class */	\
+	X(generated)		/* replies the proxy wrote itself, by class ([4]: 400/408/414/431, [5]: 502/503/504) */
+
+#define EM_PROXY_STATUS_CLASSES 6
+
 struct em_proxy_stats {
-	uint64_t accepted;		/* connections accepted */
-	uint64_t refused;		/* not a service port: closed at once */
-	uint64_t no_backend;		/* service port without a usable backend, or every attempt failed */
-	uint64_t upstream_failures;	/* connect attempts that failed (refused, unreachable) */
-	uint64_t connect_timeouts;	/* connect attempts that timed out */
-	uint64_t idle_timeouts;		/* connections reset for idleness */
-	uint64_t errors;		/* relays ended by a reset or socket error */
-	uint64_t completed;		/* relays ended by both sides closing */
-	uint64_t active;		/* connections open now */
-	uint64_t bytes_up;		/* client -> backend */
-	uint64_t bytes_down;		/* backend -> client */
-	/* limits: connections reset at accept (max_conns, per client) */
-	uint64_t limit_refusals;
-	/* HTTP */
-	uint64_t l4_fallbacks;		/* HTTP port, not HTTP/1.x first bytes: relayed at L4 */
-	uint64_t requests;		/* request heads accepted */
-	uint64_t responses[6];		/* forwarded response heads by class: [1]=1xx .. [5]=5xx */
-	uint64_t generated[6];		/* replies the proxy wrote itself, by class ([4]: 400/408/414/431, [5]: 502/503/504) */
-	uint64_t retries;		/* requests sent again (another backend or a fresh connection) */
-	uint64_t pool_hits;		/* requests sent on a pooled upstream connection */
-	uint64_t pool_misses;		/* requests that had to connect */
-	uint64_t pool_stale;		/* pooled connections that failed before a response byte */
-	uint64_t head_timeouts;		/* 408 */
-	uint64_t response_timeouts;	/* 504 */
-	uint64_t bad_requests;		/* framing errors from clients (4xx/501/505 + close) */
-	uint64_t bad_responses;		/* framing errors from backends (502 or close) */
-	uint64_t aborted_responses;	/* backend died mid-response: client closed */
-	uint64_t tunnels;		/* Upgrade/CONNECT turned into byte tunnels */
-	/* pipes */
-	uint64_t pipes;			/* pipes created */
-	uint64_t pipe_size_failures;	/* F_SETPIPE_SZ refused (EPERM: pipe-user-pages-soft) */
-	uint64_t pipes_small;		/* pipes left at the default size (budget of big pipes spent) */
+#define EM_PROXY_STAT_(name) uint64_t name;
+#define EM_PROXY_CLASS_STAT_(name) uint64_t name[EM_PROXY_STATUS_CLASSES];
+	EM_PROXY_COUNTERS(EM_PROXY_STAT_)
+	EM_PROXY_CLASS_COUNTERS(EM_PROXY_CLASS_STAT_)
+#undef EM_PROXY_STAT_
+#undef EM_PROXY_CLASS_STAT_
 };
 
 struct em_proxy;

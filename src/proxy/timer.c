@@ -3,17 +3,8 @@
  * connection can cancel its own in place. */
 #include <errno.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "proxy/worker.h"
-
-uint64_t em_proxy_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 void em_proxy_timer_init(struct em_proxy_timer *t, em_proxy_timer_fn fn)
 {

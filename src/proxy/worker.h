@@ -138,15 +138,15 @@ struct em_proxy_worker {
 	struct em_progress progress;	/* watchdog heartbeat */
 };
 
-/* Counters live in struct em_proxy; workers add with relaxed atomics. */
+/* Counters live in struct em_proxy; workers add with relaxed atomics. The
+ * fields are those of struct em_proxy_stats (the lists in proxy.h). */
 struct em_proxy_counters {
-	_Atomic uint64_t accepted, refused, no_backend, upstream_failures,
-		connect_timeouts, idle_timeouts, errors, completed, active,
-		bytes_up, bytes_down,
-		limit_refusals, l4_fallbacks, requests, responses[6], generated[6],
-		retries, pool_hits, pool_misses, pool_stale, head_timeouts,
-		response_timeouts, bad_requests, bad_responses, tunnels,
-		pipes, pipe_size_failures, pipes_small, aborted_responses;
+#define COUNTER_(name) _Atomic uint64_t name;
+#define CLASS_COUNTER_(name) _Atomic uint64_t name[EM_PROXY_STATUS_CLASSES];
+	EM_PROXY_COUNTERS(COUNTER_)
+	EM_PROXY_CLASS_COUNTERS(CLASS_COUNTER_)
+#undef COUNTER_
+#undef CLASS_COUNTER_
 };
 
 /* Client connections per client address: hashed into buckets (two clients
@@ -179,7 +179,6 @@ int em_proxy_timer_next(const struct em_proxy_timer_heap *h, uint64_t now_ms);
 /* Run every timer due at now_ms; each is disarmed before its fn runs. */
 void em_proxy_timer_run(struct em_proxy_worker *w);
 void em_proxy_timer_heap_free(struct em_proxy_timer_heap *h);
-uint64_t em_proxy_now_ms(void);
 
 /* listener.c: a non-blocking listening socket, or -errno. */
 int em_proxy_listener_open(int family, const char *addr, uint16_t port,

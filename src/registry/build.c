@@ -31,17 +31,17 @@
 
 static void list_free(void *v)
 {
-	struct em_pod_list *l = v;
-	free(l->pods);
+	struct em_obj_list *l = v;
+	free(l->objs);
 	free(l);
 }
 
-static struct em_pod_list *list_add(struct em_strmap *m, const char *key, struct em_obj *o)
+static struct em_obj_list *list_add(struct em_strmap *m, const char *key, struct em_obj *o)
 {
 	struct em_strmap_entry *e = em_strmap_put(m, key);
 	if (!e)
 		return NULL;
-	struct em_pod_list *l = e->val;
+	struct em_obj_list *l = e->val;
 	if (!l) {
 		l = calloc(1, sizeof(*l));
 		if (!l)
@@ -50,13 +50,13 @@ static struct em_pod_list *list_add(struct em_strmap *m, const char *key, struct
 	}
 	if (l->n == l->cap) {
 		size_t cap = l->cap ? l->cap * 2 : 4;
-		struct em_obj **p = realloc(l->pods, cap * sizeof(*p));
+		struct em_obj **p = realloc(l->objs, cap * sizeof(*p));
 		if (!p)
 			return NULL;
-		l->pods = p;
+		l->objs = p;
 		l->cap = cap;
 	}
-	l->pods[l->n++] = o;
+	l->objs[l->n++] = o;
 	return l;
 }
 
@@ -106,7 +106,7 @@ int em_pod_index_add(struct em_pod_index *idx, struct em_obj *pod)
 	for (size_t j = 0; j < p->n_labels; j++) {
 		if (label_key(key, sizeof(key), pod->ns, p->labels[j].key, p->labels[j].val) < 0)
 			continue;
-		struct em_pod_list *l = list_add(&idx->by_label, key, pod);
+		struct em_obj_list *l = list_add(&idx->by_label, key, pod);
 		if (!l)
 			return -ENOMEM;
 		l->gen = idx->gen;
@@ -129,12 +129,12 @@ void em_pod_index_remove(struct em_pod_index *idx, struct em_obj *pod)
 		struct em_strmap_entry *e = em_strmap_get(&idx->by_label, key);
 		if (!e)
 			continue;
-		struct em_pod_list *l = e->val;
+		struct em_obj_list *l = e->val;
 		l->gen = idx->gen;
 		for (size_t i = 0; i < l->n; i++) {
-			if (l->pods[i] != pod)
+			if (l->objs[i] != pod)
 				continue;
-			l->pods[i] = l->pods[--l->n];
+			l->objs[i] = l->objs[--l->n];
 			break;
 		}
 		if (l->n == 0)
@@ -242,12 +242,12 @@ static bool pod_backend(const struct em_obj_pod *p, const struct em_svc_port_spe
 	return true;
 }
 
-static const struct em_pod_list *smallest_list(const struct em_build_input *in,
+static const struct em_obj_list *smallest_list(const struct em_build_input *in,
 					       const struct em_obj *svc)
 {
 	char key[1024];
-	const struct em_pod_list *best = NULL;
-	static const struct em_pod_list empty;
+	const struct em_obj_list *best = NULL;
+	static const struct em_obj_list empty;
 	for (size_t i = 0; i < svc->u.svc.n_selector; i++) {
 		if (label_key(key, sizeof(key), svc->ns, svc->u.svc.selector[i].key,
 			      svc->u.svc.selector[i].val) < 0)
@@ -255,7 +255,7 @@ static const struct em_pod_list *smallest_list(const struct em_build_input *in,
 		struct em_strmap_entry *e = em_strmap_get(&in->pods->by_label, key);
 		if (!e)
 			return &empty;
-		const struct em_pod_list *l = e->val;
+		const struct em_obj_list *l = e->val;
 		if (!best || l->n < best->n)
 			best = l;
 	}
@@ -263,11 +263,11 @@ static const struct em_pod_list *smallest_list(const struct em_build_input *in,
 }
 
 static int pods_for_port(const struct em_obj *svc,
-			 const struct em_pod_list *cand, const struct em_svc_port_spec *sp,
+			 const struct em_obj_list *cand, const struct em_svc_port_spec *sp,
 			 struct bvec *out)
 {
 	for (size_t i = 0; i < cand->n; i++) {
-		const struct em_obj *po = cand->pods[i];
+		const struct em_obj *po = cand->objs[i];
 		struct em_ip ip;
 		uint16_t port;
 		if (!pod_matches(&po->u.pod, &svc->u.svc) || !pod_backend(&po->u.pod, sp, &ip, &port))
@@ -311,11 +311,11 @@ static void ep_pod_rule(const struct em_obj_pod *p, int ipproto, struct em_ip *i
 		*ip = p->host_ip;
 }
 
-static int endpoints_for_port(const struct em_build_input *in, const struct em_pod_list *eps,
+static int endpoints_for_port(const struct em_build_input *in, const struct em_obj_list *eps,
 			      const struct em_svc_port_spec *sp, size_t svc_ports, struct bvec *out)
 {
 	for (size_t e = 0; e < eps->n; e++) {
-		const struct em_obj_endpoints *ep = &eps->pods[e]->u.ep;
+		const struct em_obj_endpoints *ep = &eps->objs[e]->u.ep;
 		for (size_t s = 0; s < ep->n_subsets; s++) {
 			const struct em_ep_subset *ss = &ep->subsets[s];
 			for (size_t p = 0; p < ss->n_ports; p++) {
@@ -392,11 +392,18 @@ static uint64_t bloom_bit(const char *nsname)
 	return 1ull << (em_hash_seeded(nsname, strlen(nsname)) & 63);
 }
 
+/* A service's fake addresses, as the pool handed them out this build. */
+struct fake_ips {
+	bool has4, has6;
+	struct in_addr v4;
+	struct in6_addr v6;
+};
+
 /* Whether a pod named by a targetRef of eps changed since the block was
  * built. The bloom bits skip the exact check for almost every service
  * when a few pods changed. */
 static bool ref_pods_changed(const struct em_build_input *in, const struct em_svc_block *b,
-			     const struct em_pod_list *eps, uint64_t changed_bloom)
+			     const struct em_obj_list *eps, uint64_t changed_bloom)
 {
 	if (!b->has_ref_pods)
 		return false;
@@ -405,7 +412,7 @@ static bool ref_pods_changed(const struct em_build_input *in, const struct em_sv
 	if (!(b->ref_bloom & changed_bloom))
 		return false;
 	for (size_t e = 0; e < eps->n; e++) {
-		const struct em_obj_endpoints *ep = &eps->pods[e]->u.ep;
+		const struct em_obj_endpoints *ep = &eps->objs[e]->u.ep;
 		for (size_t s = 0; s < ep->n_subsets; s++)
 			for (size_t a = 0; a < ep->subsets[s].n_addrs; a++) {
 				const char *pod = ep->subsets[s].addrs[a].pod;
@@ -422,21 +429,21 @@ static bool ref_pods_changed(const struct em_build_input *in, const struct em_sv
  * their targetRefs name unchanged, or, built from pods, every pod list its
  * selector reads unchanged since the build. */
 static bool block_reusable(const struct em_build_input *in, const struct em_obj *o,
-			   const struct em_svc_block *b, const struct em_service *fake,
-			   const struct em_pod_list *eps, uint64_t changed_bloom)
+			   const struct em_svc_block *b, const struct fake_ips *fake,
+			   const struct em_obj_list *eps, uint64_t changed_bloom)
 {
 	const struct em_obj_service *os = &o->u.svc;
 	char key[1024];
 
-	if (b->obj_seq != o->seq || b->svc.has_fake4 != fake->has_fake4 ||
-	    b->svc.has_fake6 != fake->has_fake6 ||
-	    (fake->has_fake4 && b->svc.fake4.s_addr != fake->fake4.s_addr) ||
-	    (fake->has_fake6 && memcmp(&b->svc.fake6, &fake->fake6, sizeof(fake->fake6)) != 0))
+	if (b->obj_seq != o->seq || b->svc.has_fake4 != fake->has4 ||
+	    b->svc.has_fake6 != fake->has6 ||
+	    (fake->has4 && b->svc.fake4.s_addr != fake->v4.s_addr) ||
+	    (fake->has6 && memcmp(&b->svc.fake6, &fake->v6, sizeof(fake->v6)) != 0))
 		return false;
 	if (eps->n != b->n_ep_seqs)
 		return false;
 	for (size_t i = 0; i < eps->n; i++)
-		if (eps->pods[i]->seq != b->ep_seqs[i])
+		if (eps->objs[i]->seq != b->ep_seqs[i])
 			return false;
 	if (eps->n)
 		return !ref_pods_changed(in, b, eps, changed_bloom);
@@ -449,35 +456,25 @@ static bool block_reusable(const struct em_build_input *in, const struct em_obj 
 			/* No list now: no candidates now; fine if there were none. */
 			if (!e)
 				return !b->has_pod_backends;
-			if (((const struct em_pod_list *)e->val)->gen > b->built_gen)
+			if (((const struct em_obj_list *)e->val)->gen > b->built_gen)
 				return false;
 		}
 	}
 	return true;
 }
 
-static int build_block(const struct em_build_input *in, const struct em_obj *o,
-		       const struct em_service *fake, const struct em_pod_list *eps,
-		       struct bvec *bv, struct em_svc_block **out)
+/* The service's own fields, copied from the object into the block's arena. */
+static int copy_service(struct em_svc_block *blk, const struct em_build_input *in,
+			const struct em_obj *o, const struct fake_ips *fake)
 {
 	const struct em_obj_service *os = &o->u.svc;
-	struct em_svc_block *blk = calloc(1, sizeof(*blk));
-	if (!blk)
-		return -ENOMEM;
-	atomic_init(&blk->refs, 1);
-	blk->arena.chunk = 1024;
-	blk->obj_seq = o->seq;
-	blk->built_gen = in->pods->gen;
-	if (in->hooks)
-		blk->hooks = *in->hooks;
 	struct em_arena *a = &blk->arena;
 	struct em_service *svc = &blk->svc;
-	int ret = -ENOMEM;
 
 	/* ns and name share one copy of "ns/name", split at the slash. */
 	char *nn = em_arena_alloc(a, o->nsname_len + 1);
 	if (!nn)
-		goto fail;
+		return -ENOMEM;
 	memcpy(nn, o->nsname, o->nsname_len + 1);
 	nn[strlen(o->ns)] = '\0';
 	svc->ns = nn;
@@ -489,90 +486,108 @@ static int build_block(const struct em_build_input *in, const struct em_obj *o,
 	svc->external_name = os->external_name ? em_arena_strdup(a, os->external_name) : NULL;
 	if (!svc->fqdn || !svc->session_affinity || (os->lb && !svc->lb_strategy) ||
 	    (os->external_name && !svc->external_name))
-		goto fail;
+		return -ENOMEM;
 	svc->headless = os->headless;
 	svc->has_cluster_ip4 = os->has_cip4;
 	svc->cluster_ip4 = os->cip4;
-	svc->has_fake4 = fake->has_fake4;
-	svc->fake4 = fake->fake4;
-	svc->has_fake6 = fake->has_fake6;
-	svc->fake6 = fake->fake6;
+	svc->has_fake4 = fake->has4;
+	svc->fake4 = fake->v4;
+	svc->has_fake6 = fake->has6;
+	svc->fake6 = fake->v6;
+	return 0;
+}
 
-	struct em_service_port *ports = NULL;
-	if (os->n_ports) {
-		ports = em_arena_alloc(a, os->n_ports * sizeof(*ports));
-		blk->port_ok = em_arena_alloc(a, os->n_ports);
-		if (!ports || !blk->port_ok)
-			goto fail;
-	}
-	/* Pods only where no Endpoints exist (see the top of the file). */
-	const struct em_pod_list *cand = os->n_selector && !eps->n ? smallest_list(in, o) : NULL;
-	if (eps->n) {
-		blk->ep_seqs = em_arena_alloc(a, eps->n * sizeof(*blk->ep_seqs));
-		if (!blk->ep_seqs)
-			goto fail;
-		for (size_t i = 0; i < eps->n; i++) {
-			const struct em_obj_endpoints *ep = &eps->pods[i]->u.ep;
-			blk->ep_seqs[i] = eps->pods[i]->seq;
-			for (size_t s = 0; s < ep->n_subsets; s++)
-				for (size_t k = 0; k < ep->subsets[s].n_addrs; k++) {
-					const char *pod = ep->subsets[s].addrs[k].pod;
-					if (!pod)
-						continue;
-					blk->has_ref_pods = true;
-					blk->ref_bloom |= bloom_bit(pod);
-				}
-		}
-		blk->n_ep_seqs = eps->n;
-	}
-	for (size_t i = 0; i < os->n_ports; i++) {
-		const struct em_svc_port_spec *sp = &os->ports[i];
-		struct em_service_port *p = &ports[i];
-		bv->n = 0;
-		ret = cand ? pods_for_port(o, cand, sp, bv)
-			   : endpoints_for_port(in, eps, sp, os->n_ports, bv);
-		if (ret < 0)
-			goto fail;
-		ret = -ENOMEM;
-		p->name = em_arena_strdup(a, sp->name);
-		p->port = sp->port;
-		p->ipproto = sp->ipproto;
-		p->app = sp->app;
-		p->service = svc;
-		if (!p->name)
-			goto fail;
-		/* SCTP (logged once) and ExternalName ports get no backends:
-		 * nothing captures them. */
-		if (!em_port_forwarded(sp->ipproto, o->nsname, sp->port) || os->external_name)
-			bv->n = 0;
-		if (!bv->n)
-			continue;
-		struct em_backend *b = em_arena_alloc(a, bv->n * sizeof(*b));
-		if (!b)
-			goto fail;
-		for (size_t k = 0; k < bv->n; k++) {
-			b[k] = bv->b[k];
-			if (bv->pod[k]) {
-				const struct em_obj *po = bv->pod[k];
-				char *pn = em_arena_alloc(a, po->nsname_len + 1);
-				if (!pn)
-					goto fail;
-				memcpy(pn, po->nsname, po->nsname_len + 1);
-				b[k].pod = pn;
-				blk->has_pod_backends = true;
-			} else if (b[k].pod) {
-				b[k].pod = em_arena_strdup(a, b[k].pod);
+/* Remember which Endpoints/slice objects the block was built from, and the
+ * pods their targetRefs name (for block_reusable). */
+static int note_endpoints(struct em_svc_block *blk, const struct em_obj_list *eps)
+{
+	if (!eps->n)
+		return 0;
+	blk->ep_seqs = em_arena_alloc(&blk->arena, eps->n * sizeof(*blk->ep_seqs));
+	if (!blk->ep_seqs)
+		return -ENOMEM;
+	for (size_t i = 0; i < eps->n; i++) {
+		const struct em_obj_endpoints *ep = &eps->objs[i]->u.ep;
+		blk->ep_seqs[i] = eps->objs[i]->seq;
+		for (size_t s = 0; s < ep->n_subsets; s++)
+			for (size_t k = 0; k < ep->subsets[s].n_addrs; k++) {
+				const char *pod = ep->subsets[s].addrs[k].pod;
+				if (!pod)
+					continue;
+				blk->has_ref_pods = true;
+				blk->ref_bloom |= bloom_bit(pod);
 			}
-		}
-		qsort(b, bv->n, sizeof(*b), cmp_backend);
-		p->backends = b;
-		p->n_backends = bv->n;
-		blk->n_backends += bv->n;
 	}
-	svc->ports = ports;
-	svc->n_ports = os->n_ports;
+	blk->n_ep_seqs = eps->n;
+	return 0;
+}
 
-	/* The entry is complete (back pointers valid): attach balancers. */
+/* The backends collected in bv, sorted, into port p (in the block's arena). */
+static int place_backends(struct em_svc_block *blk, struct em_service_port *p,
+			  const struct bvec *bv)
+{
+	struct em_arena *a = &blk->arena;
+	struct em_backend *b = em_arena_alloc(a, bv->n * sizeof(*b));
+
+	if (!b)
+		return -ENOMEM;
+	for (size_t k = 0; k < bv->n; k++) {
+		b[k] = bv->b[k];
+		if (bv->pod[k]) {
+			const struct em_obj *po = bv->pod[k];
+			char *pn = em_arena_alloc(a, po->nsname_len + 1);
+			if (!pn)
+				return -ENOMEM;
+			memcpy(pn, po->nsname, po->nsname_len + 1);
+			b[k].pod = pn;
+			blk->has_pod_backends = true;
+		} else if (b[k].pod) {
+			b[k].pod = em_arena_strdup(a, b[k].pod);
+		}
+	}
+	qsort(b, bv->n, sizeof(*b), cmp_backend);
+	p->backends = b;
+	p->n_backends = bv->n;
+	blk->n_backends += bv->n;
+	return 0;
+}
+
+/* Port i of service o with its backends: from the candidate pods when
+ * there are any (no Endpoints), else from the Endpoints/slices. */
+static int build_port(struct em_svc_block *blk, const struct em_build_input *in,
+		      const struct em_obj *o, const struct em_obj_list *cand,
+		      const struct em_obj_list *eps, size_t i, struct em_service_port *p,
+		      struct bvec *bv)
+{
+	const struct em_obj_service *os = &o->u.svc;
+	const struct em_svc_port_spec *sp = &os->ports[i];
+	int ret;
+
+	bv->n = 0;
+	ret = cand ? pods_for_port(o, cand, sp, bv)
+		   : endpoints_for_port(in, eps, sp, os->n_ports, bv);
+	if (ret < 0)
+		return ret;
+	p->name = em_arena_strdup(&blk->arena, sp->name);
+	p->port = sp->port;
+	p->ipproto = sp->ipproto;
+	p->app = sp->app;
+	p->service = &blk->svc;
+	if (!p->name)
+		return -ENOMEM;
+	/* SCTP (logged once) and ExternalName ports get no backends:
+	 * nothing captures them. */
+	if (!em_port_forwarded(sp->ipproto, o->nsname, sp->port) || os->external_name)
+		bv->n = 0;
+	return bv->n ? place_backends(blk, p, bv) : 0;
+}
+
+/* The entry is complete (back pointers valid): attach balancers. A port
+ * whose init fails keeps no balancer (port_ok 0) and is logged. */
+static void attach_balancers(struct em_svc_block *blk, struct em_service_port *ports)
+{
+	struct em_service *svc = &blk->svc;
+
 	for (size_t j = 0; blk->hooks.port_init && j < svc->n_ports; j++) {
 		int r = blk->hooks.port_init(blk->hooks.ctx, &ports[j]);
 		blk->port_ok[j] = r == 0;
@@ -580,6 +595,51 @@ static int build_block(const struct em_build_input *in, const struct em_obj *o,
 			em_warn("service %s/%s port %u: balancer init failed: %s",
 				svc->ns, svc->name, ports[j].port, strerror(-r));
 	}
+}
+
+/* A new block for service o: its fields, its ports and their backends,
+ * balancers attached. */
+static int build_block(const struct em_build_input *in, const struct em_obj *o,
+		       const struct fake_ips *fake, const struct em_obj_list *eps,
+		       struct bvec *bv, struct em_svc_block **out)
+{
+	const struct em_obj_service *os = &o->u.svc;
+	struct em_svc_block *blk = calloc(1, sizeof(*blk));
+	struct em_service_port *ports = NULL;
+	int ret;
+
+	if (!blk)
+		return -ENOMEM;
+	atomic_init(&blk->refs, 1);
+	blk->arena.chunk = 1024;
+	blk->obj_seq = o->seq;
+	blk->built_gen = in->pods->gen;
+	if (in->hooks)
+		blk->hooks = *in->hooks;
+	ret = copy_service(blk, in, o, fake);
+	if (ret < 0)
+		goto fail;
+	if (os->n_ports) {
+		ports = em_arena_alloc(&blk->arena, os->n_ports * sizeof(*ports));
+		blk->port_ok = em_arena_alloc(&blk->arena, os->n_ports);
+		if (!ports || !blk->port_ok) {
+			ret = -ENOMEM;
+			goto fail;
+		}
+	}
+	ret = note_endpoints(blk, eps);
+	if (ret < 0)
+		goto fail;
+	/* Pods only where no Endpoints exist (see the top of the file). */
+	const struct em_obj_list *cand = os->n_selector && !eps->n ? smallest_list(in, o) : NULL;
+	for (size_t i = 0; i < os->n_ports; i++) {
+		ret = build_port(blk, in, o, cand, eps, i, &ports[i], bv);
+		if (ret < 0)
+			goto fail;
+	}
+	blk->svc.ports = ports;
+	blk->svc.n_ports = os->n_ports;
+	attach_balancers(blk, ports);
 	*out = blk;
 	return 0;
 fail:
@@ -590,16 +650,16 @@ fail:
 
 /* Fake IPs are acquired for every live service on every build: that is
  * what keeps them live in the pool's round. */
-static void fake_ips(const struct em_build_input *in, const struct em_obj *o,
-		     struct em_service *fake, struct em_build_stats *st)
+static void acquire_fake_ips(const struct em_build_input *in, const struct em_obj *o,
+			     struct fake_ips *fake, struct em_build_stats *st)
 {
 	static struct em_ratelimit rl;
 	memset(fake, 0, sizeof(*fake));
 	/* An ExternalName service is a CNAME: no fake IP, no capture. */
 	if (o->u.svc.external_name)
 		return;
-	if (in->pool && em_fakeip_acquire(in->pool, o->nsname, &fake->has_fake4, &fake->fake4,
-					  &fake->has_fake6, &fake->fake6) == -ENOSPC) {
+	if (in->pool && em_fakeip_acquire(in->pool, o->nsname, &fake->has4, &fake->v4,
+					  &fake->has6, &fake->v6) == -ENOSPC) {
 		st->fake_exhausted++;
 		em_log_rl(&rl, EM_LOG_ERR, "fake IP range exhausted: service %s has no fake IP",
 			  o->nsname);
@@ -609,7 +669,7 @@ static void fake_ips(const struct em_build_input *in, const struct em_obj *o,
 int em_snapshot_build(const struct em_build_input *in, struct em_snapshot **out,
 		      struct em_build_stats *st)
 {
-	static const struct em_pod_list empty;
+	static const struct em_obj_list empty;
 	struct em_snapshot *s = calloc(1, sizeof(*s));
 	struct em_obj **order = NULL;
 	struct bvec bv = { 0 };
@@ -640,11 +700,11 @@ int em_snapshot_build(const struct em_build_input *in, struct em_snapshot **out,
 	}
 	for (size_t i = 0; i < in->n_services; i++) {
 		const struct em_obj *o = order[i];
-		const struct em_pod_list *eps = &empty;
-		struct em_service fake;
+		const struct em_obj_list *eps = &empty;
+		struct fake_ips fake;
 		struct em_svc_block *b;
 
-		fake_ips(in, o, &fake, st);
+		acquire_fake_ips(in, o, &fake, st);
 		/* The Endpoints object of the same name, else the EndpointSlices
 		 * labelled with the service's name, selector or not. */
 		struct em_strmap_entry *e = em_strmap_get(in->endpoints, o->nsname);

@@ -15,6 +15,9 @@
 
 #include "registry/guard.h"
 #include "registry/strmap.h"
+#include "util/cidr.h"
+#include "util/clock.h"
+#include "util/defaults.h"
 #include "util/log.h"
 
 /* Past this many probes in an IPv6 range (2^64 addresses) we give up: a
@@ -52,24 +55,6 @@ struct em_fakeip_pool {
 };
 
 #define SAVE_BACKOFF_MAX_S 300
-
-int em_fakeip_parse_cidr(const char *s, int family, void *addr, unsigned *prefix)
-{
-	char buf[INET6_ADDRSTRLEN + 8];
-	const char *slash = s ? strchr(s, '/') : NULL;
-	if (!slash || (size_t)(slash - s) >= INET6_ADDRSTRLEN)
-		return -EINVAL;
-	memcpy(buf, s, (size_t)(slash - s));
-	buf[slash - s] = '\0';
-	char *end;
-	long p = strtol(slash + 1, &end, 10);
-	if (*end || end == slash + 1 || p < 0 || p > (family == AF_INET ? 32 : 128))
-		return -EINVAL;
-	if (inet_pton(family, buf, addr) != 1)
-		return -EINVAL;
-	*prefix = (unsigned)p;
-	return 0;
-}
 
 /* ---- address <-> offset ------------------------------------------------ */
 
@@ -317,9 +302,7 @@ int em_fakeip_end(struct em_fakeip_pool *p)
 	}
 	if (!p->dirty)
 		return 0;
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	uint64_t now = em_clock_ns();
 	if (now < p->next_save_ns)
 		return 0;	/* backing off; the next round after it retries */
 	int ret = save(p);
@@ -528,27 +511,30 @@ static void load(struct em_fakeip_pool *p)
 int em_fakeip_pool_new(const struct em_fakeip_config *cfg, struct em_fakeip_pool **out)
 {
 	struct em_fakeip_pool *p = calloc(1, sizeof(*p));
-	struct in_addr a4;
-	unsigned prefix;
+	struct em_cidr c;
 
 	*out = NULL;
 	if (!p)
 		return -ENOMEM;
 	em_strmap_init(&p->names);
 	em_strmap_init(&p->owners);
-	if (em_fakeip_parse_cidr(cfg->v4_cidr ? cfg->v4_cidr : EM_FAKEIP_DEFAULT_V4,
-				 AF_INET, &a4, &prefix) < 0 || prefix < 1 || prefix > 30)
+	/* Host bits are allowed here and cleared below. */
+	if (em_cidr_parse(cfg->v4_cidr ? cfg->v4_cidr : EM_FAKE_IPV4_RANGE, AF_INET,
+			  EM_CIDR_HOST_BITS, &c) < 0 || c.plen < 1 || c.plen > 30)
 		goto inval;
-	uint64_t size = 1ULL << (32 - prefix);
-	p->base4 = ntohl(a4.s_addr) & (uint32_t)~(size - 1);
+	uint64_t size = 1ULL << (32 - c.plen);
+	uint32_t a4;
+	memcpy(&a4, c.addr, 4);
+	p->base4 = ntohl(a4) & (uint32_t)~(size - 1);
 	p->usable4 = size - 2;
 	if (cfg->v6_cidr && cfg->v6_cidr[0]) {
-		if (em_fakeip_parse_cidr(cfg->v6_cidr, AF_INET6, &p->base6, &prefix) < 0 ||
-		    prefix < 64 || prefix > 126)
+		if (em_cidr_parse(cfg->v6_cidr, AF_INET6, EM_CIDR_HOST_BITS,
+				  &c) < 0 || c.plen < 64 || c.plen > 126)
 			goto inval;
+		memcpy(&p->base6, c.addr, 16);
 		p->v6 = true;
-		p->host_bits6 = 128 - prefix;
-		for (unsigned bit = prefix; bit < 128; bit++)
+		p->host_bits6 = 128u - c.plen;
+		for (unsigned bit = c.plen; bit < 128; bit++)
 			p->base6.s6_addr[bit / 8] &= (uint8_t)~(0x80 >> (bit % 8));
 		p->usable6 = p->host_bits6 == 64 ? UINT64_MAX - 1 : (1ULL << p->host_bits6) - 2;
 	}

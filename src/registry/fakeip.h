@@ -18,11 +18,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define EM_FAKEIP_DEFAULT_V4 "198.18.0.0/16"
-#define EM_FAKEIP_DEFAULT_V6 "fd9e:6d65:7368::/64"
-
 struct em_fakeip_config {
-	const char *v4_cidr;		/* NULL: EM_FAKEIP_DEFAULT_V4; prefix 1..30 */
+	const char *v4_cidr;		/* NULL: EM_FAKE_IPV4_RANGE; prefix 1..30 */
 	const char *v6_cidr;		/* NULL or "": no IPv6; prefix 64..126 */
 	const char *state_file;		/* NULL: no persistence */
 	size_t max_remembered;		/* 0: 4096 */
@@ -50,8 +47,5 @@ int em_fakeip_acquire(struct em_fakeip_pool *pool, const char *key,
 /* Counts, for logs and tests. */
 size_t em_fakeip_live_count(const struct em_fakeip_pool *pool);
 size_t em_fakeip_remembered_count(const struct em_fakeip_pool *pool);
-
-/* Parses "a.b.c.d/len" (family AF_INET) or "x::/len" (AF_INET6). */
-int em_fakeip_parse_cidr(const char *s, int family, void *addr, unsigned *prefix);
 
 #endif

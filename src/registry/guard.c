@@ -142,17 +142,12 @@ char *em_log_escape(char *buf, size_t len, const char *s)
 
 int em_guard_deny(struct em_guard *g, const char *cidr)
 {
-	struct em_guard_prefix *p;
+	struct em_cidr *p;
 
 	if (g->n_deny >= EM_GUARD_MAX_DENY)
 		return -ENOSPC;
 	p = &g->deny[g->n_deny];
-	memset(p, 0, sizeof(*p));
-	if (em_fakeip_parse_cidr(cidr, AF_INET, p->addr, &p->plen) == 0)
-		p->family = AF_INET;
-	else if (em_fakeip_parse_cidr(cidr, AF_INET6, p->addr, &p->plen) == 0)
-		p->family = AF_INET6;
-	else
+	if (em_cidr_parse(cidr, AF_UNSPEC, EM_CIDR_ZERO_LEN | EM_CIDR_HOST_BITS, p) < 0)
 		return -EINVAL;
 	g->n_deny++;
 	return 0;

@@ -22,18 +22,13 @@
 #include <stdint.h>
 
 #include "registry/objects.h"
+#include "util/cidr.h"
 #include "util/log.h"
 
 #define EM_GUARD_MAX_DENY 20
 
-struct em_guard_prefix {
-	int family;
-	unsigned plen;
-	uint8_t addr[16];
-};
-
 struct em_guard {
-	struct em_guard_prefix deny[EM_GUARD_MAX_DENY];	/* fake ranges, capture CIDRs */
+	struct em_cidr deny[EM_GUARD_MAX_DENY];	/* fake ranges, capture CIDRs */
 	unsigned n_deny;
 	uint64_t rejected_addrs;	/* backend addresses removed so far */
 	bool allow_loopback;		/* unit tests without root only */

@@ -14,6 +14,8 @@
 #include "registry/guard.h"
 #include "registry/objects.h"
 #include "registry/snapshot_impl.h"
+#include "util/clock.h"
+#include "util/defaults.h"
 #include "util/log.h"
 
 #define FAKEIP_STATE_FILE "fake-ips"
@@ -39,7 +41,7 @@ struct em_registry {
 	 * (many more) pods: "<kind>/<ns>/<name>" -> struct version list. */
 	struct em_strmap store[EM_OBJ_KIND_COUNT];
 	char **sources;
-	uint64_t *rank;			/* per source: precedence, lower wins */
+	struct source_rank *rank;	/* per source: precedence, lower wins */
 	unsigned n_sources;
 	uint32_t n_major;
 	bool dirty;			/* something changed since the last commit */
@@ -57,11 +59,17 @@ struct em_registry {
 	struct em_guard guard;		/* names and backend addresses (guard.h) */
 };
 
-static uint64_t now_us(void)
+/* A source's precedence: the sources the daemon registers get majors 1, 2,
+ * ... in the configured order (minor 0); a child source "parent/..." gets
+ * its parent's major and the next minor. Lower wins (rank_before). */
+struct source_rank {
+	uint32_t major;
+	uint32_t minor;
+};
+
+static bool rank_before(struct source_rank a, struct source_rank b)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+	return a.major != b.major ? a.major < b.major : a.minor < b.minor;
 }
 
 /* A new source name gets the next rank, unless a registered source's name
@@ -74,17 +82,17 @@ static int source_index(struct em_registry *reg, const char *source)
 	for (unsigned i = 0; i < reg->n_sources; i++)
 		if (strcmp(reg->sources[i], source) == 0)
 			return (int)i;
-	uint64_t rank = (uint64_t)(++reg->n_major) << 32;
+	struct source_rank rank = { .major = ++reg->n_major, .minor = 0 };
 	for (unsigned i = 0; i < reg->n_sources; i++) {
 		size_t l = strlen(reg->sources[i]);
-		if ((reg->rank[i] & 0xffffffffu) == 0 && strncmp(reg->sources[i], source, l) == 0 &&
+		if (reg->rank[i].minor == 0 && strncmp(reg->sources[i], source, l) == 0 &&
 		    source[l] == '/') {
 			reg->n_major--;
-			uint64_t last = reg->rank[i];
+			rank = reg->rank[i];
 			for (unsigned j = 0; j < reg->n_sources; j++)
-				if ((reg->rank[j] >> 32) == (reg->rank[i] >> 32) && reg->rank[j] > last)
-					last = reg->rank[j];
-			rank = last + 1;
+				if (reg->rank[j].major == rank.major && reg->rank[j].minor > rank.minor)
+					rank.minor = reg->rank[j].minor;
+			rank.minor++;
 			break;
 		}
 	}
@@ -92,7 +100,7 @@ static int source_index(struct em_registry *reg, const char *source)
 	if (!ns)
 		return -ENOMEM;
 	reg->sources = ns;
-	uint64_t *nr = realloc(reg->rank, (reg->n_sources + 1) * sizeof(*nr));
+	struct source_rank *nr = realloc(reg->rank, (reg->n_sources + 1) * sizeof(*nr));
 	if (!nr)
 		return -ENOMEM;
 	reg->rank = nr;
@@ -152,7 +160,7 @@ static int store_put(struct em_registry *reg, unsigned src, struct em_obj *obj)
 		return -ENOMEM;
 	struct em_obj *before = head_obj(e), *old = NULL;
 	struct version **pp = (struct version **)&e->val;
-	for (; *pp && reg->rank[(*pp)->src] < reg->rank[src]; pp = &(*pp)->next)
+	for (; *pp && rank_before(reg->rank[(*pp)->src], reg->rank[src]); pp = &(*pp)->next)
 		;
 	if (*pp && (*pp)->src == src) {
 		(*pp)->round = reg->round;
@@ -401,7 +409,7 @@ static int rebuild(struct em_registry *reg, struct em_snapshot **old)
 	size_t b;
 	char key[600];
 	int ret = 0;
-	uint64_t t0 = now_us();
+	uint64_t t0 = em_clock_us();
 
 	em_strmap_init(&eps);
 	em_strmap_init(&slices);
@@ -472,7 +480,7 @@ static int rebuild(struct em_registry *reg, struct em_snapshot **old)
 	em_strmap_clear(&slices, em_objlist_free);
 	free(svcs.v);
 	free(pods.v);
-	reg->stats.last_build_us = now_us() - t0;
+	reg->stats.last_build_us = em_clock_us() - t0;
 	return ret;
 }
 
@@ -603,7 +611,7 @@ struct em_registry *em_registry_new(const struct em_registry_config *cfg)
 	};
 	reg->guard.allow_loopback = cfg->test_allow_loopback;
 	/* Never dial the fake ranges or the capture CIDRs. */
-	if ((r = em_guard_deny(&reg->guard, fc.v4_cidr ? fc.v4_cidr : EM_FAKEIP_DEFAULT_V4)) < 0 ||
+	if ((r = em_guard_deny(&reg->guard, fc.v4_cidr ? fc.v4_cidr : EM_FAKE_IPV4_RANGE)) < 0 ||
 	    (fc.v6_cidr && fc.v6_cidr[0] && (r = em_guard_deny(&reg->guard, fc.v6_cidr)) < 0))
 		goto fail;
 	for (unsigned i = 0; i < cfg->n_capture_cidrs; i++)

@@ -51,7 +51,7 @@
 
 struct em_registry_config {
 	const char *cluster_domain;	/* NULL: "cluster.local" */
-	const char *fake_ipv4_range;	/* NULL: "198.18.0.0/16" */
+	const char *fake_ipv4_range;	/* NULL: EM_FAKE_IPV4_RANGE (util/defaults.h) */
 	const char *fake_ipv6_range;	/* NULL or "": no fake IPv6 */
 	const char *state_dir;		/* NULL: fake IPs are not persisted;
 					 * else <state_dir>/fake-ips is used */

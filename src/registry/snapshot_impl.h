@@ -65,14 +65,18 @@ void em_svc_block_put(struct em_svc_block *b);
 struct em_svc_block *em_snapshot_block(const struct em_snapshot *snap, const char *ns,
 				       const char *name);
 
-/* Pods by "ns\1key\1value" -> struct em_pod_list; only pods that can be a
- * backend (ready, with an address). The registry keeps it up to date as the
- * pod in effect for a name changes, so a build never scans every pod. */
-struct em_pod_list {
-	struct em_obj **pods;
+/* A growable list of objects: the pods of one label in the pod index, or
+ * the Endpoints (or EndpointSlice) objects of one service. */
+struct em_obj_list {
+	struct em_obj **objs;
 	size_t n, cap;
-	uint64_t gen;			/* index generation of the last change */
+	uint64_t gen;			/* pod index: index generation of the last change */
 };
+
+/* Pods by "ns\1key\1value" -> struct em_obj_list of pods; only pods that
+ * can be a backend (ready, with an address). The registry keeps it up to
+ * date as the pod in effect for a name changes, so a build never scans
+ * every pod. */
 
 struct em_pod_index {
 	struct em_strmap by_label;
@@ -97,8 +101,8 @@ struct em_build_input {
 	struct em_obj *const *services;
 	size_t n_services;
 	const struct em_pod_index *pods;
-	/* Endpoints objects by "ns/name", slices by "ns/service" (values: a
-	 * struct em_pod_list reused as a list of objects). */
+	/* Endpoints objects by "ns/name", slices by "ns/service" (values:
+	 * struct em_obj_list, filled with em_objlist_add). */
 	const struct em_strmap *endpoints;
 	const struct em_strmap *slices;
 	/* The pod in effect named "ns/name", or NULL: Endpoints addresses

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "registry/manifest.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #define DEBOUNCE_MS 100
@@ -54,13 +55,6 @@ struct em_source_file {
 	pthread_t thread;
 	bool thread_started;
 };
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static bool wanted_name(const char *n)
 {
@@ -366,7 +360,7 @@ static int next_hold_ms(const struct em_source_file *sf)
 	}
 	if (first == -1)
 		return -1;
-	int64_t left = first + HOLD_MAX_MS - now_ms();
+	int64_t left = first + HOLD_MAX_MS - (int64_t)em_clock_ms();
 	return left < 0 ? 0 : (int)left;
 }
 
@@ -388,7 +382,7 @@ static int rescan(struct em_source_file *sf)
 		sf->files[i].seen = false;
 	struct job *jobs = calloc(n ? n : 1, sizeof(*jobs));
 	size_t n_jobs = 0;
-	int64_t now = now_ms();
+	int64_t now = (int64_t)em_clock_ms();
 	for (size_t i = 0; jobs && i < n; i++) {
 		struct job *j = &jobs[n_jobs];
 		snprintf(j->full, sizeof(j->full), "%s/%s", sf->dir, names[i]);
@@ -506,7 +500,7 @@ static void note_event(struct em_source_file *sf, const struct inotify_event *ev
 static void drain(struct em_source_file *sf)
 {
 	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-	int64_t now = now_ms();
+	int64_t now = (int64_t)em_clock_ms();
 	for (;;) {
 		ssize_t n = read(sf->ifd, buf, sizeof(buf));
 		if (n <= 0)

@@ -17,6 +17,7 @@
  * with PRAGMA data_version on the connection kept open between polls, which
  * changes whenever another connection commits. */
 #include "sources/edgecore_db.h"
+#include "util/clock.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -190,13 +191,6 @@ static int table_exists(sqlite3 *db, const char *table, bool *exists)
 	return 0;
 }
 
-static long long mono_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
-}
-
 /* A read made of short read transactions. Each holds the SHARED lock for at
  * most about budget_us, then lets edgecore's writer in, and the next one
  * resumes after the last row seen (paging on the rowid).
@@ -220,7 +214,7 @@ static int txn_begin(struct reader *rd)
 
 	if (rd->in_txn)
 		return 0;
-	rd->t0 = mono_us();
+	rd->t0 = (long long)em_clock_us();
 	rc = sqlite3_exec(rd->db, "BEGIN DEFERRED", NULL, NULL, NULL);
 	if (rc != SQLITE_OK)
 		return sqlite_errno(rc);
@@ -237,7 +231,7 @@ static void txn_end(struct reader *rd, bool ok)
 		return;
 	sqlite3_exec(rd->db, ok ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL);
 	rd->in_txn = false;
-	held = mono_us() - rd->t0;
+	held = (long long)em_clock_us() - rd->t0;
 	rd->lt->total_us += held;
 	rd->lt->transactions++;
 	if (held > rd->lt->max_us)
@@ -333,7 +327,7 @@ static int copy_paged(struct reader *rd, const char *sql, const char *const *bin
 				sqlite3_finalize(st);
 				return kept;
 			}
-			if (mono_us() - rd->t0 >= rd->budget_us ||
+			if ((long long)em_clock_us() - rd->t0 >= rd->budget_us ||
 			    (rd->max_rows && ++rd->rows_in_txn >= rd->max_rows)) {
 				more = true;
 				break;

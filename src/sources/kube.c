@@ -7,6 +7,7 @@
  * stream has been silent (stall detection in ms, independent of curl's
  * one-second LOW_SPEED granularity). */
 #include "sources/kube.h"
+#include "util/clock.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -77,13 +78,6 @@ struct em_source_kube {
 	atomic_ulong n_lists, n_watches, n_events, n_410, n_errors, n_stalls;
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
 static uint64_t rnd(struct resource *r)
 {
 	/* xorshift64: jitter only, not security */
@@ -101,10 +95,10 @@ static bool stopping(const struct resource *r)
 /* Sleep ms unless stop() wakes us. Returns -ECANCELED on stop. */
 static int sleep_ms(struct resource *r, unsigned ms)
 {
-	uint64_t deadline = now_ns() + (uint64_t)ms * 1000000ULL;
+	uint64_t deadline = em_clock_ns() + (uint64_t)ms * 1000000ULL;
 
 	while (!stopping(r)) {
-		uint64_t now = now_ns();
+		uint64_t now = em_clock_ns();
 		if (now >= deadline)
 			return 0;
 		curl_multi_poll(r->multi, NULL, 0, (int)((deadline - now) / 1000000ULL) + 1, NULL);
@@ -249,7 +243,7 @@ static size_t on_data(char *p, size_t size, size_t nmemb, void *ctx)
 	size_t n = size * nmemb;
 	int ret;
 
-	r->last_rx_ns = now_ns();
+	r->last_rx_ns = em_clock_ns();
 	if (r->status == 0)
 		curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
 	if (!r->watching || r->status != 200) {
@@ -311,7 +305,7 @@ static struct curl_slist *headers(struct resource *r)
 
 static void flush_due(struct resource *r, bool force)
 {
-	uint64_t now = now_ns();
+	uint64_t now = em_clock_ns();
 
 	if (!r->dirty)
 		return;
@@ -362,7 +356,7 @@ static int perform(struct resource *r, const char *url, bool watch, unsigned tim
 	r->got_410 = false;
 	r->stream_error = false;
 	r->events = 0;
-	r->last_rx_ns = now_ns();
+	r->last_rx_ns = em_clock_ns();
 	em_watch_stream_reset(r->ws);
 
 	curl_multi_add_handle(r->multi, e);
@@ -395,7 +389,7 @@ static int perform(struct resource *r, const char *url, bool watch, unsigned tim
 				r->down = false;
 			}
 		}
-		if (now_ns() - r->last_rx_ns > (uint64_t)k->cfg.stall_timeout_ms * 1000000ULL) {
+		if (em_clock_ns() - r->last_rx_ns > (uint64_t)k->cfg.stall_timeout_ms * 1000000ULL) {
 			atomic_fetch_add(&k->n_stalls, 1);
 			ret = -ETIMEDOUT;
 			break;
@@ -635,7 +629,7 @@ static void *resource_thread(void *arg)
 				mark_listed(r);
 			}
 		}
-		uint64_t t0 = now_ns();
+		uint64_t t0 = em_clock_ns();
 		ret = do_watch(r);
 		if (ret == -ECANCELED)
 			break;
@@ -645,7 +639,7 @@ static void *resource_thread(void *arg)
 		 * healthy: reconnect at once. Anything else backs off, so a server
 		 * that closes every watch at once is not hammered. */
 		if ((ret == 0 || ret == -ESTALE || ret == -ETIMEDOUT) &&
-		    (r->events > 0 || now_ns() - t0 > 1000000000ULL)) {
+		    (r->events > 0 || em_clock_ns() - t0 > 1000000000ULL)) {
 			delay = 0;
 			continue;
 		}
@@ -796,7 +790,7 @@ int em_source_kube_start(const struct em_kube_config *cfg, struct em_source_sink
 		r->path = kinds[i].path;
 		r->node_select = i == 2;
 		r->optional = i == 3;
-		r->rng = now_ns() ^ ((uint64_t)(uintptr_t)r << 16) ^ 0x9e3779b97f4a7c15ULL;
+		r->rng = em_clock_ns() ^ ((uint64_t)(uintptr_t)r << 16) ^ 0x9e3779b97f4a7c15ULL;
 		r->multi = curl_multi_init();
 		r->easy = curl_easy_init();
 		r->ws = em_watch_stream_new(0, on_event, r);

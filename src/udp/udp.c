@@ -19,6 +19,8 @@
 
 #include "udp/balance.h"
 #include "udp/flow.h"
+#include "util/clock.h"
+#include "util/defaults.h"
 #include "util/log.h"
 #include "util/progress.h"
 
@@ -73,20 +75,12 @@ struct em_udp {
 
 #define ADD(f) atomic_fetch_add_explicit(&u->f, 1, memory_order_relaxed)
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 void em_udp_config_defaults(struct em_udp_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
-	cfg->port = 15001;
-	cfg->listen4 = "127.0.0.1";
-	cfg->bypass_mark = 0x1e3;
+	cfg->port = EM_TPROXY_PORT;
+	cfg->listen4 = EM_TPROXY_IPV4;
+	cfg->bypass_mark = EM_BYPASS_MARK;
 	cfg->idle_timeout_s = EM_UDP_DEFAULT_IDLE_TIMEOUT_S;
 	cfg->max_flows = EM_UDP_DEFAULT_MAX_FLOWS;
 }
@@ -264,7 +258,7 @@ static bool forward_up(struct em_udp *u, struct flow *f, const void *buf, size_t
 	}
 	ADD(datagrams_up);
 	f->bytes_up += len;
-	em_udp_table_touch(&u->table, &f->node, now_ms());
+	em_udp_table_touch(&u->table, &f->node, em_clock_ms());
 	return true;
 }
 
@@ -292,7 +286,7 @@ static void on_up(struct em_udp *u, struct source *s, uint32_t events)
 			continue;
 		}
 		ADD(datagrams_down);
-		em_udp_table_touch(&u->table, &f->node, now_ms());
+		em_udp_table_touch(&u->table, &f->node, em_clock_ms());
 	}
 }
 
@@ -350,7 +344,7 @@ static void on_listener(struct em_udp *u, struct source *s, uint32_t events)
 			continue;
 		}
 		struct em_udp_flow_node *node = em_udp_table_find(&u->table, &key);
-		struct flow *f = node ? flow_of(node) : flow_new(u, &key, now_ms());
+		struct flow *f = node ? flow_of(node) : flow_new(u, &key, em_clock_ms());
 		if (f)
 			forward_up(u, f, u->buf, (size_t)n);
 	}
@@ -419,7 +413,7 @@ static void *thread_main(void *arg)
 	urcu_memb_register_thread();
 	em_progress_register(&progress, "udp forwarder");
 	for (;;) {
-		uint64_t now = now_ms();
+		uint64_t now = em_clock_ms();
 		uint64_t next = em_udp_table_next_expiry(&u->table, idle);
 		if (u->cfg.generation && u->next_gen_check < next)
 			next = u->next_gen_check;
@@ -446,7 +440,7 @@ static void *thread_main(void *arg)
 		u->ev = NULL;
 		if (stop)
 			break;
-		timers(u, now_ms());
+		timers(u, em_clock_ms());
 	}
 	em_progress_unregister(&progress);
 	urcu_memb_unregister_thread();

@@ -40,7 +40,7 @@ struct em_udp_config {
 	uint16_t port;			/* listener port; 0 = ephemeral (tests) */
 	const char *listen4;		/* "127.0.0.1"; NULL = none */
 	const char *listen6;		/* NULL (default) = none */
-	uint32_t bypass_mark;		/* SO_MARK of upstream and reply sockets; 0x1e3 */
+	uint32_t bypass_mark;		/* SO_MARK of upstream and reply sockets; EM_BYPASS_MARK */
 	unsigned idle_timeout_s;	/* EM_UDP_DEFAULT_IDLE_TIMEOUT_S */
 	unsigned max_flows;		/* EM_UDP_DEFAULT_MAX_FLOWS */
 	em_udp_resolve_fn resolve;	/* required */

@@ -1,5 +1,6 @@
 /* log.c — leveled logging to stderr with per-call-site rate limiting. */
 #include "util/log.h"
+#include "util/clock.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -58,18 +59,11 @@ void em_log(enum em_log_level level, const char *fmt, ...)
 	va_end(ap);
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
 /* Not thread-safe per struct: each call site's struct is owned by one thread. */
 void em_log_rl(struct em_ratelimit *rl, enum em_log_level level,
 	       const char *fmt, ...)
 {
-	uint64_t now = now_ns();
+	uint64_t now = em_clock_ns();
 	va_list ap;
 
 	if (now - rl->window_start_ns > RL_INTERVAL_NS) {

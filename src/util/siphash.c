@@ -9,6 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util/clock.h"
+
 #define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
 
 static inline uint64_t load_le64(const uint8_t *p)
@@ -69,12 +71,10 @@ static void seed_init(void)
 	}
 	if (got < sizeof(seed)) {
 		/* No getrandom (seccomp, old kernel): weaker, still per process. */
-		struct timespec ts;
-		uint64_t x;
+		uint64_t ns = em_clock_ns(), x;
 
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		x = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ ((uint64_t)getpid() << 48) ^
-		    (uint64_t)(uintptr_t)&ts;
+		x = (ns % 1000000000ULL) ^ ((ns / 1000000000ULL) << 30) ^ ((uint64_t)getpid() << 48) ^
+		    (uint64_t)(uintptr_t)&ns;
 		memcpy(seed, &x, 8);
 		x = ROTL(x, 29) * 0x9e3779b97f4a7c15ULL;
 		memcpy(seed + 8, &x, 8);

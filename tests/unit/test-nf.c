@@ -1,4 +1,4 @@
-/* test-nf.c — the nf area's pure logic: prefix parsing, config checking, and
+/* test-nf.c — the nf area's pure logic: config checking and
  * the nfnetlink batches built into a buffer (parsed back and checked without
  * a kernel). The kernel side is netns-tests/nf-ruleset.sh. */
 #include <arpa/inet.h>
@@ -14,96 +14,11 @@
 #include <libnftnl/table.h>
 #include <string.h>
 
-#include "nf/cidr.h"
 #include "nf/nf-internal.h"
 #include "nf/nf.h"
 #include "util/log.h"
 
 Suite *nf_suite(void);
-
-/* ---- prefixes ---- */
-
-START_TEST(cidr_ipv4)
-{
-	struct em_nf_cidr c;
-	char buf[EM_NF_CIDR_STRLEN];
-
-	ck_assert_int_eq(em_nf_cidr_parse("198.18.0.0/16", AF_INET, &c), 0);
-	ck_assert_int_eq(c.family, AF_INET);
-	ck_assert_int_eq(c.plen, 16);
-	ck_assert_int_eq(c.addr[0], 198);
-	ck_assert_int_eq(c.addr[1], 18);
-	ck_assert_str_eq(em_nf_cidr_format(&c, buf, sizeof(buf)), "198.18.0.0/16");
-	ck_assert_int_eq(em_nf_cidr_len(&c), 4);
-	ck_assert_int_eq(em_nf_cidr_parse("10.1.2.3/32", AF_UNSPEC, &c), 0);
-	ck_assert_int_eq(c.plen, 32);
-}
-END_TEST
-
-START_TEST(cidr_ipv6)
-{
-	struct em_nf_cidr c;
-	char buf[EM_NF_CIDR_STRLEN];
-
-	ck_assert_int_eq(em_nf_cidr_parse("fd00:e3::/64", AF_INET6, &c), 0);
-	ck_assert_int_eq(c.family, AF_INET6);
-	ck_assert_int_eq(c.plen, 64);
-	ck_assert_int_eq(em_nf_cidr_len(&c), 16);
-	ck_assert_str_eq(em_nf_cidr_format(&c, buf, sizeof(buf)), "fd00:e3::/64");
-	ck_assert_int_eq(em_nf_cidr_parse("fd00:96::/108", AF_UNSPEC, &c), 0);
-	ck_assert_int_eq(em_nf_cidr_parse("::1/128", AF_INET6, &c), 0);
-}
-END_TEST
-
-START_TEST(cidr_mask_unaligned)
-{
-	struct em_nf_cidr c;
-	uint8_t m[16];
-
-	ck_assert_int_eq(em_nf_cidr_parse("10.96.0.0/12", AF_INET, &c), 0);
-	em_nf_cidr_mask(&c, m);
-	ck_assert_int_eq(m[0], 0xff);
-	ck_assert_int_eq(m[1], 0xf0);
-	ck_assert_int_eq(m[2], 0);
-	ck_assert_int_eq(m[3], 0);
-	ck_assert_int_eq(em_nf_cidr_parse("fd00::/9", AF_INET6, &c), 0);
-	em_nf_cidr_mask(&c, m);
-	ck_assert_int_eq(m[0], 0xff);
-	ck_assert_int_eq(m[1], 0x80);
-	ck_assert_int_eq(m[15], 0);
-}
-END_TEST
-
-START_TEST(cidr_hostile)
-{
-	static const char *bad[] = {
-		"", "/", "/16", "198.18.0.0", "198.18.0.0/", "198.18.0.0/0",
-		"198.18.0.0/33", "198.18.0.0/-1", "198.18.0.0/+16", "198.18.0.0/ 16",
-		"198.18.0.0/16x", "198.18.0.0/16/16", "198.18.0.1/16", "198.18.0/16",
-		"198.18.0.0.0/16", "256.18.0.0/16", "fd00::/129", "fd00::1/64",
-		"fd00::/0", "::/0", "0.0.0.0/0", "fd00:::/64", "x/8",
-		"198.18.0.0/99999999999999999999999", "198.18.0.0/0x10",
-		"1111:2222:3333:4444:5555:6666:7777:8888:9999/64",
-		"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/8",
-	};
-	struct em_nf_cidr c;
-
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-		ck_assert_msg(em_nf_cidr_parse(bad[i], AF_UNSPEC, &c) == -EINVAL,
-			      "accepted \"%s\"", bad[i]);
-	ck_assert_int_eq(em_nf_cidr_parse(NULL, AF_UNSPEC, &c), -EINVAL);
-}
-END_TEST
-
-START_TEST(cidr_family_mismatch)
-{
-	struct em_nf_cidr c = { .plen = 77 };
-
-	ck_assert_int_eq(em_nf_cidr_parse("fd00:e3::/64", AF_INET, &c), -EINVAL);
-	ck_assert_int_eq(em_nf_cidr_parse("198.18.0.0/16", AF_INET6, &c), -EINVAL);
-	ck_assert_int_eq(c.plen, 77);	/* untouched on error */
-}
-END_TEST
 
 /* ---- config to plan ---- */
 
@@ -552,14 +467,6 @@ Suite *nf_suite(void)
 {
 	Suite *s = suite_create("nf");
 	TCase *tc;
-
-	tc = tcase_create("cidr");
-	tcase_add_test(tc, cidr_ipv4);
-	tcase_add_test(tc, cidr_ipv6);
-	tcase_add_test(tc, cidr_mask_unaligned);
-	tcase_add_test(tc, cidr_hostile);
-	tcase_add_test(tc, cidr_family_mismatch);
-	suite_add_tcase(s, tc);
 
 	tc = tcase_create("plan");
 	tcase_add_test(tc, plan_defaults);

@@ -1,5 +1,5 @@
-/* cidr.c — parsing and formatting of the prefixes the ruleset captures. */
-#include "nf/cidr.h"
+/* cidr.c — parsing and formatting of address prefixes; see cidr.h. */
+#include "util/cidr.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -8,9 +8,9 @@
 #include <string.h>
 #include <sys/socket.h>
 
-void em_nf_cidr_mask(const struct em_nf_cidr *c, uint8_t mask[16])
+void em_cidr_mask(const struct em_cidr *c, uint8_t mask[16])
 {
-	size_t len = em_nf_cidr_len(c);
+	size_t len = em_cidr_len(c);
 	unsigned bits = c->plen;
 
 	memset(mask, 0, 16);
@@ -21,9 +21,9 @@ void em_nf_cidr_mask(const struct em_nf_cidr *c, uint8_t mask[16])
 	}
 }
 
-int em_nf_cidr_parse(const char *s, int family, struct em_nf_cidr *out)
+int em_cidr_parse(const char *s, int family, unsigned flags, struct em_cidr *out)
 {
-	struct em_nf_cidr c = { 0 };
+	struct em_cidr c = { 0 };
 	char host[INET6_ADDRSTRLEN];
 	const char *slash;
 	uint8_t mask[16];
@@ -56,19 +56,21 @@ int em_nf_cidr_parse(const char *s, int family, struct em_nf_cidr *out)
 		return -EINVAL;
 	errno = 0;
 	plen = strtoul(slash + 1, &end, 10);
-	if (errno || *end != '\0' || plen < 1 || plen > em_nf_cidr_len(&c) * 8)
+	if (errno || *end != '\0' || plen > em_cidr_len(&c) * 8)
+		return -EINVAL;
+	if (plen == 0 && !(flags & EM_CIDR_ZERO_LEN))
 		return -EINVAL;
 	c.plen = (uint8_t)plen;
 
-	em_nf_cidr_mask(&c, mask);
-	for (size_t i = 0; i < em_nf_cidr_len(&c); i++)
+	em_cidr_mask(&c, mask);
+	for (size_t i = 0; i < em_cidr_len(&c) && !(flags & EM_CIDR_HOST_BITS); i++)
 		if (c.addr[i] & ~mask[i])
 			return -EINVAL;
 	*out = c;
 	return 0;
 }
 
-const char *em_nf_cidr_format(const struct em_nf_cidr *c, char *buf, size_t len)
+const char *em_cidr_format(const struct em_cidr *c, char *buf, size_t len)
 {
 	char host[INET6_ADDRSTRLEN];
 
