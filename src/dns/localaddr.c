@@ -79,22 +79,3 @@ void em_dns_localaddr_changed(struct em_dns_localaddr *la)
 	if (any)
 		em_dns_localaddr_load(la);
 }
-
-bool em_dns_localaddr_has(const struct em_dns_localaddr *la, int family, const void *addr)
-{
-	if (family == AF_INET) {
-		const uint8_t *b = addr;
-		if (b[0] == 127)
-			return true;
-		for (size_t i = 0; i < la->n4; i++)
-			if (memcmp(&la->v4[i], addr, 4) == 0)
-				return true;
-		return false;
-	}
-	if (memcmp(addr, &in6addr_loopback, 16) == 0)
-		return true;
-	for (size_t i = 0; i < la->n6; i++)
-		if (memcmp(&la->v6[i], addr, 16) == 0)
-			return true;
-	return false;
-}
