@@ -1,5 +1,5 @@
 /* source_file.c — manifests from a file or a directory, watched with inotify. */
-#include "registry/source_file.h"
+#include "sources/source_file.h"
 
 #include <dirent.h>
 #include <errno.h>
