@@ -15,7 +15,16 @@
  * coarse granularity, so a signature whose mtime is within a second of our
  * last check is "racy" (the trick git uses for its index) and is confirmed
  * with PRAGMA data_version on the connection kept open between polls, which
- * changes whenever another connection commits. */
+ * changes whenever another connection commits.
+ *
+ * Which rows changed: SQLite keeps no per-row version, and edgecore both
+ * updates rows in place (the rowid stays; a new resourceVersion often has
+ * the same length) and writes INSERT OR REPLACE (a new rowid, the old row
+ * deleted). So a row counts as unchanged only when the same rowid comes
+ * back with the same key, type and value hash (em_value_hash, a function
+ * registered on our connection); deletes are the rows of the last read that
+ * a scan no longer returns. A rowid watermark alone would miss in-place
+ * updates, and data_version only says that something changed. */
 #include "sources/edgecore_db.h"
 
 #include <errno.h>
@@ -36,32 +45,6 @@
 /* What stat() says of the database and its WAL. */
 struct sig {
 	long long size, mtime_ns, wal_size, wal_mtime_ns;
-};
-
-struct em_source_edgecore {
-	char *name;
-	char *path;
-	unsigned poll_ms, busy_ms;
-	struct em_edgecore_config read_cfg;	/* what read_rows uses of it */
-	struct em_source_sink sink;
-
-	sqlite3 *db;			/* kept open for data_version */
-	dev_t dev;
-	ino_t ino;
-	struct sig sig;			/* files as of the last check */
-	long long verified_ns;		/* wall clock of that check */
-	long long version;		/* data_version of the last delivered read */
-	bool delivered;			/* a read has reached the sink */
-	int last_err;			/* for logging state changes once */
-
-	pthread_t thread;
-	bool thread_started;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool stop;
-
-	atomic_ulong n_reads, n_failures, n_skipped, n_ignored, n_polls;
-	atomic_ulong lock_us_last, lock_us_max;
 };
 
 /* ---- what is read ------------------------------------------------------ */
@@ -99,8 +82,12 @@ struct chunk {
 
 struct row {
 	const char *key, *value;
+	sqlite3_int64 rowid;
+	uint64_t hash;			/* value_hash(value) */
+	size_t value_len;
 	unsigned char kind;
 	bool v2, list;
+	bool borrowed;			/* value points into the previous read's rows */
 };
 
 struct rows {
@@ -108,6 +95,7 @@ struct rows {
 	size_t n, cap;
 	struct chunk *chunks;
 	size_t bytes;
+	size_t n_read;			/* rows whose value was read from the database */
 	bool v2_has[K_COUNT];		/* meta_v2 holds rows of that kind */
 };
 
@@ -151,6 +139,62 @@ static char *col(struct rows *rs, sqlite3_stmt *st, int i)
 {
 	const void *b = sqlite3_column_blob(st, i);
 	return rows_copy(rs, b ? b : "", b ? (size_t)sqlite3_column_bytes(st, i) : 0);
+}
+
+/* ---- which rows changed ------------------------------------------------- */
+
+static uint64_t rotl64(uint64_t x, int r)
+{
+	return (x << r) | (x >> (64 - r));
+}
+
+static uint64_t mix64(uint64_t w)
+{
+	w *= 0x87c37b91114253d5ULL;
+	w = rotl64(w, 31);
+	return w * 0x4cf5ad432745937fULL;
+}
+
+/* A 64-bit hash of a row's value, eight bytes a step: a changed value has
+ * another hash but for a 2^-64 chance. The length goes in first, so the
+ * zero padding of the tail is unambiguous. */
+static uint64_t value_hash(const void *data, size_t n)
+{
+	const unsigned char *p = data;
+	uint64_t h = 0x9e3779b97f4a7c15ULL ^ mix64(n), w;
+	size_t i;
+
+	for (i = 0; i + 8 <= n; i += 8) {
+		memcpy(&w, p + i, 8);
+		h = rotl64(h ^ mix64(w), 27) * 5 + 0x52dce729;
+	}
+	if (i < n) {
+		w = 0;
+		memcpy(&w, p + i, n - i);
+		h ^= mix64(w);
+	}
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	return h ^ (h >> 33);
+}
+
+/* SQL em_value_hash(value): value_hash of the bytes col() would copy;
+ * NULL stays NULL. Runs inside SQLite, so the value is hashed where it
+ * lies and never copied out. */
+static void sql_value_hash(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	const void *b;
+
+	(void)argc;
+	if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
+		sqlite3_result_null(ctx);
+		return;
+	}
+	b = sqlite3_value_blob(argv[0]);
+	sqlite3_result_int64(ctx, (sqlite3_int64)value_hash(b ? b : "",
+			     b ? (size_t)sqlite3_value_bytes(argv[0]) : 0));
 }
 
 /* SQLite result -> -errno. A read-only connection cannot roll back a hot
@@ -212,6 +256,13 @@ struct reader {
 	bool in_txn;
 	long long t0;			/* start of the current transaction */
 	struct em_edgecore_lock_times *lt;
+
+	/* An incremental read: the rows of the previous read, or NULL (read
+	 * every value). Both lists are in scan order (meta_v2 then meta, each
+	 * by rowid), so one cursor walks prev along with the scan. */
+	const struct rows *prev;
+	size_t pi;			/* cursor in prev */
+	sqlite3_stmt *value_st;		/* the value of one rowid of the table scanned */
 };
 
 static int txn_begin(struct reader *rd)
@@ -264,36 +315,126 @@ static int classify(bool v2, const char *what, bool *list)
 	return -1;
 }
 
-/* Copies one row if it is selected (columns 1-3 not NULL). 1 kept, 0 not. */
-static int keep_row(struct rows *rs, sqlite3_stmt *st, bool v2)
+static struct row *rows_add(struct rows *rs)
+{
+	if (rs->n == rs->cap) {
+		size_t cap = rs->cap ? rs->cap * 2 : 1024;
+		struct row *nv = realloc(rs->v, cap * sizeof(*nv));
+		if (!nv)
+			return NULL;
+		rs->v = nv;
+		rs->cap = cap;
+	}
+	memset(&rs->v[rs->n], 0, sizeof(rs->v[0]));
+	return &rs->v[rs->n];
+}
+
+/* The previous read's row at (v2, rowid), if any; the cursor moves past
+ * the rows before it (rows gone since). */
+static const struct row *prev_row(struct reader *rd, bool v2, sqlite3_int64 rowid)
+{
+	const struct rows *p = rd->prev;
+
+	while (rd->pi < p->n && ((p->v[rd->pi].v2 && !v2) ||
+				 (p->v[rd->pi].v2 == v2 && p->v[rd->pi].rowid < rowid)))
+		rd->pi++;
+	if (rd->pi < p->n && p->v[rd->pi].v2 == v2 && p->v[rd->pi].rowid == rowid)
+		return &p->v[rd->pi];
+	return NULL;
+}
+
+/* Reads the value of row r->rowid (in the current transaction) into r. */
+static int read_value(struct reader *rd, struct row *r)
+{
+	int rc;
+
+	sqlite3_bind_int64(rd->value_st, 1, r->rowid);
+	rc = sqlite3_step(rd->value_st);
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(rd->value_st);
+		return rc == SQLITE_DONE ? -EIO : sqlite_errno(rc);
+	}
+	r->value = col(rd->rs, rd->value_st, 0);
+	r->value_len = (size_t)sqlite3_column_bytes(rd->value_st, 0);
+	/* at once: an active statement would keep the SHARED lock past COMMIT */
+	sqlite3_reset(rd->value_st);
+	return r->value ? 0 : -ENOMEM;
+}
+
+/* Column 3 of an incremental scan is the value's hash: an unchanged row
+ * (same rowid, key, type and hash) borrows the previous read's value, any
+ * other row is read. */
+static int take_value(struct reader *rd, sqlite3_stmt *st, struct row *r)
+{
+	const struct row *old;
+
+	if (!rd->prev) {
+		r->value = col(rd->rs, st, 3);
+		if (!r->value)
+			return -ENOMEM;
+		r->value_len = (size_t)sqlite3_column_bytes(st, 3);
+		r->hash = value_hash(r->value, r->value_len);
+		rd->rs->n_read++;
+		return 0;
+	}
+	r->hash = (uint64_t)sqlite3_column_int64(st, 3);
+	old = prev_row(rd, r->v2, r->rowid);
+	if (old && old->hash == r->hash && old->kind == r->kind && old->list == r->list &&
+	    strcmp(old->key, r->key) == 0) {
+		r->value = old->value;
+		r->value_len = old->value_len;
+		r->borrowed = true;
+		return 0;
+	}
+	rd->rs->n_read++;
+	return read_value(rd, r);
+}
+
+/* Takes one row if it is selected (columns 1-3 not NULL). 1 kept, 0 not. */
+static int keep_row(struct reader *rd, sqlite3_stmt *st, bool v2)
 {
 	struct row *r;
 	bool list;
-	int kind;
+	int kind, ret;
 
 	if (sqlite3_column_type(st, 3) == SQLITE_NULL)
 		return 0;
 	kind = classify(v2, (const char *)sqlite3_column_text(st, 1), &list);
 	if (kind < 0)
 		return 0;
-	if (rs->n == rs->cap) {
-		size_t cap = rs->cap ? rs->cap * 2 : 1024;
-		struct row *nv = realloc(rs->v, cap * sizeof(*nv));
-		if (!nv)
-			return -ENOMEM;
-		rs->v = nv;
-		rs->cap = cap;
-	}
-	r = &rs->v[rs->n];
+	r = rows_add(rd->rs);
+	if (!r)
+		return -ENOMEM;
+	r->rowid = sqlite3_column_int64(st, 0);
 	r->v2 = v2;
 	r->kind = (unsigned char)kind;
 	r->list = list;
-	r->key = col(rs, st, 2);
-	r->value = col(rs, st, 3);
-	if (!r->key || !r->value)
+	r->key = col(rd->rs, st, 2);
+	if (!r->key)
 		return -ENOMEM;
-	rs->n++;
+	ret = take_value(rd, st, r);
+	if (ret < 0)
+		return ret;
+	rd->rs->n++;
 	return 1;
+}
+
+/* After an incremental read, outside the lock: the borrowed values are
+ * copied in, so the previous read's rows can go. */
+static int rows_own(struct rows *rs)
+{
+	for (size_t i = 0; i < rs->n; i++) {
+		struct row *r = &rs->v[i];
+
+		if (!r->borrowed)
+			continue;
+		r->value = rows_copy(rs, r->value, r->value_len);
+		if (!r->value)
+			return -ENOMEM;
+		rs->bytes -= r->value_len;	/* bytes counts what came from SQLite */
+		r->borrowed = false;
+	}
+	return 0;
 }
 
 /* Copies the rows of one table that `sql` selects, resuming after the last
@@ -305,7 +446,7 @@ static int keep_row(struct rows *rs, sqlite3_stmt *st, bool v2)
  * is read sequentially rather than through the key index, and a long run of
  * other rows cannot hold the lock past the budget. ?1 is the rowid to
  * resume after, ?2.. binds[]. */
-static int copy_paged(struct reader *rd, const char *sql, const char *const *binds, int n_binds,
+static int scan_paged(struct reader *rd, const char *sql, const char *const *binds, int n_binds,
 		      bool v2)
 {
 	sqlite3_int64 after = INT64_MIN;
@@ -328,7 +469,7 @@ static int copy_paged(struct reader *rd, const char *sql, const char *const *bin
 			int kept;
 
 			after = sqlite3_column_int64(st, 0);
-			kept = keep_row(rd->rs, st, v2);
+			kept = keep_row(rd, st, v2);
 			if (kept < 0) {
 				sqlite3_finalize(st);
 				return kept;
@@ -346,11 +487,38 @@ static int copy_paged(struct reader *rd, const char *sql, const char *const *bin
 	}
 }
 
+/* scan_paged with, for an incremental read, the statement that reads the
+ * value of a changed row. */
+static int copy_paged(struct reader *rd, const char *sql, const char *const *binds, int n_binds,
+		      bool v2)
+{
+	int rc, ret;
+
+	rd->value_st = NULL;
+	if (rd->prev) {
+		rc = sqlite3_prepare_v2(rd->db, v2 ? "SELECT value FROM meta_v2 WHERE rowid = ?1" :
+					"SELECT value FROM meta WHERE rowid = ?1", -1, &rd->value_st, NULL);
+		if (rc != SQLITE_OK)
+			return sqlite_errno(rc);
+	}
+	ret = scan_paged(rd, sql, binds, n_binds, v2);
+	sqlite3_finalize(rd->value_st);
+	rd->value_st = NULL;
+	return ret;
+}
+
+/* What a scan selects of a selected row's value: the value itself, or only
+ * its hash when the previous read's rows tell what changed. */
+static const char *value_column(const struct reader *rd)
+{
+	return rd->prev ? "em_value_hash(value)" : "value";
+}
+
 /* meta_v2: by key prefix, one range per kind. The GVR column is not used:
  * its name differs between edgecore versions. */
 static int copy_v2(struct reader *rd)
 {
-	char cond[512] = "", sql[1200], hi[K_COUNT][64];
+	char cond[512] = "", sql[1300], hi[K_COUNT][64];
 	const char *binds[2 * K_COUNT];
 	struct rows *rs = rd->rs;
 	int ret;
@@ -366,8 +534,8 @@ static int copy_v2(struct reader *rd)
 	}
 	snprintf(sql, sizeof(sql),
 		 "SELECT rowid, CASE WHEN %s THEN key END, CASE WHEN %s THEN key END, "
-		 "CASE WHEN %s THEN value END FROM meta_v2 WHERE rowid > ?1 ORDER BY rowid",
-		 cond, cond, cond);
+		 "CASE WHEN %s THEN %s END FROM meta_v2 WHERE rowid > ?1 ORDER BY rowid",
+		 cond, cond, cond, value_column(rd));
 	ret = copy_paged(rd, sql, binds, 2 * K_COUNT, true);
 	/* which kinds it holds objects of ("/<g>/<v>/<r>/<ns>/<name>"; list rows,
 	 * cluster-scoped ("null" namespace) and other shapes do not count) */
@@ -386,7 +554,7 @@ static int copy_v2(struct reader *rd)
 /* meta: by type, leaving out the kinds meta_v2 holds unless merge_legacy. */
 static int copy_meta(struct reader *rd, bool merge_legacy)
 {
-	char in[128] = "", sql[512];
+	char in[128] = "", sql[640];
 	const char *binds[2 * K_COUNT];
 	int n = 0;
 
@@ -404,18 +572,19 @@ static int copy_meta(struct reader *rd, bool merge_legacy)
 		return 0;
 	snprintf(sql, sizeof(sql),
 		 "SELECT rowid, CASE WHEN type IN (%s) THEN type END, CASE WHEN type IN (%s) THEN key END, "
-		 "CASE WHEN type IN (%s) THEN value END FROM meta WHERE rowid > ?1 ORDER BY rowid",
-		 in, in, in);
+		 "CASE WHEN type IN (%s) THEN %s END FROM meta WHERE rowid > ?1 ORDER BY rowid",
+		 in, in, in, value_column(rd));
 	return copy_paged(rd, sql, binds, n, false);
 }
 
 /* The read: copy the selected rows (in short transactions, see struct
- * reader), noting data_version first. */
-static int read_rows(sqlite3 *db, const struct em_edgecore_config *cfg, struct rows *rs,
-		     long long *version, struct em_edgecore_lock_times *lt)
+ * reader), noting data_version first. With prev (the rows of the previous
+ * read), only the values of rows that changed are read. */
+static int read_rows(sqlite3 *db, const struct em_edgecore_config *cfg, const struct rows *prev,
+		     struct rows *rs, long long *version, struct em_edgecore_lock_times *lt)
 {
 	struct reader rd = {
-		.db = db, .rs = rs, .lt = lt,
+		.db = db, .rs = rs, .lt = lt, .prev = prev,
 		.budget_us = (long long)(cfg->lock_budget_ms ? cfg->lock_budget_ms : 10) * 1000,
 		.max_rows = cfg->max_rows_per_txn,
 	};
@@ -445,6 +614,8 @@ static int read_rows(sqlite3 *db, const struct em_edgecore_config *cfg, struct r
 	if (ret == 0 && has_meta)
 		ret = copy_meta(&rd, merge_legacy);
 	txn_end(&rd, ret == 0);
+	if (ret == 0 && prev)
+		ret = rows_own(rs);
 	return ret;
 }
 
@@ -595,6 +766,12 @@ static int open_db(const char *path, unsigned busy_ms, sqlite3 **out)
 		return sqlite_errno(rc);
 	}
 	sqlite3_extended_result_codes(db, 1);	/* to tell SQLITE_READONLY_ROLLBACK */
+	rc = sqlite3_create_function(db, "em_value_hash", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC,
+				     NULL, sql_value_hash, NULL, NULL);
+	if (rc != SQLITE_OK) {
+		sqlite3_close(db);
+		return sqlite_errno(rc);
+	}
 	sqlite3_busy_timeout(db, (int)busy_ms);
 	sqlite3_exec(db, "PRAGMA query_only = 1", NULL, NULL, NULL);
 	*out = db;
@@ -618,7 +795,7 @@ int em_edgecore_db_read(const struct em_edgecore_config *cfg, json_t **items,
 	ret = open_db(path, cfg->busy_timeout_ms ? cfg->busy_timeout_ms : 1000, &db);
 	if (ret < 0)
 		return ret;
-	ret = read_rows(db, cfg, &rs, NULL, &lt);
+	ret = read_rows(db, cfg, NULL, &rs, NULL, &lt);
 	sqlite3_close(db);
 	if (ret == 0)
 		*items = parse_rows(&rs, &c);
@@ -632,6 +809,34 @@ int em_edgecore_db_read(const struct em_edgecore_config *cfg, json_t **items,
 	rows_free(&rs);
 	return ret;
 }
+
+struct em_source_edgecore {
+	char *name;
+	char *path;
+	unsigned poll_ms, busy_ms;
+	struct em_edgecore_config read_cfg;	/* what read_rows uses of it */
+	struct em_source_sink sink;
+
+	sqlite3 *db;			/* kept open for data_version */
+	dev_t dev;
+	ino_t ino;
+	struct sig sig;			/* files as of the last check */
+	long long verified_ns;		/* wall clock of that check */
+	long long version;		/* data_version of the last delivered read */
+	bool delivered;			/* a read has reached the sink */
+	struct rows cache;		/* the rows of that read (keys, values, hashes) */
+	int last_err;			/* for logging state changes once */
+
+	pthread_t thread;
+	bool thread_started;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stop;
+
+	atomic_ulong n_reads, n_failures, n_skipped, n_ignored, n_polls;
+	atomic_ulong lock_us_last, lock_us_max;
+	atomic_ulong n_rows_read, rows_read_last;
+};
 
 /* ---- polling ------------------------------------------------------------ */
 
@@ -687,70 +892,77 @@ static bool unchanged(struct em_source_edgecore *e, const struct stat *sb, struc
 	       sig->wal_mtime_ns + 1000000000LL < e->verified_ns;
 }
 
-/* Check for a change and deliver it. Called from start and the thread. */
-static void poll_once(struct em_source_edgecore *e)
+/* The database open on the file now at e->path: 0, or -1 (noted). A file
+ * replaced since the last poll is opened afresh and read whole. */
+static int ensure_open(struct em_source_edgecore *e, struct stat *sb)
 {
-	struct rows rs = { 0 };
-	struct counts c = { 0 };
-	struct em_edgecore_lock_times lt;
-	long long version = 0, now;
-	struct stat sb;
-	struct sig sig;
-	sqlite3_stmt *st;
-	json_t *items;
 	int ret;
 
-	if (stat(e->path, &sb) == -1) {
+	if (stat(e->path, sb) == -1) {
 		close_db(e);
 		note_error(e, -errno, "cannot stat");
-		return;
+		return -1;
 	}
-	if (e->db && (sb.st_dev != e->dev || sb.st_ino != e->ino)) {
+	if (e->db && (sb->st_dev != e->dev || sb->st_ino != e->ino))
 		close_db(e);		/* replaced: data_version of the old file says nothing */
-		e->delivered = false;
-	}
-	if (!e->db) {
-		ret = open_db(e->path, e->busy_ms, &e->db);
-		if (ret < 0) {
-			note_error(e, ret, "cannot open");
-			return;
-		}
-		e->dev = sb.st_dev;
-		e->ino = sb.st_ino;
-		e->delivered = false;
-	}
-	now = wall_ns();
-	if (e->delivered && unchanged(e, &sb, &sig))
-		return;
-	if (e->delivered) {
-		ret = sqlite3_prepare_v2(e->db, "PRAGMA data_version", -1, &st, NULL);
-		if (ret == SQLITE_OK && (ret = sqlite3_step(st)) == SQLITE_ROW)
-			version = sqlite3_column_int64(st, 0);
-		sqlite3_finalize(st);
-		if (ret != SQLITE_ROW) {
-			note_error(e, sqlite_errno(ret), "cannot read");
-			return;
-		}
-		if (version == e->version) {
-			e->sig = sig;
-			e->verified_ns = now;
-			return;
-		}
-	} else {
-		unchanged(e, &sb, &sig);
-	}
-	ret = read_rows(e->db, &e->read_cfg, &rs, &version, &lt);
-	atomic_store(&e->lock_us_last, (unsigned long)lt.max_us);
-	if ((unsigned long)lt.max_us > atomic_load(&e->lock_us_max))
-		atomic_store(&e->lock_us_max, (unsigned long)lt.max_us);
+	if (e->db)
+		return 0;
+	ret = open_db(e->path, e->busy_ms, &e->db);
 	if (ret < 0) {
-		rows_free(&rs);
-		note_error(e, ret, "cannot read");
-		return;
+		note_error(e, ret, "cannot open");
+		return -1;
 	}
-	items = parse_rows(&rs, &c);
-	rows_free(&rs);
+	e->dev = sb->st_dev;
+	e->ino = sb->st_ino;
+	e->delivered = false;
+	rows_free(&e->cache);	/* rowids of another file */
+	return 0;
+}
+
+/* Whether the database changed since the last delivered read: 1 (read
+ * it), 0 (no; the check is noted), -1 (error, noted). sig gets the files'
+ * signature. */
+static int changed(struct em_source_edgecore *e, const struct stat *sb, struct sig *sig,
+		   long long now)
+{
+	long long version = 0;
+	sqlite3_stmt *st;
+	int rc;
+
+	if (!e->delivered) {
+		unchanged(e, sb, sig);
+		return 1;
+	}
+	if (unchanged(e, sb, sig))
+		return 0;
+	rc = sqlite3_prepare_v2(e->db, "PRAGMA data_version", -1, &st, NULL);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW)
+		version = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_ROW) {
+		note_error(e, sqlite_errno(rc), "cannot read");
+		return -1;
+	}
+	if (version != e->version)
+		return 1;
+	e->sig = *sig;
+	e->verified_ns = now;
+	return 0;
+}
+
+/* The rows just read to the sink; they become the cache the next read
+ * compares with. */
+static void deliver(struct em_source_edgecore *e, struct rows *rs, long long max_lock_us)
+{
+	struct counts c = { 0 };
+	json_t *items = parse_rows(rs, &c);
+
 	atomic_fetch_add(&e->n_ignored, c.ignored);
+	atomic_fetch_add(&e->n_rows_read, rs->n_read);
+	atomic_store(&e->rows_read_last, rs->n_read);
+	rows_free(&e->cache);
+	e->cache = *rs;
+	memset(rs, 0, sizeof(*rs));
 	if (c.skipped) {
 		atomic_fetch_add(&e->n_skipped, c.skipped);
 		em_warn("%s: %lu rows of %s are not usable Kubernetes objects, ignored", e->name,
@@ -761,9 +973,36 @@ static void poll_once(struct em_source_edgecore *e)
 	if (e->last_err)
 		em_info("%s: reading %s again: %zu objects", e->name, e->path, json_array_size(items));
 	else
-		em_debug("%s: read %zu objects from %s (read lock held at most %lld us)", e->name,
-			 json_array_size(items), e->path, lt.max_us);
+		em_debug("%s: read %zu objects from %s (%zu rows read, read lock held at most %lld us)",
+			 e->name, json_array_size(items), e->path, e->cache.n_read, max_lock_us);
 	json_decref(items);
+}
+
+/* Check for a change and deliver it. Called from start and the thread. */
+static void poll_once(struct em_source_edgecore *e)
+{
+	struct rows rs = { 0 };
+	struct em_edgecore_lock_times lt;
+	long long version = 0, now;
+	struct stat sb;
+	struct sig sig;
+	int ret;
+
+	if (ensure_open(e, &sb) < 0)
+		return;
+	now = wall_ns();
+	if (changed(e, &sb, &sig, now) <= 0)
+		return;
+	ret = read_rows(e->db, &e->read_cfg, e->delivered ? &e->cache : NULL, &rs, &version, &lt);
+	atomic_store(&e->lock_us_last, (unsigned long)lt.max_us);
+	if ((unsigned long)lt.max_us > atomic_load(&e->lock_us_max))
+		atomic_store(&e->lock_us_max, (unsigned long)lt.max_us);
+	if (ret < 0) {
+		rows_free(&rs);
+		note_error(e, ret, "cannot read");
+		return;
+	}
+	deliver(e, &rs, lt.max_us);
 	e->version = version;
 	e->sig = sig;
 	e->verified_ns = now;
@@ -803,6 +1042,7 @@ static void *poll_thread(void *arg)
 static void edgecore_free(struct em_source_edgecore *e)
 {
 	close_db(e);
+	rows_free(&e->cache);
 	pthread_mutex_destroy(&e->lock);
 	pthread_cond_destroy(&e->cond);
 	free(e->name);
@@ -869,4 +1109,6 @@ void em_source_edgecore_stats(struct em_source_edgecore *e, struct em_edgecore_s
 	st->ignored = atomic_load(&e->n_ignored);
 	st->lock_us_last = atomic_load(&e->lock_us_last);
 	st->lock_us_max = atomic_load(&e->lock_us_max);
+	st->rows_read = atomic_load(&e->n_rows_read);
+	st->rows_read_last = atomic_load(&e->rows_read_last);
 }
