@@ -125,7 +125,7 @@ void em_kube_http_body_release(struct em_kube_http *h)
 const char *em_kube_http_body(const struct em_kube_http *h, size_t *len)
 {
 	*len = h->body_len;
-	return h->body ? h->body : "";
+	return h->body && h->body_len ? h->body : "";	/* the buffer may hold an older body */
 }
 
 long em_kube_http_status(const struct em_kube_http *h)
