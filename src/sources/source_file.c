@@ -583,26 +583,17 @@ static void *watch_thread(void *arg)
 	}
 }
 
-int em_source_file_start(const char *path, struct em_source_sink sink,
-			 struct em_source_file **out)
+/* The directory to watch and, for a file, its name: 0 or -errno. */
+static int set_paths(struct em_source_file *sf, const char *path)
 {
-	struct em_source_file *sf = calloc(1, sizeof(*sf));
 	struct stat st;
-	int ret = -ENOMEM;
 
-	*out = NULL;
-	if (!sf)
-		return -ENOMEM;
-	sf->ifd = sf->efd = -1;
-	sf->sink = sink;
-	if (stat(path, &st) == -1) {
-		ret = -errno;
-		goto fail;
-	}
+	if (stat(path, &st) == -1)
+		return -errno;
 	sf->path = strdup(path);
 	if (!sf->path || asprintf(&sf->commit_name, "file:%s", path) == -1) {
 		sf->commit_name = NULL;
-		goto fail;
+		return -ENOMEM;
 	}
 	if (S_ISDIR(st.st_mode)) {
 		sf->dir = strdup(path);
@@ -611,12 +602,26 @@ int em_source_file_start(const char *path, struct em_source_sink sink,
 		sf->dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
 		sf->only = strdup(slash ? slash + 1 : path);
 		if (!sf->only)
-			goto fail;
+			return -ENOMEM;
 	} else {
-		ret = -EINVAL;
-		goto fail;
+		return -EINVAL;
 	}
-	if (!sf->dir)
+	return sf->dir ? 0 : -ENOMEM;
+}
+
+int em_source_file_start(const char *path, struct em_source_sink sink,
+			 struct em_source_file **out)
+{
+	struct em_source_file *sf = calloc(1, sizeof(*sf));
+	int ret;
+
+	*out = NULL;
+	if (!sf)
+		return -ENOMEM;
+	sf->ifd = sf->efd = -1;
+	sf->sink = sink;
+	ret = set_paths(sf, path);
+	if (ret < 0)
 		goto fail;
 	sf->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	sf->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
