@@ -11,7 +11,9 @@
 #
 # usage: netns-tests/bench-edgecore.sh [BUILD_DIR] [SERVICES] [PODS] [SECRETS]
 # BENCH_DB=FILE keeps the generated database there (reused when present);
-# RUNS=N reads per measurement (15).
+# RUNS=N reads per measurement (15); CHANGES=N updates of one pod (10), after
+# which the rows the source read per change are printed next to the rows of
+# a full read (what each change cost before only changed rows were read).
 set -eu
 src=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$src/build}
@@ -74,4 +76,4 @@ with con:
 PY
 fi
 echo "== $services services, $services Endpoints, $pods pods (meta_v2 + meta, podlists), $secrets secrets: $(du -h "$db" | cut -f1) database"
-"$work/bench" "$db" "${RUNS:-15}"
+"$work/bench" "$db" "${RUNS:-15}" "${CHANGES:-10}"

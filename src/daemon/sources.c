@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "registry/manifest.h"
-#include "registry/source_file.h"
+#include "sources/source_file.h"
 #include "sources/edgecore_db.h"
 #include "sources/kube.h"
 #include "util/log.h"

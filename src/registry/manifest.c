@@ -161,101 +161,142 @@ static int add_child(struct frame *top, json_t *v, json_t *docs,
 	return r;
 }
 
+/* The YAML stream being turned into JSON documents: the open containers
+ * (an explicit stack, so hostile nesting cannot overflow the C stack). */
+struct builder {
+	struct frame stack[EM_MANIFEST_MAX_DEPTH];
+	int depth;
+	json_t *docs;
+	struct em_manifest_error *err;
+};
+
+static struct frame *builder_top(struct builder *b)
+{
+	return b->depth ? &b->stack[b->depth - 1] : NULL;
+}
+
+static void set_err_at(struct em_manifest_error *err, const yaml_event_t *ev,
+		       const char *reason, const char *detail)
+{
+	set_err(err, (int)ev->start_mark.line + 1, (int)ev->start_mark.column + 1, reason, detail);
+}
+
+/* libyaml's own words for a syntax error, with its context. */
+static void syntax_error(const yaml_parser_t *parser, struct em_manifest_error *err)
+{
+	set_err(err, (int)parser->problem_mark.line + 1, (int)parser->problem_mark.column + 1,
+		parser->problem ? parser->problem : "YAML syntax error", NULL);
+	if (parser->context) {
+		size_t l = strlen(err->reason);
+		snprintf(err->reason + l, sizeof(err->reason) - l, " %s", parser->context);
+	}
+}
+
+static int on_scalar(struct builder *b, const yaml_event_t *ev)
+{
+	struct frame *top = builder_top(b);
+	json_t *v;
+
+	/* Mapping keys stay strings whatever they look like. */
+	if (top && json_is_object(top->node) && !top->key)
+		v = json_stringn((const char *)ev->data.scalar.value, ev->data.scalar.length);
+	else
+		v = scalar_to_json(ev);
+	if (!v || add_child(top, v, b->docs, ev, b->err) == -1) {
+		if (!b->err->reason[0])
+			set_err_at(b->err, ev, "out of memory", NULL);
+		return -1;
+	}
+	return 0;
+}
+
+static int on_container_start(struct builder *b, const yaml_event_t *ev)
+{
+	struct frame *top = builder_top(b);
+	json_t *v;
+
+	if (b->depth == EM_MANIFEST_MAX_DEPTH) {
+		set_err_at(b->err, ev, "nesting deeper than the limit", NULL);
+		return -1;
+	}
+	if (top && json_is_object(top->node) && !top->key) {
+		set_err_at(b->err, ev, "mapping key is not a scalar", NULL);
+		return -1;
+	}
+	v = ev->type == YAML_SEQUENCE_START_EVENT ? json_array() : json_object();
+	if (!v)
+		return -1;
+	b->stack[b->depth].node = v;
+	b->stack[b->depth].key = NULL;
+	b->depth++;
+	return 0;
+}
+
+/* The closed container goes to its parent (or to docs); add_child owns it. */
+static int on_container_end(struct builder *b, const yaml_event_t *ev)
+{
+	b->depth--;
+	return add_child(builder_top(b), b->stack[b->depth].node, b->docs, ev, b->err) == -1 ?
+	       -1 : 0;
+}
+
+/* One event: 0 carry on, 1 end of the stream, -1 error (err set, except
+ * for some allocation failures, as before). */
+static int builder_event(struct builder *b, const yaml_event_t *ev)
+{
+	switch (ev->type) {
+	case YAML_STREAM_END_EVENT:
+		return 1;
+	case YAML_ALIAS_EVENT:
+		set_err_at(b->err, ev, "YAML aliases are not supported: *",
+			   (const char *)ev->data.alias.anchor);
+		return -1;
+	case YAML_SCALAR_EVENT:
+		return on_scalar(b, ev);
+	case YAML_SEQUENCE_START_EVENT:
+	case YAML_MAPPING_START_EVENT:
+		return on_container_start(b, ev);
+	case YAML_SEQUENCE_END_EVENT:
+	case YAML_MAPPING_END_EVENT:
+		return on_container_end(b, ev);
+	default:
+		return 0;
+	}
+}
+
+static void builder_free(struct builder *b)
+{
+	while (b->depth > 0) {
+		b->depth--;
+		json_decref(b->stack[b->depth].key);
+		json_decref(b->stack[b->depth].node);
+	}
+}
+
 int em_manifest_yaml_to_json(const char *buf, size_t len, json_t *docs,
 			     struct em_manifest_error *err)
 {
+	struct builder b = { .depth = 0, .docs = docs, .err = err };
 	yaml_parser_t parser;
 	yaml_event_t ev;
-	struct frame stack[EM_MANIFEST_MAX_DEPTH];
-	int depth = 0, ret = -EINVAL;
-	bool done = false;
+	int r = 0;
 
 	memset(err, 0, sizeof(*err));
 	if (!yaml_parser_initialize(&parser))
 		return -ENOMEM;
 	yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
-
-	while (!done) {
+	while (r == 0) {
 		if (!yaml_parser_parse(&parser, &ev)) {
-			set_err(err, (int)parser.problem_mark.line + 1,
-				(int)parser.problem_mark.column + 1, parser.problem ? parser.problem : "YAML syntax error", NULL);
-			if (parser.context) {
-				size_t l = strlen(err->reason);
-				snprintf(err->reason + l, sizeof(err->reason) - l, " %s", parser.context);
-			}
-			goto out;
-		}
-		struct frame *top = depth ? &stack[depth - 1] : NULL;
-		json_t *v = NULL;
-		int line = (int)ev.start_mark.line + 1, col = (int)ev.start_mark.column + 1;
-
-		switch (ev.type) {
-		case YAML_STREAM_END_EVENT:
-			done = true;
-			break;
-		case YAML_ALIAS_EVENT:
-			set_err(err, line, col, "YAML aliases are not supported: *",
-				(const char *)ev.data.alias.anchor);
-			yaml_event_delete(&ev);
-			goto out;
-		case YAML_SCALAR_EVENT:
-			/* Mapping keys stay strings whatever they look like. */
-			if (top && json_is_object(top->node) && !top->key)
-				v = json_stringn((const char *)ev.data.scalar.value,
-						 ev.data.scalar.length);
-			else
-				v = scalar_to_json(&ev);
-			if (!v || add_child(top, v, docs, &ev, err) == -1) {
-				if (!err->reason[0])
-					set_err(err, line, col, "out of memory", NULL);
-				yaml_event_delete(&ev);
-				goto out;
-			}
-			break;
-		case YAML_SEQUENCE_START_EVENT:
-		case YAML_MAPPING_START_EVENT:
-			if (depth == EM_MANIFEST_MAX_DEPTH) {
-				set_err(err, line, col, "nesting deeper than the limit", NULL);
-				yaml_event_delete(&ev);
-				goto out;
-			}
-			if (top && json_is_object(top->node) && !top->key) {
-				set_err(err, line, col, "mapping key is not a scalar", NULL);
-				yaml_event_delete(&ev);
-				goto out;
-			}
-			v = ev.type == YAML_SEQUENCE_START_EVENT ? json_array() : json_object();
-			if (!v) {
-				yaml_event_delete(&ev);
-				goto out;
-			}
-			stack[depth].node = v;
-			stack[depth].key = NULL;
-			depth++;
-			break;
-		case YAML_SEQUENCE_END_EVENT:
-		case YAML_MAPPING_END_EVENT:
-			depth--;
-			v = stack[depth].node;
-			if (add_child(depth ? &stack[depth - 1] : NULL, v, docs, &ev, err) == -1) {
-				yaml_event_delete(&ev);
-				goto out;
-			}
-			break;
-		default:
+			syntax_error(&parser, err);
+			r = -1;
 			break;
 		}
+		r = builder_event(&b, &ev);
 		yaml_event_delete(&ev);
 	}
-	ret = 0;
-out:
-	while (depth > 0) {
-		depth--;
-		json_decref(stack[depth].key);
-		json_decref(stack[depth].node);
-	}
+	builder_free(&b);
 	yaml_parser_delete(&parser);
-	return ret;
+	return r < 0 ? -EINVAL : 0;
 }
 
 /* ---- flattening ------------------------------------------------------ */

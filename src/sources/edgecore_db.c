@@ -1,13 +1,5 @@
-/* edgecore_db.c — KubeEdge MetaManager's SQLite store as a source.
- *
- * Locking, which is the whole point of care here: in rollback-journal mode a
- * reader holds a SHARED lock for the life of its read transaction, and
- * edgecore's writer cannot commit (it needs EXCLUSIVE) until every SHARED
- * lock is gone (and edgecore gives up after its 5 s busy timeout). So read
- * transactions only copy the selected raw rows, JSON parsing happens after
- * the last COMMIT, and a read is cut into transactions of ~10 ms (struct
- * reader): at 10,000 services and 50,000 pods one transaction would hold
- * the lock for hundreds of ms. In WAL mode readers never block the writer.
+/* edgecore_db.c — KubeEdge MetaManager's SQLite store as a source: its rows
+ * (edgecore_rows.c) turned into objects, and the polling.
  *
  * Change detection takes no lock at all while nothing changes: a commit
  * writes the database file (rollback journal) or the -wal file (WAL), so
@@ -17,7 +9,6 @@
  * with PRAGMA data_version on the connection kept open between polls, which
  * changes whenever another connection commits. */
 #include "sources/edgecore_db.h"
-#include "util/clock.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -32,415 +23,13 @@
 
 #include <sqlite3.h>
 
+#include "sources/edgecore_rows.h"
 #include "util/log.h"
 
 /* What stat() says of the database and its WAL. */
 struct sig {
 	long long size, mtime_ns, wal_size, wal_mtime_ns;
 };
-
-struct em_source_edgecore {
-	char *name;
-	char *path;
-	unsigned poll_ms, busy_ms;
-	struct em_edgecore_config read_cfg;	/* what read_rows uses of it */
-	struct em_source_sink sink;
-
-	sqlite3 *db;			/* kept open for data_version */
-	dev_t dev;
-	ino_t ino;
-	struct sig sig;			/* files as of the last check */
-	long long verified_ns;		/* wall clock of that check */
-	long long version;		/* data_version of the last delivered read */
-	bool delivered;			/* a read has reached the sink */
-	int last_err;			/* for logging state changes once */
-
-	pthread_t thread;
-	bool thread_started;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	bool stop;
-
-	atomic_ulong n_reads, n_failures, n_skipped, n_ignored, n_polls;
-	atomic_ulong lock_us_last, lock_us_max;
-};
-
-/* ---- what is read ------------------------------------------------------ */
-
-/* The kinds served, where each lives: meta_v2 key prefix (group "core" for
- * the core API, exactly as MetaServer's key function writes it) and meta
- * type strings (MetaManager's resource types; the *list types hold a JSON
- * array). Anything else in either table (secrets, configmaps, podstatus,
- * podpatch, nodes, node task requests, non-resource paths...) is never
- * selected, so it never leaves the database. */
-enum { K_SERVICE, K_ENDPOINTS, K_POD, K_SLICE, K_COUNT };
-
-static const struct kind_info {
-	const char *kind;
-	const char *api_version;	/* a value's apiVersion, when it has one */
-	const char *v2_prefix;
-	const char *types[2];		/* meta: single, list (or NULL) */
-} kinds[K_COUNT] = {
-	{ "Service", "v1", "/core/v1/services/", { "service", "servicelist" } },
-	{ "Endpoints", "v1", "/core/v1/endpoints/", { "endpoints", "endpointslist" } },
-	{ "Pod", "v1", "/core/v1/pods/", { "pod", "podlist" } },
-	{ "EndpointSlice", "discovery.k8s.io/v1", "/discovery.k8s.io/v1/endpointslices/",
-	  { "endpointslice", NULL } },
-};
-
-/* ---- copying rows ------------------------------------------------------- */
-
-/* Rows are copied into big chunks: the copy runs while the read lock is
- * held, so it does one memcpy per column and (almost) no malloc. */
-struct chunk {
-	struct chunk *next;
-	size_t used, size;
-	char data[];
-};
-
-struct row {
-	const char *key, *value;
-	unsigned char kind;
-	bool v2, list;
-};
-
-struct rows {
-	struct row *v;
-	size_t n, cap;
-	struct chunk *chunks;
-	size_t bytes;
-	bool v2_has[K_COUNT];		/* meta_v2 holds rows of that kind */
-};
-
-static void rows_free(struct rows *rs)
-{
-	struct chunk *c, *next;
-
-	for (c = rs->chunks; c; c = next) {
-		next = c->next;
-		free(c);
-	}
-	free(rs->v);
-	memset(rs, 0, sizeof(*rs));
-}
-
-static char *rows_copy(struct rows *rs, const void *src, size_t len)
-{
-	struct chunk *c = rs->chunks;
-	char *p;
-
-	if (!c || c->size - c->used < len + 1) {
-		size_t size = len + 1 > (1u << 20) ? len + 1 : (1u << 20);
-		c = malloc(sizeof(*c) + size);
-		if (!c)
-			return NULL;
-		c->used = 0;
-		c->size = size;
-		c->next = rs->chunks;
-		rs->chunks = c;
-	}
-	p = c->data + c->used;
-	if (len)
-		memcpy(p, src, len);
-	p[len] = '\0';
-	c->used += len + 1;
-	rs->bytes += len;
-	return p;
-}
-
-static char *col(struct rows *rs, sqlite3_stmt *st, int i)
-{
-	const void *b = sqlite3_column_blob(st, i);
-	return rows_copy(rs, b ? b : "", b ? (size_t)sqlite3_column_bytes(st, i) : 0);
-}
-
-/* SQLite result -> -errno. A read-only connection cannot roll back a hot
- * journal that a crashed writer left: -EROFS, logged apart, until edgecore
- * (a writer) opens the database and rolls it back. */
-static int sqlite_errno(int rc)
-{
-	if (rc == SQLITE_READONLY_ROLLBACK)
-		return -EROFS;
-	switch (rc & 0xff) {
-	case SQLITE_BUSY:
-	case SQLITE_LOCKED:
-		return -EBUSY;
-	case SQLITE_CANTOPEN:
-		return -ENOENT;
-	case SQLITE_NOMEM:
-		return -ENOMEM;
-	default:
-		return -EIO;
-	}
-}
-
-static int table_exists(sqlite3 *db, const char *table, bool *exists)
-{
-	sqlite3_stmt *st;
-	int rc = sqlite3_prepare_v2(db,
-		"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", -1, &st, NULL);
-
-	if (rc != SQLITE_OK)
-		return sqlite_errno(rc);
-	sqlite3_bind_text(st, 1, table, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		return sqlite_errno(rc);
-	*exists = rc == SQLITE_ROW;
-	return 0;
-}
-
-/* A read made of short read transactions. Each holds the SHARED lock for at
- * most about budget_us, then lets edgecore's writer in, and the next one
- * resumes after the last row seen (paging on the rowid).
- * Rows are each consistent; the whole may mix states across a commit of
- * edgecore's, like a watch does, and then the next poll reads again, since
- * the data_version noted is the one from before the first transaction. */
-struct reader {
-	sqlite3 *db;
-	struct rows *rs;
-	long long budget_us;
-	unsigned max_rows;		/* per transaction; 0: no limit */
-	unsigned rows_in_txn;
-	bool in_txn;
-	long long t0;			/* start of the current transaction */
-	struct em_edgecore_lock_times *lt;
-};
-
-static int txn_begin(struct reader *rd)
-{
-	int rc;
-
-	if (rd->in_txn)
-		return 0;
-	rd->t0 = (long long)em_clock_us();
-	rc = sqlite3_exec(rd->db, "BEGIN DEFERRED", NULL, NULL, NULL);
-	if (rc != SQLITE_OK)
-		return sqlite_errno(rc);
-	rd->in_txn = true;
-	rd->rows_in_txn = 0;
-	return 0;
-}
-
-static void txn_end(struct reader *rd, bool ok)
-{
-	long long held;
-
-	if (!rd->in_txn)
-		return;
-	sqlite3_exec(rd->db, ok ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL);
-	rd->in_txn = false;
-	held = (long long)em_clock_us() - rd->t0;
-	rd->lt->total_us += held;
-	rd->lt->transactions++;
-	if (held > rd->lt->max_us)
-		rd->lt->max_us = held;
-}
-
-/* Which of kinds[] a selected row is: by the meta type (and whether the
- * value is a list) or by the meta_v2 key prefix; -1 for none. */
-static int classify(bool v2, const char *what, bool *list)
-{
-	*list = false;
-	for (int k = 0; what && k < K_COUNT; k++) {
-		if (v2) {
-			if (strncmp(what, kinds[k].v2_prefix, strlen(kinds[k].v2_prefix)) == 0)
-				return k;
-			continue;
-		}
-		for (int t = 0; t < 2; t++)
-			if (kinds[k].types[t] && strcmp(what, kinds[k].types[t]) == 0) {
-				*list = t == 1;
-				return k;
-			}
-	}
-	return -1;
-}
-
-/* Copies one row if it is selected (columns 1-3 not NULL). 1 kept, 0 not. */
-static int keep_row(struct rows *rs, sqlite3_stmt *st, bool v2)
-{
-	struct row *r;
-	bool list;
-	int kind;
-
-	if (sqlite3_column_type(st, 3) == SQLITE_NULL)
-		return 0;
-	kind = classify(v2, (const char *)sqlite3_column_text(st, 1), &list);
-	if (kind < 0)
-		return 0;
-	if (rs->n == rs->cap) {
-		size_t cap = rs->cap ? rs->cap * 2 : 1024;
-		struct row *nv = realloc(rs->v, cap * sizeof(*nv));
-		if (!nv)
-			return -ENOMEM;
-		rs->v = nv;
-		rs->cap = cap;
-	}
-	r = &rs->v[rs->n];
-	r->v2 = v2;
-	r->kind = (unsigned char)kind;
-	r->list = list;
-	r->key = col(rs, st, 2);
-	r->value = col(rs, st, 3);
-	if (!r->key || !r->value)
-		return -ENOMEM;
-	rs->n++;
-	return 1;
-}
-
-/* Copies the rows of one table that `sql` selects, resuming after the last
- * rowid seen when the transaction's budget is spent. The query returns
- * EVERY row of the table, in rowid (storage) order, as: rowid, then the
- * meta type or meta_v2 key, the key and the value, all three NULL unless
- * the row is selected. So nothing of another row is ever copied out of
- * SQLite (its value is not even read: the CASE skips the column), the table
- * is read sequentially rather than through the key index, and a long run of
- * other rows cannot hold the lock past the budget. ?1 is the rowid to
- * resume after, ?2.. binds[]. */
-static int copy_paged(struct reader *rd, const char *sql, const char *const *binds, int n_binds,
-		      bool v2)
-{
-	sqlite3_int64 after = INT64_MIN;
-	sqlite3_stmt *st = NULL;
-	int rc, ret;
-
-	for (;;) {
-		bool more = false;
-
-		ret = txn_begin(rd);
-		if (ret < 0)
-			return ret;
-		rc = sqlite3_prepare_v2(rd->db, sql, -1, &st, NULL);
-		if (rc != SQLITE_OK)
-			return sqlite_errno(rc);
-		sqlite3_bind_int64(st, 1, after);
-		for (int i = 0; i < n_binds; i++)
-			sqlite3_bind_text(st, i + 2, binds[i], -1, SQLITE_STATIC);
-		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-			int kept;
-
-			after = sqlite3_column_int64(st, 0);
-			kept = keep_row(rd->rs, st, v2);
-			if (kept < 0) {
-				sqlite3_finalize(st);
-				return kept;
-			}
-			if ((long long)em_clock_us() - rd->t0 >= rd->budget_us ||
-			    (rd->max_rows && ++rd->rows_in_txn >= rd->max_rows)) {
-				more = true;
-				break;
-			}
-		}
-		sqlite3_finalize(st);
-		if (!more)
-			return rc == SQLITE_DONE ? 0 : sqlite_errno(rc);
-		txn_end(rd, true);	/* let the writer in, then resume */
-	}
-}
-
-/* meta_v2: by key prefix, one range per kind. The GVR column is not used:
- * its name differs between edgecore versions. */
-static int copy_v2(struct reader *rd)
-{
-	char cond[512] = "", sql[1200], hi[K_COUNT][64];
-	const char *binds[2 * K_COUNT];
-	struct rows *rs = rd->rs;
-	int ret;
-
-	for (int k = 0; k < K_COUNT; k++) {
-		/* the prefix ends in '/': every key under it sorts below prefix-with-'0' */
-		snprintf(hi[k], sizeof(hi[k]), "%.*s0", (int)strlen(kinds[k].v2_prefix) - 1,
-			 kinds[k].v2_prefix);
-		binds[2 * k] = kinds[k].v2_prefix;
-		binds[2 * k + 1] = hi[k];
-		snprintf(cond + strlen(cond), sizeof(cond) - strlen(cond), "%s(key > ?%d AND key < ?%d)",
-			 k ? " OR " : "", 2 * k + 2, 2 * k + 3);
-	}
-	snprintf(sql, sizeof(sql),
-		 "SELECT rowid, CASE WHEN %s THEN key END, CASE WHEN %s THEN key END, "
-		 "CASE WHEN %s THEN value END FROM meta_v2 WHERE rowid > ?1 ORDER BY rowid",
-		 cond, cond, cond);
-	ret = copy_paged(rd, sql, binds, 2 * K_COUNT, true);
-	/* which kinds it holds objects of ("/<g>/<v>/<r>/<ns>/<name>"; list rows,
-	 * cluster-scoped ("null" namespace) and other shapes do not count) */
-	for (size_t i = 0; i < rs->n; i++) {
-		const char *ns = NULL;
-		size_t slashes = 0;
-		for (const char *p = rs->v[i].key; *p; p++)
-			if (*p == '/' && ++slashes == 4)
-				ns = p + 1;
-		if (slashes == 5 && strncmp(ns, "null/", 5) != 0)
-			rs->v2_has[rs->v[i].kind] = true;
-	}
-	return ret;
-}
-
-/* meta: by type, leaving out the kinds meta_v2 holds unless merge_legacy. */
-static int copy_meta(struct reader *rd, bool merge_legacy)
-{
-	char in[128] = "", sql[512];
-	const char *binds[2 * K_COUNT];
-	int n = 0;
-
-	for (int k = 0; k < K_COUNT; k++) {
-		if (rd->rs->v2_has[k] && !merge_legacy)
-			continue;
-		for (int t = 0; t < 2; t++)
-			if (kinds[k].types[t]) {
-				snprintf(in + strlen(in), sizeof(in) - strlen(in), "%s?%d",
-					 n ? "," : "", n + 2);
-				binds[n++] = kinds[k].types[t];
-			}
-	}
-	if (!n)
-		return 0;
-	snprintf(sql, sizeof(sql),
-		 "SELECT rowid, CASE WHEN type IN (%s) THEN type END, CASE WHEN type IN (%s) THEN key END, "
-		 "CASE WHEN type IN (%s) THEN value END FROM meta WHERE rowid > ?1 ORDER BY rowid",
-		 in, in, in);
-	return copy_paged(rd, sql, binds, n, false);
-}
-
-/* The read: copy the selected rows (in short transactions, see struct
- * reader), noting data_version first. */
-static int read_rows(sqlite3 *db, const struct em_edgecore_config *cfg, struct rows *rs,
-		     long long *version, struct em_edgecore_lock_times *lt)
-{
-	struct reader rd = {
-		.db = db, .rs = rs, .lt = lt,
-		.budget_us = (long long)(cfg->lock_budget_ms ? cfg->lock_budget_ms : 10) * 1000,
-		.max_rows = cfg->max_rows_per_txn,
-	};
-	bool merge_legacy = cfg->merge_legacy;
-	bool has_meta = false, has_v2 = false;
-	sqlite3_stmt *st;
-	int rc, ret;
-
-	memset(lt, 0, sizeof(*lt));
-	ret = txn_begin(&rd);
-	if (ret == 0)
-		ret = table_exists(db, "meta", &has_meta);
-	if (ret == 0)
-		ret = table_exists(db, "meta_v2", &has_v2);
-	if (ret == 0 && !has_meta && !has_v2)
-		ret = -ENODATA;		/* not (yet) an edgecore database */
-	if (ret == 0 && version) {
-		rc = sqlite3_prepare_v2(db, "PRAGMA data_version", -1, &st, NULL);
-		if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
-			*version = sqlite3_column_int64(st, 0);
-		else
-			ret = sqlite_errno(rc == SQLITE_OK ? sqlite3_extended_errcode(db) : rc);
-		sqlite3_finalize(st);
-	}
-	if (ret == 0 && has_v2)
-		ret = copy_v2(&rd);	/* first: it decides which meta rows count */
-	if (ret == 0 && has_meta)
-		ret = copy_meta(&rd, merge_legacy);
-	txn_end(&rd, ret == 0);
-	return ret;
-}
 
 /* ---- rows to objects ---------------------------------------------------- */
 
@@ -456,7 +45,7 @@ static unsigned long long rv_of(json_t *obj)
 	return rv ? strtoull(rv, NULL, 10) : 0;
 }
 
-/* Whether obj is of kinds[k] as far as it says: a kind or apiVersion it
+/* Whether obj is of em_edgecore_kinds[k] as far as it says: a kind or apiVersion it
  * carries must match (the dynamic controller stores, e.g., Knative
  * Services under the type "service"). Values without either (MetaManager
  * up to KubeEdge 1.5) are taken for what the row says. */
@@ -465,8 +54,8 @@ static bool same_api(json_t *obj, int k)
 	const char *kind = json_string_value(json_object_get(obj, "kind"));
 	const char *api = json_string_value(json_object_get(obj, "apiVersion"));
 
-	return (!kind || strcmp(kind, kinds[k].kind) == 0) &&
-	       (!api || strcmp(api, kinds[k].api_version) == 0);
+	return (!kind || strcmp(kind, em_edgecore_kinds[k].kind) == 0) &&
+	       (!api || strcmp(api, em_edgecore_kinds[k].api_version) == 0);
 }
 
 /* Add one object to `seen` ("Kind ns/name" -> obj), higher resourceVersion
@@ -485,11 +74,11 @@ static int add_object(json_t *seen, json_t *obj, int k, const char *ns)
 	if (!same_api(obj, k))
 		return 0;
 	if (!json_is_string(json_object_get(obj, "kind")))
-		json_object_set_new(obj, "kind", json_string(kinds[k].kind));
+		json_object_set_new(obj, "kind", json_string(em_edgecore_kinds[k].kind));
 	if (!ons && ns && *ns)
 		json_object_set_new(meta, "namespace", json_string(ns));
 	ons = json_string_value(json_object_get(meta, "namespace"));
-	if (asprintf(&key, "%s %s/%s", kinds[k].kind, ons ? ons : "", name) == -1)
+	if (asprintf(&key, "%s %s/%s", em_edgecore_kinds[k].kind, ons ? ons : "", name) == -1)
 		return -1;
 	old = json_object_get(seen, key);
 	if (!old || rv_of(obj) >= rv_of(old))
@@ -517,7 +106,7 @@ static void count(struct counts *c, int r, const struct row *row)
 	if (r < 0) {
 		c->skipped++;
 		em_log(EM_LOG_DEBUG, "edgecore-db: row %s: not a Kubernetes %s", row->key,
-		       kinds[row->kind].kind);
+		       em_edgecore_kinds[row->kind].kind);
 	} else if (r == 0) {
 		c->ignored++;
 	}
@@ -577,24 +166,6 @@ static json_t *parse_rows(const struct rows *rs, struct counts *c)
 	return items;
 }
 
-static int open_db(const char *path, unsigned busy_ms, sqlite3 **out)
-{
-	sqlite3 *db = NULL;
-	/* SQLITE_OPEN_READONLY is what the URI's mode=ro sets; the file is
-	 * never created, and query_only refuses writes even if it could. */
-	int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
-
-	if (rc != SQLITE_OK) {
-		sqlite3_close(db);
-		return sqlite_errno(rc);
-	}
-	sqlite3_extended_result_codes(db, 1);	/* to tell SQLITE_READONLY_ROLLBACK */
-	sqlite3_busy_timeout(db, (int)busy_ms);
-	sqlite3_exec(db, "PRAGMA query_only = 1", NULL, NULL, NULL);
-	*out = db;
-	return 0;
-}
-
 int em_edgecore_db_read(const struct em_edgecore_config *cfg, json_t **items,
 			struct em_edgecore_read_info *info)
 {
@@ -609,10 +180,10 @@ int em_edgecore_db_read(const struct em_edgecore_config *cfg, json_t **items,
 	*items = NULL;
 	if (stat(path, &sb) == -1)
 		return -errno;
-	ret = open_db(path, cfg->busy_timeout_ms ? cfg->busy_timeout_ms : 1000, &db);
+	ret = em_edgecore_open(path, cfg->busy_timeout_ms ? cfg->busy_timeout_ms : 1000, &db);
 	if (ret < 0)
 		return ret;
-	ret = read_rows(db, cfg, &rs, NULL, &lt);
+	ret = em_edgecore_rows_read(db, cfg, NULL, &rs, NULL, &lt);
 	sqlite3_close(db);
 	if (ret == 0)
 		*items = parse_rows(&rs, &c);
@@ -623,9 +194,37 @@ int em_edgecore_db_read(const struct em_edgecore_config *cfg, json_t **items,
 		info->skipped = c.skipped;
 		info->ignored = c.ignored;
 	}
-	rows_free(&rs);
+	em_edgecore_rows_free(&rs);
 	return ret;
 }
+
+struct em_source_edgecore {
+	char *name;
+	char *path;
+	unsigned poll_ms, busy_ms;
+	struct em_edgecore_config read_cfg;	/* what read_rows uses of it */
+	struct em_source_sink sink;
+
+	sqlite3 *db;			/* kept open for data_version */
+	dev_t dev;
+	ino_t ino;
+	struct sig sig;			/* files as of the last check */
+	long long verified_ns;		/* wall clock of that check */
+	long long version;		/* data_version of the last delivered read */
+	bool delivered;			/* a read has reached the sink */
+	struct rows cache;		/* the rows of that read (keys, values, hashes) */
+	int last_err;			/* for logging state changes once */
+
+	pthread_t thread;
+	bool thread_started;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stop;
+
+	atomic_ulong n_reads, n_failures, n_skipped, n_ignored, n_polls;
+	atomic_ulong lock_us_last, lock_us_max;
+	atomic_ulong n_rows_read, rows_read_last;
+};
 
 /* ---- polling ------------------------------------------------------------ */
 
@@ -681,70 +280,77 @@ static bool unchanged(struct em_source_edgecore *e, const struct stat *sb, struc
 	       sig->wal_mtime_ns + 1000000000LL < e->verified_ns;
 }
 
-/* Check for a change and deliver it. Called from start and the thread. */
-static void poll_once(struct em_source_edgecore *e)
+/* The database open on the file now at e->path: 0, or -1 (noted). A file
+ * replaced since the last poll is opened afresh and read whole. */
+static int ensure_open(struct em_source_edgecore *e, struct stat *sb)
 {
-	struct rows rs = { 0 };
-	struct counts c = { 0 };
-	struct em_edgecore_lock_times lt;
-	long long version = 0, now;
-	struct stat sb;
-	struct sig sig;
-	sqlite3_stmt *st;
-	json_t *items;
 	int ret;
 
-	if (stat(e->path, &sb) == -1) {
+	if (stat(e->path, sb) == -1) {
 		close_db(e);
 		note_error(e, -errno, "cannot stat");
-		return;
+		return -1;
 	}
-	if (e->db && (sb.st_dev != e->dev || sb.st_ino != e->ino)) {
+	if (e->db && (sb->st_dev != e->dev || sb->st_ino != e->ino))
 		close_db(e);		/* replaced: data_version of the old file says nothing */
-		e->delivered = false;
-	}
-	if (!e->db) {
-		ret = open_db(e->path, e->busy_ms, &e->db);
-		if (ret < 0) {
-			note_error(e, ret, "cannot open");
-			return;
-		}
-		e->dev = sb.st_dev;
-		e->ino = sb.st_ino;
-		e->delivered = false;
-	}
-	now = wall_ns();
-	if (e->delivered && unchanged(e, &sb, &sig))
-		return;
-	if (e->delivered) {
-		ret = sqlite3_prepare_v2(e->db, "PRAGMA data_version", -1, &st, NULL);
-		if (ret == SQLITE_OK && (ret = sqlite3_step(st)) == SQLITE_ROW)
-			version = sqlite3_column_int64(st, 0);
-		sqlite3_finalize(st);
-		if (ret != SQLITE_ROW) {
-			note_error(e, sqlite_errno(ret), "cannot read");
-			return;
-		}
-		if (version == e->version) {
-			e->sig = sig;
-			e->verified_ns = now;
-			return;
-		}
-	} else {
-		unchanged(e, &sb, &sig);
-	}
-	ret = read_rows(e->db, &e->read_cfg, &rs, &version, &lt);
-	atomic_store(&e->lock_us_last, (unsigned long)lt.max_us);
-	if ((unsigned long)lt.max_us > atomic_load(&e->lock_us_max))
-		atomic_store(&e->lock_us_max, (unsigned long)lt.max_us);
+	if (e->db)
+		return 0;
+	ret = em_edgecore_open(e->path, e->busy_ms, &e->db);
 	if (ret < 0) {
-		rows_free(&rs);
-		note_error(e, ret, "cannot read");
-		return;
+		note_error(e, ret, "cannot open");
+		return -1;
 	}
-	items = parse_rows(&rs, &c);
-	rows_free(&rs);
+	e->dev = sb->st_dev;
+	e->ino = sb->st_ino;
+	e->delivered = false;
+	em_edgecore_rows_free(&e->cache);	/* rowids of another file */
+	return 0;
+}
+
+/* Whether the database changed since the last delivered read: 1 (read
+ * it), 0 (no; the check is noted), -1 (error, noted). sig gets the files'
+ * signature. */
+static int changed(struct em_source_edgecore *e, const struct stat *sb, struct sig *sig,
+		   long long now)
+{
+	long long version = 0;
+	sqlite3_stmt *st;
+	int rc;
+
+	if (!e->delivered) {
+		unchanged(e, sb, sig);
+		return 1;
+	}
+	if (unchanged(e, sb, sig))
+		return 0;
+	rc = sqlite3_prepare_v2(e->db, "PRAGMA data_version", -1, &st, NULL);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW)
+		version = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_ROW) {
+		note_error(e, em_edgecore_errno(rc), "cannot read");
+		return -1;
+	}
+	if (version != e->version)
+		return 1;
+	e->sig = *sig;
+	e->verified_ns = now;
+	return 0;
+}
+
+/* The rows just read to the sink; they become the cache the next read
+ * compares with. */
+static void deliver(struct em_source_edgecore *e, struct rows *rs, long long max_lock_us)
+{
+	struct counts c = { 0 };
+	json_t *items = parse_rows(rs, &c);
+
 	atomic_fetch_add(&e->n_ignored, c.ignored);
+	atomic_fetch_add(&e->n_rows_read, rs->n_read);
+	atomic_store(&e->rows_read_last, rs->n_read);
+	em_edgecore_rows_free(&e->cache);
+	e->cache = *rs;
+	memset(rs, 0, sizeof(*rs));
 	if (c.skipped) {
 		atomic_fetch_add(&e->n_skipped, c.skipped);
 		em_warn("%s: %lu rows of %s are not usable Kubernetes objects, ignored", e->name,
@@ -755,9 +361,36 @@ static void poll_once(struct em_source_edgecore *e)
 	if (e->last_err)
 		em_info("%s: reading %s again: %zu objects", e->name, e->path, json_array_size(items));
 	else
-		em_debug("%s: read %zu objects from %s (read lock held at most %lld us)", e->name,
-			 json_array_size(items), e->path, lt.max_us);
+		em_debug("%s: read %zu objects from %s (%zu rows read, read lock held at most %lld us)",
+			 e->name, json_array_size(items), e->path, e->cache.n_read, max_lock_us);
 	json_decref(items);
+}
+
+/* Check for a change and deliver it. Called from start and the thread. */
+static void poll_once(struct em_source_edgecore *e)
+{
+	struct rows rs = { 0 };
+	struct em_edgecore_lock_times lt;
+	long long version = 0, now;
+	struct stat sb;
+	struct sig sig;
+	int ret;
+
+	if (ensure_open(e, &sb) < 0)
+		return;
+	now = wall_ns();
+	if (changed(e, &sb, &sig, now) <= 0)
+		return;
+	ret = em_edgecore_rows_read(e->db, &e->read_cfg, e->delivered ? &e->cache : NULL, &rs, &version, &lt);
+	atomic_store(&e->lock_us_last, (unsigned long)lt.max_us);
+	if ((unsigned long)lt.max_us > atomic_load(&e->lock_us_max))
+		atomic_store(&e->lock_us_max, (unsigned long)lt.max_us);
+	if (ret < 0) {
+		em_edgecore_rows_free(&rs);
+		note_error(e, ret, "cannot read");
+		return;
+	}
+	deliver(e, &rs, lt.max_us);
 	e->version = version;
 	e->sig = sig;
 	e->verified_ns = now;
@@ -797,6 +430,7 @@ static void *poll_thread(void *arg)
 static void edgecore_free(struct em_source_edgecore *e)
 {
 	close_db(e);
+	em_edgecore_rows_free(&e->cache);
 	pthread_mutex_destroy(&e->lock);
 	pthread_cond_destroy(&e->cond);
 	free(e->name);
@@ -863,4 +497,6 @@ void em_source_edgecore_stats(struct em_source_edgecore *e, struct em_edgecore_s
 	st->ignored = atomic_load(&e->n_ignored);
 	st->lock_us_last = atomic_load(&e->lock_us_last);
 	st->lock_us_max = atomic_load(&e->lock_us_max);
+	st->rows_read = atomic_load(&e->n_rows_read);
+	st->rows_read_last = atomic_load(&e->rows_read_last);
 }

@@ -25,6 +25,13 @@
  * higher metadata.resourceVersion wins, meta_v2 on a tie.
  *
  * Every change is delivered as sink.replace(kind NULL, everything) + commit.
+ * Only the rows that changed are read: the first read copies every selected
+ * row; later ones scan the selected rows' rowid, key and a 64-bit hash of
+ * the value (computed inside SQLite, the value is not copied out) and read
+ * the value of a row only when its rowid, key, type or hash is new; the
+ * others come from the copy kept of the last read (so the source holds the
+ * raw text of the selected rows between reads). Updates in place, INSERT OR
+ * REPLACE (a new rowid), inserts and deletes are all seen.
  * The database is opened SQLITE_OPEN_READONLY with PRAGMA query_only. A
  * read copies the selected rows (parsing happens afterwards) in deferred
  * read transactions of at most about lock_budget_ms each, resuming after the
@@ -99,6 +106,8 @@ struct em_edgecore_stats {
 	unsigned long ignored;		/* rows under our types/prefixes of other APIs */
 	unsigned long lock_us_last;	/* longest read transaction of the last read */
 	unsigned long lock_us_max;	/* the longest one so far */
+	unsigned long rows_read;	/* rows whose value was read from the database */
+	unsigned long rows_read_last;	/* ... by the last read delivered */
 };
 void em_source_edgecore_stats(struct em_source_edgecore *e, struct em_edgecore_stats *st);
 

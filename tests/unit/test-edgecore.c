@@ -821,6 +821,123 @@ START_TEST(paged_reads)
 }
 END_TEST
 
+/* ---- only the rows that changed are read -------------------------------- */
+
+static struct em_edgecore_stats stats_now(void)
+{
+	struct em_edgecore_stats st;
+	em_source_edgecore_stats(E, &st);
+	return st;
+}
+
+/* Wait for the poll that delivers the write just made; returns how many
+ * rows it read from the database. */
+static unsigned long rows_read_by_next_read(unsigned long *reads)
+{
+	struct em_edgecore_stats st = stats_now();
+
+	for (int w = 0; w < 2000 && st.reads == *reads; w += 5) {
+		usleep(5000);
+		st = stats_now();
+	}
+	ck_assert_uint_eq(st.reads, *reads + 1);
+	*reads = st.reads;
+	return st.rows_read_last;
+}
+
+/* What the source delivered equals what a full read of the database gives. */
+static void same_as_full_read(void)
+{
+	struct em_edgecore_read_info info;
+	json_t *delivered, *items;
+
+	pthread_mutex_lock(&lock);
+	delivered = json_deep_copy(last);
+	pthread_mutex_unlock(&lock);
+	items = read_all(false, &info);
+	pthread_mutex_lock(&lock);
+	ck_assert_msg(json_equal(delivered, last), "incremental and full reads differ");
+	pthread_mutex_unlock(&lock);
+	json_decref(items);
+	json_decref(delivered);
+}
+
+static void changed_rows_only(unsigned max_rows_per_txn)
+{
+	struct em_edgecore_config c = cfg(10);
+	struct em_edgecore_read_info info;
+	unsigned long reads = 1;
+	json_t *items;
+	sqlite3 *db;
+
+	c.max_rows_per_txn = max_rows_per_txn;
+	make_db();
+	items = read_all(false, &info);	/* the peer: every selected row */
+	json_decref(items);
+	ck_assert_uint_gt(info.rows, 3);
+	ck_assert_int_eq(em_source_edgecore_start(&c, sink, &E), 0);
+	ck_assert_uint_eq(stats_now().rows_read_last, info.rows);	/* the first read: all */
+	db = db_open();
+	/* an update in place (the rowid stays), the value as long as before */
+	exec(db, "UPDATE meta SET value = replace(value, '\"12\"', '\"17\"') WHERE key = 'default/pod/p1'");
+	ck_assert_uint_eq(rows_read_by_next_read(&reads), 1);
+	ck_assert_str_eq(rv("Pod default/p1"), "17");
+	/* INSERT OR REPLACE: a new rowid, the old row deleted */
+	put_v2_svc(db, "v2svc", 25, SVC("v2svc", "25"));
+	ck_assert_uint_eq(rows_read_by_next_read(&reads), 1);
+	ck_assert_str_eq(rv("Service default/v2svc"), "25");
+	/* an insert */
+	put_v2_svc(db, "new", 30, SVC("new", "30"));
+	ck_assert_uint_eq(rows_read_by_next_read(&reads), 1);
+	ck_assert(has("Service default/new"));
+	/* a delete reads nothing */
+	exec(db, "DELETE FROM meta WHERE key = 'default/endpoints/web'");
+	ck_assert_uint_eq(rows_read_by_next_read(&reads), 0);
+	ck_assert(!has("Endpoints default/web"));
+	/* a row of a type not read changes: a poll reads, but no row */
+	put_meta(db, "default/configmap/cfg", "configmap", "{\"metadata\":{\"name\":\"cfg2\"}}");
+	ck_assert_uint_eq(rows_read_by_next_read(&reads), 0);
+	sqlite3_close(db);
+	ck_assert_uint_eq(stats_now().rows_read, info.rows + 3);
+	same_as_full_read();
+}
+
+START_TEST(update_reads_one_row)
+{
+	changed_rows_only(0);
+}
+END_TEST
+
+START_TEST(update_reads_one_row_paged)
+{
+	changed_rows_only(1);	/* the comparison resumes across transactions */
+}
+END_TEST
+
+/* meta_v2 gets its first Service: the meta services stop counting (stale
+ * legacy rows), which the rows kept from the last read must follow. */
+START_TEST(selection_change_drops_rows)
+{
+	struct em_edgecore_config c = cfg(10);
+	unsigned long reads = 1;
+	sqlite3 *db;
+
+	make_db();
+	db = db_open();
+	exec(db, "DELETE FROM meta_v2 WHERE key LIKE '/core/v1/services/%'");
+	sqlite3_close(db);
+	ck_assert_int_eq(em_source_edgecore_start(&c, sink, &E), 0);
+	ck_assert_str_eq(rv("Service default/web"), "10");	/* from meta */
+	db = db_open();
+	put_v2_svc(db, "other", 40, SVC("other", "40"));
+	ck_assert_uint_eq(rows_read_by_next_read(&reads), 1);
+	sqlite3_close(db);
+	ck_assert(!has("Service default/web"));
+	ck_assert(has("Service default/other"));
+	same_as_full_read();
+}
+END_TEST
+
 Suite *edgecore_suite(void);
 Suite *edgecore_suite(void)
 {
@@ -844,6 +961,13 @@ Suite *edgecore_suite(void)
 	tcase_add_test(tc, stale_legacy_rows);
 	tcase_add_test(tc, hot_journal);
 	tcase_add_test(tc, paged_reads);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("changed_rows");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 10);
+	tcase_add_test(tc, update_reads_one_row);
+	tcase_add_test(tc, update_reads_one_row_paged);
+	tcase_add_test(tc, selection_change_drops_rows);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -7,7 +7,7 @@
 
 #include "registry/manifest.h"
 #include "registry/objects.h"
-#include "registry/source_file.h"
+#include "sources/source_file.h"
 
 Suite *manifest_suite(void);
 

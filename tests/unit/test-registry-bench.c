@@ -16,7 +16,7 @@
 #include "lb/lb.h"
 #include "registry/manifest.h"
 #include "registry/registry.h"
-#include "registry/source_file.h"
+#include "sources/source_file.h"
 #include "util/log.h"
 
 static double now_ms(void)

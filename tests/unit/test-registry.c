@@ -13,7 +13,7 @@
 #include "registry/manifest.h"
 #include "registry/ports.h"
 #include "registry/registry.h"
-#include "registry/source_file.h"
+#include "sources/source_file.h"
 #include "util/log.h"
 
 Suite *registry_suite(void);

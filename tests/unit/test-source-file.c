@@ -12,7 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "registry/source_file.h"
+#include "sources/source_file.h"
 #include "timing.h"
 
 Suite *source_file_suite(void);

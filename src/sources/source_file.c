@@ -1,5 +1,5 @@
 /* source_file.c — manifests from a file or a directory, watched with inotify. */
-#include "registry/source_file.h"
+#include "sources/source_file.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -364,26 +364,16 @@ static int next_hold_ms(const struct em_source_file *sf)
 	return left < 0 ? 0 : (int)left;
 }
 
-/* Brings the sink in line with the directory; commits if anything changed. */
-static int rescan(struct em_source_file *sf)
+/* The files of names that must be read now (new, changed, forced, and not
+ * held for their writer), marking every tracked file found as seen. */
+static size_t plan_jobs(struct em_source_file *sf, char **names, size_t n, struct job *jobs)
 {
-	char **names;
-	size_t n;
-	bool changed = false;
-	int r = list_names(sf, &names, &n);
-	if (r < 0) {
-		em_err("%s: cannot list: %s; keeping the objects last read", sf->path, strerror(-r));
-		/* Holds end here: their timers would otherwise wake us to fail again. */
-		for (size_t i = 0; i < sf->n_files; i++)
-			sf->files[i].hold_since = 0;
-		return r;
-	}
-	for (size_t i = 0; i < sf->n_files; i++)
-		sf->files[i].seen = false;
-	struct job *jobs = calloc(n ? n : 1, sizeof(*jobs));
 	size_t n_jobs = 0;
 	int64_t now = (int64_t)em_clock_ms();
-	for (size_t i = 0; jobs && i < n; i++) {
+
+	for (size_t i = 0; i < sf->n_files; i++)
+		sf->files[i].seen = false;
+	for (size_t i = 0; i < n; i++) {
 		struct job *j = &jobs[n_jobs];
 		snprintf(j->full, sizeof(j->full), "%s/%s", sf->dir, names[i]);
 		if (stat(j->full, &j->st) == -1 || !S_ISREG(j->st.st_mode))
@@ -401,6 +391,15 @@ static int rescan(struct em_source_file *sf)
 			n_jobs++;
 		}
 	}
+	return n_jobs;
+}
+
+/* Reads the files, the next one parsed while this one is applied; true if
+ * the sink got a change. */
+static bool run_jobs(struct em_source_file *sf, struct job *jobs, size_t n_jobs)
+{
+	bool changed = false;
+
 	if (n_jobs)
 		job_start(&jobs[0]);
 	for (size_t i = 0; i < n_jobs; i++) {
@@ -412,17 +411,21 @@ static int rescan(struct em_source_file *sf)
 	}
 	if (n_jobs)
 		job_join(&jobs[n_jobs - 1]);
-	bool oom = !jobs && n;
-	free(jobs);
-	for (size_t i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
-	if (oom) {
-		em_err("%s: out of memory, not re-read", sf->path);
-		return -ENOMEM;
-	}
+	return changed;
+}
 
-	/* Files that went away take their objects with them. */
+static void untrack(struct em_source_file *sf, size_t i)
+{
+	free(sf->files[i].name);
+	free(sf->files[i].source);
+	sf->files[i] = sf->files[--sf->n_files];
+}
+
+/* Files that went away take their objects with them; true if any had. */
+static bool drop_gone(struct em_source_file *sf)
+{
+	bool changed = false;
+
 	for (size_t i = 0; i < sf->n_files;) {
 		struct tracked *t = &sf->files[i];
 		if (t->seen) {
@@ -430,9 +433,7 @@ static int rescan(struct em_source_file *sf)
 			continue;
 		}
 		if (!t->loaded) {	/* named by an event, gone before being read */
-			free(t->name);
-			free(t->source);
-			sf->files[i] = sf->files[--sf->n_files];
+			untrack(sf, i);
 			continue;
 		}
 		json_t *empty = json_array();
@@ -441,11 +442,38 @@ static int rescan(struct em_source_file *sf)
 			json_decref(empty);
 		}
 		em_info("%s/%s: removed, its objects are gone", sf->dir, t->name);
-		free(t->name);
-		free(t->source);
-		sf->files[i] = sf->files[--sf->n_files];
+		untrack(sf, i);
 		changed = true;
 	}
+	return changed;
+}
+
+/* Brings the sink in line with the directory; commits if anything changed. */
+static int rescan(struct em_source_file *sf)
+{
+	char **names;
+	size_t n;
+	bool changed = false;
+	int r = list_names(sf, &names, &n);
+	if (r < 0) {
+		em_err("%s: cannot list: %s; keeping the objects last read", sf->path, strerror(-r));
+		/* Holds end here: their timers would otherwise wake us to fail again. */
+		for (size_t i = 0; i < sf->n_files; i++)
+			sf->files[i].hold_since = 0;
+		return r;
+	}
+	struct job *jobs = calloc(n ? n : 1, sizeof(*jobs));
+	if (jobs)
+		changed = run_jobs(sf, jobs, plan_jobs(sf, names, n, jobs));
+	free(jobs);
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	if (!jobs) {
+		em_err("%s: out of memory, not re-read", sf->path);
+		return -ENOMEM;
+	}
+	changed |= drop_gone(sf);
 	/* A failed commit is logged by the registry, which keeps serving the
 	 * previous snapshot. */
 	if (changed)
@@ -549,26 +577,17 @@ static void *watch_thread(void *arg)
 	}
 }
 
-int em_source_file_start(const char *path, struct em_source_sink sink,
-			 struct em_source_file **out)
+/* The directory to watch and, for a file, its name: 0 or -errno. */
+static int set_paths(struct em_source_file *sf, const char *path)
 {
-	struct em_source_file *sf = calloc(1, sizeof(*sf));
 	struct stat st;
-	int ret = -ENOMEM;
 
-	*out = NULL;
-	if (!sf)
-		return -ENOMEM;
-	sf->ifd = sf->efd = -1;
-	sf->sink = sink;
-	if (stat(path, &st) == -1) {
-		ret = -errno;
-		goto fail;
-	}
+	if (stat(path, &st) == -1)
+		return -errno;
 	sf->path = strdup(path);
 	if (!sf->path || asprintf(&sf->commit_name, "file:%s", path) == -1) {
 		sf->commit_name = NULL;
-		goto fail;
+		return -ENOMEM;
 	}
 	if (S_ISDIR(st.st_mode)) {
 		sf->dir = strdup(path);
@@ -577,12 +596,26 @@ int em_source_file_start(const char *path, struct em_source_sink sink,
 		sf->dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
 		sf->only = strdup(slash ? slash + 1 : path);
 		if (!sf->only)
-			goto fail;
+			return -ENOMEM;
 	} else {
-		ret = -EINVAL;
-		goto fail;
+		return -EINVAL;
 	}
-	if (!sf->dir)
+	return sf->dir ? 0 : -ENOMEM;
+}
+
+int em_source_file_start(const char *path, struct em_source_sink sink,
+			 struct em_source_file **out)
+{
+	struct em_source_file *sf = calloc(1, sizeof(*sf));
+	int ret;
+
+	*out = NULL;
+	if (!sf)
+		return -ENOMEM;
+	sf->ifd = sf->efd = -1;
+	sf->sink = sink;
+	ret = set_paths(sf, path);
+	if (ret < 0)
 		goto fail;
 	sf->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	sf->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
