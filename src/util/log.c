@@ -14,10 +14,12 @@
 
 static _Atomic int log_level = EM_LOG_INFO;
 static _Atomic uint64_t error_count;
+static _Atomic em_log_hook_fn log_hook;
 
 void em_log_set_level(enum em_log_level level) { log_level = level; }
 enum em_log_level em_log_get_level(void) { return log_level; }
 uint64_t em_log_error_count(void) { return error_count; }
+void em_log_set_hook(em_log_hook_fn hook) { log_hook = hook; }
 
 void em_log_reset(void)
 {
@@ -41,11 +43,16 @@ int em_log_parse_level(const char *name)
 static void vlog(enum em_log_level level, const char *fmt, va_list ap)
 {
 	char buf[1024];
+	em_log_hook_fn hook = log_hook;
 	if (level == EM_LOG_ERR)
 		error_count++;
-	if ((int)level > log_level)
+	if (!hook && (int)level > log_level)
 		return;
 	vsnprintf(buf, sizeof(buf), fmt, ap);
+	if (hook)
+		hook(level, buf);
+	if ((int)level > log_level)
+		return;
 	/* One write per line so threads do not interleave mid-line. */
 	fprintf(stderr, "<%d>%s\n", (int)level, buf);
 }
