@@ -44,17 +44,18 @@ static void vlog(enum em_log_level level, const char *fmt, va_list ap)
 {
 	char buf[1024];
 	em_log_hook_fn hook = log_hook;
+	int shown = (int)level <= log_level;
+
 	if (level == EM_LOG_ERR)
 		error_count++;
-	if (!hook && (int)level > log_level)
+	if (!shown && !hook)
 		return;
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	if (hook)
 		hook(level, buf);
-	if ((int)level > log_level)
-		return;
 	/* One write per line so threads do not interleave mid-line. */
-	fprintf(stderr, "<%d>%s\n", (int)level, buf);
+	if (shown)
+		fprintf(stderr, "<%d>%s\n", (int)level, buf);
 }
 
 void em_log(enum em_log_level level, const char *fmt, ...)
