@@ -23,24 +23,13 @@ secs=${1:-5}
 flows=${2:-8}
 PY=/usr/bin/python3
 TOOLS=$here/../tests/udp
+# shellcheck source-path=SCRIPTDIR source=lib/topology.sh
+. "$here/lib/topology.sh"	# naming, traps, wait_until (no checks: figures only)
+C=em-$TOPO_ID-budp-client N=em-$TOPO_ID-budp-node S=em-$TOPO_ID-budp-server
+TOPO_NS="$C $N $S"
+topo_traps
 [ "$(id -u)" = 0 ] || { echo "needs root"; exit 77; }
-
-C=em-budp-client-$$ N=em-budp-node-$$ S=em-budp-server-$$
-tmp=$(mktemp -d /tmp/em-budp.XXXXXX)
-pids=()
-cleanup() {
-	set +e
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-	sleep 0.2
-	for n in "$C" "$N" "$S"; do
-		ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null
-		ip netns del "$n" 2>/dev/null
-	done
-	rm -rf "/etc/netns/$C" "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM HUP
-wait_for() { local i; for i in $(seq 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done; return 1; }
+tmp=$TOPO_DIR
 
 for n in "$C" "$N" "$S"; do ip netns add "$n"; ip -n "$n" link set lo up; done
 ip link add c0 netns "$C" type veth peer name n0 netns "$N"
@@ -54,7 +43,7 @@ ip netns exec "$N" sysctl -qw net.ipv4.ip_forward=1
 mkdir -p "/etc/netns/$C"
 printf 'nameserver 10.247.0.1\n' > "/etc/netns/$C/resolv.conf"
 
-ip netns exec "$S" $PY "$TOOLS/udp-echo-fast.py" 10.248.0.2 7000 & pids+=($!)
+ip netns exec "$S" $PY "$TOOLS/udp-echo-fast.py" 10.248.0.2 7000 & echo $! > "$tmp/echo.pid"
 mkdir -p "$tmp/m" "$tmp/state"
 cat > "$tmp/m/svc.yaml" <<'YAML'
 apiVersion: v1
@@ -71,16 +60,16 @@ subsets:
     ports: [ { name: u, port: 7000, protocol: UDP } ]
 YAML
 ip netns exec "$N" "$EM_BIN" --source "file:$tmp/m" --state-dir "$tmp/state" --log-level warn \
-	--dns-host=no --dns-pods=no --client-iface n0 >"$tmp/daemon.log" 2>&1 & pids+=($!)
+	--dns-host=no --dns-pods=no --client-iface n0 >"$tmp/daemon.log" 2>&1 & echo $! > "$tmp/daemon.pid"
 # the fake IP, from the daemon's UDP capture set (the only UDP service port)
 fake() { ip netns exec "$N" nft list set inet edgemesh udp4 2>/dev/null |
 	grep -oE '198\.18\.[0-9]+\.[0-9]+ \. 7000' | cut -d' ' -f1; }
 fake_ready() { [ -n "$(fake)" ]; }
-wait_for fake_ready || { echo "no UDP capture set entry"; cat "$tmp/daemon.log"; exit 1; }
+wait_until 5 fake_ready || { echo "no UDP capture set entry"; cat "$tmp/daemon.log"; exit 1; }
 FAKE=$(fake)
 [ -n "$FAKE" ] || { echo "no fake IP in the UDP set:"; ip netns exec "$N" nft list set inet edgemesh udp4; cat "$tmp/daemon.log"; exit 1; }
-ip netns exec "$N" socat UDP-RECVFROM:7100,bind=10.247.0.1,fork UDP-SENDTO:10.248.0.2:7000 & pids+=($!)
-wait_for sh -c "ip netns exec $N ss -Hlun 'sport = :7100' | grep -q ."
+ip netns exec "$N" socat UDP-RECVFROM:7100,bind=10.247.0.1,fork UDP-SENDTO:10.248.0.2:7000 & echo $! > "$tmp/socat.pid"
+wait_until 5 sh -c "ip netns exec $N ss -Hlun 'sport = :7100' | grep -q ."
 
 rr() { ip netns exec "$C" $PY "$TOOLS/udp-rr.py" "$1" "$2" "$flows" "$secs"; }
 direct=$(rr 10.248.0.2 7000); echo "direct (routed by the node): $direct (replies/s, lost)"

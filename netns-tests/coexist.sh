@@ -151,5 +151,4 @@ check "C: Docker's iptables-nft rules unchanged after the daemon ran" diff "$TOP
 check "C: and our table is gone" sh -c "! ip netns exec $NS_A nft list tables | grep -q 'inet edgemesh'"
 check_log_errors "$TOPO_DIR/daemon-a.log"
 
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+topo_result

@@ -136,7 +136,7 @@ extra_network() {
 	# poll with a request, not with ss)
 	wait_until 15 nb curl -sf --max-time 1 -o /dev/null http://10.244.2.3/ &&
 		wait_until 15 nb curl -sf --max-time 1 -o /dev/null "http://[fd44:2::2]:8080/" ||
-		{ echo "extra backends did not start"; exit 1; }
+		topo_die "extra backends did not start"
 }
 
 # queue_ids_used RUN: the queue numbers whose id_sequence moved (the kernel's
@@ -252,5 +252,4 @@ check "--manage-rules=no: the daemon left the hand-made rules as they were" \
 check_log_errors "$TOPO_DIR/daemon-a.log"
 
 [ "$failed" = 0 ] || { echo "# daemon log (edge-node-a):"; tail -n 40 "$TOPO_DIR/daemon-a.log"; }
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+topo_result

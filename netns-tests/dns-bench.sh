@@ -2,7 +2,7 @@
 # dns-bench.sh — queries/s of the DNS rewriter against dnsmasq answering the
 # same 100 names from a hosts file, in the same topology, with dnsperf -c 8.
 #
-#   em-dnsb-pod-$$            em-dnsb-node-$$                    em-dnsb-up-$$
+#   em-$$-dnsb-pod            em-$$-dnsb-node                    em-$$-dnsb-up
 #   (dnsperf)                 (em-dns-driver, NFQUEUE in         (dnsmasq, hosts file
 #                              mangle PREROUTING, forwarding)      with the 100 names)
 #   p0 10.11.1.2/24 -------- n0 10.11.1.1/24
@@ -14,36 +14,29 @@
 # default); (3) queries to the node's own address 10.11.1.1; (4) as (2) with
 # in-place answers (-I). Prints the rates and the ratios to dnsmasq.
 #
-# Usage: netns-tests/dns-bench.sh [build-dir] [seconds]   (root)
+# Usage: netns-tests/dns-bench.sh [build-dir] [seconds]   (root; default build dir ../build)
 # Env: DNS_DRIVER=path overrides <build-dir>/tests/em-dns-driver; QUEUES=n
 # runs the driver with n queues (--queue-balance over them).
 set -u
-build=${1:-build}
+here=$(cd "$(dirname "$0")" && pwd)
+EM_BIN=${EM_BIN:-$here/../build/edgemesh-tproxy}
+build=${1:-$here/../build}
 secs=${2:-10}
+# shellcheck source-path=SCRIPTDIR source=lib/topology.sh
+. "$here/lib/topology.sh"	# naming, traps, wait_until (no checks: figures only)
+pod=em-$TOPO_ID-dnsb-pod node=em-$TOPO_ID-dnsb-node up=em-$TOPO_ID-dnsb-up
+TOPO_NS="$pod $node $up"
+topo_traps
+[ "$(id -u)" = 0 ] || { echo "needs root"; exit 77; }
 driver=${DNS_DRIVER:-$build/tests/em-dns-driver}
 queues=${QUEUES:-1}
 [ -x "$driver" ] || { echo "no driver at $driver"; exit 1; }
 driver=$(realpath "$driver")
-[ "$(id -u)" = 0 ] || { echo "needs root"; exit 77; }
-
-pod=em-dnsb-pod-$$ node=em-dnsb-node-$$ up=em-dnsb-up-$$
-tmp=$(mktemp -d /tmp/em-dnsb.XXXXXX)
+tmp=$TOPO_DIR
 Q=$(( 1000 + $$ % 20000 ))
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-	wait 2>/dev/null
-	for n in "$pod" "$node" "$up"; do ip netns del "$n" 2>/dev/null; done
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
 P() { ip netns exec "$pod" "$@"; }
 N() { ip netns exec "$node" "$@"; }
 U() { ip netns exec "$up" "$@"; }
-wait_for() {
-	for _ in $(seq 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done
-	return 1
-}
 
 for n in "$pod" "$node" "$up"; do ip netns add "$n"; ip netns exec "$n" ip link set lo up; done
 N ip link add n0 type veth peer name p0 netns "$pod"
@@ -68,9 +61,9 @@ for i in $(seq 0 99); do
 done
 ip netns exec "$up" dnsmasq -k --conf-file=/dev/null --no-resolv --no-hosts \
 	--addn-hosts="$tmp/hosts" --listen-address=10.11.2.2 --bind-interfaces \
-	--pid-file="$tmp/dnsmasq.pid" --user=root --log-facility=/dev/null --cache-size=1000 &
-pids+=($!)
-wait_for U sh -c "ss -uln | grep -q '10.11.2.2:53'" || { echo "dnsmasq did not start"; exit 1; }
+	--pid-file= --user=root --log-facility=/dev/null --cache-size=1000 &
+echo $! > "$tmp/dnsmasq.pid"
+wait_until 5 U sh -c "ss -uln | grep -q '10.11.2.2:53'" || { echo "dnsmasq did not start"; exit 1; }
 
 perf() {	# server -> queries/s
 	P dnsperf -c 8 -l "$secs" -d "$tmp/queries" -s "$1" > "$tmp/perf.out" 2>&1
@@ -93,8 +86,8 @@ run_driver() {	# extra flags
 	rm -f "$tmp/ready"
 	ip netns exec "$node" "$driver" -q $Q -n "$queues" -r "$tmp/ready" "$@" 2>"$tmp/driver.err" &
 	driver_pid=$!
-	pids+=($driver_pid)
-	wait_for test -e "$tmp/ready" || { echo "driver did not start"; cat "$tmp/driver.err"; exit 1; }
+	echo "$driver_pid" > "$tmp/driver.pid"
+	wait_until 5 test -e "$tmp/ready" || { echo "driver did not start"; cat "$tmp/driver.err"; exit 1; }
 }
 stop_driver() {
 	kill -INT "$driver_pid"; wait "$driver_pid" 2>/dev/null

@@ -50,8 +50,7 @@ SVC=$EM_FQDN
 give_up_unless_ready() {
 	wait_until 0 daemon_ready && return 0
 	echo "# the daemon does not answer; its log:"; tail -n 30 "$TOPO_DIR/daemon-a.log"
-	echo "$passed passed, $failed failed"
-	exit 1
+	topo_die "the daemon does not answer: the later checks cannot run"
 }
 
 # ---- IPv6 on top of the topology ---------------------------------------------
@@ -352,5 +351,4 @@ check "killed daemon: pass-through bytes as without the daemon" \
 
 check_log_errors "$TOPO_DIR/daemon-a.log"
 [ "$failed" = 0 ] || { echo "# daemon log:"; tail -n 30 "$TOPO_DIR/daemon-a.log"; }
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+topo_result

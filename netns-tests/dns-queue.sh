@@ -2,7 +2,7 @@
 # dns-queue.sh — the DNS rewriter end to end: NFQUEUE rules in a node
 # namespace, answers checked with dig from a host client and a pod client.
 #
-#   em-dns-pod-$$                em-dns-node-$$                      em-dns-up-$$
+#   em-$$-dns-pod                em-$$-dns-node                      em-$$-dns-up
 #   (pod: dig)                   (node: em-dns-driver, NFQUEUE in    (upstream: dnsmasq)
 #                                 mangle OUTPUT + PREROUTING;
 #                                 dnsmasq on the node's address)
@@ -22,43 +22,30 @@
 # stopped, pass mode + short names, and a kube-proxy-like DNAT of a cluster
 # DNS ClusterIP (10.10.9.9 -> dnsmasq) that in-place delivery cannot survive.
 #
-# Usage: netns-tests/dns-queue.sh [build-dir]     (root; default build dir ./build)
+# Usage: netns-tests/dns-queue.sh [build-dir]     (root; default build dir ../build)
 # Env: DNS_DRIVER=path overrides <build-dir>/tests/em-dns-driver.
-# Last line: "N passed, N failed"; exit status non-zero on failure.
+# Shares lib/topology.sh (naming, traps, check, result line; not its
+# topology). Last line: "N passed, N failed"; exit status non-zero on failure.
 
 set -u
-build=${1:-build}
+here=$(cd "$(dirname "$0")" && pwd)
+EM_BIN=${EM_BIN:-$here/../build/edgemesh-tproxy}
+build=${1:-$here/../build}
+# shellcheck source-path=SCRIPTDIR source=lib/topology.sh
+. "$here/lib/topology.sh"
+pod=em-$TOPO_ID-dns-pod node=em-$TOPO_ID-dns-node up=em-$TOPO_ID-dns-up
+TOPO_NS="$pod $node $up"
+topo_traps
+[ "$(id -u)" = 0 ] || { echo "dns-queue.sh: needs root"; exit 77; }
 driver=${DNS_DRIVER:-$build/tests/em-dns-driver}
-[ -x "$driver" ] || { echo "no driver at $driver (build first or set DNS_DRIVER)"; exit 1; }
+[ -x "$driver" ] || topo_die "no driver at $driver (build first or set DNS_DRIVER)"
 driver=$(realpath "$driver")
-[ "$(id -u)" = 0 ] || { echo "needs root"; exit 77; }
-
-pod=em-dns-pod-$$ node=em-dns-node-$$ up=em-dns-up-$$
-tmp=$(mktemp -d /tmp/em-dns-test.XXXXXX)
+tmp=$TOPO_DIR
 Q=$(( 1000 + $$ % 20000 ))
-pids=()
-passed=0 failed=0
-
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-	wait 2>/dev/null
-	for n in "$pod" "$node" "$up"; do ip netns del "$n" 2>/dev/null; done
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
 
 P() { ip netns exec "$pod" "$@"; }
 N() { ip netns exec "$node" "$@"; }
 U() { ip netns exec "$up" "$@"; }
-
-ok() { passed=$((passed + 1)); echo "ok   $*"; }
-fail() { failed=$((failed + 1)); echo "FAIL $*"; }
-
-# wait_for CMD...: poll until CMD succeeds (5 s)
-wait_for() {
-	for _ in $(seq 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done
-	return 1
-}
 
 # ---- topology ---------------------------------------------------------------
 for n in "$pod" "$node" "$up"; do
@@ -98,12 +85,12 @@ start_dnsmasq() {	# ns name addresses...
 		--addn-hosts="$tmp/hosts" --listen-address="$listen" --bind-interfaces \
 		--pid-file="$tmp/$name.pid" --user=root --log-facility=/dev/null \
 		2>"$tmp/$name.err" &
-	pids+=($!)
+	echo $! > "$tmp/dnsmasq-$name.pid"
 }
 start_dnsmasq "$up" up 10.10.2.2 fd10:2::2
 start_dnsmasq "$node" node 10.10.1.1 fd10:1::1
-wait_for U sh -c "ss -uln | grep -q '10.10.2.2]\?:53'" || { cat "$tmp/up.err"; }
-wait_for N sh -c "ss -uln | grep -q '10.10.1.1]\?:53'" || { cat "$tmp/node.err"; }
+wait_until 5 U sh -c "ss -uln | grep -q '10.10.2.2]\?:53'" || { cat "$tmp/up.err"; }
+wait_until 5 N sh -c "ss -uln | grep -q '10.10.1.1]\?:53'" || { cat "$tmp/node.err"; }
 
 for ipt in iptables ip6tables; do
 	N $ipt -t mangle -A OUTPUT -p udp --dport 53 -j NFQUEUE --queue-num $Q --queue-bypass
@@ -115,30 +102,31 @@ start_driver() {	# extra driver flags
 	# ip netns exec execs the driver: $! is its pid, not a subshell's
 	ip netns exec "$node" "$driver" -q $Q "$@" -r "$tmp/ready" 2>"$tmp/driver.err" &
 	driver_pid=$!
-	pids+=($driver_pid)
-	wait_for test -e "$tmp/ready" || { echo "driver did not start:"; cat "$tmp/driver.err"; exit 1; }
+	echo $driver_pid > "$tmp/driver.pid"
+	wait_until 5 test -e "$tmp/ready" || topo_die "driver did not start: $(cat "$tmp/driver.err")"
 }
 start_driver -x	# unknown names in the domain: NXDOMAIN
 
 SVC=nginx-svc.default.svc.cluster.local
 DIG="dig +tries=1 +time=2"
 
-# expect DESC WANT CMD...: the +short output (sorted, one line) equals WANT
-expect() {
-	local desc=$1 want=$2; shift 2
-	local got; got=$("$@" 2>&1 | sort | tr '\n' ' ' | sed 's/ $//')
-	if [ "$got" = "$want" ]; then ok "$desc"; else fail "$desc: want '$want' got '$got'"; fi
+# same WANT CMD...: the +short output (sorted, one line) equals WANT
+same() {
+	local want=$1 got; shift
+	got=$("$@" 2>&1 | sort | tr '\n' ' ' | sed 's/ $//')
+	[ "$got" = "$want" ] || { echo "want '$want' got '$got'"; return 1; }
 }
-# expect_grep DESC PATTERN CMD...: the full dig output matches every PATTERN (| separated)
-expect_grep() {
-	local desc=$1 pats=$2; shift 2
-	local out; out=$("$@" 2>&1)
+# matches_all PATTERNS CMD...: the full output matches every PATTERN (| separated)
+matches_all() {
+	local pats=$1 out p; shift
+	out=$("$@" 2>&1)
 	local IFS='|'
 	for p in $pats; do
-		if ! grep -qE -- "$p" <<<"$out"; then fail "$desc: no '$p' in: $(tr '\n' ' ' <<<"$out")"; return; fi
+		grep -qE -- "$p" <<<"$out" || { echo "no '$p' in: $out"; return 1; }
 	done
-	ok "$desc"
 }
+expect() { local desc=$1; shift; check "$desc" same "$@"; }	# expect DESC WANT CMD...
+expect_grep() { local desc=$1; shift; check "$desc" matches_all "$@"; }	# expect_grep DESC PATTERNS CMD...
 
 # ---- answers -----------------------------------------------------------------
 # matrix LABEL: every record type, host and pod, every resolver placement
@@ -194,12 +182,12 @@ expect_grep "driver counted answers, passes and raw sends" "answered=[1-9]|outsi
 P /usr/bin/python3 "$tmp/raw.py" 10.10.2.2 > "$tmp/without" 2>&1
 # Each file must hold an answer (our id abcd, QR set), not a traceback: three
 # identical timeouts would otherwise compare equal.
-if grep -Eqx 'abcd8[0-9a-f]{3}0001[0-9a-f]+' "$tmp/with" &&
-	cmp -s "$tmp/with" "$tmp/without" && cmp -s "$tmp/with" "$tmp/with-host"; then
-	ok "pass-through answer identical byte for byte with and without the rewriter"
-else
-	fail "pass-through differs: $(cat "$tmp/with") / $(cat "$tmp/without") / $(cat "$tmp/with-host")"
-fi
+identical_answers() {
+	grep -Eqx 'abcd8[0-9a-f]{3}0001[0-9a-f]+' "$tmp/with" &&
+		cmp -s "$tmp/with" "$tmp/without" && cmp -s "$tmp/with" "$tmp/with-host" ||
+		{ echo "pass-through differs: $(cat "$tmp/with") / $(cat "$tmp/without") / $(cat "$tmp/with-host")"; return 1; }
+}
+check "pass-through answer identical byte for byte with and without the rewriter" identical_answers
 for res in 10.10.2.2 fd10:2::2 10.10.1.1; do
 	expect "fail-open: pod @$res" 203.0.113.7 P $DIG +short @$res A www.example.org
 	expect "fail-open: host @$res" 203.0.113.7 N $DIG +short @$res A www.example.org
@@ -212,18 +200,18 @@ expect "short name <svc>.<ns>" 198.18.0.10 P $DIG +short @10.10.2.2 A nginx-svc.
 expect "short name <svc>.<ns>.svc" fd00:e3::a N $DIG +short @10.10.1.1 AAAA nginx-svc.default.svc
 # A queue another process holds: a second driver fails, and says so once.
 timeout 5 ip netns exec "$node" "$driver" -q $Q -r "$tmp/ready2" 2>"$tmp/driver2.err"; rc=$?
-if [ $rc = 1 ] && [ "$(wc -l < "$tmp/driver2.err")" = 1 ] &&
-	grep -q "dns queue $Q: cannot bind: " "$tmp/driver2.err"; then
-	ok "queue held by another process: bind failure logged once"
-else
-	fail "queue held by another process: exit $rc, log: $(tr '\n' '|' < "$tmp/driver2.err")"
-fi
+bind_failure_once() {
+	[ $rc = 1 ] && [ "$(wc -l < "$tmp/driver2.err")" = 1 ] &&
+		grep -q "dns queue $Q: cannot bind: " "$tmp/driver2.err" ||
+		{ echo "exit $rc, log: $(tr '\n' '|' < "$tmp/driver2.err")"; return 1; }
+}
+check "queue held by another process: bind failure logged once" bind_failure_once
 out=$(P $DIG @10.10.2.2 A nope.default.svc.cluster.local)
-if grep -q "ns.dns.cluster.local" <<<"$out" || ! grep -q "status:" <<<"$out"; then
-	fail "unknown name in pass mode should reach dnsmasq: $(tr '\n' ' ' <<<"$out")"
-else
-	ok "unknown name in pass mode answered by dnsmasq ($(grep -o 'status: [A-Z]*' <<<"$out"))"
-fi
+answered_by_dnsmasq() {
+	! grep -q "ns.dns.cluster.local" <<<"$out" && grep -q "status:" <<<"$out" ||
+		{ echo "unknown name in pass mode should reach dnsmasq: $out"; return 1; }
+}
+check "unknown name in pass mode answered by dnsmasq ($(grep -o 'status: [A-Z]*' <<<"$out"))" answered_by_dnsmasq
 
 # ---- a cluster-DNS ClusterIP DNAT'd by "kube-proxy" (nat PREROUTING) ----------
 # One client socket: a pass-through query first (its conntrack entry gets the
@@ -264,5 +252,4 @@ for c in P N; do
 		$c /usr/bin/python3 "$tmp/same-socket.py" www.example.org $SVC
 done
 
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+topo_result

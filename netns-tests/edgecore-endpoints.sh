@@ -225,5 +225,4 @@ for s in "${@:-edgecore kube}"; do
 		esac
 	done
 done
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+topo_result

@@ -11,19 +11,13 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 EM_BIN=${EM_BIN:-$here/../build/edgemesh-tproxy}
-DIR=$(mktemp -d /tmp/em-elf-hardening.XXXXXX)
-trap 'rm -rf "$DIR"' EXIT
-passed=0 failed=0
-check() {
-	local what=$1; shift
-	if "$@" >"$DIR/check.out" 2>&1; then
-		passed=$((passed + 1)); echo "ok - $what"
-	else
-		failed=$((failed + 1)); echo "FAIL - $what"; sed 's/^/    /' "$DIR/check.out" | tail -n 15
-	fi
-}
+# shellcheck source-path=SCRIPTDIR source=lib/topology.sh
+. "$here/lib/topology.sh"
+TOPO_NS=""	# no namespaces: the library's traps, check and result line only
+topo_traps
+DIR=$TOPO_DIR
 command -v readelf >/dev/null || { echo "elf-hardening: no readelf"; echo "0 passed, 0 failed"; exit 77; }
-[ -f "$EM_BIN" ] || { echo "no binary at $EM_BIN"; echo "0 passed, 1 failed"; exit 1; }
+[ -f "$EM_BIN" ] || topo_die "no binary at $EM_BIN"
 
 readelf -hW "$EM_BIN" > "$DIR/h"
 readelf -lW "$EM_BIN" > "$DIR/l"
@@ -62,5 +56,4 @@ if [ "$(uname -m)" = x86_64 ] && command -v objdump >/dev/null; then
 	}
 	check "CET: every em_ function starts with endbr64" endbr
 fi
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+topo_result

@@ -3,7 +3,7 @@
 # policy routing and the DNS queue that em_nf_install puts in a namespace,
 # and that em_nf_remove leaves nothing behind.
 #
-#   ┌──────────────── node: em-nf-$$-node ─────────────────┐        ┌─── pod: em-nf-$$-pod ───┐
+#   ┌──────────────── node: em-$$-nf-node ─────────────────┐        ┌─── pod: em-$$-nf-pod ───┐
 #   │ nf-driver  (em_nf_install ... SIGTERM ... em_nf_remove)       │                         │
 #   │ tproxy listeners 127.0.0.1:15001, [::1]:15001        │  veth  │ 10.77.0.2/24            │
 #   │ plain TCP server *:12345, UDP server *:53            ├────────┤ fd77::2/64              │
@@ -13,55 +13,27 @@
 #
 # Usage: NF_DRIVER=/tmp/b-nf/src/nf/nf-driver netns-tests/nf-ruleset.sh
 # (default: build/src/nf/nf-driver). Needs root, python3 in /usr/bin.
+# Shares lib/topology.sh (naming, traps, wait_until, check, result line).
 # Prints one line per check and `N passed, N failed` last; exit 1 on failure.
 
 here=$(cd "$(dirname "$0")" && pwd)
 NF_DRIVER=${NF_DRIVER:-$here/../build/src/nf/nf-driver}
+EM_BIN=${EM_BIN:-$here/../build/edgemesh-tproxy}
+# shellcheck source-path=SCRIPTDIR source=lib/topology.sh
+. "$here/lib/topology.sh"
+NODE="em-$TOPO_ID-nf-node"
+POD="em-$TOPO_ID-nf-pod"
+TOPO_NS="$NODE $POD"
+topo_traps
 PY=/usr/bin/python3
-NODE="em-nf-$$-node"
-POD="em-nf-$$-pod"
-DIR=$(mktemp -d "/tmp/em-nf-netns.$$.XXXXXX")
-passed=0 skipped=0
-failed=0
+DIR=$TOPO_DIR
+skipped=0
 
 n() { ip netns exec "$NODE" "$@"; }
 p() { ip netns exec "$POD" "$@"; }
 
-cleanup() {
-	local pidfile
-	trap '' PIPE INT TERM HUP	# finish cleaning even if stdout went away
-	for pidfile in "$DIR"/*.pid; do
-		[ -e "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null
-	done
-	for ns in "$NODE" "$POD"; do
-		ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
-		ip netns del "$ns" 2>/dev/null
-	done
-	rm -rf "$DIR"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM HUP PIPE
-
-check() { # check NAME CMD...: one result line
-	local name=$1; shift
-	if "$@" >"$DIR/check.out" 2>&1; then
-		passed=$((passed + 1)); echo "ok   $name"
-	else
-		failed=$((failed + 1)); echo "FAIL $name"; sed 's/^/     | /' "$DIR/check.out"
-	fi
-}
-
-# wait_until SECONDS CMD...: poll every 50 ms, never a fixed sleep.
-wait_until() {
-	local deadline=$(( $(date +%s%N) / 1000000 + $1 * 1000 )); shift
-	until "$@" >/dev/null 2>&1; do
-		[ $(( $(date +%s%N) / 1000000 )) -lt "$deadline" ] || return 1
-		sleep 0.05
-	done
-}
-
 if [ "$(id -u)" != 0 ]; then echo "nf-ruleset: needs root"; echo "0 passed, 0 failed"; exit 77; fi
-if [ ! -x "$NF_DRIVER" ]; then echo "nf-ruleset: no driver at $NF_DRIVER (set NF_DRIVER)"; echo "0 passed, 1 failed"; exit 1; fi
+[ -x "$NF_DRIVER" ] || topo_die "nf-ruleset: no driver at $NF_DRIVER (set NF_DRIVER)"
 
 # ---- small helpers run inside the namespaces ----
 cat >"$DIR/h.py" <<'EOF'
@@ -138,7 +110,7 @@ state() { # everything the driver may touch, for before/after diffs
 }
 
 # ---- topology ----
-ip netns add "$NODE" && ip netns add "$POD" || exit 1
+ip netns add "$NODE" && ip netns add "$POD" || topo_die "cannot create the namespaces"
 n ip link set lo up; p ip link set lo up
 ip link add vn netns "$NODE" type veth peer name vp netns "$POD"
 n ip addr add 10.77.0.1/24 dev vn; n ip addr add fd77::1/64 dev vn nodad
@@ -147,7 +119,7 @@ n ip link set vn up; p ip link set vp up
 p ip route add default via 10.77.0.1; p ip -6 route add default via fd77::1
 # the link-local address comes with its local route once DAD is over
 wait_until 5 sh -c "ip -n $NODE -6 route show table local | grep -q fe80" ||
-	{ echo "no IPv6 link-local address on vn"; echo "0 passed, 1 failed"; exit 1; }
+	topo_die "no IPv6 link-local address on vn"
 state >"$DIR/before"
 
 bg tl4 "$NODE" "$PY" "$DIR/h.py" tlisten 127.0.0.1 15001
@@ -158,7 +130,7 @@ bg udp6 "$NODE" "$PY" "$DIR/h.py" udpserve :: 53
 wait_until 5 sh -c "ip netns exec $NODE ss -Hltn 'sport = :15001' | grep -c . | grep -qx 2" &&
 	wait_until 5 sh -c "ip netns exec $NODE ss -Hlun 'sport = :53' | grep -c . | grep -qx 2" &&
 	wait_until 5 sh -c "ip netns exec $NODE ss -Hltn 'sport = :12345' | grep -q ." ||
-	{ echo "helpers did not start"; cat "$DIR"/*.log; echo "0 passed, 1 failed"; exit 1; }
+	{ cat "$DIR"/*.log; topo_die "helpers did not start"; }
 
 conn() { local ns=$1; shift; ip netns exec "$ns" "$PY" "$DIR/h.py" connect "$@"; }
 ask() { local ns=$1; shift; ip netns exec "$ns" "$PY" "$DIR/h.py" udpask "$@"; }
@@ -328,5 +300,5 @@ check "no DNS queueing (--queues 0): no output_dns chain" sh -c "
 state >"$DIR/after"
 check "no DNS queueing: state as before" diff -u "$DIR/before" "$DIR/after"
 
-echo "$passed passed, $failed failed, $skipped skipped"
-[ "$failed" -eq 0 ]
+[ "$skipped" = 0 ] || echo "# $skipped skipped"
+topo_result

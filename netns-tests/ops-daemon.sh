@@ -288,5 +288,4 @@ stop_daemon a
 # The refused reloads above log their reason at error level, on purpose.
 check_log_errors "$DLOG" 'reload refused|is not a number'
 [ "$failed" = 0 ] || { echo "# daemon log:"; tail -n 20 "$DLOG" | sed 's/^/#   /'; }
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+topo_result

@@ -127,14 +127,12 @@ if ! wait_until 15 nn python3 "$CLIENT" --to 10.96.0.20:80 --timeout 2 get /who;
 		echo "0 passed, 0 failed (skipped: this daemon has no HTTP forwarder options)"
 		exit 77
 	fi
-	log "the daemon does not forward 10.96.0.20:80: $(tail -n 5 "$D/daemon.log")"
-	echo "0 passed, 1 failed"
-	exit 1
+	topo_die "the daemon does not forward 10.96.0.20:80: $(tail -n 5 "$D/daemon.log")"
 fi
 if ! nn python3 "$CLIENT" --to 10.96.0.20:80 keepalive -n 4 --backends b1,b2 >"$D/l7.out" 2>&1; then
 	failed=$((failed + 1))
 	echo "FAIL - four requests on one connection reach both backends (L7): $(tr '\n' ' ' <"$D/l7.out")"
-	[ "${EM_HTTP_FORCE:-0}" = 1 ] || { echo "$passed passed, $failed failed"; exit 1; }
+	[ "${EM_HTTP_FORCE:-0}" = 1 ] || { topo_result; exit 1; }
 	log "EM_HTTP_FORCE=1: going on over a forwarder that is not L7"
 fi
 
@@ -159,5 +157,4 @@ client 10.96.0.21 --timeout 3 smuggle --vectors "$top/tests/proxy/http-smuggling
 
 stop_pid e2e "$(cat "$D/daemon.pid")"
 check_log_errors "$D/daemon.log"
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+topo_result

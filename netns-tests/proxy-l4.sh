@@ -4,12 +4,12 @@
 # a 50 MB transfer checked by sha256, half-close, failover, and the
 # throughput through the proxy against a direct connection.
 #
-#   em-proxy-$$-node                                   em-proxy-$$-be1
+#   em-$$-proxy-node                                   em-$$-proxy-be1
 #     client (proxy-driver client)                      server "b1" 10.88.1.2:8080
 #     proxy-driver proxy on 127.0.0.1:15001  v1 10.88.1.1 ----- eth0 10.88.1.2
 #       (IP_TRANSPARENT, SO_REUSEPORT x2)
 #     nft: output marks 198.18.0.0/16 -> fwmark 1  v2 10.88.2.1 ----- eth0 10.88.2.2
-#          -> table 100 local route via lo                 em-proxy-$$-be2
+#          -> table 100 local route via lo                 em-$$-proxy-be2
 #          -> prerouting tproxy to 127.0.0.1:15001         server "b2" 10.88.2.2:8080
 #     upstream sockets carry SO_MARK 0x1e3 (bypass)
 #
@@ -20,50 +20,33 @@
 #   service [fd00:198::10]:80 -> [fd00:88:1::2]:8080, [fd00:88:2::2]:8080
 #
 # Usage: EM_PROXY_DRIVER=<build>/src/proxy/proxy-driver netns-tests/proxy-l4.sh
-# Needs root. Everything it creates carries $$ and is removed on exit.
+# Needs root. Everything it creates carries $$ and is removed on exit
+# (lib/topology.sh: naming, traps, wait_until, check, result line).
 
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 EM_PROXY_DRIVER=${EM_PROXY_DRIVER:-$here/../build/src/proxy/proxy-driver}
-[ -x "$EM_PROXY_DRIVER" ] || { echo "no proxy-driver at $EM_PROXY_DRIVER (build first)"; exit 1; }
+EM_BIN=${EM_BIN:-$here/../build/edgemesh-tproxy}
+# shellcheck source-path=SCRIPTDIR source=lib/topology.sh
+. "$here/lib/topology.sh"
+NS_NODE="em-$TOPO_ID-proxy-node"
+NS_BE1="em-$TOPO_ID-proxy-be1"
+NS_BE2="em-$TOPO_ID-proxy-be2"
+TOPO_NS="$NS_NODE $NS_BE1 $NS_BE2"
+topo_traps
 [ "$(id -u)" = 0 ] || { echo "proxy-l4.sh: needs root"; exit 77; }
+[ -x "$EM_PROXY_DRIVER" ] || topo_die "no proxy-driver at $EM_PROXY_DRIVER (build first)"
 
-NS_NODE="em-proxy-$$-node"
-NS_BE1="em-proxy-$$-be1"
-NS_BE2="em-proxy-$$-be2"
-DIR=$(mktemp -d "/tmp/em-proxy-l4.$$.XXXXXX")
+DIR=$TOPO_DIR
 FAKE=198.18.0.10
-PASSED=0
-FAILED=0
-PIDS=()
 
 nn()  { ip netns exec "$NS_NODE" "$@"; }
 nb1() { ip netns exec "$NS_BE1" "$@"; }
 nb2() { ip netns exec "$NS_BE2" "$@"; }
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-pass() { PASSED=$((PASSED + 1)); log "PASS: $*"; }
-fail() { FAILED=$((FAILED + 1)); log "FAIL: $*"; }
-die() { fail "$*"; echo "$PASSED passed, $FAILED failed"; exit 1; }
-
-cleanup() {
-	local pid ns
-	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-	for ns in "$NS_NODE" "$NS_BE1" "$NS_BE2"; do
-		ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
-		ip netns del "$ns" 2>/dev/null
-	done
-	rm -rf "$DIR"
-}
-trap cleanup EXIT
-
-# wait_until SECONDS CMD...: poll every 50 ms.
-wait_until() {
-	local deadline=$(( $(date +%s%N) / 1000000 + $1 * 1000 )); shift
-	until "$@" >/dev/null 2>&1; do
-		[ $(( $(date +%s%N) / 1000000 )) -lt "$deadline" ] || return 1
-		sleep 0.05
-	done
-}
+# like GLOB TEXT: TEXT matches the (extended) shell pattern GLOB
+shopt -s extglob
+# shellcheck disable=SC2053  # the unquoted pattern is the point
+like() { [[ $2 == $1 ]] || { echo "got: $2"; return 1; }; }
 
 # ---- topology -------------------------------------------------------------
 for ns in "$NS_NODE" "$NS_BE1" "$NS_BE2"; do
@@ -117,25 +100,25 @@ nn ip -6 route add local ::/0 dev lo table 100
 # through the helper functions: $! must be the program's pid, not a subshell's.
 start_server() { # NS IP NAME
 	ip netns exec "$1" "$EM_PROXY_DRIVER" server "$2" 8080 "$3" &
-	PIDS+=($!)
+	echo $! > "$DIR/server-$3.pid"
 	eval "PID_$3=$!"
 }
 start_server "$NS_BE1" 10.88.1.2 b1
 start_server "$NS_BE2" 10.88.2.2 b2
 start_server "$NS_BE1" fd00:88:1::2 b1v6
 start_server "$NS_BE2" fd00:88:2::2 b2v6
-listening() { ip netns exec "$1" ss -Hltn "src $2" | grep -q .; }
+serving() { ip netns exec "$1" ss -Hltn "src $2" | grep -q .; }	# serving NS ADDR:PORT
 for srv in "$NS_BE1 10.88.1.2:8080" "$NS_BE2 10.88.2.2:8080" \
 	   "$NS_BE1 [fd00:88:1::2]:8080" "$NS_BE2 [fd00:88:2::2]:8080"; do
-	wait_until 5 listening $srv || die "server $srv did not start"
+	wait_until 5 serving $srv || topo_die "server $srv did not start"
 done
 
 ip netns exec "$NS_NODE" "$EM_PROXY_DRIVER" proxy --port 15001 --workers 2 --mark 0x1e3 \
 	--listen6 ::1 --service "$FAKE:80=10.88.1.2:8080,10.88.2.2:8080" \
 	--service "[fd00:198::10]:80=[fd00:88:1::2]:8080,[fd00:88:2::2]:8080" >"$DIR/proxy.out" 2>"$DIR/proxy.err" &
 PROXY=$!
-PIDS+=("$PROXY")
-wait_until 5 grep -q '^ready' "$DIR/proxy.out" || die "proxy did not start: $(cat "$DIR/proxy.err")"
+echo "$PROXY" > "$DIR/proxy.pid"
+wait_until 5 grep -q '^ready' "$DIR/proxy.out" || topo_die "proxy did not start: $(cat "$DIR/proxy.err")"
 RSS_IDLE=$(awk '/^VmRSS/ {print $2}' "/proc/$PROXY/status")
 
 client() { nn "$EM_PROXY_DRIVER" client "$@"; }
@@ -143,60 +126,42 @@ field() { sed -n "s/.*$1=\([^ ]*\).*/\1/p"; }
 
 # ---- 1. a connection to the fake IP reaches a backend -----------------------
 out=$(client "$FAKE" 80)
-case "$out" in
-backend=b[12]*"trailer=EOF 0"*) pass "fake $FAKE:80 reaches a backend ($out)" ;;
-*) fail "fake $FAKE:80: $out" ;;
-esac
+check "fake $FAKE:80 reaches a backend ($out)" like 'backend=b[12]*trailer=EOF 0*' "$out"
 
 # ---- 2. round robin alternates -------------------------------------------
 seq=""
 for i in 1 2 3 4 5 6; do seq="$seq$(client "$FAKE" 80 | field backend) "; done
-case "$seq" in
-"b1 b2 b1 b2 b1 b2 " | "b2 b1 b2 b1 b2 b1 ") pass "round robin alternates: $seq" ;;
-*) fail "round robin: $seq" ;;
-esac
+check "round robin alternates: $seq" like '@(b1 b2 b1 b2 b1 b2 |b2 b1 b2 b1 b2 b1 )' "$seq"
 
 # ---- 3. not a service port: refused ----------------------------------------
 for dst in "$FAKE 81" "198.18.0.99 80" "127.0.0.1 15001"; do
 	out=$(client $dst 2>&1)
-	case "$out" in
-	refused* | connect-failed*) pass "refused ${dst/ /:} ($out)" ;;
-	*) fail "${dst/ /:} was not refused: $out" ;;
-	esac
+	check "refused ${dst/ /:} ($out)" like '@(refused*|connect-failed*)' "$out"
 done
 
 # ---- 3b. IPv6: TPROXY to [::1], round robin, refusal -----------------------
 seq=""
 for i in 1 2 3 4; do seq="$seq$(client fd00:198::10 80 | field backend) "; done
-case "$seq" in
-"b1v6 b2v6 b1v6 b2v6 " | "b2v6 b1v6 b2v6 b1v6 ") pass "IPv6 fake [fd00:198::10]:80 round robin: $seq" ;;
-*) fail "IPv6 round robin: $seq" ;;
-esac
+check "IPv6 fake [fd00:198::10]:80 round robin: $seq" \
+	like '@(b1v6 b2v6 b1v6 b2v6 |b2v6 b1v6 b2v6 b1v6 )' "$seq"
 out=$(client fd00:198::10 81 2>&1)
-case "$out" in
-refused* | connect-failed*) pass "refused [fd00:198::10]:81 ($out)" ;;
-*) fail "[fd00:198::10]:81 was not refused: $out" ;;
-esac
+check "refused [fd00:198::10]:81 ($out)" like '@(refused*|connect-failed*)' "$out"
 
 # ---- 4. half-close: our FIN reaches the backend, its reply still arrives ---
 printf 'hello' > "$DIR/small"
 out=$(client "$FAKE" 80 --in "$DIR/small" --out "$DIR/small.out")
-if [[ "$out" == *"bytes=5 trailer=EOF 5"* ]] && cmp -s "$DIR/small" "$DIR/small.out"; then
-	pass "half-close ($out)"
-else
-	fail "half-close: $out"
-fi
+check "half-close ($out)" sh -c '
+	case "$1" in *"bytes=5 trailer=EOF 5"*) ;; *) exit 1 ;; esac
+	cmp "$2" "$3"' _ "$out" "$DIR/small" "$DIR/small.out"
 
 # ---- 5. 50 MB through the proxy, intact --------------------------------------
 head -c $((50 * 1024 * 1024)) /dev/urandom > "$DIR/big"
 SHA_IN=$(sha256sum < "$DIR/big" | cut -d' ' -f1)
 out=$(client "$FAKE" 80 --in "$DIR/big" --out "$DIR/big.out")
 SHA_OUT=$(sha256sum < "$DIR/big.out" | cut -d' ' -f1)
-if [ "$SHA_IN" = "$SHA_OUT" ] && [[ "$out" == *"trailer=EOF 52428800"* ]]; then
-	pass "50 MB echoed intact through the proxy, sha256 $SHA_IN ($out)"
-else
-	fail "50 MB transfer: $out sha256 in $SHA_IN out $SHA_OUT"
-fi
+check "50 MB echoed intact through the proxy, sha256 $SHA_IN ($out)" sh -c '
+	[ "$1" = "$2" ] || { echo "sha256 in $1 out $2"; exit 1; }
+	case "$3" in *"trailer=EOF 52428800"*) ;; *) exit 1 ;; esac' _ "$SHA_IN" "$SHA_OUT" "$out"
 # Throughput: the same transfer through the proxy and straight to a backend,
 # interleaved, ${EM_BENCH_RUNS:-5} runs each; the medians give the ratio.
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
@@ -220,19 +185,18 @@ done
 wait "${cpids[@]}"	# not a bare wait: the servers and the proxy are children too
 n1=$(cat "$DIR"/c.* | grep -c '^backend=b1 bytes=10 trailer=EOF 10')
 n2=$(cat "$DIR"/c.* | grep -c '^backend=b2 bytes=10 trailer=EOF 10')
-[ "$n1" = 50 ] && [ "$n2" = 50 ] && pass "100 concurrent connections: b1 $n1, b2 $n2" \
-	|| fail "100 concurrent connections: b1 $n1, b2 $n2"
+check "100 concurrent connections: b1 $n1, b2 $n2 (50 each)" test "$n1:$n2" = 50:50
 
 # ---- 6. a backend goes away: connections fail over ------------------------
 kill "$PID_b2"
 wait "$PID_b2" 2>/dev/null
+rm -f "$DIR/server-b2.pid"
 wait_until 5 sh -c "! ip netns exec $NS_BE2 ss -Hltn 'src 10.88.2.2:8080' | grep -q ."
 ok=0
 for i in 1 2 3 4; do
 	client "$FAKE" 80 | grep -q '^backend=b1 .*trailer=EOF 0' && ok=$((ok + 1))
 done
-[ "$ok" = 4 ] && pass "failover: 4/4 connections served by b1 with b2 down" \
-	|| fail "failover: $ok/4 connections served"
+check "failover: $ok/4 connections served by b1 with b2 down" test "$ok" = 4
 
 # ---- counters and a clean stop ------------------------------------------
 kill -USR1 "$PROXY"
@@ -246,18 +210,14 @@ log "$stats"
 refused=$(echo "$stats" | field refused)
 failures=$(echo "$stats" | field upstream_failures)
 active=$(echo "$stats" | field active)
-[ "$refused" = 4 ] && pass "4 refusals counted" || fail "refused counter $refused, expected 4"
-[ "${failures:-0}" -ge 1 ] && pass "upstream failure counted ($failures)" \
-	|| fail "upstream failures $failures"
-[ "$active" = 0 ] && [ "$rc" = 0 ] && pass "clean stop (no connection, no balancer left)" \
-	|| fail "stop: active=$active rc=$rc"
-if grep -q '^<3>' "$DIR/proxy.err"; then
-	fail "errors logged: $(grep '^<3>' "$DIR/proxy.err" | head -3)"
-fi
+rm -f "$DIR/proxy.pid"
+check "4 refusals counted (refused=$refused)" test "$refused" = 4
+check "upstream failure counted ($failures)" test "${failures:-0}" -ge 1
+check "clean stop (no connection, no balancer left: active=$active rc=$rc)" test "$active:$rc" = 0:0
+check_log_errors "$DIR/proxy.err"
 
 log "driver RSS: idle ${RSS_IDLE} kB, after the transfers ${RSS_AFTER} kB"
 if [ -n "$MBPS_PROXY" ] && [ -n "$MBPS_DIRECT" ]; then
 	log "proxy/direct throughput ratio: $(awk -v a="$MBPS_PROXY" -v b="$MBPS_DIRECT" 'BEGIN { printf "%.2f", a / b }')"
 fi
-echo "$PASSED passed, $FAILED failed"
-[ "$FAILED" = 0 ]
+topo_result

@@ -230,5 +230,4 @@ fi
 
 check_log_errors "$TOPO_DIR/daemon-a.log"
 [ "$failed" = 0 ] || { echo "# daemon log (edge-node-a):"; tail -n 30 "$TOPO_DIR/daemon-a.log"; }
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+topo_result

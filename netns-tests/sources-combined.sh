@@ -296,5 +296,4 @@ check "kube first: no client error on web through the takeovers" clients_clean
 echo "# web: $(sed -n 's/^requests: //p' "$TOPO_DIR/check.out") (3 curl loops)"
 daemon_stop kf
 
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+topo_result

@@ -18,17 +18,11 @@ top=$here/..
 EM_BIN=${EM_BIN:-$top/build/edgemesh-tproxy}
 UNIT=${UNIT:-$top/contrib/edgemesh-tproxy.service}
 MAX=2.0
-DIR=$(mktemp -d /tmp/em-unit-hardening.XXXXXX)
-trap 'rm -rf "$DIR"' EXIT
-passed=0 failed=0
-check() {
-	local what=$1; shift
-	if "$@" >"$DIR/check.out" 2>&1; then
-		passed=$((passed + 1)); echo "ok - $what"
-	else
-		failed=$((failed + 1)); echo "FAIL - $what"; sed 's/^/    /' "$DIR/check.out" | tail -n 30
-	fi
-}
+# shellcheck source-path=SCRIPTDIR source=lib/topology.sh
+. "$here/lib/topology.sh"
+TOPO_NS=""	# no namespaces: the library's traps, check and result line only
+topo_traps
+DIR=$TOPO_DIR
 command -v systemd-analyze >/dev/null || { echo "unit-hardening: no systemd-analyze"; echo "0 passed, 0 failed"; exit 77; }
 
 rating() { # UNIT-FILE -> the overall exposure number
@@ -74,5 +68,4 @@ verify_clean() {
 check "systemd-analyze verify is clean${man_page:+ (man page $man_page)}" verify_clean
 [ -n "$man_page" ] || echo "# NOTE: no edgemesh-tproxy.8 in the checkout yet (issue 12): the missing-man-page message of verify is tolerated, nothing else"
 
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+topo_result

@@ -134,5 +134,4 @@ for n in a b; do
 	check_log_errors "$TOPO_DIR/daemon-$n.log"
 done
 [ "$failed" = 0 ] || { echo "# daemon log (edge-node-a):"; tail -n 40 "$TOPO_DIR/daemon-a.log"; }
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+topo_result

@@ -4,12 +4,12 @@
 # NFQUEUE program), rounds interleaved, medians, a table of ratios with the
 # issue's targets, raw figures in JSON. Numbers are reported, never asserted.
 #
-#   em-bench-$$-cli 10.90.1.2 ---- 10.90.1.1 em-bench-$$-node ---- 10.90.2.2 em-bench-$$-pod1
+#   em-$$-bench-cli 10.90.1.2 ---- 10.90.1.1 em-$$-bench-node ---- 10.90.2.2 em-$$-bench-pod1
 #   wrk, dnsperf,                  edgemesh-tproxy (file source)     nginx :80 (/1k, /64m)
 #   em-bench-load                  HAProxy :80 http, :81 tcp,         upload sink :8080
-#                                    :8080 http (upload)       ---- 10.90.3.2 em-bench-$$-pod2
+#                                    :8080 http (upload)       ---- 10.90.3.2 em-$$-bench-pod2
 #                                  nginx proxy :82, :8082               (the same)
-#                                  nfq-noop (queue 7, udp 5354) ---- 10.90.9.2 em-bench-$$-dns
+#                                  nfq-noop (queue 7, udp 5354) ---- 10.90.9.2 em-$$-bench-dns
 #                                                                     dnsmasq :5353 (peer),
 #                                                                     dnsmasq :5354 (behind nfq-noop)
 #   socat UDP relay :7100 in the node; UDP echo :7000 in both pods.
@@ -64,38 +64,18 @@ fi
 CONNS=50
 JSON=${BENCH_JSON:-/tmp/em-bench-$(date -u +%Y%m%dT%H%M%SZ).json}
 
-ID=$$
+# shellcheck source=../lib/topology.sh
+. "$here/../lib/topology.sh"	# naming, traps, wait_until, veth, log
+ID=$TOPO_ID
 LOADAVG0=$(cut -d" " -f1-3 /proc/loadavg)
-NS_CLI=em-bench-$ID-cli NS_NODE=em-bench-$ID-node NS_P1=em-bench-$ID-pod1
-NS_P2=em-bench-$ID-pod2 NS_DNS=em-bench-$ID-dns
+NS_CLI=em-$ID-bench-cli NS_NODE=em-$ID-bench-node NS_P1=em-$ID-bench-pod1
+NS_P2=em-$ID-bench-pod2 NS_DNS=em-$ID-bench-dns
 ALL_NS="$NS_CLI $NS_NODE $NS_P1 $NS_P2 $NS_DNS"
-DIR=$(mktemp -d "/tmp/em-bench.$ID.XXXXXX")
+TOPO_NS=$ALL_NS
+topo_traps
+DIR=$TOPO_DIR
 RAW=$DIR/raw.tsv
 : > "$RAW"
-
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-
-cleanup() {
-	set +e
-	local f ns
-	for f in "$DIR"/*.pid; do [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
-	sleep 0.3
-	for ns in $ALL_NS; do
-		ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
-		ip netns del "$ns" 2>/dev/null
-	done
-	rm -rf "$DIR"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM HUP
-
-wait_until() { # SECONDS CMD...
-	local deadline=$(( $(date +%s%N) / 1000000 + $1 * 1000 )); shift
-	until "$@" >/dev/null 2>&1; do
-		[ $(( $(date +%s%N) / 1000000 )) -lt "$deadline" ] || return 1
-		sleep 0.05
-	done
-}
 
 # ---- CPU pinning ------------------------------------------------------------
 ncpu=$(nproc)
@@ -118,11 +98,6 @@ bg() {
 pid_of() { cat "$DIR/$1.pid"; }
 
 # ---- topology ---------------------------------------------------------------
-veth() { # NS1 IF1 ADDR1 NS2 IF2 ADDR2
-	ip link add "$2" netns "$1" type veth peer name "$5" netns "$4"
-	ip -n "$1" addr add "$3" dev "$2"; ip -n "$4" addr add "$6" dev "$5"
-	ip -n "$1" link set "$2" up; ip -n "$4" link set "$5" up
-}
 for ns in $ALL_NS; do
 	ip netns add "$ns"
 	ip -n "$ns" link set lo up
@@ -171,9 +146,9 @@ NGINX
 }
 for p in 1 2; do
 	nginx_conf "nginx-pod$p" "	server { listen 10.90.$((p + 1)).2:80 backlog=4096; root $DIR/www; }"
-	bg "nginx-pod$p" "em-bench-$ID-pod$p" $PIN_LOAD nginx -c "$DIR/nginx-pod$p/nginx.conf" -e "$DIR/nginx-pod$p/error.log"
-	bg "sink-pod$p" "em-bench-$ID-pod$p" $PIN_LOAD "$LOAD" sink "10.90.$((p + 1)).2" 8080
-	bg "udp-echo-pod$p" "em-bench-$ID-pod$p" $PIN_LOAD python3 "$top/tests/udp/udp-echo-fast.py" "10.90.$((p + 1)).2" 7000
+	bg "nginx-pod$p" "em-$ID-bench-pod$p" $PIN_LOAD nginx -c "$DIR/nginx-pod$p/nginx.conf" -e "$DIR/nginx-pod$p/error.log"
+	bg "sink-pod$p" "em-$ID-bench-pod$p" $PIN_LOAD "$LOAD" sink "10.90.$((p + 1)).2" 8080
+	bg "udp-echo-pod$p" "em-$ID-bench-pod$p" $PIN_LOAD python3 "$top/tests/udp/udp-echo-fast.py" "10.90.$((p + 1)).2" 7000
 done
 
 # ---- manifests and the daemon -------------------------------------------------

@@ -1,6 +1,14 @@
 # shellcheck shell=bash
-# topology.sh — the seed walkthrough as network namespaces; sourced by
-# walkthrough.sh (the test) and demo.sh.
+# topology.sh — the library every netns-tests script sources: namespace
+# naming (em-$$-<role>, listed in TOPO_NS), the EXIT trap that removes
+# them (topo_traps, topo_cleanup), the wait helper (wait_until), the
+# counted check (check) and the result line (`N passed, N failed`, the
+# last line of every script). A script with a topology of its own sets
+# TOPO_NS to its namespaces right after sourcing; processes it starts
+# write their pid to $TOPO_DIR/<name>.pid; every file goes under $TOPO_DIR.
+#
+# It also builds the seed walkthrough (topo_up), used by walkthrough.sh,
+# demo.sh and most daemon scenarios:
 #
 #   pod-a 10.244.1.2                                              pod-b 10.244.2.2
 #     |  (veth)                                                   nginx :80, echo :9000
@@ -49,6 +57,7 @@ listening() { "$1" ss -H "$2" "sport = :$3" | grep -q .; }
 topo_cleanup() {
 	local pidfile ns
 	set +e	# everything below is best effort: never stop half-way
+	trap '' INT TERM HUP PIPE	# ... not even on a second signal or a closed stdout
 	for pidfile in "$TOPO_DIR"/*.pid; do
 		[ -e "$pidfile" ] || continue
 		kill "$(cat "$pidfile")" 2>/dev/null
@@ -70,7 +79,7 @@ topo_cleanup() {
 }
 
 # check "what" CMD...: one counted result line; the command's output is
-# shown only when it fails. Scripts end with `echo "$passed passed, $failed failed"`.
+# shown only when it fails. Scripts end with topo_result.
 passed=0 failed=0
 check() {
 	local what=$1; shift
@@ -81,10 +90,26 @@ check() {
 	fi
 }
 
-# The caller's traps: cleanup on every exit, and a signal is an exit.
+# The result line, last of every script; the status says whether all passed.
+topo_result() {
+	echo "$passed passed, $failed failed"
+	[ "$failed" = 0 ]
+}
+
+# topo_die MESSAGE: the scenario cannot go on (a setup step failed): one
+# failure, the result line, exit 1 (the EXIT trap cleans up).
+topo_die() {
+	echo "FAIL - $*"
+	failed=$((failed + 1))
+	topo_result
+	exit 1
+}
+
+# The caller's traps: cleanup on every exit, and a signal (a closed stdout
+# included) is an exit.
 topo_traps() {
 	trap topo_cleanup EXIT
-	trap 'exit 1' INT TERM HUP
+	trap 'exit 1' INT TERM HUP PIPE
 }
 
 # resolv.conf seen by `ip netns exec` in one namespace (bind-mounted by iproute2).

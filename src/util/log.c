@@ -15,10 +15,12 @@
 
 static _Atomic int log_level = EM_LOG_INFO;
 static _Atomic uint64_t error_count;
+static _Atomic em_log_hook_fn log_hook;
 
 void em_log_set_level(enum em_log_level level) { log_level = level; }
 enum em_log_level em_log_get_level(void) { return log_level; }
 uint64_t em_log_error_count(void) { return error_count; }
+void em_log_set_hook(em_log_hook_fn hook) { log_hook = hook; }
 
 void em_log_reset(void)
 {
@@ -42,13 +44,19 @@ int em_log_parse_level(const char *name)
 static void vlog(enum em_log_level level, const char *fmt, va_list ap)
 {
 	char buf[1024];
+	em_log_hook_fn hook = log_hook;
+	int shown = (int)level <= log_level;
+
 	if (level == EM_LOG_ERR)
 		error_count++;
-	if ((int)level > log_level)
+	if (!shown && !hook)
 		return;
 	vsnprintf(buf, sizeof(buf), fmt, ap);
+	if (hook)
+		hook(level, buf);
 	/* One write per line so threads do not interleave mid-line. */
-	fprintf(stderr, "<%d>%s\n", (int)level, buf);
+	if (shown)
+		fprintf(stderr, "<%d>%s\n", (int)level, buf);
 }
 
 void em_log(enum em_log_level level, const char *fmt, ...)

@@ -22,6 +22,14 @@ int em_log_parse_level(const char *name);
 uint64_t em_log_error_count(void);
 void em_log_reset(void);
 
+/* A test hook: when set, it sees every message (any level, even those
+ * below the threshold) as formatted, before the level filter, on the
+ * logging thread. For the unit-test fixture (tests/unit/testlog.c); the
+ * daemon never sets it. NULL removes it; em_log_reset() leaves it alone so
+ * that a test resetting the level cannot switch its fixture off. */
+typedef void (*em_log_hook_fn)(enum em_log_level level, const char *msg);
+void em_log_set_hook(em_log_hook_fn hook);
+
 void em_log(enum em_log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 

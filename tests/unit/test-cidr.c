@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "testlog.h"
 #include "util/cidr.h"
 
 Suite *cidr_suite(void);
@@ -132,19 +133,16 @@ Suite *cidr_suite(void)
 	Suite *s = suite_create("cidr");
 	TCase *tc;
 
-	tc = tcase_create("parse");
+	tc = em_test_tcase(s, "parse");
 	tcase_add_test(tc, cidr_ipv4);
 	tcase_add_test(tc, cidr_ipv6);
 	tcase_add_test(tc, cidr_hostile);
 	tcase_add_test(tc, cidr_family_mismatch);
-	suite_add_tcase(s, tc);
 
-	tc = tcase_create("flags");
+	tc = em_test_tcase(s, "flags");
 	tcase_add_test(tc, cidr_flags);
-	suite_add_tcase(s, tc);
 
-	tc = tcase_create("mask");
+	tc = em_test_tcase(s, "mask");
 	tcase_add_test(tc, cidr_mask_unaligned);
-	suite_add_tcase(s, tc);
 	return s;
 }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "daemon/config.h"
+#include "testlog.h"
 
 START_TEST(defaults_are_documented_values)
 {
@@ -223,19 +224,21 @@ END_TEST
 Suite *config_suite(void)
 {
 	Suite *s = suite_create("config");
-	TCase *tc = tcase_create("config");
+	TCase *tc = em_test_tcase(s, "defaults");
 	tcase_add_test(tc, defaults_are_documented_values);
-	tcase_add_test(tc, file_text_sets_values_and_lists_replace_defaults);
-	tcase_add_test(tc, file_text_errors_are_refused);
-	tcase_add_test(tc, flags_override_the_file);
-	tcase_add_test(tc, missing_explicit_config_file_is_an_error);
-	tcase_add_test(tc, bad_flag_is_an_error);
-	tcase_add_test(tc, values_are_validated_when_read);
-	tcase_add_test(tc, bad_flag_value_fails_the_load);
-	tcase_add_test(tc, options_cross_checked);
-	tcase_add_test(tc, check_config_flag_is_recorded);
 	tcase_add_test(tc, option_table_is_complete);
 	tcase_add_test(tc, cleanup_flag_alone_and_scope_defaults);
-	suite_add_tcase(s, tc);
+	tc = em_test_tcase(s, "file");
+	tcase_add_test(tc, file_text_sets_values_and_lists_replace_defaults);
+	tcase_add_test(tc, file_text_errors_are_refused);
+	tcase_add_test(tc, missing_explicit_config_file_is_an_error);
+	tc = em_test_tcase(s, "flags");
+	tcase_add_test(tc, flags_override_the_file);
+	tcase_add_test(tc, bad_flag_is_an_error);
+	tcase_add_test(tc, bad_flag_value_fails_the_load);
+	tcase_add_test(tc, check_config_flag_is_recorded);
+	tc = em_test_tcase(s, "validation");
+	tcase_add_test(tc, values_are_validated_when_read);
+	tcase_add_test(tc, options_cross_checked);
 	return s;
 }

@@ -16,6 +16,7 @@
 
 #define DV_WITH_CATALOG
 #include "test-dns-verify.c"
+#include "testlog.h"
 
 #define CAP 2048
 
@@ -1119,12 +1120,20 @@ START_TEST(external_cache_ttl)
 }
 END_TEST
 
+/* A case of answers to well-formed queries, on the shared catalog. */
+static TCase *answers_case(Suite *s, const char *name)
+{
+	TCase *tc = em_test_tcase(s, name);
+
+	tcase_add_checked_fixture(tc, setup, NULL);
+	return tc;
+}
+
 Suite *dns_suite(void);
 Suite *dns_suite(void)
 {
 	Suite *s = suite_create("dns");
-	TCase *tc = tcase_create("answers");
-	tcase_add_checked_fixture(tc, setup, NULL);
+	TCase *tc = answers_case(s, "records");
 	tcase_add_test(tc, dig_a_with_edns_cookie);
 	tcase_add_test(tc, dig_a_no_edns);
 	tcase_add_test(tc, dig_upper_case_echoed);
@@ -1132,20 +1141,22 @@ Suite *dns_suite(void)
 	tcase_add_test(tc, aaaa_without_fake6_is_nodata);
 	tcase_add_test(tc, other_type_is_nodata);
 	tcase_add_test(tc, any_gets_addresses);
-	tcase_add_test(tc, no_fake_ip_passes);
 	tcase_add_test(tc, dig_srv);
 	tcase_add_test(tc, srv_unknown_port_and_udp);
 	tcase_add_test(tc, dig_ptr);
+	tc = answers_case(s, "pass-through");
+	tcase_add_test(tc, no_fake_ip_passes);
 	tcase_add_test(tc, outside_passes_untouched);
+	tc = answers_case(s, "clients");
 	tcase_add_test(tc, ipv6_transport);
 	tcase_add_test(tc, getent_glibc_search_list);
-	tcase_add_test(tc, short_names_when_enabled);
 	tcase_add_test(tc, nslookup_and_musl);
+	tcase_add_test(tc, short_names_when_enabled);
+	tc = answers_case(s, "options");
 	tcase_add_test(tc, ttl_and_edns_size_configurable);
 	tcase_add_test(tc, nxdomain_mode_and_empty_nonterminals);
-	suite_add_tcase(s, tc);
 
-	tc = tcase_create("hostile");
+	tc = em_test_tcase(s, "hostile");
 	tcase_add_checked_fixture(tc, setup, NULL);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, truncated_at_every_byte);
@@ -1156,10 +1167,10 @@ Suite *dns_suite(void)
 	tcase_add_test(tc, answer_must_fit);
 	tcase_add_test(tc, mutations_never_answer_wrongly);
 	tcase_add_test(tc, reason_names);
+	tc = answers_case(s, "question type");
 	tcase_add_test(tc, qtype_reported);
-	suite_add_tcase(s, tc);
 
-	tc = tcase_create("external");
+	tc = em_test_tcase(s, "external");
 	tcase_add_checked_fixture(tc, ext_setup, NULL);
 	tcase_add_test(tc, external_cname_and_records);
 	tcase_add_test(tc, external_cname_with_edns);
@@ -1168,12 +1179,9 @@ Suite *dns_suite(void)
 	tcase_add_test(tc, external_to_cluster_service);
 	tcase_add_test(tc, external_resolver_reply_parse);
 	tcase_add_test(tc, external_cache_ttl);
-	suite_add_tcase(s, tc);
 
-	tc = tcase_create("queue-support");
-	tcase_add_test(tc, local_addresses);
-	tcase_add_test(tc, stats_line);
-	tcase_add_test(tc, config_defaults);
-	suite_add_tcase(s, tc);
+	tcase_add_test(em_test_tcase(s, "local-addresses"), local_addresses);
+	tcase_add_test(em_test_tcase(s, "stats-line"), stats_line);
+	tcase_add_test(em_test_tcase(s, "config-defaults"), config_defaults);
 	return s;
 }

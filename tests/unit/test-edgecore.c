@@ -23,6 +23,7 @@
 
 #include "sources/edgecore_db.h"
 #include "timing.h"
+#include "testlog.h"
 
 /* ---- recording sink --------------------------------------------------- */
 
@@ -938,36 +939,43 @@ START_TEST(selection_change_drops_rows)
 }
 END_TEST
 
+/* A case on a database of its own, polled by a started source. */
+static TCase *db_case(Suite *s, const char *name)
+{
+	TCase *tc = em_test_tcase(s, name);
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 10);
+	return tc;
+}
+
 Suite *edgecore_suite(void);
 Suite *edgecore_suite(void)
 {
 	Suite *s = suite_create("edgecore");
-	TCase *tc = tcase_create("db");
 
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 10);
+	TCase *tc = db_case(s, "read");
 	tcase_add_test(tc, reads_meta_and_meta_v2);
-	tcase_add_test(tc, change_is_picked_up);
-	tcase_add_test(tc, never_written);
-	tcase_add_test(tc, writer_not_blocked);
-	tcase_add_test(tc, missing_then_created_then_replaced);
-	tcase_add_test(tc, locked_keeps_last_data);
-	tcase_add_test(tc, idle_polls_deliver_nothing);
-	tcase_add_test(tc, bad_rows_skipped);
-	tcase_add_test(tc, not_a_database);
 	tcase_add_test(tc, both_eras_column_names);
 	tcase_add_test(tc, legacy_podlists);
-	tcase_add_test(tc, ignored_rows_stay_in_the_database);
 	tcase_add_test(tc, stale_legacy_rows);
-	tcase_add_test(tc, hot_journal);
+	tcase_add_test(tc, ignored_rows_stay_in_the_database);
 	tcase_add_test(tc, paged_reads);
-	suite_add_tcase(s, tc);
-	tc = tcase_create("changed_rows");
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 10);
+	tc = db_case(s, "changes");
+	tcase_add_test(tc, change_is_picked_up);
+	tcase_add_test(tc, idle_polls_deliver_nothing);
+	tcase_add_test(tc, missing_then_created_then_replaced);
+	tcase_add_test(tc, never_written);
+	tc = db_case(s, "locking");
+	tcase_add_test(tc, writer_not_blocked);
+	tcase_add_test(tc, locked_keeps_last_data);
+	tcase_add_test(tc, hot_journal);
+	tc = db_case(s, "bad-data");
+	tcase_add_test(tc, bad_rows_skipped);
+	tcase_add_test(tc, not_a_database);
+	tc = db_case(s, "changed-rows");
 	tcase_add_test(tc, update_reads_one_row);
 	tcase_add_test(tc, update_reads_one_row_paged);
 	tcase_add_test(tc, selection_change_drops_rows);
-	suite_add_tcase(s, tc);
 	return s;
 }

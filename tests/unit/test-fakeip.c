@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "registry/fakeip.h"
+#include "testlog.h"
 
 Suite *fakeip_suite(void);
 
@@ -312,22 +313,29 @@ START_TEST(remembered_bounded)
 }
 END_TEST
 
+static TCase *pool_case(Suite *s, const char *name)
+{
+	TCase *tc = em_test_tcase(s, name);
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	return tc;
+}
+
 Suite *fakeip_suite(void)
 {
 	Suite *s = suite_create("fakeip");
-	TCase *tc = tcase_create("pool");
-	tcase_add_checked_fixture(tc, setup, teardown);
+	TCase *tc = pool_case(s, "allocation");
 	tcase_add_test(tc, in_range_and_stable);
 	tcase_add_test(tc, never_shared);
 	tcase_add_test(tc, exhaustion_tiny_range);
 	tcase_add_test(tc, recreated_keeps_ip);
+	tcase_add_test(tc, remembered_bounded);
+	tcase_add_test(tc, bad_cidr);
+	tc = pool_case(s, "persistence");
 	tcase_add_test(tc, persistence_round_trip);
 	tcase_add_test(tc, persisted_address_wins_over_hash);
 	tcase_add_test(tc, corrupt_file_tolerated);
 	tcase_add_test(tc, state_file_is_private_and_no_symlink_is_followed);
 	tcase_add_test(tc, failed_save_backs_off);
-	tcase_add_test(tc, bad_cidr);
-	tcase_add_test(tc, remembered_bounded);
-	suite_add_tcase(s, tc);
 	return s;
 }

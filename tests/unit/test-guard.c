@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "registry/guard.h"
+#include "testlog.h"
 
 Suite *guard_suite(void);
 
@@ -179,13 +180,12 @@ END_TEST
 Suite *guard_suite(void)
 {
 	Suite *s = suite_create("guard");
-	TCase *tc = tcase_create("guard");
-
+	TCase *tc = em_test_tcase(s, "names");
 	tcase_add_test(tc, names);
-	tcase_add_test(tc, addresses);
-	tcase_add_test(tc, filter_endpoints);
 	tcase_add_test(tc, names_of_objects);
 	tcase_add_test(tc, escape);
-	suite_add_tcase(s, tc);
+	tc = em_test_tcase(s, "addresses");
+	tcase_add_test(tc, addresses);
+	tcase_add_test(tc, filter_endpoints);
 	return s;
 }

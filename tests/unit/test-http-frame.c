@@ -10,6 +10,7 @@
 #include <http_parser.h>
 
 #include "proxy/http_frame.h"
+#include "testlog.h"
 
 Suite *http_frame_suite(void);
 
@@ -1027,9 +1028,8 @@ Suite *http_frame_suite(void)
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		TCase *tc = tcase_create(cases[i].name);
+		TCase *tc = em_test_tcase(s, cases[i].name);
 		tcase_add_test(tc, cases[i].test);
-		suite_add_tcase(s, tc);
 	}
 	return s;
 }

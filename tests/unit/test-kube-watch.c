@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "sources/watch_stream.h"
+#include "testlog.h"
 
 /* Every event as "TYPE name rv code", one line each, appended here. */
 struct trace {
@@ -317,25 +318,33 @@ START_TEST(cut_then_reset)
 }
 END_TEST
 
+/* A case reading the recorded watch stream. */
+static TCase *stream_case(Suite *s, const char *name)
+{
+	TCase *tc = em_test_tcase(s, name);
+
+	tcase_add_checked_fixture(tc, load_stream, free_stream);
+	return tc;
+}
+
 Suite *kube_watch_suite(void);
 Suite *kube_watch_suite(void)
 {
 	Suite *s = suite_create("kube_watch");
-	TCase *tc = tcase_create("stream");
-
-	tcase_add_checked_fixture(tc, load_stream, free_stream);
+	TCase *tc = stream_case(s, "splits");
 	tcase_add_test(tc, whole_stream);
 	tcase_add_test(tc, every_split_point);
 	tcase_add_test(tc, byte_by_byte);
 	tcase_add_test(tc, random_chunks);
 	tcase_add_test(tc, three_chunks);
 	tcase_add_test(tc, crlf_and_blank_lines);
+	tcase_add_test(tc, cut_then_reset);
+	tc = stream_case(s, "hostile");
 	tcase_add_test(tc, line_too_long);
 	tcase_add_test(tc, hostile_lines);
 	tcase_add_test(tc, deep_nesting);
+	tc = stream_case(s, "errors");
 	tcase_add_test(tc, error_status_codes);
 	tcase_add_test(tc, callback_error_stops);
-	tcase_add_test(tc, cut_then_reset);
-	suite_add_tcase(s, tc);
 	return s;
 }

@@ -27,6 +27,7 @@
 #include "sources/kube.h"
 #include "timing.h"
 #include "util/log.h"
+#include "testlog.h"
 
 /* ---- recording sink --------------------------------------------------- */
 
@@ -711,6 +712,7 @@ END_TEST
 START_TEST(list_object_cap)
 {
 	struct em_kube_config c = test_cfg();
+	em_test_expect_error("so far): refused");	/* both caps, on purpose */
 
 	c.max_list_objects = 3;
 	c.start_timeout_ms = 800;
@@ -752,6 +754,8 @@ START_TEST(bad_config)
 {
 	struct em_kube_config c = { .url = "ftp://x" };
 	struct em_source_kube *k = (void *)1;
+
+	em_test_expect_errors(3);	/* one per refused configuration */
 
 	ck_assert_int_eq(em_source_kube_start(&c, sink, &k), -EINVAL);
 	ck_assert_ptr_null(k);
@@ -838,34 +842,45 @@ START_TEST(in_cluster)
 }
 END_TEST
 
+/* A case against the fake API server of setup(). */
+static TCase *apiserver_case(Suite *s, const char *name)
+{
+	TCase *tc = em_test_tcase(s, name);
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 10);
+	return tc;
+}
+
 Suite *kube_suite(void);
 Suite *kube_suite(void)
 {
 	Suite *s = suite_create("kube");
-	TCase *tc = tcase_create("fake-apiserver");
-
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 10);
+	TCase *tc = apiserver_case(s, "list");
 	tcase_add_test(tc, list_paginated);
+	tcase_add_test(tc, list_failure_retries);
+	tcase_add_test(tc, list_object_cap);
+	tcase_add_test(tc, endpointslices_absent);
+	tcase_add_test(tc, pods_on_node_and_token);
+	tc = apiserver_case(s, "watch");
 	tcase_add_test(tc, watch_events);
 	tcase_add_test(tc, burst_of_events_commits_per_batch);
 	tcase_add_test(tc, bookmark_moves_resource_version);
+	tc = apiserver_case(s, "relist");
 	tcase_add_test(tc, error_event_410_relists);
 	tcase_add_test(tc, http_410_relists);
+	tc = apiserver_case(s, "reconnect");
 	tcase_add_test(tc, cut_mid_event_resumes);
 	tcase_add_test(tc, slow_stream);
 	tcase_add_test(tc, stalled_stream_reconnects);
 	tcase_add_test(tc, server_restart);
 	tcase_add_test(tc, start_without_server);
-	tcase_add_test(tc, endpointslices_absent);
-	tcase_add_test(tc, pods_on_node_and_token);
-	tcase_add_test(tc, list_failure_retries);
-	tcase_add_test(tc, list_object_cap);
+	tc = apiserver_case(s, "lifecycle");
 	tcase_add_test(tc, stop_is_prompt);
 	tcase_add_test(tc, bad_config);
+	tcase_add_test(tc, in_cluster);
+	tc = apiserver_case(s, "tls");
 	tcase_add_test(tc, tls_with_ca_file);
 	tcase_add_test(tc, tls_unknown_ca_refused);
-	tcase_add_test(tc, in_cluster);
-	suite_add_tcase(s, tc);
 	return s;
 }

@@ -6,6 +6,7 @@
 
 #include "suites.h"
 #include "test-lb-common.h"
+#include "testlog.h"
 
 #define SEC 1000000000ULL
 
@@ -324,10 +325,9 @@ Suite *lb_health_suite(void)
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		TCase *tc = tcase_create(cases[i].name);
+		TCase *tc = em_test_tcase(s, cases[i].name);
 		tcase_add_checked_fixture(tc, setup, teardown);
 		tcase_add_test(tc, cases[i].test);
-		suite_add_tcase(s, tc);
 	}
 	return s;
 }

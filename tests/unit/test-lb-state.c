@@ -10,6 +10,7 @@
 #include "suites.h"
 #include "test-lb-common.h"
 #include "util/log.h"
+#include "testlog.h"
 
 #define SEC 1000000000ULL
 
@@ -591,10 +592,9 @@ Suite *lb_state_suite(void)
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		TCase *tc = tcase_create(cases[i].name);
+		TCase *tc = em_test_tcase(s, cases[i].name);
 		tcase_add_checked_fixture(tc, setup, teardown);
 		tcase_add_test(tc, cases[i].test);
-		suite_add_tcase(s, tc);
 	}
 	return s;
 }

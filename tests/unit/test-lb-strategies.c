@@ -9,6 +9,7 @@
 
 #include "suites.h"
 #include "test-lb-common.h"
+#include "testlog.h"
 
 /* ---- round-robin: smooth weighted ----------------------------------------- */
 
@@ -565,9 +566,8 @@ Suite *lb_strategies_suite(void)
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		TCase *tc = tcase_create(cases[i].name);
+		TCase *tc = em_test_tcase(s, cases[i].name);
 		tcase_add_test(tc, cases[i].test);
-		suite_add_tcase(s, tc);
 	}
 	return s;
 }

@@ -22,6 +22,7 @@
 #include "suites.h"
 #include "test-lb-common.h"
 #include "util/log.h"
+#include "testlog.h"
 
 #define MAXB 8
 
@@ -79,6 +80,7 @@ START_TEST(test_hooks_choose)
 		  "None", "random" },
 	};
 
+	em_test_expect_error("unknown default strategy 'nope'");	/* below, on purpose */
 	ck_assert_int_eq(em_lb_new("random", NULL, 0, &lb), 0);
 	hooks = em_lb_snapshot_hooks(lb);
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -434,6 +436,8 @@ START_TEST(test_plugin_in_config)
 	struct em_snapshot_hooks hooks;
 	struct fixture f;
 
+	em_test_expect_error("which already exists");	/* the plugin loaded twice */
+
 	ck_assert_int_eq(em_lb_new("first-backend", paths, 1, &lb), 0);
 	ck_assert_ptr_nonnull(em_lb_lookup(lb, "first-backend"));
 	ck_assert_ptr_nonnull(em_lb_lookup(lb, "round-robin"));
@@ -545,9 +549,8 @@ Suite *lb_suite(void)
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		TCase *tc = tcase_create(cases[i].name);
+		TCase *tc = em_test_tcase(s, cases[i].name);
 		tcase_add_test(tc, cases[i].test);
-		suite_add_tcase(s, tc);
 	}
 	return s;
 }

@@ -8,6 +8,7 @@
 #include "registry/manifest.h"
 #include "registry/objects.h"
 #include "sources/source_file.h"
+#include "testlog.h"
 
 Suite *manifest_suite(void);
 
@@ -326,15 +327,14 @@ END_TEST
 Suite *manifest_suite(void)
 {
 	Suite *s = suite_create("manifest");
-	TCase *tc = tcase_create("parse");
+	TCase *tc = em_test_tcase(s, "parse");
 	tcase_add_test(tc, yaml_single_object);
 	tcase_add_test(tc, yaml_scalar_typing);
 	tcase_add_test(tc, yaml_multi_document);
 	tcase_add_test(tc, yaml_typed_list);
 	tcase_add_test(tc, json_list_and_concatenated);
 	tcase_add_test(tc, kubectl_output_files);
-	suite_add_tcase(s, tc);
-	tc = tcase_create("hostile");
+	tc = em_test_tcase(s, "hostile");
 	tcase_add_test(tc, yaml_error_has_line);
 	tcase_add_test(tc, json_error_has_line);
 	tcase_add_test(tc, truncated_inputs);
@@ -342,12 +342,10 @@ Suite *manifest_suite(void)
 	tcase_add_test(tc, alias_bomb_refused);
 	tcase_add_test(tc, non_utf8_and_binary);
 	tcase_add_test(tc, scalar_document_refused);
-	suite_add_tcase(s, tc);
-	tc = tcase_create("normalise");
+	tc = em_test_tcase(s, "normalise");
 	tcase_add_test(tc, normalise_service);
 	tcase_add_test(tc, normalise_wrong_types);
 	tcase_add_test(tc, normalise_pod_readiness);
 	tcase_add_test(tc, normalise_endpoints_and_slice);
-	suite_add_tcase(s, tc);
 	return s;
 }

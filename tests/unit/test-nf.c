@@ -17,6 +17,7 @@
 #include "nf/nf-internal.h"
 #include "nf/nf.h"
 #include "util/log.h"
+#include "testlog.h"
 
 Suite *nf_suite(void);
 
@@ -96,6 +97,8 @@ START_TEST(plan_rejects)
 		t_main_table, t_port0, t_queue_wrap, t_prio, t_bad_tproxy6, t_bad_extra,
 	};
 	struct em_nf_plan p;
+
+	em_test_expect_errors(sizeof(bad) / sizeof(bad[0]));	/* one per refused config */
 
 	em_log_set_level(EM_LOG_ERR - 1);	/* expected errors: keep the log quiet */
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -350,6 +353,7 @@ START_TEST(batch_install_scope)
 {
 	struct walk w, base;
 	struct em_nf_plan p;
+	em_test_expect_error("client interface \"a*b\"");	/* t_bad_iface */
 	build(NULL, EM_NF_QUEUE_NATIVE, &base);
 	build(t_scoped, EM_NF_QUEUE_NATIVE, &w);
 	/* auto's interfaces + pa0 + one range + the final goto */
@@ -466,25 +470,22 @@ END_TEST
 Suite *nf_suite(void)
 {
 	Suite *s = suite_create("nf");
-	TCase *tc;
-
-	tc = tcase_create("plan");
+	TCase *tc = em_test_tcase(s, "plan");
 	tcase_add_test(tc, plan_defaults);
 	tcase_add_test(tc, plan_v6_and_extra);
 	tcase_add_test(tc, plan_rejects);
-	suite_add_tcase(s, tc);
-
-	tc = tcase_create("batch");
+	tc = em_test_tcase(s, "batch-install");
 	tcase_add_test(tc, batch_install_native);
 	tcase_add_test(tc, batch_install_compat_inet);
 	tcase_add_test(tc, batch_install_compat_ip);
 	tcase_add_test(tc, batch_install_dns_choices);
 	tcase_add_test(tc, batch_install_many_ranges);
 	tcase_add_test(tc, batch_install_scope);
+	tc = em_test_tcase(s, "batch-remove");
 	tcase_add_test(tc, batch_remove);
+	tc = em_test_tcase(s, "batch-framing");
 	tcase_add_test(tc, batch_udp_sync);
 	tcase_add_test(tc, batch_probe_has_no_end);
 	tcase_add_test(tc, batch_after_end_fails);
-	suite_add_tcase(s, tc);
 	return s;
 }

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "util/progress.h"
+#include "testlog.h"
 
 START_TEST(waiting_or_moving_threads_are_alive)
 {
@@ -36,8 +37,7 @@ END_TEST
 Suite *progress_suite(void)
 {
 	Suite *s = suite_create("progress");
-	TCase *tc = tcase_create("progress");
+	TCase *tc = em_test_tcase(s, "progress");
 	tcase_add_test(tc, waiting_or_moving_threads_are_alive);
-	suite_add_tcase(s, tc);
 	return s;
 }

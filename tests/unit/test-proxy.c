@@ -22,6 +22,7 @@
 #include "registry/registry.h"
 #include "suites.h"
 #include "util/log.h"
+#include "testlog.h"
 
 /* ---- backends ------------------------------------------------------------ */
 
@@ -1533,42 +1534,54 @@ START_TEST(test_conn_limit_per_client)
 }
 END_TEST
 
+static TCase *proxy_case(Suite *s, const char *name)
+{
+	TCase *tc = em_test_tcase(s, name);
+
+	tcase_set_timeout(tc, 30);
+	return tc;
+}
+
 Suite *proxy_suite(void)
 {
 	Suite *s = suite_create("proxy");
-	TCase *tc = tcase_create("proxy");
-
-	tcase_set_timeout(tc, 30);
+	TCase *tc = proxy_case(s, "l4-relay");
 	tcase_add_test(tc, test_relay_big_echo);
 	tcase_add_test(tc, test_half_close);
-	tcase_add_test(tc, test_refuse_unknown);
-	tcase_add_test(tc, test_retry_next_backend);
-	tcase_add_test(tc, test_all_backends_fail);
-	tcase_add_test(tc, test_no_backends);
-	tcase_add_test(tc, test_connect_timeout);
-	tcase_add_test(tc, test_idle_timeout);
-	tcase_add_test(tc, test_stop_with_open_connections);
-	tcase_add_test(tc, test_conn_outlives_snapshot);
-	tcase_add_test(tc, test_registry_lazy_balancer);
 	tcase_add_test(tc, test_upstream_reset);
+	tcase_add_test(tc, test_conn_outlives_snapshot);
 	if (ipv6_loopback())
 		tcase_add_test(tc, test_ipv6_listener);
 	else
 		fprintf(stderr, "SKIP proxy: test_ipv6_listener: ::1 cannot be bound here\n");
+	tc = proxy_case(s, "l4-refusal");
+	tcase_add_test(tc, test_refuse_unknown);
+	tcase_add_test(tc, test_no_backends);
+	tcase_add_test(tc, test_conn_limit_per_client);
+	tc = proxy_case(s, "l4-failover");
+	tcase_add_test(tc, test_retry_next_backend);
+	tcase_add_test(tc, test_all_backends_fail);
+	tcase_add_test(tc, test_connect_timeout);
+	tc = proxy_case(s, "timers");
+	tcase_add_test(tc, test_idle_timeout);
 	tcase_add_test(tc, test_timer_heap);
+	tc = proxy_case(s, "lifecycle");
+	tcase_add_test(tc, test_stop_with_open_connections);
 	tcase_add_test(tc, test_start_errors);
+	tcase_add_test(tc, test_registry_lazy_balancer);
+	tc = proxy_case(s, "http-balancing");
 	tcase_add_test(tc, test_http_keepalive_balances);
+	tcase_add_test(tc, test_http_pool_bounds);
+	tcase_add_test(tc, test_http_stale_pool_retry);
+	tcase_add_test(tc, test_http_many_pipelined_then_idle);
+	tc = proxy_case(s, "http-framing");
 	tcase_add_test(tc, test_http_bodies);
 	tcase_add_test(tc, test_http_smuggling_refused);
+	tcase_add_test(tc, test_http_head_and_http10);
+	tcase_add_test(tc, test_http_l4_fallback);
+	tc = proxy_case(s, "http-failures");
 	tcase_add_test(tc, test_http_failures);
 	tcase_add_test(tc, test_http_timeouts_and_aborts);
-	tcase_add_test(tc, test_http_stale_pool_retry);
 	tcase_add_test(tc, test_http_slow_upload_is_not_a_timeout);
-	tcase_add_test(tc, test_http_head_and_http10);
-	tcase_add_test(tc, test_http_pool_bounds);
-	tcase_add_test(tc, test_http_l4_fallback);
-	tcase_add_test(tc, test_conn_limit_per_client);
-	tcase_add_test(tc, test_http_many_pipelined_then_idle);
-	suite_add_tcase(s, tc);
 	return s;
 }

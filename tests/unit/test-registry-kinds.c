@@ -12,6 +12,7 @@
 #include "registry/ports.h"
 #include "registry/registry.h"
 #include "util/log.h"
+#include "testlog.h"
 
 Suite *registry_kinds_suite(void);
 
@@ -177,15 +178,21 @@ START_TEST(every_kind_in_the_snapshot)
 }
 END_TEST
 
+static TCase *kinds_case(Suite *s, const char *name)
+{
+	TCase *tc = em_test_tcase(s, name);
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	return tc;
+}
+
 Suite *registry_kinds_suite(void)
 {
 	Suite *s = suite_create("registry_kinds");
-	TCase *tc = tcase_create("kinds");
-
-	tcase_add_checked_fixture(tc, setup, teardown);
+	TCase *tc = kinds_case(s, "external-name");
 	tcase_add_test(tc, external_name_normalised);
 	tcase_add_test(tc, external_name_object);
+	tc = kinds_case(s, "kinds");
 	tcase_add_test(tc, every_kind_in_the_snapshot);
-	suite_add_tcase(s, tc);
 	return s;
 }

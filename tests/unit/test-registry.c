@@ -15,6 +15,7 @@
 #include "registry/registry.h"
 #include "sources/source_file.h"
 #include "util/log.h"
+#include "testlog.h"
 
 Suite *registry_suite(void);
 
@@ -610,6 +611,7 @@ static void wait_for(const char *ns, const char *name, uint16_t port, const char
 START_TEST(file_source_reload)
 {
 	struct em_source_file *sf;
+	em_test_expect_error("did not find expected");	/* the broken a.yaml */
 	strcpy(dir, "/tmp/em-regfile-XXXXXX");
 	ck_assert_ptr_nonnull(mkdtemp(dir));
 	write_file("a.yaml", SVC_EP("a", "10.0.0.1"));
@@ -682,34 +684,41 @@ START_TEST(file_source_single_file)
 }
 END_TEST
 
+static TCase *registry_case(Suite *s, const char *name)
+{
+	TCase *tc = em_test_tcase(s, name);
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	return tc;
+}
+
 Suite *registry_suite(void)
 {
 	Suite *s = suite_create("registry");
-	TCase *tc = tcase_create("backends");
-	tcase_add_checked_fixture(tc, setup, teardown);
+	TCase *tc = registry_case(s, "selection");
 	tcase_add_test(tc, walkthrough_from_data);
 	tcase_add_test(tc, selector_all_labels_and_namespace);
 	tcase_add_test(tc, unquoted_label_values);
 	tcase_add_test(tc, not_ready_pods_skipped);
 	tcase_add_test(tc, host_port_and_host_network);
 	tcase_add_test(tc, named_target_port);
+	tcase_add_test(tc, protocol_decision);
+	tc = registry_case(s, "endpoints");
 	tcase_add_test(tc, endpoints_without_selector);
-	tcase_add_test(tc, pod_updates_incremental);
-	tcase_add_test(tc, untouched_service_keeps_balancer);
-	tcase_add_test(tc, trim_after_big_commit);
 	tcase_add_test(tc, endpoints_over_selector);
 	tcase_add_test(tc, endpoints_from_another_source);
 	tcase_add_test(tc, endpoints_pod_changes_incremental);
-	tcase_add_test(tc, protocol_decision);
+	tc = registry_case(s, "updates");
+	tcase_add_test(tc, pod_updates_incremental);
+	tcase_add_test(tc, untouched_service_keeps_balancer);
+	tcase_add_test(tc, trim_after_big_commit);
+	tcase_add_test(tc, upsert_remove_generation);
+	tc = registry_case(s, "source-rank");
 	tcase_add_test(tc, first_source_wins);
 	tcase_add_test(tc, child_source_keeps_parent_rank);
-	tcase_add_test(tc, upsert_remove_generation);
-	suite_add_tcase(s, tc);
-	tc = tcase_create("file-source");
-	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 30);
+	tc = registry_case(s, "file-source");
 	tcase_add_test(tc, file_source_reload);
 	tcase_add_test(tc, file_source_single_file);
-	suite_add_tcase(s, tc);
+	tcase_set_timeout(tc, 30);
 	return s;
 }

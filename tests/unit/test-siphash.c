@@ -5,6 +5,7 @@
 
 #include "registry/strmap.h"
 #include "util/siphash.h"
+#include "testlog.h"
 
 Suite *siphash_suite(void);
 
@@ -59,10 +60,8 @@ END_TEST
 Suite *siphash_suite(void)
 {
 	Suite *s = suite_create("siphash");
-	TCase *tc = tcase_create("siphash");
 
-	tcase_add_test(tc, reference_vectors);
-	tcase_add_test(tc, process_key);
-	suite_add_tcase(s, tc);
+	tcase_add_test(em_test_tcase(s, "reference-vectors"), reference_vectors);
+	tcase_add_test(em_test_tcase(s, "process-key"), process_key);
 	return s;
 }

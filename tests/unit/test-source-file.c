@@ -14,6 +14,7 @@
 
 #include "sources/source_file.h"
 #include "timing.h"
+#include "testlog.h"
 
 Suite *source_file_suite(void);
 
@@ -300,7 +301,7 @@ END_TEST
 Suite *source_file_suite(void)
 {
 	Suite *s = suite_create("source_file");
-	TCase *tc = tcase_create("writers");
+	TCase *tc = em_test_tcase(s, "writers");
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, slow_inplace_writer_never_loses_objects);
@@ -308,6 +309,5 @@ Suite *source_file_suite(void)
 	tcase_add_test(tc, emptied_and_closed_removes_objects);
 	tcase_add_test(tc, never_closed_writer_read_after_bound);
 	tcase_add_test(tc, never_closed_empty_read_after_bound);
-	suite_add_tcase(s, tc);
 	return s;
 }

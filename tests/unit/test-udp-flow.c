@@ -8,6 +8,7 @@
 
 #include "suites.h"
 #include "udp/flow.h"
+#include "testlog.h"
 
 static void key4(struct em_udp_key *k, const char *client, uint16_t cport, const char *dst,
 		 uint16_t dport)
@@ -150,13 +151,12 @@ END_TEST
 Suite *udp_flow_suite(void)
 {
 	Suite *s = suite_create("udp_flow");
-	TCase *tc = tcase_create("table");
-
+	TCase *tc = em_test_tcase(s, "keys");
 	tcase_add_test(tc, test_key_round_trip);
 	tcase_add_test(tc, test_find_by_client_and_dst);
+	tc = em_test_tcase(s, "eviction");
 	tcase_add_test(tc, test_evicts_least_recently_active);
 	tcase_add_test(tc, test_idle_timeout);
 	tcase_add_test(tc, test_many_flows);
-	suite_add_tcase(s, tc);
 	return s;
 }
