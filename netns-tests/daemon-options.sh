@@ -17,7 +17,7 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 EM_BIN=${EM_BIN:-$here/../build/edgemesh-tproxy}
 EM_MANIFESTS=${EM_MANIFESTS:-$here/../contrib/manifests/nginx.yaml}
-PLUGIN=${EM_LB_PLUGIN:-$(dirname "$EM_BIN")/src/lb/em-lb-test-plugin.so}
+PLUGIN=${EM_LB_PLUGIN:-$(dirname "$EM_BIN")/tests/em-lb-test-plugin.so}
 NFT_FILE=$here/../nft/edgemesh.nft
 . "$here/lib/topology.sh"
 topo_traps

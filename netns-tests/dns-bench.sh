@@ -15,12 +15,12 @@
 # in-place answers (-I). Prints the rates and the ratios to dnsmasq.
 #
 # Usage: netns-tests/dns-bench.sh [build-dir] [seconds]   (root)
-# Env: DNS_DRIVER=path overrides <build-dir>/src/dns/em-dns-driver; QUEUES=n
+# Env: DNS_DRIVER=path overrides <build-dir>/tests/em-dns-driver; QUEUES=n
 # runs the driver with n queues (--queue-balance over them).
 set -u
 build=${1:-build}
 secs=${2:-10}
-driver=${DNS_DRIVER:-$build/src/dns/em-dns-driver}
+driver=${DNS_DRIVER:-$build/tests/em-dns-driver}
 queues=${QUEUES:-1}
 [ -x "$driver" ] || { echo "no driver at $driver"; exit 1; }
 driver=$(realpath "$driver")

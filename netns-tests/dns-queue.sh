@@ -23,12 +23,12 @@
 # DNS ClusterIP (10.10.9.9 -> dnsmasq) that in-place delivery cannot survive.
 #
 # Usage: netns-tests/dns-queue.sh [build-dir]     (root; default build dir ./build)
-# Env: DNS_DRIVER=path overrides <build-dir>/src/dns/em-dns-driver.
+# Env: DNS_DRIVER=path overrides <build-dir>/tests/em-dns-driver.
 # Last line: "N passed, N failed"; exit status non-zero on failure.
 
 set -u
 build=${1:-build}
-driver=${DNS_DRIVER:-$build/src/dns/em-dns-driver}
+driver=${DNS_DRIVER:-$build/tests/em-dns-driver}
 [ -x "$driver" ] || { echo "no driver at $driver (build first or set DNS_DRIVER)"; exit 1; }
 driver=$(realpath "$driver")
 [ "$(id -u)" = 0 ] || { echo "needs root"; exit 77; }

@@ -33,7 +33,7 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 EM_BIN=${EM_BIN:-$here/../build/edgemesh-tproxy}
-EM_PLUGIN=${EM_PLUGIN:-$(dirname "$EM_BIN")/src/lb/em-lb-test-plugin.so}
+EM_PLUGIN=${EM_PLUGIN:-$(dirname "$EM_BIN")/tests/em-lb-test-plugin.so}
 [ "$(id -u)" = 0 ] || { echo "lb-strategies.sh: needs root"; exit 77; }
 [ -x "$EM_BIN" ] || { echo "no daemon at $EM_BIN (build first)"; exit 1; }
 [ -e "$EM_PLUGIN" ] || { echo "no plugin at $EM_PLUGIN (build first)"; exit 1; }

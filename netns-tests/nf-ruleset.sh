@@ -11,12 +11,12 @@
 #   └──────────────────────────────────────────────────────┘        └─────────────────────────┘
 #   fake ranges 198.18.0.0/16 and fd00:e3::/64, extra capture 10.96.0.0/12
 #
-# Usage: NF_DRIVER=/tmp/b-nf/src/nf/nf-driver netns-tests/nf-ruleset.sh
-# (default: build/src/nf/nf-driver). Needs root, python3 in /usr/bin.
+# Usage: NF_DRIVER=/tmp/b-nf/tests/nf-driver netns-tests/nf-ruleset.sh
+# (default: build/tests/nf-driver). Needs root, python3 in /usr/bin.
 # Prints one line per check and `N passed, N failed` last; exit 1 on failure.
 
 here=$(cd "$(dirname "$0")" && pwd)
-NF_DRIVER=${NF_DRIVER:-$here/../build/src/nf/nf-driver}
+NF_DRIVER=${NF_DRIVER:-$here/../build/tests/nf-driver}
 PY=/usr/bin/python3
 NODE="em-nf-$$-node"
 POD="em-nf-$$-pod"

@@ -19,12 +19,12 @@
 #   ::2 backends), fake range fd00:198::/64 TPROXY'd to [::1]:15001,
 #   service [fd00:198::10]:80 -> [fd00:88:1::2]:8080, [fd00:88:2::2]:8080
 #
-# Usage: EM_PROXY_DRIVER=<build>/src/proxy/proxy-driver netns-tests/proxy-l4.sh
+# Usage: EM_PROXY_DRIVER=<build>/tests/proxy-driver netns-tests/proxy-l4.sh
 # Needs root. Everything it creates carries $$ and is removed on exit.
 
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-EM_PROXY_DRIVER=${EM_PROXY_DRIVER:-$here/../build/src/proxy/proxy-driver}
+EM_PROXY_DRIVER=${EM_PROXY_DRIVER:-$here/../build/tests/proxy-driver}
 [ -x "$EM_PROXY_DRIVER" ] || { echo "no proxy-driver at $EM_PROXY_DRIVER (build first)"; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "proxy-l4.sh: needs root"; exit 77; }
 

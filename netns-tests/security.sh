@@ -214,7 +214,7 @@ stop_daemon a
 na iptables-nft -t mangle -F PREROUTING
 
 # ---- 7. plugins ---------------------------------------------------------------------
-PLUGIN=${EM_LB_PLUGIN:-$(dirname "$EM_BIN")/src/lb/em-lb-test-plugin.so}
+PLUGIN=${EM_LB_PLUGIN:-$(dirname "$EM_BIN")/tests/em-lb-test-plugin.so}
 if [ -f "$PLUGIN" ]; then
 	mkdir -p "$TOPO_DIR/ww" && chmod 0777 "$TOPO_DIR/ww" && cp "$PLUGIN" "$TOPO_DIR/ww/p.so"
 	refused_plugin() {
