@@ -21,6 +21,7 @@ PLUGIN=${EM_LB_PLUGIN:-$(dirname "$EM_BIN")/tests/em-lb-test-plugin.so}
 NFT_FILE=$here/../nft/edgemesh.nft
 . "$here/lib/topology.sh"
 topo_traps
+topo_need root netns nft dnsmasq nginx python3 dig curl
 
 snapshot_net() { # RUN: ruleset, rules and routes, for before/after diffs
 	$1 nft list ruleset; $1 ip -4 rule; $1 ip -6 rule

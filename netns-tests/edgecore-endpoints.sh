@@ -39,6 +39,7 @@ NS_PB="em-eps-$$-pod-b"
 NS_DNS="em-eps-$$-dns"
 TOPO_NS="$NS_A $NS_B $NS_PA $NS_PB $NS_DNS"
 topo_traps
+topo_need root netns nft dnsmasq nginx python3 dig curl
 build=$(cd "$(dirname "$EM_BIN")" && pwd)
 fqdn() { echo "$1.default.svc.cluster.local"; }
 

@@ -32,7 +32,7 @@ EM_BIN=${EM_BIN:-$here/../build/edgemesh-tproxy}
 EM_MANIFESTS=${EM_MANIFESTS:-$here/../contrib/manifests/nginx.yaml}
 . "$here/lib/topology.sh"
 topo_traps
-[ "$(id -u)" = 0 ] || { echo "security: needs root"; echo "0 passed, 0 failed"; exit 77; }
+topo_need root netns nft dnsmasq nginx python3 dig curl
 
 topo_up
 # The LAN neighbour sends the fake range to edge-node-a.
