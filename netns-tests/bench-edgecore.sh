@@ -24,10 +24,8 @@ work=$(mktemp -d /tmp/em-edgecore-bench-$$.XXXXXX)
 cleanup() { rm -rf "$work"; }
 trap cleanup EXIT INT TERM
 
-[ -f "$build/libemcore.a" ] || { echo "no $build/libemcore.a: build first (meson setup $build $src && ninja -C $build)" >&2; exit 1; }
-cc -O2 -std=c11 -D_GNU_SOURCE -I"$src/src" -I"$src/include" -o "$work/bench" "$src/tests/unit/test-edgecore-bench.c" \
-	"$build/libemcore.a" $(pkg-config --cflags --libs jansson yaml-0.1 liburcu-memb libmnl libnftnl \
-	libnetfilter_queue libcurl sqlite3) -lhttp_parser -lpthread -ldl
+bench=$build/tests/edgecore-bench
+[ -x "$bench" ] || { echo "no $bench: build first (meson setup $build $src && ninja -C $build)" >&2; exit 1; }
 
 db=${BENCH_DB:-$work/edgecore.db}
 if [ ! -s "$db" ]; then
@@ -76,4 +74,4 @@ with con:
 PY
 fi
 echo "== $services services, $services Endpoints, $pods pods (meta_v2 + meta, podlists), $secrets secrets: $(du -h "$db" | cut -f1) database"
-"$work/bench" "$db" "${RUNS:-15}" "${CHANGES:-10}"
+"$bench" "$db" "${RUNS:-15}" "${CHANGES:-10}"

@@ -8,26 +8,24 @@
 # usage: netns-tests/bench-registry.sh [BUILD_DIR] [SERVICES] [PODS]
 set -eu
 src=$(cd "$(dirname "$0")/.." && pwd)
-build=${1:-/tmp/b-registry}
+build=${1:-$src/build}
 services=${2:-10000}
 pods=${3:-50000}
 work=$(mktemp -d /tmp/em-registry-bench-$$.XXXXXX)
 cleanup() { rm -rf "$work"; }
 trap cleanup EXIT INT TERM
 
-[ -f "$build/libemcore.a" ] || { echo "no $build/libemcore.a: build first (meson setup $build $src && ninja -C $build)" >&2; exit 1; }
-cc -O2 -std=c11 -D_GNU_SOURCE -I"$src/src" -I"$src/include" -o "$work/bench" "$src/tests/unit/test-registry-bench.c" \
-	"$build/libemcore.a" $(pkg-config --cflags --libs jansson yaml-0.1 liburcu-memb libmnl libnftnl \
-	libnetfilter_queue libcurl sqlite3) -lhttp_parser -lpthread -ldl
+bench=$build/tests/registry-bench
+[ -x "$bench" ] || { echo "no $bench: build first (meson setup $build $src && ninja -C $build)" >&2; exit 1; }
 
 echo "(the registry alone: BENCH_LB=0 $0)"
 for fmt in json yaml; do
 	mkdir -p "$work/$fmt" "$work/state-$fmt"
 	/usr/bin/python3 "$src/tools/gen-manifests.py" "$work/$fmt" --services "$services" --pods "$pods" --format "$fmt"
 	echo "== $fmt: $services services, $pods pods, $(du -sh "$work/$fmt" | cut -f1) of manifests"
-	"$work/bench" "$work/$fmt" "$work/state-$fmt" | tee "$work/out-$fmt"
+	"$bench" "$work/$fmt" "$work/state-$fmt" | tee "$work/out-$fmt"
 	# Issue 12: RSS after a 5,000-pod relist and back within 10% of the first load.
 	if grep -q ' OVER$' "$work/out-$fmt"; then echo "FAIL: RSS did not come back" >&2; exit 1; fi
 	echo "-- restart with the persisted fake IPs:"
-	"$work/bench" "$work/$fmt" "$work/state-$fmt" | sed -n 2p
+	"$bench" "$work/$fmt" "$work/state-$fmt" | sed -n 2p
 done

@@ -32,7 +32,7 @@ EM_MANIFESTS=${EM_MANIFESTS:-$here/../contrib/manifests/nginx.yaml}
 # shellcheck source-path=SCRIPTDIR source=lib/topology.sh
 . "$here/lib/topology.sh"
 topo_traps
-[ "$(id -u)" = 0 ] || { echo "needs root"; exit 77; }
+topo_need root netns nft dnsmasq nginx python3 dig curl
 topo_up
 
 cat >> "$TOPO_DIR/manifests/nginx.yaml" <<'YAML'

@@ -17,10 +17,11 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 EM_BIN=${EM_BIN:-$here/../build/edgemesh-tproxy}
 EM_MANIFESTS=${EM_MANIFESTS:-$here/../contrib/manifests/nginx.yaml}
-PLUGIN=${EM_LB_PLUGIN:-$(dirname "$EM_BIN")/src/lb/em-lb-test-plugin.so}
+PLUGIN=${EM_LB_PLUGIN:-$(dirname "$EM_BIN")/tests/em-lb-test-plugin.so}
 NFT_FILE=$here/../nft/edgemesh.nft
 . "$here/lib/topology.sh"
 topo_traps
+topo_need root netns nft dnsmasq nginx python3 dig curl
 
 snapshot_net() { # RUN: ruleset, rules and routes, for before/after diffs
 	$1 nft list ruleset; $1 ip -4 rule; $1 ip -6 rule

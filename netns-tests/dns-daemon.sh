@@ -41,6 +41,7 @@ EM_MANIFESTS=${EM_MANIFESTS:-$here/../contrib/manifests/nginx.yaml}
 # shellcheck source-path=SCRIPTDIR source=lib/topology.sh
 . "$here/lib/topology.sh"
 topo_traps
+topo_need root netns nft dnsmasq nginx python3 dig curl
 
 FAKE6_RANGE=fd9e:6d65:7368::/64
 SVC=$EM_FQDN

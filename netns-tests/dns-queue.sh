@@ -36,7 +36,7 @@ build=${1:-$here/../build}
 pod=em-$TOPO_ID-dns-pod node=em-$TOPO_ID-dns-node up=em-$TOPO_ID-dns-up
 TOPO_NS="$pod $node $up"
 topo_traps
-[ "$(id -u)" = 0 ] || { echo "dns-queue.sh: needs root"; exit 77; }
+topo_need root netns dnsmasq dig iptables ip6tables nginx python3
 driver=${DNS_DRIVER:-$build/tests/em-dns-driver}
 [ -x "$driver" ] || topo_die "no driver at $driver (build first or set DNS_DRIVER)"
 driver=$(realpath "$driver")

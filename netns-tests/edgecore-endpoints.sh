@@ -39,6 +39,7 @@ NS_PB="em-eps-$$-pod-b"
 NS_DNS="em-eps-$$-dns"
 TOPO_NS="$NS_A $NS_B $NS_PA $NS_PB $NS_DNS"
 topo_traps
+topo_need root netns nft dnsmasq nginx python3 dig curl
 build=$(cd "$(dirname "$EM_BIN")" && pwd)
 fqdn() { echo "$1.default.svc.cluster.local"; }
 
@@ -132,7 +133,7 @@ common_checks() { # NAME
 # ---- edgecore-db ----
 DB=$TOPO_DIR/edgecore.db
 run_edgecore() {
-	local dump="$TOPO_DIR/edgecore-bench"
+	local dump="$build/tests/edgecore-bench"
 	# the database of a node upgraded from a beego-era edgecore: services
 	# written then, the rest after the upgrade (gorm's columns added)
 	{ echo "["; svc_json remote-svc remote 8080 80; echo ","; svc_json local-svc local 8081 8080; echo "]"; } |
@@ -148,10 +149,7 @@ with c:
               "{\"metadata\":{\"name\":\"stale-svc\",\"namespace\":\"default\"},\"spec\":{\"ports\":[{\"port\":80}]}}"))' "$DB"
 
 	# what the source reads of it: exactly the objects served
-	cc -O1 -std=c11 -D_GNU_SOURCE -I"$here/../src" -I"$here/../include" -o "$dump" \
-		"$here/../tests/unit/test-edgecore-bench.c" "$build/libemcore.a" \
-		$(pkg-config --cflags --libs jansson yaml-0.1 liburcu-memb libmnl libnftnl libnetfilter_queue libcurl sqlite3) \
-		-lhttp_parser -lpthread -ldl 2>"$TOPO_DIR/cc.err" || { echo "# cannot build the reader: $(head -3 "$TOPO_DIR/cc.err")"; }
+	check "edgecore: the reader is built ($dump)" test -x "$dump"
 	if [ -x "$dump" ]; then
 		cat > "$TOPO_DIR/expected" <<'TXT'	# (in strcmp order)
 EndpointSlice default/local-svc-x1

@@ -26,6 +26,7 @@ NS_PB="em-kopt-$$-pod-b"
 NS_DNS="em-kopt-$$-dns"
 TOPO_NS="$NS_A $NS_B $NS_PA $NS_PB $NS_DNS"
 topo_traps
+topo_need root netns nft dnsmasq nginx python3 dig curl openssl
 
 URL="http://$EM_FQDN:12345/"
 C=$TOPO_DIR/certs

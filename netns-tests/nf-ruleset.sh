@@ -11,13 +11,13 @@
 #   └──────────────────────────────────────────────────────┘        └─────────────────────────┘
 #   fake ranges 198.18.0.0/16 and fd00:e3::/64, extra capture 10.96.0.0/12
 #
-# Usage: NF_DRIVER=/tmp/b-nf/src/nf/nf-driver netns-tests/nf-ruleset.sh
-# (default: build/src/nf/nf-driver). Needs root, python3 in /usr/bin.
+# Usage: NF_DRIVER=/tmp/b-nf/tests/nf-driver netns-tests/nf-ruleset.sh
+# (default: build/tests/nf-driver). Needs root, python3 in /usr/bin.
 # Shares lib/topology.sh (naming, traps, wait_until, check, result line).
 # Prints one line per check and `N passed, N failed` last; exit 1 on failure.
 
 here=$(cd "$(dirname "$0")" && pwd)
-NF_DRIVER=${NF_DRIVER:-$here/../build/src/nf/nf-driver}
+NF_DRIVER=${NF_DRIVER:-$here/../build/tests/nf-driver}
 EM_BIN=${EM_BIN:-$here/../build/edgemesh-tproxy}
 # shellcheck source-path=SCRIPTDIR source=lib/topology.sh
 . "$here/lib/topology.sh"
@@ -25,6 +25,7 @@ NODE="em-$TOPO_ID-nf-node"
 POD="em-$TOPO_ID-nf-pod"
 TOPO_NS="$NODE $POD"
 topo_traps
+topo_need root netns nft python3
 PY=/usr/bin/python3
 DIR=$TOPO_DIR
 skipped=0
@@ -32,7 +33,6 @@ skipped=0
 n() { ip netns exec "$NODE" "$@"; }
 p() { ip netns exec "$POD" "$@"; }
 
-if [ "$(id -u)" != 0 ]; then echo "nf-ruleset: needs root"; echo "0 passed, 0 failed"; exit 77; fi
 [ -x "$NF_DRIVER" ] || topo_die "nf-ruleset: no driver at $NF_DRIVER (set NF_DRIVER)"
 
 # ---- small helpers run inside the namespaces ----

@@ -24,8 +24,8 @@ EM_MANIFESTS=${EM_MANIFESTS:-$here/../contrib/manifests/nginx.yaml}
 # shellcheck source-path=SCRIPTDIR source=lib/topology.sh
 . "$here/lib/topology.sh"
 topo_traps
+topo_need root netns dnsmasq nginx python3 dig curl
 
-[ "$(id -u)" = 0 ] || { echo "needs root"; exit 77; }
 topo_up
 
 CONF=$TOPO_DIR/em.conf

@@ -45,6 +45,7 @@ NS_P1="em-$TOPO_ID-p1"
 NS_P2="em-$TOPO_ID-p2"
 TOPO_NS="$NS_N $NS_P1 $NS_P2"
 topo_traps
+topo_need root netns python3
 D=$TOPO_DIR
 BACKEND=$top/tools/http-backend.py
 CLIENT=$top/tools/http-raw-client.py

@@ -31,6 +31,7 @@ NS_P2="em-$TOPO_ID-p2"
 NS_P3="em-$TOPO_ID-p3"
 TOPO_NS="$NS_N $NS_P1 $NS_P2 $NS_P3"
 topo_traps
+topo_need root netns nginx python3 curl
 BACKEND=$here/../tests/proxy/http-backend.py
 CLIENT=$here/../tests/proxy/http-client.py
 D=$TOPO_DIR

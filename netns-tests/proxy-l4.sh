@@ -19,13 +19,13 @@
 #   ::2 backends), fake range fd00:198::/64 TPROXY'd to [::1]:15001,
 #   service [fd00:198::10]:80 -> [fd00:88:1::2]:8080, [fd00:88:2::2]:8080
 #
-# Usage: EM_PROXY_DRIVER=<build>/src/proxy/proxy-driver netns-tests/proxy-l4.sh
+# Usage: EM_PROXY_DRIVER=<build>/tests/proxy-driver netns-tests/proxy-l4.sh
 # Needs root. Everything it creates carries $$ and is removed on exit
 # (lib/topology.sh: naming, traps, wait_until, check, result line).
 
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-EM_PROXY_DRIVER=${EM_PROXY_DRIVER:-$here/../build/src/proxy/proxy-driver}
+EM_PROXY_DRIVER=${EM_PROXY_DRIVER:-$here/../build/tests/proxy-driver}
 EM_BIN=${EM_BIN:-$here/../build/edgemesh-tproxy}
 # shellcheck source-path=SCRIPTDIR source=lib/topology.sh
 . "$here/lib/topology.sh"
@@ -34,7 +34,8 @@ NS_BE1="em-$TOPO_ID-proxy-be1"
 NS_BE2="em-$TOPO_ID-proxy-be2"
 TOPO_NS="$NS_NODE $NS_BE1 $NS_BE2"
 topo_traps
-[ "$(id -u)" = 0 ] || { echo "proxy-l4.sh: needs root"; exit 77; }
+topo_need root netns nft sha256sum
+[ -x "$EM_PROXY_DRIVER" ] || topo_die "no proxy-driver at $EM_PROXY_DRIVER (build first)"
 [ -x "$EM_PROXY_DRIVER" ] || topo_die "no proxy-driver at $EM_PROXY_DRIVER (build first)"
 
 DIR=$TOPO_DIR

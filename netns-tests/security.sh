@@ -32,7 +32,7 @@ EM_BIN=${EM_BIN:-$here/../build/edgemesh-tproxy}
 EM_MANIFESTS=${EM_MANIFESTS:-$here/../contrib/manifests/nginx.yaml}
 . "$here/lib/topology.sh"
 topo_traps
-[ "$(id -u)" = 0 ] || { echo "security: needs root"; echo "0 passed, 0 failed"; exit 77; }
+topo_need root netns nft dnsmasq nginx python3 dig curl
 
 topo_up
 # The LAN neighbour sends the fake range to edge-node-a.
@@ -214,7 +214,7 @@ stop_daemon a
 na iptables-nft -t mangle -F PREROUTING
 
 # ---- 7. plugins ---------------------------------------------------------------------
-PLUGIN=${EM_LB_PLUGIN:-$(dirname "$EM_BIN")/src/lb/em-lb-test-plugin.so}
+PLUGIN=${EM_LB_PLUGIN:-$(dirname "$EM_BIN")/tests/em-lb-test-plugin.so}
 if [ -f "$PLUGIN" ]; then
 	mkdir -p "$TOPO_DIR/ww" && chmod 0777 "$TOPO_DIR/ww" && cp "$PLUGIN" "$TOPO_DIR/ww/p.so"
 	refused_plugin() {

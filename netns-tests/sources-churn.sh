@@ -33,6 +33,7 @@ NS_PB="em-sources-$$-pod-b"
 NS_DNS="em-sources-$$-dns"
 TOPO_NS="$NS_A $NS_B $NS_PA $NS_PB $NS_DNS"
 topo_traps
+topo_need root netns nft dnsmasq nginx python3 dig curl
 
 URL="http://$EM_FQDN:12345/"
 ms() { echo $(( $(date +%s%N) / 1000000 )); }

@@ -44,6 +44,7 @@ NS_PB="em-combined-$$-pod-b"
 NS_DNS="em-combined-$$-dns"
 TOPO_NS="$NS_A $NS_B $NS_PA $NS_PB $NS_DNS"
 topo_traps
+topo_need root netns nft dnsmasq nginx python3 dig curl
 
 DIR=$TOPO_DIR/manifests
 ms() { echo $(( $(date +%s%N) / 1000000 )); }

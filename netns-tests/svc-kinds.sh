@@ -43,6 +43,7 @@ EM_BIN=${EM_BIN:-$here/../build/edgemesh-tproxy}
 # shellcheck source-path=SCRIPTDIR source=lib/topology.sh
 . "$here/lib/topology.sh"
 topo_traps
+topo_need root netns nft dnsmasq python3 dig curl socat getent
 PY=/usr/bin/python3
 TOOLS=$here/../tests/udp
 

@@ -11,6 +11,7 @@ EM_BIN=${EM_BIN:-$here/../build/edgemesh-tproxy}
 EM_MANIFESTS=${EM_MANIFESTS:-$here/../contrib/manifests/nginx.yaml}
 . "$here/lib/topology.sh"
 topo_traps
+topo_need root netns nft dnsmasq nginx python3 dig curl
 
 
 snapshot_net() { # the namespace's ruleset, rules and routes, for before/after diffs

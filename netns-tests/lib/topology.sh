@@ -269,3 +269,24 @@ topo_up() {
 	topo_echo
 	topo_manifests
 }
+
+# topo_need WHAT...: the script is skipped (exit 77, which meson counts as
+# skipped: neither passed nor failed) unless every prerequisite is here:
+# `root`, `netns` (network namespaces can be made: root and a kernel with
+# them) or a command's name. Call it before creating anything.
+topo_need() {
+	local w why=
+	for w; do
+		case $w in
+		root) [ "$(id -u)" = 0 ] || why="needs root" ;;
+		netns) { [ "$(id -u)" = 0 ] && unshare --net true; } 2>/dev/null ||
+			why="cannot make a network namespace (needs root and a kernel with them)" ;;
+		*) command -v "$w" >/dev/null 2>&1 || why="no $w (contrib/quickstart.sh deps installs it)" ;;
+		esac
+		[ -z "$why" ] && continue
+		rmdir "$TOPO_DIR" 2>/dev/null	# nothing made yet: no trap needed
+		echo "SKIP: ${0##*/}: $why"
+		echo "0 passed, 0 failed"
+		exit 77
+	done
+}

@@ -10,8 +10,7 @@
 
 #include "dns/dns.h"
 
-#define DV_WITH_CATALOG
-#include "../unit/test-dns-verify.c"
+#include "test-dns-verify.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

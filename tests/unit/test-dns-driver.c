@@ -21,8 +21,7 @@
 #include "dns/queue.h"
 #include "util/log.h"
 
-#define DV_WITH_CATALOG
-#include "test-dns-verify.c"
+#include "test-dns-verify.h"
 
 #define N_BENCH 100
 

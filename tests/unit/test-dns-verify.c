@@ -1,68 +1,16 @@
-/* test-dns-verify.c — an independent parser for the rewriter's answers, shared
- * by tests/unit/test-dns.c and tests/fuzz/fuzz-dns.c. Written apart from
- * src/dns/ on purpose: it decompresses names, checks every length and
- * checksum, and compares the answer with the query it came from.
- * Included (#include "test-dns-verify.c"), not compiled on its own:
- * static functions, so each user compiles its own copy. */
-#ifndef EM_TEST_DNS_VERIFY_H
-#define EM_TEST_DNS_VERIFY_H
+/* test-dns-verify.c — the independent answer parser and the plain-data
+ * catalog of test-dns-verify.h. */
+#include "test-dns-verify.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <string.h>
-
-#define DV_MAX_RR 16
-
-struct dv_rr {
-	char name[256];		/* lower case, dotted, no trailing dot; "" = root */
-	uint16_t type, cls;
-	uint32_t ttl;
-	uint16_t rdlen;
-	size_t rdoff;		/* offset of rdata in the DNS message */
-};
-
-struct dv_msg {
-	int version;
-	uint8_t src[16], dst[16];
-	size_t alen;
-	uint16_t sport, dport;
-	const uint8_t *dns;
-	size_t dns_len;
-	uint16_t id, flags, qd, an, ns, ar;
-	char qname[256];
-	uint16_t qtype, qclass;
-	size_t qend;
-	struct dv_rr rr[DV_MAX_RR];
-	unsigned nrr;
-	const char *err;	/* why dv_parse failed */
-};
-
-static inline uint16_t dv16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
-static inline uint32_t dv32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static inline uint32_t dv_sum(uint32_t s, const uint8_t *p, size_t n)
-{
-	for (size_t i = 0; i + 1 < n; i += 2)
-		s += dv16(p + i);
-	if (n & 1)
-		s += (uint32_t)p[n - 1] << 8;
-	return s;
-}
-
-static inline uint16_t dv_fold(uint32_t s)
-{
-	while (s >> 16)
-		s = (s & 0xffff) + (s >> 16);
-	return (uint16_t)s;
-}
+#include <strings.h>
+#include <sys/socket.h>
 
 /* Reads a possibly compressed name; pointers must go strictly backwards. */
-static inline int dv_name(const uint8_t *m, size_t len, size_t *off, char *out)
+int dv_name(const uint8_t *m, size_t len, size_t *off, char *out)
 {
 	size_t p = *off, o = 0;
 	bool jumped = false;
@@ -106,7 +54,7 @@ static inline int dv_name(const uint8_t *m, size_t len, size_t *off, char *out)
 #define DV_FAIL(m, s) do { (m)->err = (s); return -1; } while (0)
 
 /* Parses an answer packet (IP + UDP + DNS), checking lengths and checksums. */
-static inline int dv_parse(const uint8_t *pkt, size_t len, struct dv_msg *m)
+int dv_parse(const uint8_t *pkt, size_t len, struct dv_msg *m)
 {
 	size_t hl;
 	uint32_t s;
@@ -196,7 +144,7 @@ static inline int dv_parse(const uint8_t *pkt, size_t len, struct dv_msg *m)
 
 /* Checks the answer a against the query q it was built from: addresses and
  * ports swapped, id and question identical, header bits right. */
-static inline int dv_check_pair(const uint8_t *q, size_t qlen, const struct dv_msg *a, struct dv_msg *scratch)
+int dv_check_pair(const uint8_t *q, size_t qlen, const struct dv_msg *a, struct dv_msg *scratch)
 {
 	const uint8_t *qdns;
 	size_t hl = (q[0] >> 4) == 4 ? 20 : 40, alen = hl == 20 ? 4 : 16;
@@ -241,13 +189,6 @@ static inline int dv_check_pair(const uint8_t *q, size_t qlen, const struct dv_m
 }
 
 /* ---- a catalog of plain data ------------------------------------------ */
-#ifdef DV_WITH_CATALOG
-#include <arpa/inet.h>
-#include <strings.h>
-#include <sys/socket.h>
-
-#include "dns/dns.h"
-
 /* nginx-svc.default: 198.18.0.10 + fd00:e3::a, ports http-0/tcp 12345 and
  * dns/udp 53; v4only.default: 198.18.0.11, no IPv6, one unnamed port. */
 static struct em_service_port dv_nginx_ports[] = {
@@ -257,7 +198,7 @@ static struct em_service_port dv_nginx_ports[] = {
 static struct em_service_port dv_v4_ports[] = {
 	{ .name = "", .port = 80, .ipproto = IPPROTO_TCP },
 };
-static struct em_service dv_services[] = {
+struct em_service dv_services[2] = {
 	{ .ns = "default", .name = "nginx-svc", .fqdn = "nginx-svc.default.svc.cluster.local",
 	  .has_fake4 = true, .has_fake6 = true, .headless = true,
 	  .ports = dv_nginx_ports, .n_ports = 2 },
@@ -265,8 +206,8 @@ static struct em_service dv_services[] = {
 	  .has_fake4 = true, .ports = dv_v4_ports, .n_ports = 1 },
 };
 
-static const struct em_service *dv_find_name(void *ctx, const char *ns, size_t ns_len,
-					     const char *name, size_t name_len)
+const struct em_service *dv_find_name(void *ctx, const char *ns, size_t ns_len,
+				      const char *name, size_t name_len)
 {
 	(void)ctx;
 	for (size_t i = 0; i < sizeof(dv_services) / sizeof(dv_services[0]); i++) {
@@ -278,7 +219,7 @@ static const struct em_service *dv_find_name(void *ctx, const char *ns, size_t n
 	return NULL;
 }
 
-static const struct em_service *dv_find_addr(void *ctx, int family, const void *addr)
+const struct em_service *dv_find_addr(void *ctx, int family, const void *addr)
 {
 	(void)ctx;
 	for (size_t i = 0; i < sizeof(dv_services) / sizeof(dv_services[0]); i++) {
@@ -291,7 +232,7 @@ static const struct em_service *dv_find_addr(void *ctx, int family, const void *
 	return NULL;
 }
 
-static void dv_catalog_init(struct em_dns_catalog *cat)
+void dv_catalog_init(struct em_dns_catalog *cat)
 {
 	inet_pton(AF_INET, "198.18.0.10", &dv_services[0].fake4);
 	inet_pton(AF_INET6, "fd00:e3::a", &dv_services[0].fake6);
@@ -303,6 +244,3 @@ static void dv_catalog_init(struct em_dns_catalog *cat)
 	cat->find_name = dv_find_name;
 	cat->find_addr = dv_find_addr;
 }
-#endif
-
-#endif

@@ -14,8 +14,7 @@
 #include "dns/localaddr.h"
 #include "dns/queue.h"
 
-#define DV_WITH_CATALOG
-#include "test-dns-verify.c"
+#include "test-dns-verify.h"
 #include "testlog.h"
 
 #define CAP 2048

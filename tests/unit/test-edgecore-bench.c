@@ -128,8 +128,9 @@ static int dump(const char *path, bool merge)
 	lines = calloc(n + 1, sizeof(*lines));
 	json_array_foreach(items, i, it) {
 		json_t *m = json_object_get(it, "metadata");
+		const char *ns = json_string_value(json_object_get(m, "namespace"));
 		if (asprintf(&lines[i], "%s %s/%s", json_string_value(json_object_get(it, "kind")),
-			     json_string_value(json_object_get(m, "namespace")) ?: "",
+			     ns ? ns : "",
 			     json_string_value(json_object_get(m, "name"))) == -1)
 			return 1;
 	}

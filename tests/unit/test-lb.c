@@ -18,7 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "lb/lb-test-config.h"
+#include "lb-test-config.h"
 #include "suites.h"
 #include "test-lb-common.h"
 #include "util/log.h"
