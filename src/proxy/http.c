@@ -12,11 +12,16 @@
  * reference resolved from the current snapshot, and an upstream connection
  * taken from the pool or opened.
  *
- * Request heads are read with MSG_PEEK and parsed from the start each time
- * (they are at most max_head bytes); once complete, exactly head_len bytes
- * are consumed, so the body and any pipelined request stay in the socket.
- * The next request head is not read before the current response is
- * through: pipelined requests are answered in order by construction.
+ * The first bytes of a connection are read with MSG_PEEK (a non-HTTP
+ * client falls back to L4 with its bytes still in the socket); that first
+ * head is consumed exactly, so its body stays in the socket. Once the
+ * connection is known to speak HTTP/1, each head is read with one plain
+ * recv: the bytes after it (body bytes, pipelined requests) are kept in
+ * c->pre, the client's stream continuing there before the socket. Body
+ * bytes go up right after the rewritten head (in the same send when they
+ * fit), the rest of the body is spliced; pipelined bytes wait for the next
+ * head, which is not read before the current response is through:
+ * pipelined requests are answered in order by construction.
  * Response heads are read with one plain recv: body bytes that came in the
  * same read (at most max_head of them) are sent on with the head from user
  * space, which makes a small response one send; the rest is spliced.
@@ -49,6 +54,33 @@ void em_http_arm(struct em_proxy_worker *w, struct em_http_conn *c, uint64_t ms)
 {
 	c->rerun = false;
 	em_proxy_timer_arm(&w->timers, &c->timer, w->now_ms + ms);
+}
+
+int em_http_pre_keep(struct em_http_conn *c, const char *p, size_t n)
+{
+	if (n == 0)
+		return 0;
+	c->pre = malloc(n);
+	if (!c->pre)
+		return -ENOMEM;
+	memcpy(c->pre, p, n);
+	c->pre_off = 0;
+	c->pre_len = (uint32_t)n;
+	return 0;
+}
+
+void em_http_pre_used(struct em_http_conn *c, size_t n)
+{
+	c->pre_off += (uint32_t)n;
+	if (c->pre_off >= c->pre_len)
+		em_http_pre_drop(c);
+}
+
+void em_http_pre_drop(struct em_http_conn *c)
+{
+	free(c->pre);
+	c->pre = NULL;
+	c->pre_off = c->pre_len = 0;
 }
 
 static void ip_text(const union em_proxy_addr *a, char *buf, size_t len)
@@ -140,6 +172,7 @@ void em_http_conn_close(struct em_proxy_worker *w, struct em_http_conn *c, bool 
 		return;
 	c->state = ST_DEAD;
 	em_http_req_free(w, c, outcome, 0);
+	em_http_pre_drop(c);
 	em_proxy_timer_cancel(&w->timers, &c->timer);
 	if (reset)
 		em_proxy_close_reset(c->client.fd);
@@ -157,6 +190,7 @@ int em_http_conn_detach(struct em_proxy_worker *w, struct em_http_conn *c)
 	int fd = c->client.fd;
 
 	epoll_ctl(w->epfd, EPOLL_CTL_DEL, fd, NULL);
+	em_http_pre_drop(c);
 	c->state = ST_DEAD;
 	em_proxy_timer_cancel(&w->timers, &c->timer);
 	c->client.fd = -1;
@@ -187,6 +221,7 @@ void em_http_answer(struct em_proxy_worker *w, struct em_http_conn *c, unsigned 
 		em_http_arm(w, c, (uint64_t)w->proxy->cfg.keepalive_s * 1000);
 		return;
 	}
+	em_http_pre_drop(c);
 	shutdown(c->client.fd, SHUT_WR);
 	c->state = ST_LINGER;
 	em_http_arm(w, c, LINGER_MS);
@@ -278,6 +313,21 @@ static void begin_request(struct em_proxy_worker *w, struct em_http_conn *c)
 	}
 	r->buf->out_len = (size_t)len;
 	r->buf->out_off = 0;
+	if (c->pre && r->req.kind == EM_HTTP_BODY_LENGTH) {
+		/* Body bytes that came with the head go up in the same send
+		 * (and again on a retry: they stay in the buffer, so they do
+		 * not count as taken from the client). */
+		size_t k = c->pre_len - c->pre_off;
+
+		if (k > r->req.left)
+			k = (size_t)r->req.left;
+		if (k > r->buf->cap_out - r->buf->out_len)
+			k = r->buf->cap_out - r->buf->out_len;
+		memcpy(r->buf->out + r->buf->out_len, c->pre + c->pre_off, k);
+		r->buf->out_len += k;
+		r->req.left -= k;
+		em_http_pre_used(c, k);
+	}
 	n = em_lb_port_n_backends(r->lb);
 	r->max_attempts = p->cfg.connect_attempts < n ? p->cfg.connect_attempts : (unsigned)n;
 	if (r->max_attempts == 0)
@@ -285,60 +335,108 @@ static void begin_request(struct em_proxy_worker *w, struct em_http_conn *c)
 	pick_and_connect(w, c);
 }
 
-/* Look at the bytes waiting on the client socket. Returns 1 when the state
- * changed (drive again), 0 to wait for the next edge. */
+/* The head timeout runs from a head's first byte. */
+static void head_started(struct em_proxy_worker *w, struct em_http_conn *c)
+{
+	if (c->state == ST_IDLE) {
+		c->state = ST_HEAD;
+		em_http_arm(w, c, w->proxy->cfg.head_timeout_ms);
+	}
+}
+
+/* Fill b->in with the client's next bytes: c->pre first, then the socket
+ * (peeked until the connection is known to speak HTTP/1). Returns the
+ * bytes in b->in, 0 to wait for the next edge, or -1 when the connection
+ * was closed or handed to L4. *peeked: they are still in the socket. */
+static ssize_t fill_head(struct em_proxy_worker *w, struct em_http_conn *c,
+			 struct em_proxy_buf *b, bool *peeked)
+{
+	size_t have = 0;
+	ssize_t n;
+
+	*peeked = !c->sniffed;
+	if (c->pre) {
+		have = c->pre_len - c->pre_off;
+		memcpy(b->in, c->pre + c->pre_off, have);
+		em_http_pre_drop(c);
+		if (em_http_parse_request(b->in, have, &w->proxy->limits, &b->head) != 0 ||
+		    !c->readable)
+			return (ssize_t)have;	/* a whole head, an error, or all there is */
+	}
+	if (!c->readable)
+		return 0;
+	n = recv(c->client.fd, b->in + have, b->cap_in - have,
+		 MSG_DONTWAIT | (*peeked ? MSG_PEEK : 0));
+	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+		c->readable = false;
+		return (ssize_t)have;
+	}
+	if (n <= 0) {
+		/* EOF or error between requests (or in a head): the client
+		 * is done. */
+		em_http_conn_close(w, c, n < 0, EM_BALANCER_CANCELLED);
+		return -1;
+	}
+	/* A short plain read emptied the socket: the next edge says when
+	 * there is more. (A peek leaves the bytes: decided after parsing.) */
+	if (!*peeked && (size_t)n < b->cap_in - have)
+		c->readable = false;
+	if (!c->sniffed) {
+		enum em_http_sniff s = em_http_sniff(b->in, (size_t)n);
+
+		if (s == EM_HTTP_SNIFF_OTHER) {
+			fallback_l4(w, c);
+			return -1;
+		}
+		if (s == EM_HTTP_SNIFF_HTTP1)
+			c->sniffed = true;
+	}
+	return (ssize_t)have + n;
+}
+
+/* Read the client's next request head (see the top of the file). Returns 1
+ * when the state changed (drive again), 0 to wait for the next edge. */
 static int read_head(struct em_proxy_worker *w, struct em_http_conn *c)
 {
 	static _Thread_local struct em_ratelimit bad_rl;
 	struct em_proxy *p = w->proxy;
 	struct em_proxy_buf *b;
 	struct http_req *r;
+	bool peeked;
 	ssize_t n;
 	int ret;
 
-	if (!c->readable)
+	if (!c->readable && !c->pre)
 		return 0;
 	b = em_proxy_buf_get(w);
 	if (!b) {
 		em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
 		return 0;
 	}
-	n = recv(c->client.fd, b->in, b->cap_in, MSG_PEEK | MSG_DONTWAIT);
+	n = fill_head(w, c, b, &peeked);
 	if (n <= 0) {
 		em_proxy_buf_put(w, b);
-		if (n == -1 && (errno == EAGAIN || errno == EINTR)) {
-			c->readable = false;
-			return 0;
-		}
-		/* EOF or error between requests: the client is done. */
-		em_http_conn_close(w, c, n == -1, EM_BALANCER_CANCELLED);
 		return 0;
-	}
-	if (!c->sniffed) {
-		enum em_http_sniff s = em_http_sniff(b->in, (size_t)n);
-
-		if (s == EM_HTTP_SNIFF_OTHER) {
-			em_proxy_buf_put(w, b);
-			fallback_l4(w, c);
-			return 0;
-		}
-		if (s == EM_HTTP_SNIFF_HTTP1)
-			c->sniffed = true;
 	}
 	ret = em_http_parse_request(b->in, (size_t)n, &p->limits, &b->head);
 	if (ret == 0 && (size_t)n >= b->cap_in)
 		ret = -431;
 	if (ret == 0) {
-		em_proxy_buf_put(w, b);
-		if (c->state == ST_IDLE) {
-			/* The head timeout runs from its first byte. */
-			c->state = ST_HEAD;
-			em_http_arm(w, c, p->cfg.head_timeout_ms);
+		/* Incomplete: read bytes are kept (peeked ones stay in the
+		 * socket); the head timeout runs from its first byte. */
+		if (!peeked && em_http_pre_keep(c, b->in, (size_t)n) < 0) {
+			em_proxy_buf_put(w, b);
+			em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
+			return 0;
 		}
+		em_proxy_buf_put(w, b);
+		head_started(w, c);
 		return 0;
 	}
 	r = calloc(1, sizeof(*r));
-	if (!r) {
+	if (!r || (ret > 0 && !peeked &&
+		   em_http_pre_keep(c, b->in + ret, (size_t)n - (size_t)ret) < 0)) {
+		free(r);
 		em_proxy_buf_put(w, b);
 		em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
 		return 0;
@@ -355,14 +453,16 @@ static int read_head(struct em_proxy_worker *w, struct em_http_conn *c)
 		em_http_answer(w, c, (unsigned)-ret, false);
 		return 1;
 	}
-	/* Consume exactly the head; the body stays in the socket. */
-	if (recv(c->client.fd, b->in, (size_t)ret, MSG_DONTWAIT) != ret) {
-		em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
-		return 0;
+	if (peeked) {
+		/* Consume exactly the head; the body stays in the socket. */
+		if (recv(c->client.fd, b->in, (size_t)ret, MSG_DONTWAIT) != ret) {
+			em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
+			return 0;
+		}
+		/* Nothing more was waiting: the next edge says when there is. */
+		if (n == ret && (size_t)n < b->cap_in)
+			c->readable = false;
 	}
-	/* Nothing more was waiting: the next edge says when there is. */
-	if (n == ret && (size_t)n < b->cap_in)
-		c->readable = false;
 	c->state = ST_CONNECT;	/* until pick_and_connect says otherwise */
 	em_proxy_timer_cancel(&w->timers, &c->timer);
 	begin_request(w, c);

@@ -24,11 +24,28 @@ void em_http_body_init(struct body *b, enum em_http_body kind, uint64_t len)
 
 enum { BODY_WAIT = 0, BODY_PROGRESS = 1, BODY_DONE = 2 };
 
-/* Move body b from `from` to `to`. Returns BODY_* or -errno: -EBADMSG for
- * bad chunk framing, -ECONNABORTED when the source closed early, else the
- * socket error. */
+/* Send up to `max` of the client's unused bytes (c->pre) to `to`. Returns
+ * the bytes sent, 0 on EAGAIN, or -errno. */
+static ssize_t pre_send(struct em_http_conn *c, int to, uint64_t max)
+{
+	size_t k = c->pre_len - c->pre_off;
+	ssize_t n;
+
+	if (k > max)
+		k = (size_t)max;
+	n = send(to, c->pre + c->pre_off, k, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (n < 0)
+		return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+	em_http_pre_used(c, (size_t)n);
+	return n;
+}
+
+/* Move body b from `from` to `to`. `pre`: the request direction, whose
+ * source continues in c->pre before the socket (NULL for responses).
+ * Returns BODY_* or -errno: -EBADMSG for bad chunk framing, -ECONNABORTED
+ * when the source closed early, else the socket error. */
 static int body_move(struct em_proxy_worker *w, struct body *b, int from, int to,
-		     uint64_t *count)
+		     uint64_t *count, struct em_http_conn *pre)
 {
 	int progress = 0;
 	ssize_t n;
@@ -42,6 +59,22 @@ static int body_move(struct em_proxy_worker *w, struct body *b, int from, int to
 		uint64_t limit = b->kind == EM_HTTP_BODY_LENGTH ? b->left : UINT64_MAX;
 		uint64_t taken = 0;
 
+		if (pre && pre->pre && limit) {
+			/* Body bytes read with the head, beyond what went
+			 * with it: they come before the socket's. */
+			n = pre_send(pre, to, limit);
+			if (n < 0)
+				return (int)n;
+			*count += (uint64_t)n;
+			b->taken += (uint64_t)n;
+			if (b->kind == EM_HTTP_BODY_LENGTH)
+				b->left -= (uint64_t)n;
+			if (pre->pre)
+				return n > 0;	/* the destination is full */
+			if (b->kind == EM_HTTP_BODY_LENGTH && b->left == 0)
+				return BODY_DONE;
+			limit = b->kind == EM_HTTP_BODY_LENGTH ? b->left : UINT64_MAX;
+		}
 		n = em_proxy_splice_move(w, &b->sp, from, to, limit, &taken, &b->eof);
 		if (n < 0)
 			return (int)n;
@@ -80,6 +113,20 @@ static int body_move(struct em_proxy_worker *w, struct body *b, int from, int to
 		if (b->chunk_end)
 			return BODY_DONE;
 		pending = em_http_chunk_pending(&b->ch);
+		if (pending && pre && pre->pre) {
+			/* Chunk data read with the head (nothing is in the
+			 * pipe yet: those bytes come first). */
+			n = pre_send(pre, to, pending);
+			if (n < 0)
+				return (int)n;
+			if (n == 0)
+				return progress;
+			*count += (uint64_t)n;
+			b->taken += (uint64_t)n;
+			em_http_chunk_moved(&b->ch, (uint64_t)n);
+			progress = 1;
+			continue;
+		}
 		if (pending || b->sp.queued) {
 			uint64_t taken = 0;
 
@@ -96,15 +143,24 @@ static int body_move(struct em_proxy_worker *w, struct body *b, int from, int to
 				return b->eof ? -ECONNABORTED : progress;
 			continue;
 		}
-		n = recv(from, tmp, sizeof(tmp), MSG_PEEK | MSG_DONTWAIT);
-		if (n == 0)
-			return -ECONNABORTED;
-		if (n < 0)
-			return errno == EAGAIN || errno == EINTR ? progress : -errno;
-		if (em_http_chunk_feed(&b->ch, tmp, (size_t)n, &st) < 0)
-			return -EBADMSG;
-		if (st.consumed && recv(from, tmp, st.consumed, MSG_DONTWAIT) != (ssize_t)st.consumed)
-			return -EIO;
+		if (pre && pre->pre) {
+			/* Framing read with the head. */
+			if (em_http_chunk_feed(&b->ch, pre->pre + pre->pre_off,
+					       pre->pre_len - pre->pre_off, &st) < 0)
+				return -EBADMSG;
+			em_http_pre_used(pre, st.consumed);
+		} else {
+			n = recv(from, tmp, sizeof(tmp), MSG_PEEK | MSG_DONTWAIT);
+			if (n == 0)
+				return -ECONNABORTED;
+			if (n < 0)
+				return errno == EAGAIN || errno == EINTR ? progress : -errno;
+			if (em_http_chunk_feed(&b->ch, tmp, (size_t)n, &st) < 0)
+				return -EBADMSG;
+			if (st.consumed &&
+			    recv(from, tmp, st.consumed, MSG_DONTWAIT) != (ssize_t)st.consumed)
+				return -EIO;
+		}
 		b->taken += st.consumed;
 		memcpy(b->emit, st.emit, st.emit_len);
 		b->emit_len = st.emit_len;
@@ -130,7 +186,7 @@ static void finish(struct em_proxy_worker *w, struct em_http_conn *c)
 	 * EAGAIN): a plain close sends FIN, there is nothing to drain, so
 	 * the half-close and linger (shutdown, two recv, a timer, one more
 	 * wake-up per connection) are not needed. */
-	bool quick = !keep && !r->keep_alive && r->rq == RQ_DONE && !c->readable;
+	bool quick = !keep && !r->keep_alive && r->rq == RQ_DONE && !c->readable && !c->pre;
 
 	em_http_release(w, r, EM_BALANCER_OK, 0);
 	if (r->up) {
@@ -143,6 +199,7 @@ static void finish(struct em_proxy_worker *w, struct em_http_conn *c)
 		return;
 	}
 	if (!keep) {
+		em_http_pre_drop(c);
 		shutdown(c->client.fd, SHUT_WR);
 		c->state = ST_LINGER;
 		em_http_arm(w, c, LINGER_MS);
@@ -159,6 +216,20 @@ static void tunnel(struct em_proxy_worker *w, struct em_http_conn *c)
 	socklen_t client_len = c->client_len;
 	int ufd = r->up->src.fd, cfd;
 
+	if (c->pre) {
+		/* The client's bytes after its head belong to the tunnel and
+		 * come before the socket's: at most max_head bytes into a
+		 * socket that has only sent a head, so one send takes them;
+		 * if not, the connection cannot go on. */
+		size_t k = c->pre_len - c->pre_off;
+
+		if (send(ufd, c->pre + c->pre_off, k, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)k) {
+			EM_PROXY_COUNT(w->proxy, aborted_responses, 1);
+			em_http_conn_close(w, c, true, EM_BALANCER_FAILED);
+			return;
+		}
+		em_http_pre_drop(c);
+	}
 	EM_PROXY_COUNT(w->proxy, tunnels, 1);
 	memcpy(&client, &c->client_addr, client_len);
 	em_http_release(w, r, EM_BALANCER_OK, 0);
@@ -345,7 +416,7 @@ int em_http_exchange(struct em_proxy_worker *w, struct em_http_conn *c)
 		if (r->rq == RQ_BODY) {
 			uint64_t before = r->bytes_up;
 
-			ret = body_move(w, &r->req, cfd, ufd, &r->bytes_up);
+			ret = body_move(w, &r->req, cfd, ufd, &r->bytes_up, c);
 			EM_PROXY_COUNT(p, bytes_up, r->bytes_up - before);
 			if (ret == -EBADMSG) {
 				EM_PROXY_COUNT(p, bad_requests, 1);
@@ -470,7 +541,7 @@ int em_http_exchange(struct em_proxy_worker *w, struct em_http_conn *c)
 		if (r->rs == RS_BODY) {
 			uint64_t before = r->bytes_down;
 
-			ret = body_move(w, &r->resp, ufd, cfd, &r->bytes_down);
+			ret = body_move(w, &r->resp, ufd, cfd, &r->bytes_down, NULL);
 			EM_PROXY_COUNT(p, bytes_down, r->bytes_down - before);
 			if (ret < 0) {
 				if (ret == -EBADMSG)
