@@ -104,7 +104,7 @@ for t in em ha direct; do
 	rps=$(echo "$out" | awk '/Requests\/sec/ { print $2 }')
 	tot=$(echo "$out" | awk '/requests in/ { print $1 }')
 	p99=$(echo "$out" | awk '$1 == "99%" { print $2 }')
-	echo "$t rps=$rps p99=$p99 cpu_us_per_req=$(( (c1 - c0) * 10000 * 1000 / tot / 1000 ))"
+	echo "$t rps=$rps p99=$p99 cpu_us_per_req=$(awk -v d=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$tot" 'BEGIN { printf "%.2f", d / hz * 1e6 / n }')"
 done
 done
 if [ -n "${STRACE:-}" ]; then
