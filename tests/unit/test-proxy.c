@@ -1077,6 +1077,15 @@ static void http_done(struct fake_service *fs, struct em_proxy *p)
 	ck_assert_int_eq(em_lb_port_live(), 0);
 }
 
+/* The next response on fd is a 200 whose body is `want`. */
+static void expect_200(int fd, const char *want)
+{
+	char body[256];
+
+	ck_assert_int_eq(read_response(fd, body, sizeof(body), NULL), 200);
+	ck_assert_str_eq(body, want);
+}
+
 /* A client connection to p; `warm`: one GET answered on it first. */
 static int http_client_warm(struct em_proxy *p, bool warm)
 {
@@ -1176,23 +1185,18 @@ START_TEST(test_http_bodies)
 	 * request): a whole one and the next request behind it... */
 	SEND(fd, "POST /3 HTTP/1.1\r\nHost: svc\r\nContent-Length: 5\r\n\r\nhello"
 		 "GET /4 HTTP/1.1\r\nHost: svc\r\n\r\n");
-	ck_assert_int_eq(read_response(fd, body, sizeof(body), NULL), 200);
-	ck_assert_str_eq(body, "1 POST 5");
-	ck_assert_int_eq(read_response(fd, body, sizeof(body), NULL), 200);
-	ck_assert_str_eq(body, "1 GET 0");
+	expect_200(fd, "1 POST 5");
+	expect_200(fd, "1 GET 0");
 	/* ...chunked, framing and data, then the next request... */
 	SEND(fd, "POST /5 HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n"
 		 "3\r\nabc\r\n0\r\n\r\nGET /6 HTTP/1.1\r\nHost: svc\r\n\r\n");
-	ck_assert_int_eq(read_response(fd, body, sizeof(body), NULL), 200);
-	ck_assert_str_eq(body, "1 POST 3");
-	ck_assert_int_eq(read_response(fd, body, sizeof(body), NULL), 200);
-	ck_assert_str_eq(body, "1 GET 0");
+	expect_200(fd, "1 POST 3");
+	expect_200(fd, "1 GET 0");
 	/* ...a size line cut after the head's read, finished from the socket... */
 	SEND(fd, "POST /7 HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n1");
 	usleep(50000);
 	SEND(fd, "0\r\n0123456789abcdef\r\n0\r\n\r\n");
-	ck_assert_int_eq(read_response(fd, body, sizeof(body), NULL), 200);
-	ck_assert_str_eq(body, "1 POST 16");
+	expect_200(fd, "1 POST 16");
 	/* ...and a large body, its first bytes read with the head. */
 	{
 		static char big[200000 + 128];
@@ -1201,8 +1205,7 @@ START_TEST(test_http_bodies)
 
 		memset(big + n, 'x', 200000);
 		send_all(fd, big, (size_t)n + 200000);
-		ck_assert_int_eq(read_response(fd, body, sizeof(body), NULL), 200);
-		ck_assert_str_eq(body, "1 PUT 200000");
+		expect_200(fd, "1 PUT 200000");
 	}
 	close(fd);
 	http_done(&fs, p);
