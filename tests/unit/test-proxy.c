@@ -200,16 +200,28 @@ static struct em_proxy *proxy_start(struct fake_service *fs, unsigned workers,
 	return p;
 }
 
-static int client_connect(struct em_proxy *p)
+/* A client connection to p from the loopback address `from` (host order;
+ * 0: any). */
+static int client_connect_from(struct em_proxy *p, uint32_t from)
 {
 	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(em_proxy_port(p)) };
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	struct timeval tv = { .tv_sec = 10 };
 
+	if (from) {
+		struct sockaddr_in src = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(from) };
+
+		ck_assert_int_eq(bind(fd, (struct sockaddr *)&src, sizeof(src)), 0);
+	}
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	return fd;
+}
+
+static int client_connect(struct em_proxy *p)
+{
+	return client_connect_from(p, 0);
 }
 
 /* Read until EOF or error: bytes read, or -errno. */
@@ -848,7 +860,7 @@ struct hsrv {
 	enum hsrv_mode mode;
 	pthread_t thread;
 	_Atomic int conns, requests;
-	char log[8192];		/* request lines seen, one per line */
+	char log[8192];		/* request lines and X-Forwarded-For lines seen */
 	pthread_mutex_t lock;
 };
 
@@ -891,6 +903,16 @@ static bool read_exact(int fd, size_t len)
 	return true;
 }
 
+static void hsrv_log(struct hsrv *s, const char *line)
+{
+	pthread_mutex_lock(&s->lock);
+	if (strlen(s->log) + strlen(line) + 2 < sizeof(s->log)) {
+		strcat(s->log, line);
+		strcat(s->log, "\n");
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
 static void *hsrv_conn(void *arg)
 {
 	struct hconn *hc = arg;
@@ -907,14 +929,11 @@ static void *hsrv_conn(void *arg)
 		if (read_line(fd, line, sizeof(line)) < 0)
 			break;
 		sscanf(line, "%31s", method);
-		pthread_mutex_lock(&s->lock);
-		if (strlen(s->log) + strlen(line) + 2 < sizeof(s->log)) {
-			strcat(s->log, line);
-			strcat(s->log, "\n");
-		}
-		pthread_mutex_unlock(&s->lock);
+		hsrv_log(s, line);
 		s->requests++;
 		while (read_line(fd, line, sizeof(line)) > 0) {
+			if (strncasecmp(line, "X-Forwarded-For:", 16) == 0)
+				hsrv_log(s, line);
 			if (strncasecmp(line, "Content-Length:", 15) == 0)
 				cl = strtoul(line + 15, NULL, 10);
 			if (strncasecmp(line, "Transfer-Encoding: chunked", 26) == 0)
@@ -1208,6 +1227,34 @@ START_TEST(test_http_bodies)
 		expect_200(fd, "1 PUT 200000");
 	}
 	close(fd);
+	http_done(&fs, p);
+	hsrv_stop(&a);
+}
+END_TEST
+
+/* X-Forwarded-For carries the client's address as text: every digit
+ * count of a dotted quad. */
+START_TEST(test_http_forwarded_for)
+{
+	static const uint32_t from[] = { 0x7f0ac809 /* 127.10.200.9 */, 0x7f000001 };
+	struct hsrv a;
+	struct fake_service fs;
+	struct em_proxy *p;
+
+	hsrv_start(&a, 1, HSRV_OK);
+	service_init(&fs, &a.port, 1);
+	p = http_proxy_start(&fs, NULL);
+	for (size_t i = 0; i < 2; i++) {
+		int fd = client_connect_from(p, from[i]);
+
+		SEND(fd, "GET /x HTTP/1.1\r\nHost: svc\r\n\r\n");
+		expect_200(fd, "1 GET 0");
+		close(fd);
+	}
+	pthread_mutex_lock(&a.lock);
+	ck_assert_ptr_nonnull(strstr(a.log, "X-Forwarded-For: 127.10.200.9\n"));
+	ck_assert_ptr_nonnull(strstr(a.log, "X-Forwarded-For: 127.0.0.1\n"));
+	pthread_mutex_unlock(&a.lock);
 	http_done(&fs, p);
 	hsrv_stop(&a);
 }
@@ -1615,6 +1662,7 @@ Suite *proxy_suite(void)
 	tcase_add_test(tc, test_http_keepalive_balances);
 	tcase_add_test(tc, test_http_bodies);
 	tcase_add_test(tc, test_http_smuggling_refused);
+	tcase_add_test(tc, test_http_forwarded_for);
 	tcase_add_test(tc, test_http_failures);
 	tcase_add_test(tc, test_http_timeouts_and_aborts);
 	tcase_add_test(tc, test_http_stale_pool_retry);
