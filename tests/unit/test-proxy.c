@@ -851,6 +851,7 @@ enum hsrv_mode {
 	HSRV_SILENT,	/* read the request, never answer */
 	HSRV_DIE,	/* announce 100000 bytes, send 10, close */
 	HSRV_CLOSE_AFTER,	/* answer once with keep-alive, then close the connection */
+	HSRV_UPGRADE,	/* as OK, but a request with Upgrade gets 101, then an echo */
 };
 
 struct hsrv {
@@ -923,7 +924,7 @@ static void *hsrv_conn(void *arg)
 	free(hc);
 	for (;;) {
 		size_t cl = 0, body = 0;
-		bool chunked = false;
+		bool chunked = false, upgrade = false;
 		int n;
 
 		if (read_line(fd, line, sizeof(line)) < 0)
@@ -934,6 +935,8 @@ static void *hsrv_conn(void *arg)
 		while (read_line(fd, line, sizeof(line)) > 0) {
 			if (strncasecmp(line, "X-Forwarded-For:", 16) == 0)
 				hsrv_log(s, line);
+			if (strncasecmp(line, "Upgrade:", 8) == 0)
+				upgrade = true;
 			if (strncasecmp(line, "Content-Length:", 15) == 0)
 				cl = strtoul(line + 15, NULL, 10);
 			if (strncasecmp(line, "Transfer-Encoding: chunked", 26) == 0)
@@ -960,6 +963,19 @@ static void *hsrv_conn(void *arg)
 			if (!read_exact(fd, cl))
 				break;
 			body = cl;
+		}
+		if (s->mode == HSRV_UPGRADE && upgrade) {
+			static const char sw[] = "HTTP/1.1 101 Switching Protocols\r\n"
+						 "Connection: Upgrade\r\nUpgrade: echo\r\n\r\n";
+			char buf[512];
+			ssize_t k;
+
+			if (write(fd, sw, sizeof(sw) - 1) != (ssize_t)sizeof(sw) - 1)
+				break;
+			while ((k = read(fd, buf, sizeof(buf))) > 0)
+				if (write(fd, buf, (size_t)k) != k)
+					break;
+			break;
 		}
 		if (s->mode == HSRV_SILENT) {
 			sleep(5);
@@ -1255,6 +1271,44 @@ START_TEST(test_http_forwarded_for)
 	ck_assert_ptr_nonnull(strstr(a.log, "X-Forwarded-For: 127.10.200.9\n"));
 	ck_assert_ptr_nonnull(strstr(a.log, "X-Forwarded-For: 127.0.0.1\n"));
 	pthread_mutex_unlock(&a.lock);
+	http_done(&fs, p);
+	hsrv_stop(&a);
+}
+END_TEST
+
+/* Bytes a client sends right behind an Upgrade request's head (read with
+ * it, on a connection past its first request) reach the backend first,
+ * once it switched protocols. */
+START_TEST(test_http_upgrade_bytes_behind_head)
+{
+	static const char want[] = "HTTP/1.1 101 Switching Protocols\r\n";
+	struct hsrv a;
+	struct fake_service fs;
+	struct em_proxy *p;
+	char buf[512] = "";
+	size_t got = 0;
+	int fd;
+
+	hsrv_start(&a, 1, HSRV_UPGRADE);
+	service_init(&fs, &a.port, 1);
+	p = http_proxy_start(&fs, NULL);
+	fd = http_client_warm(p, true);
+	SEND(fd, "GET /ws HTTP/1.1\r\nHost: svc\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+		 "early bytes");
+	while (got < sizeof(buf) - 1 && !strstr(buf, "early bytes")) {
+		ssize_t n = read(fd, buf + got, sizeof(buf) - 1 - got);
+
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+		buf[got] = 0;
+	}
+	ck_assert_int_eq(strncmp(buf, want, sizeof(want) - 1), 0);
+	ck_assert_ptr_nonnull(strstr(buf, "\r\n\r\nearly bytes"));
+	SEND(fd, "later");
+	ck_assert_int_eq(read(fd, buf, 5), 5);
+	ck_assert_int_eq(memcmp(buf, "later", 5), 0);
+	close(fd);
 	http_done(&fs, p);
 	hsrv_stop(&a);
 }
@@ -1663,6 +1717,7 @@ Suite *proxy_suite(void)
 	tcase_add_test(tc, test_http_bodies);
 	tcase_add_test(tc, test_http_smuggling_refused);
 	tcase_add_test(tc, test_http_forwarded_for);
+	tcase_add_test(tc, test_http_upgrade_bytes_behind_head);
 	tcase_add_test(tc, test_http_failures);
 	tcase_add_test(tc, test_http_timeouts_and_aborts);
 	tcase_add_test(tc, test_http_stale_pool_retry);
