@@ -12,12 +12,10 @@
  * reference resolved from the current snapshot, and an upstream connection
  * taken from the pool or opened.
  *
- * The first bytes of a connection are read with MSG_PEEK (a non-HTTP
- * client falls back to L4 with its bytes still in the socket); that first
- * head is consumed exactly, so its body stays in the socket. Once the
- * connection is known to speak HTTP/1, each head is read with one plain
- * recv: the bytes after it (body bytes, pipelined requests) are kept in
- * c->pre, the client's stream continuing there before the socket. Body
+ * Each request head is read with one plain recv: the bytes after it
+ * (body bytes, pipelined requests; a partial head) are kept in c->pre, the
+ * client's stream continuing there before the socket. A client whose first
+ * bytes are not HTTP/1 falls back to L4 with the bytes read. Body
  * bytes go up right after the rewritten head (in the same send when they
  * fit), the rest of the body is spliced; pipelined bytes wait for the next
  * head, which is not read before the current response is through:
@@ -271,7 +269,10 @@ static const char *req_cookie(const struct em_balancer_request *req, const char 
 
 /* ---- request head ------------------------------------------------------ */
 
-static void fallback_l4(struct em_proxy_worker *w, struct em_http_conn *c)
+/* Not HTTP/1: the connection becomes an L4 relay; pre[0..len) are the
+ * bytes already read from the client. */
+static void fallback_l4(struct em_proxy_worker *w, struct em_http_conn *c, const char *pre,
+			size_t len)
 {
 	struct em_proxy *p = w->proxy;
 	struct em_proxy_target t = { 0 };
@@ -289,7 +290,7 @@ static void fallback_l4(struct em_proxy_worker *w, struct em_http_conn *c)
 	memcpy(&client, &c->client_addr, client_len);
 	memcpy(&dst, &c->dst_addr, dst_len);
 	fd = em_http_conn_detach(w, c);
-	em_proxy_l4_start(w, fd, &client, client_len, &dst, dst_len, t.lb);
+	em_proxy_l4_start(w, fd, &client, client_len, &dst, dst_len, t.lb, pre, len);
 }
 
 /* The request head is in r->buf: resolve, pick, connect or reuse. */
@@ -360,54 +361,51 @@ static void head_started(struct em_proxy_worker *w, struct em_http_conn *c)
 	}
 }
 
-/* Fill b->in with the client's next bytes: c->pre first, then the socket
- * (peeked until the connection is known to speak HTTP/1). Returns the
- * bytes in b->in, 0 to wait for the next edge, or -1 when the connection
- * was closed or handed to L4. *peeked: they are still in the socket. */
+/* Fill b->in with the client's next bytes: c->pre first, then the socket.
+ * Returns the bytes in b->in, 0 to wait for the next edge, or -1 when the
+ * connection was closed or handed to L4. */
 static ssize_t fill_head(struct em_proxy_worker *w, struct em_http_conn *c,
-			 struct em_proxy_buf *b, bool *peeked)
+			 struct em_proxy_buf *b)
 {
 	size_t have = 0;
 	ssize_t n;
 
-	*peeked = !c->sniffed;
 	if (c->pre) {
 		have = c->pre_len - c->pre_off;
 		memcpy(b->in, c->pre + c->pre_off, have);
 		em_http_pre_drop(c);
-		if (em_http_parse_request(b->in, have, &w->proxy->limits, &b->head) != 0 ||
-		    !c->readable)
-			return (ssize_t)have;	/* a whole head, an error, or all there is */
+		if (c->sniffed &&
+		    em_http_parse_request(b->in, have, &w->proxy->limits, &b->head) != 0)
+			return (ssize_t)have;	/* a whole head or an error */
 	}
-	if (!c->readable)
-		return 0;
-	n = recv(c->client.fd, b->in + have, b->cap_in - have,
-		 MSG_DONTWAIT | (*peeked ? MSG_PEEK : 0));
-	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-		c->readable = false;
-		return (ssize_t)have;
+	if (c->readable) {
+		n = recv(c->client.fd, b->in + have, b->cap_in - have, MSG_DONTWAIT);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+			c->readable = false;
+		} else if (n <= 0) {
+			/* EOF or error between requests (or in a head): the
+			 * client is done. */
+			em_http_conn_close(w, c, n < 0, EM_BALANCER_CANCELLED);
+			return -1;
+		} else {
+			/* A short read emptied the socket: the next edge says
+			 * when there is more. */
+			if ((size_t)n < b->cap_in - have)
+				c->readable = false;
+			have += (size_t)n;
+		}
 	}
-	if (n <= 0) {
-		/* EOF or error between requests (or in a head): the client
-		 * is done. */
-		em_http_conn_close(w, c, n < 0, EM_BALANCER_CANCELLED);
-		return -1;
-	}
-	/* A short plain read emptied the socket: the next edge says when
-	 * there is more. (A peek leaves the bytes: decided after parsing.) */
-	if (!*peeked && (size_t)n < b->cap_in - have)
-		c->readable = false;
-	if (!c->sniffed) {
-		enum em_http_sniff s = em_http_sniff(b->in, (size_t)n);
+	if (!c->sniffed && have) {
+		enum em_http_sniff s = em_http_sniff(b->in, have);
 
 		if (s == EM_HTTP_SNIFF_OTHER) {
-			fallback_l4(w, c);
+			fallback_l4(w, c, b->in, have);
 			return -1;
 		}
 		if (s == EM_HTTP_SNIFF_HTTP1)
 			c->sniffed = true;
 	}
-	return (ssize_t)have + n;
+	return (ssize_t)have;
 }
 
 /* Read the client's next request head (see the top of the file). Returns 1
@@ -418,7 +416,6 @@ static int read_head(struct em_proxy_worker *w, struct em_http_conn *c)
 	struct em_proxy *p = w->proxy;
 	struct em_proxy_buf *b;
 	struct http_req *r;
-	bool peeked;
 	ssize_t n;
 	int ret;
 
@@ -429,7 +426,7 @@ static int read_head(struct em_proxy_worker *w, struct em_http_conn *c)
 		em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
 		return 0;
 	}
-	n = fill_head(w, c, b, &peeked);
+	n = fill_head(w, c, b);
 	if (n <= 0) {
 		em_proxy_buf_put(w, b);
 		return 0;
@@ -437,24 +434,19 @@ static int read_head(struct em_proxy_worker *w, struct em_http_conn *c)
 	ret = em_http_parse_request(b->in, (size_t)n, &p->limits, &b->head);
 	if (ret == 0 && (size_t)n >= b->cap_in)
 		ret = -431;
-	if (ret == 0) {
-		/* Incomplete: read bytes are kept (peeked ones stay in the
-		 * socket); the head timeout runs from its first byte. */
-		if (!peeked && em_http_pre_keep(c, b->in, (size_t)n) < 0) {
-			em_proxy_buf_put(w, b);
-			em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
-			return 0;
-		}
-		em_proxy_buf_put(w, b);
-		head_started(w, c);
-		return 0;
-	}
-	r = calloc(1, sizeof(*r));
-	if (!r || (ret > 0 && !peeked &&
-		   em_http_pre_keep(c, b->in + ret, (size_t)n - (size_t)ret) < 0)) {
+	/* Incomplete: the bytes are kept, the head timeout runs from the
+	 * first. Complete: the bytes behind the head are kept. */
+	r = ret == 0 ? NULL : calloc(1, sizeof(*r));
+	if ((ret != 0 && !r) || (ret >= 0 && em_http_pre_keep(c, b->in + ret,
+							       (size_t)n - (size_t)ret) < 0)) {
 		free(r);
 		em_proxy_buf_put(w, b);
 		em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
+		return 0;
+	}
+	if (ret == 0) {
+		em_proxy_buf_put(w, b);
+		head_started(w, c);
 		return 0;
 	}
 	r->buf = b;
@@ -468,16 +460,6 @@ static int read_head(struct em_proxy_worker *w, struct em_http_conn *c)
 		EM_PROXY_COUNT(p, bad_requests, 1);
 		em_http_answer(w, c, (unsigned)-ret, false);
 		return 1;
-	}
-	if (peeked) {
-		/* Consume exactly the head; the body stays in the socket. */
-		if (recv(c->client.fd, b->in, (size_t)ret, MSG_DONTWAIT) != ret) {
-			em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
-			return 0;
-		}
-		/* Nothing more was waiting: the next edge says when there is. */
-		if (n == ret && (size_t)n < b->cap_in)
-			c->readable = false;
 	}
 	c->state = ST_CONNECT;	/* until pick_and_connect says otherwise */
 	em_proxy_timer_cancel(&w->timers, &c->timer);

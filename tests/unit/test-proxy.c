@@ -1611,6 +1611,11 @@ START_TEST(test_http_l4_fallback)
 	ck_assert_int_eq(write(fd, "\x16\x03\x01\x00\x05hello", 10), 10);
 	ck_assert_int_eq(read(fd, buf, 10), 10);
 	ck_assert(memcmp(buf, "\x16\x03\x01\x00\x05hello", 10) == 0);
+	/* The first bytes were read by the HTTP side and handed over: the
+	 * relay goes on from the socket behind them. */
+	ck_assert_int_eq(write(fd, "more", 4), 4);
+	ck_assert_int_eq(read(fd, buf, 4), 4);
+	ck_assert(memcmp(buf, "more", 4) == 0);
 	close(fd);
 	em_proxy_get_stats(p, &st);
 	ck_assert_uint_eq(st.l4_fallbacks, 1);
