@@ -17,7 +17,8 @@
 #     |- n2 10.244.2.1 ---- 10.244.2.2 em-$$-p2: nginx :80 (/1k)
 #
 # Usage: EM_BIN=build/edgemesh-tproxy [WORKERS=1] [DUR=5] [ROUNDS=3]
-#        [EM_OPTS="daemon flags"] [IDLE=4000 [BURST=1]] [DOWNLOAD=1] [PERF=1] [STRACE=1] netns-tests/bench-http-quick.sh
+#        [EM_OPTS="daemon flags"] [IDLE=4000 [BURST=1]] [DOWNLOAD=1] [PERF=1]
+#        [STRACE=1 [STRACE_WRK="-HConnection: close"]] netns-tests/bench-http-quick.sh
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 EM_BIN=${EM_BIN:-$here/../build/edgemesh-tproxy}
@@ -104,11 +105,11 @@ for t in em ha direct; do
 	rps=$(echo "$out" | awk '/Requests\/sec/ { print $2 }')
 	tot=$(echo "$out" | awk '/requests in/ { print $1 }')
 	p99=$(echo "$out" | awk '$1 == "99%" { print $2 }')
-	echo "$t rps=$rps p99=$p99 cpu_us_per_req=$(( (c1 - c0) * 10000 * 1000 / tot / 1000 ))"
+	echo "$t rps=$rps p99=$p99 cpu_us_per_req=$(awk -v d=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$tot" 'BEGIN { printf "%.2f", d / hz * 1e6 / n }')"
 done
 done
 if [ -n "${STRACE:-}" ]; then
-	nn wrk -t2 -c50 -d6s http://10.96.0.10/1k > $D/wrk.out &
+	nn wrk -t2 -c50 -d6s ${STRACE_WRK:+"$STRACE_WRK"} http://10.96.0.10/1k > $D/wrk.out &
 	wpid=$!
 	sleep 1
 	timeout 3 strace -c -f -p $empid -o "$D/strace.txt" >/dev/null 2>&1

@@ -21,6 +21,15 @@
 # its names. nginx runs with master_process off: one process, whose pid is
 # the one whose CPU time counts.
 #
+# Fairness: HAProxy and nginx run on the daemon's CPU with as many threads
+# as the daemon has workers (one). Every throughput case also records how
+# busy the proxy process was (percent of one CPU), and how busy the load
+# side's CPU and the proxies' CPU were (every process on them, other
+# tenants too). When the load side's CPU is saturated and the proxies' is
+# not, req/s is the load generator's speed, the same for every proxy: the
+# report says so, and its CPU/req and "req per proxy CPU-second" rows
+# compare the proxies then.
+#
 # Usage: bash netns-tests/bench/run.sh          (root; from contrib/quickstart.sh bench)
 # Env:   EM_BIN (default build/edgemesh-tproxy), EM_BUILD (build),
 #        BENCH_SHORT=1   one round, short runs, fewer connections: only checks
@@ -305,13 +314,37 @@ to_us() { awk '{ v = $1; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
 	m = (u == "us") ? 1 : (u == "ms") ? 1000 : (u == "s") ? 1000000 : (u == "m") ? 60000000 : 1;
 	printf "%.0f\n", v * m }'; }
 
-# wrk_case CASE PEER ROUND [wrk args...]: requests/s, p50/p99, CPU per request
+# "busy total" jiffies of CPU N (the whole machine for N empty; steal time
+# counts as busy), and the busy percent between two such samples: every
+# process on that CPU counts (other tenants' too).
+cpu_stat() { awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }' /proc/stat; }
+busy_pct() { awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " ");
+	if (y[2] > x[2]) printf "%.0f", (y[1] - x[1]) * 100 / (y[2] - x[2]) }'; }
+# cpu_rec CASE PEER ROUND PROC T0 T1 NS0 NS1 LOAD0 LOAD1 PCPU0 PCPU1: how
+# busy the proxy process (percent of one CPU), the load side's CPU and the
+# proxies' CPU were. Throughput shows a proxy's speed only when its CPU,
+# not the load side's, is the limit.
+cpu_rec() {
+	local c=$1 peer=$2 r=$3 proc=$4
+	[ -n "$proc" ] && rec "$c" "$peer" "$r" proxy_cpu_pct \
+		"$(awk -v d=$(($6 - $5)) -v hz="$HZ" -v ns=$(($8 - $7)) 'BEGIN { printf "%.0f", d / hz * 1e11 / ns }')"
+	rec "$c" "$peer" "$r" load_cpu_pct "$(busy_pct "$9" "${10}")"
+	rec "$c" "$peer" "$r" proxy_side_cpu_pct "$(busy_pct "${11}" "${12}")"
+}
+
+# cpu_log CASE PEER ROUND: the CPU figures just recorded, for the log line
+cpu_log() { awk -F'\t' -v c="$1" -v p="$2" -v r="$3" '$1 == c && $2 == p && $3 == r && $4 ~ /^(cpu_us_per_req|cpu_s_per_GiB|.*cpu_pct)$/ {
+	printf "%s%s=%s%s", n++ ? " " : "(", $4, $5, $4 ~ /pct$/ ? "%" : "" } END { if (n) printf ")" }' "$RAW"; }
+
+# wrk_case CASE PEER ROUND [wrk args...]: requests/s, p50/p99, CPU per request,
+# and how busy the proxy and the load side were: req/s shows the proxy's
+# speed only when the proxy's CPU, not the load side's, is the limit.
 wrk_case() {
 	local c=$1 peer=$2 r=$3; shift 3
-	local proc=${PROC[$peer]} t0 t1 out rps reqs
-	t0=$(ticks "$proc")
+	local proc=${PROC[$peer]} t0 t1 out rps reqs l0 l1 s0 s1 p0 p1
+	t0=$(ticks "$proc") s0=$(date +%s%N) l0=$(cpu_stat "${LOAD_CPU:-}") p0=$(cpu_stat "${PROXY_CPU:-}")
 	out=$(ip netns exec "$NS_CLI" $PIN_LOAD wrk -t2 -c$CONNS -d"${SECS}s" --latency "$@" "http://${ADDR[$peer]}/1k" 2>&1)
-	t1=$(ticks "$proc")
+	t1=$(ticks "$proc") s1=$(date +%s%N) l1=$(cpu_stat "${LOAD_CPU:-}") p1=$(cpu_stat "${PROXY_CPU:-}")
 	rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
 	reqs=$(awk '/requests in/ { print $1 }' <<<"$out")
 	if [ -z "$rps" ] || grep -q 'Non-2xx\|Socket errors' <<<"$out"; then
@@ -323,7 +356,8 @@ wrk_case() {
 	rec "$c" "$peer" "$r" p99_us "$(awk '$1 == "99%" { print $2 }' <<<"$out" | to_us)"
 	[ -n "$proc" ] && [ "${reqs:-0}" -gt 0 ] &&
 		rec "$c" "$peer" "$r" cpu_us_per_req "$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v n="$reqs" 'BEGIN { printf "%.2f", d / hz * 1e6 / n }')"
-	log "$c/$peer round $r: $rps req/s"
+	cpu_rec "$c" "$peer" "$r" "$proc" "$t0" "$t1" "$s0" "$s1" "$l0" "$l1" "$p0" "$p1"
+	log "$c/$peer round $r: $rps req/s $(cpu_log "$c" "$peer" "$r")"
 }
 
 # rate_case PEER ROUND RATE: fixed-rate load, latency from the due time
@@ -341,9 +375,9 @@ rate_case() {
 
 # xfer_case CASE(download|upload) PEER ROUND: XFERS transfers of 64 MiB
 xfer_case() {
-	local c=$1 peer=$2 r=$3 proc=${PROC[$2]} addr t0 t1 i out bytes=0 secs=0
+	local c=$1 peer=$2 r=$3 proc=${PROC[$2]} addr t0 t1 i out bytes=0 secs=0 s0 s1 l0 l1 p0 p1
 	[ "$c" = upload ] && addr=${UPADDR[$peer]} || addr=${ADDR[$peer]}
-	t0=$(ticks "$proc")
+	t0=$(ticks "$proc") s0=$(date +%s%N) l0=$(cpu_stat "${LOAD_CPU:-}") p0=$(cpu_stat "${PROXY_CPU:-}")
 	for i in $(seq "$XFERS"); do
 		if [ "$c" = upload ]; then
 			out=$(ip netns exec "$NS_CLI" $PIN_LOAD "$LOAD" put "${addr%:*}" "${addr#*:}" /upload $((64 << 20)))
@@ -354,11 +388,12 @@ xfer_case() {
 		bytes=$((bytes + $(sed -n 's/.*bytes=\([0-9]*\).*/\1/p' <<<"$out")))
 		secs=$(awk -v a="$secs" -v b="$(sed -n 's/.*seconds=\([0-9.]*\).*/\1/p' <<<"$out")" 'BEGIN { print a + b }')
 	done
-	t1=$(ticks "$proc")
+	t1=$(ticks "$proc") s1=$(date +%s%N) l1=$(cpu_stat "${LOAD_CPU:-}") p1=$(cpu_stat "${PROXY_CPU:-}")
+	cpu_rec "$c" "$peer" "$r" "$proc" "$t0" "$t1" "$s0" "$s1" "$l0" "$l1" "$p0" "$p1"
 	rec "$c" "$peer" "$r" MBps "$(awk -v b=$bytes -v s="$secs" 'BEGIN { printf "%.1f", b / s / 1e6 }')"
 	[ -n "$proc" ] && rec "$c" "$peer" "$r" cpu_s_per_GiB \
 		"$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v b=$bytes 'BEGIN { printf "%.3f", d / hz / (b / 2^30) }')"
-	log "$c/$peer round $r: $(awk -v b=$bytes -v s="$secs" 'BEGIN { printf "%.0f", b / s / 1e6 }') MB/s"
+	log "$c/$peer round $r: $(awk -v b=$bytes -v s="$secs" 'BEGIN { printf "%.0f", b / s / 1e6 }') MB/s $(cpu_log "$c" "$peer" "$r")"
 }
 
 # dns_case PEER ROUND: dnsperf, 8 clients, the fixed 100-name query file

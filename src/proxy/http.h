@@ -52,6 +52,13 @@ struct em_http_conn {
 	socklen_t client_len, dst_len;
 	struct em_proxy_timer timer;	/* by state: keep-alive, head, connect, response, linger */
 	struct http_req *rq;		/* the request in flight, NULL while idle */
+	/* Bytes already taken from the client socket and not used yet: body
+	 * bytes that came with a head, pipelined requests, a partial head.
+	 * The client's stream continues here before the socket. malloc'ed
+	 * while there are any, NULL otherwise (an idle connection has none
+	 * unless its client pipelined). */
+	char *pre;
+	uint32_t pre_off, pre_len;
 };
 
 /* Everything a request in flight needs; allocated with it, freed after its
@@ -110,6 +117,13 @@ void em_http_answer(struct em_proxy_worker *w, struct em_http_conn *c, unsigned 
 /* The attempt on r->up failed before any response byte; retry when safe. */
 void em_http_attempt_failed(struct em_proxy_worker *w, struct em_http_conn *c,
 			    enum em_balancer_outcome outcome, int err, bool sent);
+
+/* Keep a copy of p[0..n) as the connection's unused client bytes (it has
+ * none: they were taken before). 0 or -ENOMEM. */
+int em_http_pre_keep(struct em_http_conn *c, const char *p, size_t n);
+/* n of the unused client bytes were used. */
+void em_http_pre_used(struct em_http_conn *c, size_t n);
+void em_http_pre_drop(struct em_http_conn *c);
 
 /* http_exchange.c */
 void em_http_body_init(struct body *b, enum em_http_body kind, uint64_t len);

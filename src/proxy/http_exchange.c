@@ -24,48 +24,104 @@ void em_http_body_init(struct body *b, enum em_http_body kind, uint64_t len)
 
 enum { BODY_WAIT = 0, BODY_PROGRESS = 1, BODY_DONE = 2 };
 
-/* Move body b from `from` to `to`. Returns BODY_* or -errno: -EBADMSG for
- * bad chunk framing, -ECONNABORTED when the source closed early, else the
- * socket error. */
-static int body_move(struct em_proxy_worker *w, struct body *b, int from, int to,
-		     uint64_t *count)
+/* Send up to `max` of the client's unused bytes (c->pre) to `to`. Returns
+ * the bytes sent, 0 on EAGAIN, or -errno. */
+static ssize_t pre_send(struct em_http_conn *c, int to, uint64_t max)
 {
-	int progress = 0;
+	size_t k = c->pre_len - c->pre_off;
 	ssize_t n;
 
-	switch (b->kind) {
-	case EM_HTTP_BODY_NONE:
-		return BODY_DONE;
-	case EM_HTTP_BODY_LENGTH:
-	case EM_HTTP_BODY_CLOSE:
-	case EM_HTTP_BODY_TUNNEL: {
-		uint64_t limit = b->kind == EM_HTTP_BODY_LENGTH ? b->left : UINT64_MAX;
-		uint64_t taken = 0;
+	if (k > max)
+		k = (size_t)max;
+	n = send(to, c->pre + c->pre_off, k, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (n < 0)
+		return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+	em_http_pre_used(c, (size_t)n);
+	return n;
+}
 
-		n = em_proxy_splice_move(w, &b->sp, from, to, limit, &taken, &b->eof);
+/* A body delimited by its length, the source's close, or a tunnel: the
+ * bytes read with the head first (pre), then spliced. */
+static int plain_move(struct em_proxy_worker *w, struct body *b, int from, int to,
+		      uint64_t *count, struct em_http_conn *pre)
+{
+	bool length = b->kind == EM_HTTP_BODY_LENGTH;
+	uint64_t limit = length ? b->left : UINT64_MAX;
+	uint64_t taken = 0;
+	ssize_t n;
+
+	if (pre && pre->pre && limit) {
+		/* Body bytes read with the head, beyond what went with it:
+		 * they come before the socket's. */
+		n = pre_send(pre, to, limit);
 		if (n < 0)
 			return (int)n;
 		*count += (uint64_t)n;
-		b->taken += taken;
-		if (b->kind == EM_HTTP_BODY_LENGTH) {
-			b->left -= taken;
-			if (b->left == 0 && b->sp.queued == 0)
-				return BODY_DONE;
-			if (b->eof)
-				return -ECONNABORTED;
-		} else if (b->eof && b->sp.queued == 0) {
+		b->taken += (uint64_t)n;
+		if (length)
+			b->left -= (uint64_t)n;
+		if (pre->pre)
+			return n > 0;	/* the destination is full */
+		if (length && b->left == 0)
 			return BODY_DONE;
-		}
-		return n > 0 || taken > 0;
+		limit = length ? b->left : UINT64_MAX;
 	}
-	default:
-		break;
+	n = em_proxy_splice_move(w, &b->sp, from, to, limit, &taken, &b->eof);
+	if (n < 0)
+		return (int)n;
+	*count += (uint64_t)n;
+	b->taken += taken;
+	if (length) {
+		b->left -= taken;
+		if (b->left == 0 && b->sp.queued == 0)
+			return BODY_DONE;
+		if (b->eof)
+			return -ECONNABORTED;
+	} else if (b->eof && b->sp.queued == 0) {
+		return BODY_DONE;
 	}
-	/* Chunked: framing parsed here, data spliced. */
+	return n > 0 || taken > 0;
+}
+
+/* Feed the chunk machine the next framing bytes: those read with the head
+ * (pre), else a peek of the socket, consuming what it took. Returns 1 with
+ * *st filled, 0 when the socket is empty, or -errno. */
+static int chunk_framing(struct body *b, int from, struct em_http_conn *pre,
+			 struct em_http_chunk_step *st)
+{
+	char tmp[CHUNK_PEEK];
+	ssize_t n;
+
+	if (pre && pre->pre) {
+		if (em_http_chunk_feed(&b->ch, pre->pre + pre->pre_off,
+				       pre->pre_len - pre->pre_off, st) < 0)
+			return -EBADMSG;
+		em_http_pre_used(pre, st->consumed);
+		return 1;
+	}
+	n = recv(from, tmp, sizeof(tmp), MSG_PEEK | MSG_DONTWAIT);
+	if (n == 0)
+		return -ECONNABORTED;
+	if (n < 0)
+		return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+	if (em_http_chunk_feed(&b->ch, tmp, (size_t)n, st) < 0)
+		return -EBADMSG;
+	if (st->consumed && recv(from, tmp, st->consumed, MSG_DONTWAIT) != (ssize_t)st->consumed)
+		return -EIO;
+	return 1;
+}
+
+/* Chunked: framing parsed here and re-emitted, data spliced (or sent from
+ * pre when it was read with the head). */
+static int chunked_move(struct em_proxy_worker *w, struct body *b, int from, int to,
+			uint64_t *count, struct em_http_conn *pre)
+{
+	int progress = 0, ret;
+	ssize_t n;
+
 	for (;;) {
 		uint64_t pending;
 		struct em_http_chunk_step st;
-		char tmp[CHUNK_PEEK];
 
 		if (b->emit_off < b->emit_len) {
 			n = send(to, b->emit + b->emit_off, b->emit_len - b->emit_off,
@@ -80,6 +136,18 @@ static int body_move(struct em_proxy_worker *w, struct body *b, int from, int to
 		if (b->chunk_end)
 			return BODY_DONE;
 		pending = em_http_chunk_pending(&b->ch);
+		if (pending && pre && pre->pre) {
+			/* Chunk data read with the head (nothing is in the
+			 * pipe yet: those bytes come first). */
+			n = pre_send(pre, to, pending);
+			if (n <= 0)
+				return n < 0 ? (int)n : progress;
+			*count += (uint64_t)n;
+			b->taken += (uint64_t)n;
+			em_http_chunk_moved(&b->ch, (uint64_t)n);
+			progress = 1;
+			continue;
+		}
 		if (pending || b->sp.queued) {
 			uint64_t taken = 0;
 
@@ -96,15 +164,9 @@ static int body_move(struct em_proxy_worker *w, struct body *b, int from, int to
 				return b->eof ? -ECONNABORTED : progress;
 			continue;
 		}
-		n = recv(from, tmp, sizeof(tmp), MSG_PEEK | MSG_DONTWAIT);
-		if (n == 0)
-			return -ECONNABORTED;
-		if (n < 0)
-			return errno == EAGAIN || errno == EINTR ? progress : -errno;
-		if (em_http_chunk_feed(&b->ch, tmp, (size_t)n, &st) < 0)
-			return -EBADMSG;
-		if (st.consumed && recv(from, tmp, st.consumed, MSG_DONTWAIT) != (ssize_t)st.consumed)
-			return -EIO;
+		ret = chunk_framing(b, from, pre, &st);
+		if (ret <= 0)
+			return ret < 0 ? ret : progress;
 		b->taken += st.consumed;
 		memcpy(b->emit, st.emit, st.emit_len);
 		b->emit_len = st.emit_len;
@@ -114,6 +176,25 @@ static int body_move(struct em_proxy_worker *w, struct body *b, int from, int to
 		if (!st.consumed && !st.emit_len && !st.data && !st.done)
 			return progress;	/* needs more bytes than have come */
 		progress = 1;
+	}
+}
+
+/* Move body b from `from` to `to`. `pre`: the request direction, whose
+ * source continues in c->pre before the socket (NULL for responses).
+ * Returns BODY_* or -errno: -EBADMSG for bad chunk framing, -ECONNABORTED
+ * when the source closed early, else the socket error. */
+static int body_move(struct em_proxy_worker *w, struct body *b, int from, int to,
+		     uint64_t *count, struct em_http_conn *pre)
+{
+	switch (b->kind) {
+	case EM_HTTP_BODY_NONE:
+		return BODY_DONE;
+	case EM_HTTP_BODY_LENGTH:
+	case EM_HTTP_BODY_CLOSE:
+	case EM_HTTP_BODY_TUNNEL:
+		return plain_move(w, b, from, to, count, pre);
+	default:
+		return chunked_move(w, b, from, to, count, pre);
 	}
 }
 
@@ -130,7 +211,7 @@ static void finish(struct em_proxy_worker *w, struct em_http_conn *c)
 	 * EAGAIN): a plain close sends FIN, there is nothing to drain, so
 	 * the half-close and linger (shutdown, two recv, a timer, one more
 	 * wake-up per connection) are not needed. */
-	bool quick = !keep && !r->keep_alive && r->rq == RQ_DONE && !c->readable;
+	bool quick = !keep && !r->keep_alive && r->rq == RQ_DONE && !c->readable && !c->pre;
 
 	em_http_release(w, r, EM_BALANCER_OK, 0);
 	if (r->up) {
@@ -143,6 +224,7 @@ static void finish(struct em_proxy_worker *w, struct em_http_conn *c)
 		return;
 	}
 	if (!keep) {
+		em_http_pre_drop(c);
 		shutdown(c->client.fd, SHUT_WR);
 		c->state = ST_LINGER;
 		em_http_arm(w, c, LINGER_MS);
@@ -159,6 +241,20 @@ static void tunnel(struct em_proxy_worker *w, struct em_http_conn *c)
 	socklen_t client_len = c->client_len;
 	int ufd = r->up->src.fd, cfd;
 
+	if (c->pre) {
+		/* The client's bytes after its head belong to the tunnel and
+		 * come before the socket's: at most max_head bytes into a
+		 * socket that has only sent a head, so one send takes them;
+		 * if not, the connection cannot go on. */
+		size_t k = c->pre_len - c->pre_off;
+
+		if (send(ufd, c->pre + c->pre_off, k, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)k) {
+			EM_PROXY_COUNT(w->proxy, aborted_responses, 1);
+			em_http_conn_close(w, c, true, EM_BALANCER_FAILED);
+			return;
+		}
+		em_http_pre_drop(c);
+	}
 	EM_PROXY_COUNT(w->proxy, tunnels, 1);
 	memcpy(&client, &c->client_addr, client_len);
 	em_http_release(w, r, EM_BALANCER_OK, 0);
@@ -345,7 +441,7 @@ int em_http_exchange(struct em_proxy_worker *w, struct em_http_conn *c)
 		if (r->rq == RQ_BODY) {
 			uint64_t before = r->bytes_up;
 
-			ret = body_move(w, &r->req, cfd, ufd, &r->bytes_up);
+			ret = body_move(w, &r->req, cfd, ufd, &r->bytes_up, c);
 			EM_PROXY_COUNT(p, bytes_up, r->bytes_up - before);
 			if (ret == -EBADMSG) {
 				EM_PROXY_COUNT(p, bad_requests, 1);
@@ -470,7 +566,7 @@ int em_http_exchange(struct em_proxy_worker *w, struct em_http_conn *c)
 		if (r->rs == RS_BODY) {
 			uint64_t before = r->bytes_down;
 
-			ret = body_move(w, &r->resp, ufd, cfd, &r->bytes_down);
+			ret = body_move(w, &r->resp, ufd, cfd, &r->bytes_down, NULL);
 			EM_PROXY_COUNT(p, bytes_down, r->bytes_down - before);
 			if (ret < 0) {
 				if (ret == -EBADMSG)

@@ -56,6 +56,10 @@ struct em_proxy_conn {
 	uint64_t sent, received;
 	struct relay_dir up;		/* client -> backend */
 	struct relay_dir down;		/* backend -> client */
+	/* Client bytes already read (an HTTP port's first bytes that were
+	 * not HTTP): sent to the backend before any from the socket. */
+	char *pre;
+	size_t pre_len, pre_off;
 };
 
 #define conn_of(src, member) \
@@ -122,6 +126,8 @@ static void conn_close(struct em_proxy_worker *w, struct em_proxy_conn *c,
 	}
 	em_proxy_splice_drop(w, &c->up.sp);
 	em_proxy_splice_drop(w, &c->down.sp);
+	free(c->pre);
+	c->pre = NULL;
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -267,13 +273,37 @@ static int pump(struct em_proxy_worker *w, struct relay_dir *d, int from, int to
 	return n > 0 || d->eof != was_eof;
 }
 
+/* Send the client bytes read before the relay started. Returns 1 if any
+ * went, 0 if none could, -errno. */
+static int send_pre(struct em_proxy *p, struct em_proxy_conn *c)
+{
+	ssize_t n = send(c->upstream.fd, c->pre + c->pre_off, c->pre_len - c->pre_off,
+			 MSG_NOSIGNAL | MSG_DONTWAIT);
+
+	if (n < 0)
+		return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+	atomic_fetch_add_explicit(&p->c.bytes_up, (uint64_t)n, memory_order_relaxed);
+	c->sent += (uint64_t)n;
+	c->pre_off += (size_t)n;
+	if (c->pre_off == c->pre_len) {
+		free(c->pre);
+		c->pre = NULL;
+	}
+	return n > 0;
+}
+
 static void relay(struct em_proxy_worker *w, struct em_proxy_conn *c)
 {
 	static _Thread_local struct em_ratelimit relay_rl;
 	struct em_proxy *p = w->proxy;
 	int a, b;
 
-	a = pump(w, &c->up, c->client.fd, c->upstream.fd, &p->c.bytes_up, &c->sent);
+	a = c->pre ? send_pre(p, c) : 0;
+	if (a >= 0 && !c->pre) {
+		int m = pump(w, &c->up, c->client.fd, c->upstream.fd, &p->c.bytes_up, &c->sent);
+
+		a = m < 0 ? m : a | m;
+	}
 	b = a < 0 ? 0 : pump(w, &c->down, c->upstream.fd, c->client.fd, &p->c.bytes_down,
 			     &c->received);
 	if (a < 0 || b < 0) {
@@ -406,7 +436,7 @@ static struct em_proxy_conn *conn_new(struct em_proxy_worker *w, int cfd,
 void em_proxy_l4_start(struct em_proxy_worker *w, int cfd,
 		       const struct sockaddr_storage *client, socklen_t client_len,
 		       const struct sockaddr_storage *orig_dst, socklen_t dst_len,
-		       struct em_lb_port *lb)
+		       struct em_lb_port *lb, const char *pre, size_t pre_len)
 {
 	struct em_proxy *p = w->proxy;
 	struct em_proxy_conn *c = conn_new(w, cfd, client, client_len);
@@ -427,6 +457,15 @@ void em_proxy_l4_start(struct em_proxy_worker *w, int cfd,
 	c->max_attempts = p->cfg.connect_attempts < n ? p->cfg.connect_attempts : (unsigned)n;
 	if (c->max_attempts == 0)
 		c->max_attempts = 1;	/* one pick, which says "none" */
+	if (pre_len) {
+		c->pre = malloc(pre_len);
+		if (!c->pre) {
+			conn_close(w, c, true, EM_BALANCER_CANCELLED, ENOMEM);
+			return;
+		}
+		memcpy(c->pre, pre, pre_len);
+		c->pre_len = pre_len;
+	}
 	/* TCP_NODELAY comes from the listener (listener.c). */
 	try_connect(w, c);
 }

@@ -172,7 +172,7 @@ static void accept_one(struct em_proxy_worker *w, int cfd,
 		em_proxy_http_start(w, cfd, client, client_len, &dst, dst_len);
 		break;
 	case EM_APP_L4:
-		em_proxy_l4_start(w, cfd, client, client_len, &dst, dst_len, t.lb);
+		em_proxy_l4_start(w, cfd, client, client_len, &dst, dst_len, t.lb, NULL, 0);
 		break;
 	default:
 		EM_PROXY_COUNT(p, refused, 1);

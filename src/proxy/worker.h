@@ -251,12 +251,13 @@ void em_proxy_pool_close_all(struct em_proxy_worker *w);
 void em_proxy_pool_reap(struct em_proxy_worker *w);
 
 /* l4.c: take over an accepted client socket; lb is a reference the
- * connection now owns. Never fails visibly: on error the client is closed
- * and counted. */
+ * connection now owns; pre[0..pre_len): bytes already read from the client
+ * (copied), sent to the backend first. Never fails visibly: on error the
+ * client is closed and counted. */
 void em_proxy_l4_start(struct em_proxy_worker *w, int cfd,
 		       const struct sockaddr_storage *client, socklen_t client_len,
 		       const struct sockaddr_storage *orig_dst, socklen_t dst_len,
-		       struct em_lb_port *lb);
+		       struct em_lb_port *lb, const char *pre, size_t pre_len);
 /* l4.c: a byte tunnel between two connected sockets (HTTP Upgrade/CONNECT,
  * after the response that accepted it). Takes over both fds (both must be
  * removed from epoll by the caller first) and the client slot. */

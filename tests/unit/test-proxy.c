@@ -201,16 +201,28 @@ static struct em_proxy *proxy_start(struct fake_service *fs, unsigned workers,
 	return p;
 }
 
-static int client_connect(struct em_proxy *p)
+/* A client connection to p from the loopback address `from` (host order;
+ * 0: any). */
+static int client_connect_from(struct em_proxy *p, uint32_t from)
 {
 	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(em_proxy_port(p)) };
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	struct timeval tv = { .tv_sec = 10 };
 
+	if (from) {
+		struct sockaddr_in src = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(from) };
+
+		ck_assert_int_eq(bind(fd, (struct sockaddr *)&src, sizeof(src)), 0);
+	}
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	return fd;
+}
+
+static int client_connect(struct em_proxy *p)
+{
+	return client_connect_from(p, 0);
 }
 
 /* Read until EOF or error: bytes read, or -errno. */
@@ -840,6 +852,7 @@ enum hsrv_mode {
 	HSRV_SILENT,	/* read the request, never answer */
 	HSRV_DIE,	/* announce 100000 bytes, send 10, close */
 	HSRV_CLOSE_AFTER,	/* answer once with keep-alive, then close the connection */
+	HSRV_UPGRADE,	/* as OK, but a request with Upgrade gets 101, then an echo */
 };
 
 struct hsrv {
@@ -849,7 +862,7 @@ struct hsrv {
 	enum hsrv_mode mode;
 	pthread_t thread;
 	_Atomic int conns, requests;
-	char log[8192];		/* request lines seen, one per line */
+	char log[8192];		/* request lines and X-Forwarded-For lines seen */
 	pthread_mutex_t lock;
 };
 
@@ -892,6 +905,16 @@ static bool read_exact(int fd, size_t len)
 	return true;
 }
 
+static void hsrv_log(struct hsrv *s, const char *line)
+{
+	pthread_mutex_lock(&s->lock);
+	if (strlen(s->log) + strlen(line) + 2 < sizeof(s->log)) {
+		strcat(s->log, line);
+		strcat(s->log, "\n");
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
 static void *hsrv_conn(void *arg)
 {
 	struct hconn *hc = arg;
@@ -902,20 +925,19 @@ static void *hsrv_conn(void *arg)
 	free(hc);
 	for (;;) {
 		size_t cl = 0, body = 0;
-		bool chunked = false;
+		bool chunked = false, upgrade = false;
 		int n;
 
 		if (read_line(fd, line, sizeof(line)) < 0)
 			break;
 		sscanf(line, "%31s", method);
-		pthread_mutex_lock(&s->lock);
-		if (strlen(s->log) + strlen(line) + 2 < sizeof(s->log)) {
-			strcat(s->log, line);
-			strcat(s->log, "\n");
-		}
-		pthread_mutex_unlock(&s->lock);
+		hsrv_log(s, line);
 		s->requests++;
 		while (read_line(fd, line, sizeof(line)) > 0) {
+			if (strncasecmp(line, "X-Forwarded-For:", 16) == 0)
+				hsrv_log(s, line);
+			if (strncasecmp(line, "Upgrade:", 8) == 0)
+				upgrade = true;
 			if (strncasecmp(line, "Content-Length:", 15) == 0)
 				cl = strtoul(line + 15, NULL, 10);
 			if (strncasecmp(line, "Transfer-Encoding: chunked", 26) == 0)
@@ -942,6 +964,19 @@ static void *hsrv_conn(void *arg)
 			if (!read_exact(fd, cl))
 				break;
 			body = cl;
+		}
+		if (s->mode == HSRV_UPGRADE && upgrade) {
+			static const char sw[] = "HTTP/1.1 101 Switching Protocols\r\n"
+						 "Connection: Upgrade\r\nUpgrade: echo\r\n\r\n";
+			char buf[512];
+			ssize_t k;
+
+			if (write(fd, sw, sizeof(sw) - 1) != (ssize_t)sizeof(sw) - 1)
+				break;
+			while ((k = read(fd, buf, sizeof(buf))) > 0)
+				if (write(fd, buf, (size_t)k) != k)
+					break;
+			break;
 		}
 		if (s->mode == HSRV_SILENT) {
 			sleep(5);
@@ -1078,6 +1113,28 @@ static void http_done(struct fake_service *fs, struct em_proxy *p)
 	ck_assert_int_eq(em_lb_port_live(), 0);
 }
 
+/* The next response on fd is a 200 whose body is `want`. */
+static void expect_200(int fd, const char *want)
+{
+	char body[256];
+
+	ck_assert_int_eq(read_response(fd, body, sizeof(body), NULL), 200);
+	ck_assert_str_eq(body, want);
+}
+
+/* A client connection to p; `warm`: one GET answered on it first. */
+static int http_client_warm(struct em_proxy *p, bool warm)
+{
+	char body[64];
+	int fd = client_connect(p);
+
+	if (warm) {
+		SEND(fd, "GET /warm HTTP/1.1\r\nHost: a\r\n\r\n");
+		ck_assert_int_eq(read_response(fd, body, sizeof(body), NULL), 200);
+	}
+	return fd;
+}
+
 START_TEST(test_http_keepalive_balances)
 {
 	struct hsrv a, b;
@@ -1160,6 +1217,98 @@ START_TEST(test_http_bodies)
 	ck_assert_str_eq(body, "1 GET 0");
 	ck_assert_int_eq(read_response(fd, body, sizeof(body), NULL), 200);
 	ck_assert_str_eq(body, "1 POST 2");
+	/* Bodies read with their head (the connection is past its first
+	 * request): a whole one and the next request behind it... */
+	SEND(fd, "POST /3 HTTP/1.1\r\nHost: svc\r\nContent-Length: 5\r\n\r\nhello"
+		 "GET /4 HTTP/1.1\r\nHost: svc\r\n\r\n");
+	expect_200(fd, "1 POST 5");
+	expect_200(fd, "1 GET 0");
+	/* ...chunked, framing and data, then the next request... */
+	SEND(fd, "POST /5 HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n"
+		 "3\r\nabc\r\n0\r\n\r\nGET /6 HTTP/1.1\r\nHost: svc\r\n\r\n");
+	expect_200(fd, "1 POST 3");
+	expect_200(fd, "1 GET 0");
+	/* ...a size line cut after the head's read, finished from the socket... */
+	SEND(fd, "POST /7 HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n1");
+	usleep(50000);
+	SEND(fd, "0\r\n0123456789abcdef\r\n0\r\n\r\n");
+	expect_200(fd, "1 POST 16");
+	/* ...and a large body, its first bytes read with the head. */
+	{
+		static char big[200000 + 128];
+		int n = snprintf(big, sizeof(big), "PUT /8 HTTP/1.1\r\nHost: svc\r\n"
+				 "Content-Length: 200000\r\n\r\n");
+
+		memset(big + n, 'x', 200000);
+		send_all(fd, big, (size_t)n + 200000);
+		expect_200(fd, "1 PUT 200000");
+	}
+	close(fd);
+	http_done(&fs, p);
+	hsrv_stop(&a);
+}
+END_TEST
+
+/* X-Forwarded-For carries the client's address as text: every digit
+ * count of a dotted quad. */
+START_TEST(test_http_forwarded_for)
+{
+	static const uint32_t from[] = { 0x7f0ac809 /* 127.10.200.9 */, 0x7f000001 };
+	struct hsrv a;
+	struct fake_service fs;
+	struct em_proxy *p;
+
+	hsrv_start(&a, 1, HSRV_OK);
+	service_init(&fs, &a.port, 1);
+	p = http_proxy_start(&fs, NULL);
+	for (size_t i = 0; i < 2; i++) {
+		int fd = client_connect_from(p, from[i]);
+
+		SEND(fd, "GET /x HTTP/1.1\r\nHost: svc\r\n\r\n");
+		expect_200(fd, "1 GET 0");
+		close(fd);
+	}
+	pthread_mutex_lock(&a.lock);
+	ck_assert_ptr_nonnull(strstr(a.log, "X-Forwarded-For: 127.10.200.9\n"));
+	ck_assert_ptr_nonnull(strstr(a.log, "X-Forwarded-For: 127.0.0.1\n"));
+	pthread_mutex_unlock(&a.lock);
+	http_done(&fs, p);
+	hsrv_stop(&a);
+}
+END_TEST
+
+/* Bytes a client sends right behind an Upgrade request's head (read with
+ * it, on a connection past its first request) reach the backend first,
+ * once it switched protocols. */
+START_TEST(test_http_upgrade_bytes_behind_head)
+{
+	static const char want[] = "HTTP/1.1 101 Switching Protocols\r\n";
+	struct hsrv a;
+	struct fake_service fs;
+	struct em_proxy *p;
+	char buf[512] = "";
+	size_t got = 0;
+	int fd;
+
+	hsrv_start(&a, 1, HSRV_UPGRADE);
+	service_init(&fs, &a.port, 1);
+	p = http_proxy_start(&fs, NULL);
+	fd = http_client_warm(p, true);
+	SEND(fd, "GET /ws HTTP/1.1\r\nHost: svc\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+		 "early bytes");
+	while (got < sizeof(buf) - 1 && !strstr(buf, "early bytes")) {
+		ssize_t n = read(fd, buf + got, sizeof(buf) - 1 - got);
+
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+		buf[got] = 0;
+	}
+	ck_assert_int_eq(strncmp(buf, want, sizeof(want) - 1), 0);
+	ck_assert_ptr_nonnull(strstr(buf, "\r\n\r\nearly bytes"));
+	SEND(fd, "later");
+	ck_assert_int_eq(read(fd, buf, 5), 5);
+	ck_assert_int_eq(memcmp(buf, "later", 5), 0);
 	close(fd);
 	http_done(&fs, p);
 	hsrv_stop(&a);
@@ -1188,34 +1337,41 @@ START_TEST(test_http_smuggling_refused)
 	hsrv_start(&a, 1, HSRV_OK);
 	service_init(&fs, &a.port, 1);
 	p = http_proxy_start(&fs, NULL);
-	for (size_t i = 0; i < sizeof(vectors) / sizeof(vectors[0]); i++) {
-		bool closing;
-		int fd = client_connect(p);
+	/* warm: after a first request on the same connection. The first head
+	 * of a connection is peeked and consumed exactly; later ones are read
+	 * whole with the bytes behind them (http.c): both paths must refuse. */
+	for (int warm = 0; warm < 2; warm++) {
+		for (size_t i = 0; i < sizeof(vectors) / sizeof(vectors[0]); i++) {
+			bool closing;
+			int fd = http_client_warm(p, warm);
 
-		SEND(fd, vectors[i]);
-		/* 400, or 501 for a coding we do not know */
-		ck_assert_int_eq(read_response(fd, body, sizeof(body), &closing) / 100, 4 + (i == 4));
-		ck_assert(closing);
-		close(fd);
-	}
-	/* A chunk whose data is not followed by CRLF: the head is fine and
-	 * goes up, the body is cut; the backend never sees a second request. */
-	{
-		int fd = client_connect(p);
-		char c;
+			SEND(fd, vectors[i]);
+			/* 400, or 501 for a coding we do not know */
+			ck_assert_int_eq(read_response(fd, body, sizeof(body), &closing) / 100,
+					 4 + (i == 4));
+			ck_assert(closing);
+			close(fd);
+		}
+		/* A chunk whose data is not followed by CRLF: the head is fine
+		 * and goes up, the body is cut; the backend never sees a
+		 * second request. */
+		{
+			int fd = http_client_warm(p, warm);
+			char c;
 
-		SEND(fd, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-			 "1\r\naXY0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n");
-		while (read(fd, &c, 1) > 0)
-			;
-		close(fd);
+			SEND(fd, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+				 "1\r\naXY0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n");
+			while (read(fd, &c, 1) > 0)
+				;
+			close(fd);
+		}
 	}
 	usleep(100000);
 	pthread_mutex_lock(&a.lock);
 	ck_assert_ptr_null(strstr(a.log, "smuggled"));
 	pthread_mutex_unlock(&a.lock);
 	em_proxy_get_stats(p, &st);
-	ck_assert_uint_ge(st.bad_requests, 7);
+	ck_assert_uint_ge(st.bad_requests, 14);
 	http_done(&fs, p);
 	hsrv_stop(&a);
 }
@@ -1456,6 +1612,11 @@ START_TEST(test_http_l4_fallback)
 	ck_assert_int_eq(write(fd, "\x16\x03\x01\x00\x05hello", 10), 10);
 	ck_assert_int_eq(read(fd, buf, 10), 10);
 	ck_assert(memcmp(buf, "\x16\x03\x01\x00\x05hello", 10) == 0);
+	/* The first bytes were read by the HTTP side and handed over: the
+	 * relay goes on from the socket behind them. */
+	ck_assert_int_eq(write(fd, "more", 4), 4);
+	ck_assert_int_eq(read(fd, buf, 4), 4);
+	ck_assert(memcmp(buf, "more", 4) == 0);
 	close(fd);
 	em_proxy_get_stats(p, &st);
 	ck_assert_uint_eq(st.l4_fallbacks, 1);
@@ -1579,6 +1740,9 @@ Suite *proxy_suite(void)
 	tcase_add_test(tc, test_http_smuggling_refused);
 	tcase_add_test(tc, test_http_head_and_http10);
 	tcase_add_test(tc, test_http_l4_fallback);
+	tcase_add_test(tc, test_http_upgrade_bytes_behind_head);
+	tc = proxy_case(s, "http-headers");
+	tcase_add_test(tc, test_http_forwarded_for);
 	tc = proxy_case(s, "http-failures");
 	tcase_add_test(tc, test_http_failures);
 	tcase_add_test(tc, test_http_timeouts_and_aborts);
