@@ -37,8 +37,12 @@
 #        BENCH_ROUNDS (3), BENCH_SECONDS (8), BENCH_IDLE_CONNS (8000),
 #        BENCH_PIN=0     no CPU pinning; BENCH_LOAD_CPU (0), BENCH_PROXY_CPU (1)
 #        BENCH_CASES     the cases to run, space-separated (default all): keepalive
-#                        l4 new_conn download upload dns udp fixed_rate idle registry
+#                        keepalive_bound l4 new_conn download upload dns udp fixed_rate idle registry
 #        BENCH_DAEMON_ARGS  extra daemon flags (e.g. --dns-in-place=yes)
+#        BENCH_PROXY_QUOTA  CPU share (percent of one CPU, default 25) each proxy
+#                        gets in the proxy-bound keep-alive case (keepalive_bound:
+#                        a cgroup with a CPU quota, made for the run and removed);
+#                        BENCH_CGROUP=0 leaves that case out
 #        BENCH_JSON      where the raw figures go (default /tmp/em-bench-<date>.json)
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -98,6 +102,55 @@ else
 fi
 
 in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+# ---- proxy-bound placement ---------------------------------------------------
+# On two CPUs the load side (wrk, both nginx pods and the veth work they
+# cause) saturates its CPU before either proxy does, so keep-alive req/s
+# shows the load generator's rate for every proxy. keepalive_bound gives the
+# proxy under test (edgemesh-tproxy or HAProxy, one at a time, the same
+# share for both) a CPU quota through a cgroup of its own, so that its CPU
+# is the limit. The group is made for this run and removed on exit; the
+# host's other groups and settings are not touched.
+CG_PARENT= CG= CG_V=
+cg_setup() {
+	[ "${BENCH_CGROUP:-1}" = 1 ] || return 1
+	if [ -e /sys/fs/cgroup/cpu/cpu.cfs_quota_us ] && [ -w /sys/fs/cgroup/cpu/cgroup.procs ]; then
+		CG_PARENT=/sys/fs/cgroup/cpu CG_V=1
+	elif grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null; then
+		CG_PARENT=/sys/fs/cgroup CG_V=2
+	else
+		return 1
+	fi
+	CG=$CG_PARENT/em-bench-$ID
+	mkdir "$CG" 2>/dev/null || { CG=; return 1; }
+	local quota=$(( ${BENCH_PROXY_QUOTA:-25} * 1000 ))
+	if [ $CG_V = 1 ]; then
+		echo 100000 > "$CG/cpu.cfs_period_us" && echo "$quota" > "$CG/cpu.cfs_quota_us"
+	else
+		echo "$quota 100000" > "$CG/cpu.max"
+	fi || { rmdir "$CG"; CG=; return 1; }
+}
+cg_cleanup() {
+	[ -n "$CG" ] && [ -d "$CG" ] || return 0
+	local p
+	for p in $(cat "$CG/cgroup.procs" 2>/dev/null); do echo "$p" > "$CG_PARENT/cgroup.procs"; done 2>/dev/null
+	rmdir "$CG" 2>/dev/null
+}
+trap 'cg_cleanup; topo_cleanup' EXIT
+# bound_case PEER ROUND: the keep-alive case with the peer's proxy (every
+# thread) in the limited group for its duration.
+bound_case() {
+	local pid; pid=$(pid_of "${PROC[$1]}")
+	echo "$pid" > "$CG/cgroup.procs" || { log "keepalive_bound/$1: cannot move pid $pid into $CG"; return 0; }
+	wrk_case keepalive_bound "$1" "$2"
+	echo "$pid" > "$CG_PARENT/cgroup.procs"
+}
+if cg_setup; then
+	BOUND="each proxy limited to ${BENCH_PROXY_QUOTA:-25}% of one CPU (cgroup v$CG_V cpu quota)"
+else
+	BOUND="unavailable (no writable cgroup cpu controller, or BENCH_CGROUP=0)"
+fi
+
 # bg NAME NS [PIN] CMD...: a background program whose pid is $DIR/NAME.pid
 bg() {
 	local name=$1 ns=$2; shift 2
@@ -496,7 +549,7 @@ HTTP_PEERS="direct edgemesh-http haproxy-http nginx"
 # Rotate the order each round so no peer always runs first.
 rot() { local r=$1; shift; local a=("$@") n=$#; local i; for i in $(seq 0 $((n - 1))); do echo "${a[$(( (i + r) % n ))]}"; done; }
 
-CASES=${BENCH_CASES:-keepalive l4 new_conn download upload dns udp fixed_rate idle registry}
+CASES=${BENCH_CASES:-keepalive keepalive_bound l4 new_conn download upload dns udp fixed_rate idle registry}
 want() { [[ " $CASES " == *" $1 "* ]]; }
 
 # A short warm-up: connections established, caches hot.
@@ -507,6 +560,9 @@ done
 for r in $(seq "$ROUNDS"); do
 	log "== round $r of $ROUNDS"
 	want keepalive && for peer in $(rot "$r" $HTTP_PEERS); do wrk_case keepalive_1k "$peer" "$r"; done
+	want keepalive_bound && [ -n "$CG" ] && for peer in $(rot "$r" edgemesh-http haproxy-http); do
+		bound_case "$peer" "$r"
+	done
 	want l4 && for peer in $(rot "$r" edgemesh-l4 haproxy-tcp); do wrk_case keepalive_1k_l4 "$peer" "$r"; done
 	want new_conn && for peer in $(rot "$r" direct edgemesh-http haproxy-http); do
 		wrk_case new_conn "$peer" "$r" -H "Connection: close"
@@ -553,7 +609,7 @@ errs=$(grep -c '^<3>' "$DIR/daemon.err" 2>/dev/null)
 python3 "$here/report.py" "$RAW" "$JSON" \
 	--meta "date=$(date -u +%FT%TZ)" "loadavg_at_end=$(cut -d" " -f1-3 /proc/loadavg)" "loadavg_at_start=$LOADAVG0" "kernel=$(uname -r)" "cpus=$ncpu" \
 	"cpu_model=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)" \
-	"pinning=$PINNING" "rounds=$ROUNDS" "seconds=$SECS" "connections=$CONNS" \
+	"pinning=$PINNING" "proxy_bound=$BOUND" "rounds=$ROUNDS" "seconds=$SECS" "connections=$CONNS" \
 	"idle_connections=$IDLE" "fixed_rate=half of HAProxy peak, measured before each round" "transfers_per_round=$XFERS" \
 	"registry=$REG_SVC services, $REG_PODS pods" \
 	"haproxy=$(haproxy -v | head -n1 | awk '{ print $3 }')" "nginx=$(nginx -v 2>&1 | sed 's/.*\///')" \
