@@ -51,12 +51,33 @@ void em_edgecore_rows_free(struct rows *rs)
 {
 	struct chunk *c, *next;
 
+	for (size_t i = 0; i < rs->n; i++)
+		free(rs->v[i].ident);
 	for (c = rs->chunks; c; c = next) {
 		next = c->next;
 		free(c);
 	}
 	free(rs->v);
+	free(rs->contribs);
 	memset(rs, 0, sizeof(*rs));
+}
+
+void em_edgecore_rows_drop_text(struct rows *rs)
+{
+	struct chunk *c, *next;
+	struct row *v;
+
+	for (c = rs->chunks; c; c = next) {
+		next = c->next;
+		free(c);
+	}
+	rs->chunks = NULL;
+	for (size_t i = 0; i < rs->n; i++)
+		rs->v[i].key = rs->v[i].value = NULL;
+	if (rs->n && rs->n < rs->cap && (v = realloc(rs->v, rs->n * sizeof(*v)))) {
+		rs->v = v;
+		rs->cap = rs->n;
+	}
 }
 
 static char *rows_copy(struct rows *rs, const void *src, size_t len)
@@ -106,7 +127,7 @@ static uint64_t mix64(uint64_t w)
 /* A 64-bit hash of a row's value, eight bytes a step: a changed value has
  * another hash but for a 2^-64 chance. The length goes in first, so the
  * zero padding of the tail is unambiguous. */
-static uint64_t value_hash(const void *data, size_t n)
+uint64_t em_edgecore_hash(const void *data, size_t n)
 {
 	const unsigned char *p = data;
 	uint64_t h = 0x9e3779b97f4a7c15ULL ^ mix64(n), w;
@@ -126,6 +147,32 @@ static uint64_t value_hash(const void *data, size_t n)
 	h ^= h >> 33;
 	h *= 0xc4ceb9fe1a85ec53ULL;
 	return h ^ (h >> 33);
+}
+
+static uint64_t value_hash(const void *data, size_t n)
+{
+	return em_edgecore_hash(data, n);
+}
+
+char *em_edgecore_ident(const char *ns, const char *name)
+{
+	size_t a = strlen(ns), b = strlen(name);
+	char *s = malloc(a + b + 2);
+
+	if (s) {
+		memcpy(s, ns, a + 1);
+		memcpy(s + a + 1, name, b + 1);
+	}
+	return s;
+}
+
+/* The kind, then ns and name with their NULs: "a" "b/c" and "a/b" "c"
+ * differ. */
+uint64_t em_edgecore_ident_hash(int kind, const char *ident)
+{
+	size_t a = strlen(ident), b = strlen(ident + a + 1);
+
+	return em_edgecore_hash(ident, a + b + 2) ^ mix64((uint64_t)kind + 1);
 }
 
 /* SQL em_value_hash(value): value_hash of the bytes col() would copy;
@@ -201,7 +248,7 @@ struct reader {
 	/* An incremental read: the rows of the previous read, or NULL (read
 	 * every value). Both lists are in scan order (meta_v2 then meta, each
 	 * by rowid), so one cursor walks prev along with the scan. */
-	const struct rows *prev;
+	struct rows *prev;
 	size_t pi;			/* cursor in prev */
 	sqlite3_stmt *value_st;		/* the value of one rowid of the table scanned */
 };
@@ -272,9 +319,9 @@ static struct row *rows_add(struct rows *rs)
 
 /* The previous read's row at (v2, rowid), if any; the cursor moves past
  * the rows before it (rows gone since). */
-static const struct row *prev_row(struct reader *rd, bool v2, sqlite3_int64 rowid)
+static struct row *prev_row(struct reader *rd, bool v2, sqlite3_int64 rowid)
 {
-	const struct rows *p = rd->prev;
+	struct rows *p = rd->prev;
 
 	while (rd->pi < p->n && ((p->v[rd->pi].v2 && !v2) ||
 				 (p->v[rd->pi].v2 == v2 && p->v[rd->pi].rowid < rowid)))
@@ -284,7 +331,8 @@ static const struct row *prev_row(struct reader *rd, bool v2, sqlite3_int64 rowi
 	return NULL;
 }
 
-/* Reads the value of row r->rowid (in the current transaction) into r. */
+/* Reads the key and value of row r->rowid (in the current transaction)
+ * into r. */
 static int read_value(struct reader *rd, struct row *r)
 {
 	int rc;
@@ -295,40 +343,66 @@ static int read_value(struct reader *rd, struct row *r)
 		sqlite3_reset(rd->value_st);
 		return rc == SQLITE_DONE ? -EIO : em_edgecore_errno(rc);
 	}
-	r->value = col(rd->rs, rd->value_st, 0);
-	r->value_len = (size_t)sqlite3_column_bytes(rd->value_st, 0);
+	r->key = col(rd->rs, rd->value_st, 0);
+	r->value = col(rd->rs, rd->value_st, 1);
 	/* at once: an active statement would keep the SHARED lock past COMMIT */
 	sqlite3_reset(rd->value_st);
-	return r->value ? 0 : -ENOMEM;
+	return r->key && r->value ? 0 : -ENOMEM;
 }
 
 /* Column 3 of an incremental scan is the value's hash: an unchanged row
- * (same rowid, key, type and hash) borrows the previous read's value, any
- * other row is read. */
+ * (same rowid, key, type and hash) takes over the previous read's ident and
+ * is not read; any other row's key and value are read. */
 static int take_value(struct reader *rd, sqlite3_stmt *st, struct row *r)
 {
-	const struct row *old;
+	struct row *old;
 
 	if (!rd->prev) {
+		r->key = col(rd->rs, st, 2);
 		r->value = col(rd->rs, st, 3);
-		if (!r->value)
+		if (!r->key || !r->value)
 			return -ENOMEM;
-		r->value_len = (size_t)sqlite3_column_bytes(st, 3);
-		r->hash = value_hash(r->value, r->value_len);
+		r->hash = value_hash(r->value, (size_t)sqlite3_column_bytes(st, 3));
+		r->read = true;
 		rd->rs->n_read++;
 		return 0;
 	}
 	r->hash = (uint64_t)sqlite3_column_int64(st, 3);
 	old = prev_row(rd, r->v2, r->rowid);
 	if (old && old->hash == r->hash && old->kind == r->kind && old->list == r->list &&
-	    strcmp(old->key, r->key) == 0) {
-		r->value = old->value;
-		r->value_len = old->value_len;
-		r->borrowed = true;
+	    old->key_hash == r->key_hash) {
+		r->ident = old->ident;
+		old->ident = NULL;
+		old->kept = true;
 		return 0;
 	}
+	r->read = true;
 	rd->rs->n_read++;
 	return read_value(rd, r);
+}
+
+/* The hash of a row's type (meta) or key (meta_v2) and key, read where
+ * SQLite holds them (nothing copied). */
+static uint64_t key_hash(sqlite3_stmt *st)
+{
+	const void *what = sqlite3_column_blob(st, 1), *key = sqlite3_column_blob(st, 2);
+	uint64_t h1 = value_hash(what ? what : "", what ? (size_t)sqlite3_column_bytes(st, 1) : 0);
+
+	return value_hash(key ? key : "", key ? (size_t)sqlite3_column_bytes(st, 2) : 0) ^ mix64(h1);
+}
+
+/* "/<group>/<version>/<resource>/<ns>/<name>": a key meta_v2 holds an
+ * object under (list rows, cluster-scoped ("null" namespace) and other
+ * shapes do not count). */
+static bool v2_object_key(const char *key)
+{
+	const char *ns = NULL;
+	size_t slashes = 0;
+
+	for (const char *p = key; p && *p; p++)
+		if (*p == '/' && ++slashes == 4)
+			ns = p + 1;
+	return slashes == 5 && strncmp(ns, "null/", 5) != 0;
 }
 
 /* Takes one row if it is selected (columns 1-3 not NULL). 1 kept, 0 not. */
@@ -350,32 +424,13 @@ static int keep_row(struct reader *rd, sqlite3_stmt *st, bool v2)
 	r->v2 = v2;
 	r->kind = (unsigned char)kind;
 	r->list = list;
-	r->key = col(rd->rs, st, 2);
-	if (!r->key)
-		return -ENOMEM;
+	r->key_hash = key_hash(st);
+	r->v2_obj = v2 && v2_object_key((const char *)sqlite3_column_text(st, 2));
 	ret = take_value(rd, st, r);
 	if (ret < 0)
 		return ret;
 	rd->rs->n++;
 	return 1;
-}
-
-/* After an incremental read, outside the lock: the borrowed values are
- * copied in, so the previous read's rows can go. */
-static int rows_own(struct rows *rs)
-{
-	for (size_t i = 0; i < rs->n; i++) {
-		struct row *r = &rs->v[i];
-
-		if (!r->borrowed)
-			continue;
-		r->value = rows_copy(rs, r->value, r->value_len);
-		if (!r->value)
-			return -ENOMEM;
-		rs->bytes -= r->value_len;	/* bytes counts what came from SQLite */
-		r->borrowed = false;
-	}
-	return 0;
 }
 
 /* Copies the rows of one table that `sql` selects, resuming after the last
@@ -437,8 +492,8 @@ static int copy_paged(struct reader *rd, const char *sql, const char *const *bin
 
 	rd->value_st = NULL;
 	if (rd->prev) {
-		rc = sqlite3_prepare_v2(rd->db, v2 ? "SELECT value FROM meta_v2 WHERE rowid = ?1" :
-					"SELECT value FROM meta WHERE rowid = ?1", -1, &rd->value_st, NULL);
+		rc = sqlite3_prepare_v2(rd->db, v2 ? "SELECT key, value FROM meta_v2 WHERE rowid = ?1" :
+					"SELECT key, value FROM meta WHERE rowid = ?1", -1, &rd->value_st, NULL);
 		if (rc != SQLITE_OK)
 			return em_edgecore_errno(rc);
 	}
@@ -478,17 +533,10 @@ static int copy_v2(struct reader *rd)
 		 "CASE WHEN %s THEN %s END FROM meta_v2 WHERE rowid > ?1 ORDER BY rowid",
 		 cond, cond, cond, value_column(rd));
 	ret = copy_paged(rd, sql, binds, 2 * EM_EDGECORE_KINDS, true);
-	/* which kinds it holds objects of ("/<g>/<v>/<r>/<ns>/<name>"; list rows,
-	 * cluster-scoped ("null" namespace) and other shapes do not count) */
-	for (size_t i = 0; i < rs->n; i++) {
-		const char *ns = NULL;
-		size_t slashes = 0;
-		for (const char *p = rs->v[i].key; *p; p++)
-			if (*p == '/' && ++slashes == 4)
-				ns = p + 1;
-		if (slashes == 5 && strncmp(ns, "null/", 5) != 0)
+	/* which kinds it holds objects of */
+	for (size_t i = 0; i < rs->n; i++)
+		if (rs->v[i].v2_obj)
 			rs->v2_has[rs->v[i].kind] = true;
-	}
 	return ret;
 }
 
@@ -521,7 +569,7 @@ static int copy_meta(struct reader *rd, bool merge_legacy)
 /* The read: copy the selected rows (in short transactions, see struct
  * reader), noting data_version first. With prev (the rows of the previous
  * read), only the values of rows that changed are read. */
-int em_edgecore_rows_read(sqlite3 *db, const struct em_edgecore_config *cfg, const struct rows *prev,
+int em_edgecore_rows_read(sqlite3 *db, const struct em_edgecore_config *cfg, struct rows *prev,
 		     struct rows *rs, long long *version, struct em_edgecore_lock_times *lt)
 {
 	struct reader rd = {
@@ -555,8 +603,6 @@ int em_edgecore_rows_read(sqlite3 *db, const struct em_edgecore_config *cfg, con
 	if (ret == 0 && has_meta)
 		ret = copy_meta(&rd, merge_legacy);
 	txn_end(&rd, ret == 0);
-	if (ret == 0 && prev)
-		ret = rows_own(rs);
 	return ret;
 }
 

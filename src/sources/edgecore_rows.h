@@ -32,20 +32,29 @@ extern const struct em_edgecore_kind em_edgecore_kinds[EM_EDGECORE_KINDS];
 struct chunk;
 
 /* One selected row: its kind, which table (v2: meta_v2), whether its value
- * is a list (podlist...). */
-
+ * is a list (podlist...). Between reads only the fixed part is kept (what
+ * identifies the row and its value, and the object it holds): key and
+ * value are set only for the rows read by this read, until
+ * em_edgecore_rows_drop_text(). */
 struct row {
 	const char *key, *value;
+	char *ident;			/* "ns\0name" of the object a single row holds
+					 * (owned), NULL for a list row or no object */
 	sqlite3_int64 rowid;
+	uint64_t key_hash;		/* value_hash of the meta type / v2 key and key */
 	uint64_t hash;			/* value_hash(value) */
-	size_t value_len;
 	unsigned char kind;
 	bool v2, list;
-	bool borrowed;			/* value points into the previous read's rows */
+	bool read;			/* its value was read by this read */
+	bool kept;			/* (previous read) the next read found it unchanged */
+	bool v2_obj;			/* a meta_v2 key of an object ("/g/v/r/ns/name") */
 };
 
 /* The selected rows of one read, in scan order (meta_v2, then meta, each by
- * rowid); keys and values live in the chunks. */
+ * rowid); keys and values read live in the chunks. contribs: the identity
+ * hash (em_edgecore_ident_hash) of every object every row holds (a list
+ * row's items included), sorted: an object found in two rows (legacy
+ * podlists, merge_legacy) appears twice. */
 struct rows {
 	struct row *v;
 	size_t n, cap;
@@ -53,9 +62,21 @@ struct rows {
 	size_t bytes;
 	size_t n_read;			/* rows whose value was read from the database */
 	bool v2_has[EM_EDGECORE_KINDS];	/* meta_v2 holds rows of that kind */
+	uint64_t *contribs;
+	size_t n_contribs;
 };
 
 void em_edgecore_rows_free(struct rows *rs);
+/* Frees the keys and values read (and the spare room of the row array):
+ * what is kept between reads. */
+void em_edgecore_rows_drop_text(struct rows *rs);
+
+/* The same 64-bit hash SQL's em_value_hash computes. */
+uint64_t em_edgecore_hash(const void *data, size_t n);
+/* An object's identity: "ns\0name" (malloc'd, NULL on ENOMEM) and its hash
+ * with the kind. */
+char *em_edgecore_ident(const char *ns, const char *name);
+uint64_t em_edgecore_ident_hash(int kind, const char *ident);
 
 /* Open the database read-only (never created; PRAGMA query_only) with the
  * busy timeout, and the SQL function the reads use. 0 or -errno. */
@@ -64,9 +85,11 @@ int em_edgecore_open(const char *path, unsigned busy_ms, sqlite3 **out);
 /* The read: copy the selected rows (in short transactions), noting
  * data_version first (version may be NULL). With prev (the rows of the
  * previous read, same file), only the values of rows that changed are read
- * from the database. 0 or -errno (see em_edgecore_db_read). */
+ * from the database (read set); an unchanged row takes over prev's ident
+ * (prev's row is marked kept, its ident moved). 0 or -errno (see
+ * em_edgecore_db_read). */
 int em_edgecore_rows_read(sqlite3 *db, const struct em_edgecore_config *cfg,
-			  const struct rows *prev, struct rows *rs, long long *version,
+			  struct rows *prev, struct rows *rs, long long *version,
 			  struct em_edgecore_lock_times *lt);
 
 /* SQLite result code -> -errno. */
