@@ -62,6 +62,7 @@ static bool same_api(json_t *obj, int k)
  * the objects are wanted): the row parsed (it gets the ident of the object
  * a non-list row holds) and the identity hash of every object found. */
 struct index {
+	struct rows *rs;
 	struct row *row;
 	uint64_t *v;
 	size_t n, cap;
@@ -70,9 +71,7 @@ struct index {
 
 static void index_add(struct index *ix, int k, const char *ns, const char *name)
 {
-	char *ident = em_edgecore_ident(ns, name);
-
-	if (ident && ix->n == ix->cap) {
+	if (ix->n == ix->cap) {
 		size_t cap = ix->cap ? 2 * ix->cap : 1024;
 		uint64_t *v = realloc(ix->v, cap * sizeof(*v));
 
@@ -81,16 +80,12 @@ static void index_add(struct index *ix, int k, const char *ns, const char *name)
 			ix->cap = cap;
 		}
 	}
-	if (!ident || ix->n == ix->cap) {
-		free(ident);
+	if (ix->n == ix->cap || (!ix->row->list && !ix->row->ident &&
+				 em_edgecore_ident_set(ix->rs, ix->row, ns, name) < 0)) {
 		ix->nomem = true;
 		return;
 	}
-	ix->v[ix->n++] = em_edgecore_ident_hash(k, ident);
-	if (!ix->row->list && !ix->row->ident)
-		ix->row->ident = ident;
-	else
-		free(ident);
+	ix->v[ix->n++] = em_edgecore_ident_hash(k, ns, name);
 }
 
 /* Add one object to `seen` ("Kind ns/name" -> obj), higher resourceVersion
@@ -204,8 +199,10 @@ static json_t *parse_rows(struct rows *rs, struct counts *c, struct index *ix)
 	for (int pass = 0; pass < 2; pass++)
 		for (size_t i = 0; i < rs->n; i++)
 			if (rs->v[i].v2 == (pass == 1)) {
-				if (ix)
+				if (ix) {
+					ix->rs = rs;
 					ix->row = &rs->v[i];
+				}
 				parse_row(&rs->v[i], seen, c, ix);
 			}
 	json_object_foreach(seen, k, v)
@@ -490,12 +487,12 @@ static int collect(const struct rows *prev, struct rows *rs, struct counts *c, s
 		if (r->list)
 			return 1;
 		if (r->ident)
-			ch[(*n_out)++] = (struct change){ em_edgecore_ident_hash(r->kind, r->ident), -1, r,
+			ch[(*n_out)++] = (struct change){ em_edgecore_row_ident_hash(prev, r), -1, r,
 							  NULL };
 	}
 	for (size_t i = 0; i < rs->n; i++) {
 		struct row *r = &rs->v[i];
-		struct index ix = { .row = r };
+		struct index ix = { .rs = rs, .row = r };
 		json_t *seen, *v;
 		const char *k;
 
@@ -512,7 +509,7 @@ static int collect(const struct rows *prev, struct rows *rs, struct counts *c, s
 		}
 		if (r->ident)
 			json_object_foreach(seen, k, v)
-				ch[(*n_out)++] = (struct change){ em_edgecore_ident_hash(r->kind, r->ident), 1,
+				ch[(*n_out)++] = (struct change){ em_edgecore_row_ident_hash(rs, r), 1,
 								  r, json_incref(v) };
 		json_decref(seen);
 	}
@@ -590,8 +587,10 @@ static int deliver_changes(struct em_source_edgecore *e, struct rows *rs)
 			e->sink.upsert(e->sink.ctx, e->name, ch[last].obj);
 		} else {
 			const struct row *r = ch[last].row;
-			e->sink.remove(e->sink.ctx, e->name, em_edgecore_kinds[r->kind].kind, r->ident,
-				       r->ident + strlen(r->ident) + 1);
+			const char *id = em_edgecore_ident(prev, r);
+
+			e->sink.remove(e->sink.ctx, e->name, em_edgecore_kinds[r->kind].kind, id,
+				       id + strlen(id) + 1);
 		}
 	}
 	if (ret == 0) {
@@ -650,7 +649,7 @@ static void poll_once(struct em_source_edgecore *e)
 	if (ret == 0 && e->have_cache) {
 		n_read = rs.n_read;
 		ret = deliver_changes(e, &rs);
-		if (ret <= 0) {		/* the cache lent its idents to rs: both go */
+		if (ret <= 0) {
 			em_edgecore_rows_free(&rs);
 			em_edgecore_rows_free(&e->cache);
 			e->have_cache = false;
@@ -663,9 +662,9 @@ static void poll_once(struct em_source_edgecore *e)
 		ret = deliver_all(e, &rs, max_lock_us);
 	}
 	if (ret < 0) {
+		/* a read that failed leaves the cache as it was, not what the
+		 * sink holds after a failed delivery */
 		em_edgecore_rows_free(&rs);
-		em_edgecore_rows_free(&e->cache);
-		e->have_cache = false;
 		note_error(e, ret, "cannot read");
 		return;
 	}

@@ -51,8 +51,7 @@ void em_edgecore_rows_free(struct rows *rs)
 {
 	struct chunk *c, *next;
 
-	for (size_t i = 0; i < rs->n; i++)
-		free(rs->v[i].ident);
+	free(rs->idents);
 	for (c = rs->chunks; c; c = next) {
 		next = c->next;
 		free(c);
@@ -66,6 +65,7 @@ void em_edgecore_rows_drop_text(struct rows *rs)
 {
 	struct chunk *c, *next;
 	struct row *v;
+	char *ids;
 
 	for (c = rs->chunks; c; c = next) {
 		next = c->next;
@@ -77,6 +77,11 @@ void em_edgecore_rows_drop_text(struct rows *rs)
 	if (rs->n && rs->n < rs->cap && (v = realloc(rs->v, rs->n * sizeof(*v)))) {
 		rs->v = v;
 		rs->cap = rs->n;
+	}
+	if (rs->idents_len && rs->idents_len < rs->idents_cap &&
+	    (ids = realloc(rs->idents, rs->idents_len))) {
+		rs->idents = ids;
+		rs->idents_cap = rs->idents_len;
 	}
 }
 
@@ -154,25 +159,58 @@ static uint64_t value_hash(const void *data, size_t n)
 	return em_edgecore_hash(data, n);
 }
 
-char *em_edgecore_ident(const char *ns, const char *name)
+/* Appends "a\0b\0" to rs's idents for row r. */
+static int ident_put(struct rows *rs, struct row *r, const char *a, size_t la, const char *b,
+		     size_t lb)
 {
-	size_t a = strlen(ns), b = strlen(name);
-	char *s = malloc(a + b + 2);
+	size_t need = rs->idents_len + la + lb + 2;
 
-	if (s) {
-		memcpy(s, ns, a + 1);
-		memcpy(s + a + 1, name, b + 1);
+	if (need > UINT32_MAX)
+		return -ENOMEM;
+	if (need > rs->idents_cap) {
+		size_t cap = rs->idents_cap ? rs->idents_cap : 4096;
+		char *v;
+
+		while (cap < need)
+			cap *= 2;
+		v = realloc(rs->idents, cap);
+		if (!v)
+			return -ENOMEM;
+		rs->idents = v;
+		rs->idents_cap = cap;
 	}
-	return s;
+	r->ident = (uint32_t)rs->idents_len + 1;
+	memcpy(rs->idents + rs->idents_len, a, la + 1);
+	memcpy(rs->idents + rs->idents_len + la + 1, b, lb + 1);
+	rs->idents_len = need;
+	return 0;
 }
 
-/* The kind, then ns and name with their NULs: "a" "b/c" and "a/b" "c"
- * differ. */
-uint64_t em_edgecore_ident_hash(int kind, const char *ident)
+int em_edgecore_ident_set(struct rows *rs, struct row *r, const char *ns, const char *name)
 {
-	size_t a = strlen(ident), b = strlen(ident + a + 1);
+	return ident_put(rs, r, ns, strlen(ns), name, strlen(name));
+}
 
-	return em_edgecore_hash(ident, a + b + 2) ^ mix64((uint64_t)kind + 1);
+const char *em_edgecore_ident(const struct rows *rs, const struct row *r)
+{
+	return r->ident ? rs->idents + r->ident - 1 : NULL;
+}
+
+/* Each part hashed on its own, mixed in at its place: "a" "b/c" and
+ * "a/b" "c" differ. */
+uint64_t em_edgecore_ident_hash(int kind, const char *ns, const char *name)
+{
+	uint64_t h = em_edgecore_hash(ns, strlen(ns));
+
+	h = rotl64(h, 17) ^ mix64(em_edgecore_hash(name, strlen(name)));
+	return h ^ rotl64(mix64((uint64_t)kind + 1), 41);
+}
+
+uint64_t em_edgecore_row_ident_hash(const struct rows *rs, const struct row *r)
+{
+	const char *id = em_edgecore_ident(rs, r);
+
+	return em_edgecore_ident_hash(r->kind, id, id + strlen(id) + 1);
 }
 
 /* SQL em_value_hash(value): value_hash of the bytes col() would copy;
@@ -371,10 +409,13 @@ static int take_value(struct reader *rd, sqlite3_stmt *st, struct row *r)
 	old = prev_row(rd, r->v2, r->rowid);
 	if (old && old->hash == r->hash && old->kind == r->kind && old->list == r->list &&
 	    old->key_hash == r->key_hash) {
-		r->ident = old->ident;
-		old->ident = NULL;
+		const char *id = em_edgecore_ident(rd->prev, old);
+
 		old->kept = true;
-		return 0;
+		if (!id)
+			return 0;
+		return ident_put(rd->rs, r, id, strlen(id), id + strlen(id) + 1,
+				 strlen(id + strlen(id) + 1));
 	}
 	r->read = true;
 	rd->rs->n_read++;
@@ -583,6 +624,8 @@ int em_edgecore_rows_read(sqlite3 *db, const struct em_edgecore_config *cfg, str
 	int rc, ret;
 
 	memset(lt, 0, sizeof(*lt));
+	for (size_t i = 0; prev && i < prev->n; i++)
+		prev->v[i].kept = false;
 	ret = txn_begin(&rd);
 	if (ret == 0)
 		ret = table_exists(db, "meta", &has_meta);

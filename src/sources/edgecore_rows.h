@@ -38,8 +38,9 @@ struct chunk;
  * em_edgecore_rows_drop_text(). */
 struct row {
 	const char *key, *value;
-	char *ident;			/* "ns\0name" of the object a single row holds
-					 * (owned), NULL for a list row or no object */
+	uint32_t ident;			/* 1 + the offset in the rows' idents of
+					 * "ns\0name\0", the object a single row holds;
+					 * 0: a list row or no object */
 	sqlite3_int64 rowid;
 	uint64_t key_hash;		/* value_hash of the meta type / v2 key and key */
 	uint64_t hash;			/* value_hash(value) */
@@ -54,7 +55,9 @@ struct row {
  * rowid); keys and values read live in the chunks. contribs: the identity
  * hash (em_edgecore_ident_hash) of every object every row holds (a list
  * row's items included), sorted: an object found in two rows (legacy
- * podlists, merge_legacy) appears twice. */
+ * podlists, merge_legacy) appears twice. idents: the rows' objects'
+ * "ns\0name\0", back to back in one block (a malloc per row would pin a
+ * page of the parse's freed memory each). */
 struct rows {
 	struct row *v;
 	size_t n, cap;
@@ -64,6 +67,8 @@ struct rows {
 	bool v2_has[EM_EDGECORE_KINDS];	/* meta_v2 holds rows of that kind */
 	uint64_t *contribs;
 	size_t n_contribs;
+	char *idents;
+	size_t idents_len, idents_cap;
 };
 
 void em_edgecore_rows_free(struct rows *rs);
@@ -73,10 +78,14 @@ void em_edgecore_rows_drop_text(struct rows *rs);
 
 /* The same 64-bit hash SQL's em_value_hash computes. */
 uint64_t em_edgecore_hash(const void *data, size_t n);
-/* An object's identity: "ns\0name" (malloc'd, NULL on ENOMEM) and its hash
- * with the kind. */
-char *em_edgecore_ident(const char *ns, const char *name);
-uint64_t em_edgecore_ident_hash(int kind, const char *ident);
+/* Sets the object of row r (of rs): its namespace and name. 0, -ENOMEM. */
+int em_edgecore_ident_set(struct rows *rs, struct row *r, const char *ns, const char *name);
+/* The object's "ns\0name\0" of row r, or NULL. */
+const char *em_edgecore_ident(const struct rows *rs, const struct row *r);
+/* The hash of an object's identity: kind, namespace, name. */
+uint64_t em_edgecore_ident_hash(int kind, const char *ns, const char *name);
+/* ... of the object of row r (which has one). */
+uint64_t em_edgecore_row_ident_hash(const struct rows *rs, const struct row *r);
 
 /* Open the database read-only (never created; PRAGMA query_only) with the
  * busy timeout, and the SQL function the reads use. 0 or -errno. */
@@ -85,8 +94,8 @@ int em_edgecore_open(const char *path, unsigned busy_ms, sqlite3 **out);
 /* The read: copy the selected rows (in short transactions), noting
  * data_version first (version may be NULL). With prev (the rows of the
  * previous read, same file), only the values of rows that changed are read
- * from the database (read set); an unchanged row takes over prev's ident
- * (prev's row is marked kept, its ident moved). 0 or -errno (see
+ * from the database (read set); an unchanged row keeps prev's ident (and
+ * prev's row is marked kept). 0 or -errno (see
  * em_edgecore_db_read). */
 int em_edgecore_rows_read(sqlite3 *db, const struct em_edgecore_config *cfg,
 			  struct rows *prev, struct rows *rs, long long *version,
