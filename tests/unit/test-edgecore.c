@@ -19,8 +19,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
 #include <sqlite3.h>
 
+#include "registry/registry.h"
 #include "sources/edgecore_db.h"
 #include "timing.h"
 
@@ -1031,6 +1033,156 @@ START_TEST(lists_and_renames)
 }
 END_TEST
 
+/* ---- through the registry ---------------------------------------------- */
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* What a registry serves: each service with its ports and their backends
+ * (sorted: their order follows arrival). Fake IPs left out: they follow the
+ * order services arrived in. */
+static char *serving(struct em_registry *reg)
+{
+	char *out = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&out, &len);
+
+	urcu_memb_read_lock();
+	const struct em_snapshot *snap = em_registry_current(reg);
+	for (size_t i = 0; i < em_snapshot_service_count(snap); i++) {
+		const struct em_service *svc = em_snapshot_service_at(snap, i);
+
+		fprintf(f, "%s/%s\n", svc->ns, svc->name);
+		for (size_t p = 0; p < svc->n_ports; p++) {
+			const struct em_service_port *port = &svc->ports[p];
+			char **b = calloc(port->n_backends + 1, sizeof(*b));
+
+			for (size_t k = 0; k < port->n_backends; k++) {
+				char ip[INET6_ADDRSTRLEN];
+				inet_ntop(port->backends[k].family, &port->backends[k].ip, ip, sizeof(ip));
+				ck_assert_int_ne(asprintf(&b[k], "%s:%u %s", ip, port->backends[k].port,
+							  port->backends[k].pod ? port->backends[k].pod : "-"), -1);
+			}
+			qsort(b, port->n_backends, sizeof(*b), cmp_str);
+			fprintf(f, " %u/%d:", port->port, port->ipproto);
+			for (size_t k = 0; k < port->n_backends; k++) {
+				fprintf(f, " %s", b[k]);
+				free(b[k]);
+			}
+			fprintf(f, "\n");
+			free(b);
+		}
+	}
+	urcu_memb_read_unlock();
+	fclose(f);
+	return out;
+}
+
+/* reg (fed by the source) serves what a registry fed by a full read does. */
+static void registry_same_as_full_read(struct em_registry *reg)
+{
+	struct em_registry_config rc = { 0 };
+	struct em_registry *peer = em_registry_new(&rc);
+	struct em_source_sink ps = em_registry_sink(peer);
+	struct em_edgecore_config c = cfg(0);
+	json_t *items = NULL;
+	char *a, *b;
+
+	ck_assert_ptr_nonnull(peer);
+	ck_assert_int_eq(em_edgecore_db_read(&c, &items, NULL), 0);
+	ps.replace(ps.ctx, "edgecore-db", NULL, items);
+	ps.commit(ps.ctx, "edgecore-db");
+	json_decref(items);
+	a = serving(reg);
+	b = serving(peer);
+	ck_assert_str_eq(a, b);
+	free(a);
+	free(b);
+	em_registry_free(peer);
+}
+
+#define RPOD(name, app, ip, rv) \
+	"{\"metadata\":{\"name\":\"" name "\",\"namespace\":\"default\",\"resourceVersion\":\"" rv "\"," \
+	"\"labels\":{\"app\":\"" app "\"}},\"spec\":{\"nodeName\":\"edge-1\",\"containers\":[{\"name\":\"c\"," \
+	"\"ports\":[{\"containerPort\":8080}]}]},\"status\":{\"phase\":\"Running\",\"podIP\":\"" ip "\"," \
+	"\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\"}]}}"
+#define RSVC(name, app, port, rv) \
+	"{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"" name "\",\"namespace\":\"default\"," \
+	"\"resourceVersion\":\"" rv "\"},\"spec\":{\"selector\":{\"app\":\"" app "\"},\"ports\":[{\"port\":" port "," \
+	"\"protocol\":\"TCP\",\"targetPort\":8080}],\"clusterIP\":\"10.96.0.20\"}}"
+
+static void put_v2_pod(sqlite3 *db, const char *name, const char *value)
+{
+	char key[128];
+	snprintf(key, sizeof(key), "/core/v1/pods/default/%s", name);
+	put_v2(db, key, "/v1, Resource=pods", "default", name, 1, value);
+}
+
+/* A registry fed by the source, through per-object changes (pods moved,
+ * added, deleted; a Service's port changed, a Service deleted) and list
+ * rows (a full read), serves what a registry fed by a full read serves. */
+START_TEST(registry_follows_changes)
+{
+	struct em_registry_config rc = { 0 };
+	struct em_registry *reg;
+	struct em_edgecore_config c = cfg(10);
+	unsigned long reads = 1, full;
+	sqlite3 *db;
+	char *s;
+
+	urcu_memb_register_thread();
+	ck_assert_ptr_nonnull(reg = em_registry_new(&rc));
+	make_db();
+	db = db_open();
+	put_v2_svc(db, "a", 1, RSVC("a", "a", "80", "1"));
+	put_v2_svc(db, "b", 1, RSVC("b", "b", "81", "1"));
+	put_v2_pod(db, "a1", RPOD("a1", "a", "10.244.0.1", "1"));
+	put_v2_pod(db, "a2", RPOD("a2", "a", "10.244.0.2", "1"));
+	put_v2_pod(db, "b1", RPOD("b1", "b", "10.244.0.3", "1"));
+	ck_assert_int_eq(em_source_edgecore_start(&c, em_registry_sink(reg), &E), 0);
+	s = serving(reg);
+	ck_assert_ptr_nonnull(strstr(s, "10.244.0.2:8080 default/a2"));
+	free(s);
+	registry_same_as_full_read(reg);
+	full = stats_now().full_reads;
+	put_v2_pod(db, "a2", RPOD("a2", "a", "10.244.0.9", "2"));	/* moved */
+	rows_read_by_next_read(&reads);
+	registry_same_as_full_read(reg);
+	put_v2_pod(db, "a3", RPOD("a3", "a", "10.244.0.4", "1"));	/* added */
+	rows_read_by_next_read(&reads);
+	registry_same_as_full_read(reg);
+	exec(db, "DELETE FROM meta_v2 WHERE key = '/core/v1/pods/default/a1'");
+	rows_read_by_next_read(&reads);
+	registry_same_as_full_read(reg);
+	put_v2_svc(db, "b", 2, RSVC("b", "b", "82", "2"));		/* port changed */
+	rows_read_by_next_read(&reads);
+	registry_same_as_full_read(reg);
+	exec(db, "DELETE FROM meta_v2 WHERE key = '/core/v1/services/default/a'");
+	rows_read_by_next_read(&reads);
+	registry_same_as_full_read(reg);
+	ck_assert_uint_eq(stats_now().full_reads, full);		/* all per object */
+	s = serving(reg);
+	ck_assert_ptr_null(strstr(s, "default/a\n"));
+	ck_assert_ptr_nonnull(strstr(s, " 82/6: 10.244.0.3:8080 default/b1"));
+	free(s);
+	/* a list row appears (meta_v2 holds no Endpoints, so meta's count):
+	 * a full read */
+	put_meta(db, "default/endpointslist/b", "endpointslist",
+		 "[{\"metadata\":{\"name\":\"b\",\"namespace\":\"default\",\"resourceVersion\":\"5\"},"
+		 "\"subsets\":[{\"addresses\":[{\"ip\":\"10.244.0.50\"}],\"ports\":[{\"port\":8080}]}]}]");
+	rows_read_by_next_read(&reads);
+	ck_assert_uint_eq(stats_now().full_reads, full + 1);
+	registry_same_as_full_read(reg);
+	sqlite3_close(db);
+	em_source_edgecore_stop(E);
+	E = NULL;
+	em_registry_free(reg);
+	urcu_memb_unregister_thread();
+}
+END_TEST
+
 /* meta_v2 gets its first Service: the meta services stop counting (stale
  * legacy rows), which the rows kept from the last read must follow. */
 START_TEST(selection_change_drops_rows)
@@ -1086,6 +1238,7 @@ Suite *edgecore_suite(void)
 	tcase_add_test(tc, update_reads_one_row_paged);
 	tcase_add_test(tc, selection_change_drops_rows);
 	tcase_add_test(tc, lists_and_renames);
+	tcase_add_test(tc, registry_follows_changes);
 	suite_add_tcase(s, tc);
 	return s;
 }
