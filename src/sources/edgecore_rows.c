@@ -626,6 +626,14 @@ int em_edgecore_rows_read(sqlite3 *db, const struct em_edgecore_config *cfg, str
 	memset(lt, 0, sizeof(*lt));
 	for (size_t i = 0; prev && i < prev->n; i++)
 		prev->v[i].kept = false;
+	if (prev && prev->n) {
+		/* about the size of the last read's, at once: a chain of
+		 * doubling reallocs on every poll leaves the heap in holes */
+		rs->v = malloc((prev->n + 256) * sizeof(*rs->v));
+		rs->cap = rs->v ? prev->n + 256 : 0;
+		rs->idents = malloc(prev->idents_len + 4096);
+		rs->idents_cap = rs->idents ? prev->idents_len + 4096 : 0;
+	}
 	ret = txn_begin(&rd);
 	if (ret == 0)
 		ret = table_exists(db, "meta", &has_meta);
