@@ -109,7 +109,7 @@ static int changes(const char *path, int n, size_t full_rows, size_t full_bytes,
 	struct em_edgecore_stats st;
 	struct em_source_edgecore *e;
 	unsigned long rows = 0, objects = 0, full_reads;
-	long long rss0 = rss_bytes(), rss1, poll_us = 0, t0;
+	long long rss0 = rss_bytes(), rss1, rss2, poll_us = 0, t0;
 	sqlite3 *db;
 
 	if (em_source_edgecore_start(&c, sink, &e) < 0 || sqlite3_open(path, &db) != SQLITE_OK)
@@ -131,10 +131,11 @@ static int changes(const char *path, int n, size_t full_rows, size_t full_bytes,
 		objects += st.objects_last;
 	}
 	sqlite3_close(db);
-	printf("memory the source holds between reads: %.1f MiB (RSS growth after its first read); "
-	       "the text of the selected rows, which it kept before: %.1f MiB; ratio %.2f\n",
-	       (rss1 - rss0) / 1048576.0, full_bytes / 1048576.0,
-	       full_bytes ? (double)(rss1 - rss0) / (double)full_bytes : 0.0);
+	rss2 = rss_bytes();
+	printf("memory the source holds between reads: %.1f MiB (RSS growth after its first read; "
+	       "%.1f MiB after the changes below); the text of the selected rows, which it kept "
+	       "before: %.1f MiB; ratio %.2f\n", (rss1 - rss0) / 1048576.0, (rss2 - rss0) / 1048576.0,
+	       full_bytes / 1048576.0, full_bytes ? (double)(rss1 - rss0) / (double)full_bytes : 0.0);
 	printf("one pod updated %d times: per change %.1f rows read (a full read: %zu rows), "
 	       "%.1f objects delivered (%lu upserts, %lu removes, %lu full reads), "
 	       "poll %.2f ms (a full read with parsing: %.1f ms; ratio %.4f), "
