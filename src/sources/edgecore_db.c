@@ -133,21 +133,24 @@ static size_t split(char *s, char **seg, size_t max)
 	return n;
 }
 
-static void count(struct counts *c, int r, const struct row *row)
+static void count(struct counts *c, int r, const struct row *row, const char *key)
 {
 	if (r < 0) {
 		c->skipped++;
-		em_log(EM_LOG_DEBUG, "edgecore-db: row %s: not a Kubernetes %s", row->key,
+		em_log(EM_LOG_DEBUG, "edgecore-db: row %s: not a Kubernetes %s", key,
 		       em_edgecore_kinds[row->kind].kind);
 	} else if (r == 0) {
 		c->ignored++;
 	}
 }
 
-/* One row -> objects in `seen` (and ix, if not NULL). */
-static void parse_row(const struct row *r, json_t *seen, struct counts *c, struct index *ix)
+/* One row of rs, read by this read -> objects in `seen` (and ix, if not
+ * NULL). */
+static void parse_row(const struct rows *rs, const struct row *r, json_t *seen, struct counts *c,
+		      struct index *ix)
 {
-	char *keycopy = strdup(r->key), *seg[6];
+	const char *key = em_edgecore_row_key(rs, r);
+	char *keycopy = strdup(key), *seg[6];
 	size_t n = keycopy ? split(keycopy, seg, 5) : 0;
 	const char *ns = NULL;
 	json_t *val, *items, *it;
@@ -164,18 +167,18 @@ static void parse_row(const struct row *r, json_t *seen, struct counts *c, struc
 	} else if (n == 3) {
 		ns = seg[0];		/* <ns>/<type>/<name> */
 	}
-	val = json_loads(r->value, JSON_DECODE_ANY, NULL);
+	val = json_loads(em_edgecore_row_value(rs, r), JSON_DECODE_ANY, NULL);
 	items = json_is_object(val) && json_is_array(json_object_get(val, "items")) ?
 		json_object_get(val, "items") : val;
 	if (r->list && json_is_null(val)) {
 		/* MetaManager writes an empty podlist as null */
 	} else if (r->list && json_is_array(items)) {
 		json_array_foreach(items, i, it)
-			count(c, add_object(seen, it, r->kind, ns, ix), r);
+			count(c, add_object(seen, it, r->kind, ns, ix), r, key);
 	} else if (r->list) {
-		count(c, -1, r);
+		count(c, -1, r, key);
 	} else {
-		count(c, add_object(seen, val, r->kind, ns, ix), r);
+		count(c, add_object(seen, val, r->kind, ns, ix), r, key);
 	}
 	json_decref(val);
 out:
@@ -203,7 +206,7 @@ static json_t *parse_rows(struct rows *rs, struct counts *c, struct index *ix)
 					ix->rs = rs;
 					ix->row = &rs->v[i];
 				}
-				parse_row(&rs->v[i], seen, c, ix);
+				parse_row(rs, &rs->v[i], seen, c, ix);
 			}
 	json_object_foreach(seen, k, v)
 		json_array_append(items, v);
@@ -501,7 +504,7 @@ static int collect(const struct rows *prev, struct rows *rs, struct counts *c, s
 		if (r->list)
 			return 1;
 		seen = json_object();
-		parse_row(r, seen, c, &ix);
+		parse_row(rs, r, seen, c, &ix);
 		free(ix.v);
 		if (ix.nomem || !seen) {
 			json_decref(seen);

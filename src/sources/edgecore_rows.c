@@ -52,6 +52,7 @@ void em_edgecore_rows_free(struct rows *rs)
 	struct chunk *c, *next;
 
 	free(rs->idents);
+	free(rs->text);
 	for (c = rs->chunks; c; c = next) {
 		next = c->next;
 		free(c);
@@ -72,8 +73,8 @@ void em_edgecore_rows_drop_text(struct rows *rs)
 		free(c);
 	}
 	rs->chunks = NULL;
-	for (size_t i = 0; i < rs->n; i++)
-		rs->v[i].key = rs->v[i].value = NULL;
+	free(rs->text);
+	rs->text = NULL;
 	if (rs->n && rs->n < rs->cap && (v = realloc(rs->v, rs->n * sizeof(*v)))) {
 		rs->v = v;
 		rs->cap = rs->n;
@@ -83,6 +84,16 @@ void em_edgecore_rows_drop_text(struct rows *rs)
 		rs->idents = ids;
 		rs->idents_cap = rs->idents_len;
 	}
+}
+
+const char *em_edgecore_row_key(const struct rows *rs, const struct row *r)
+{
+	return rs->text ? rs->text[r - rs->v].key : NULL;
+}
+
+const char *em_edgecore_row_value(const struct rows *rs, const struct row *r)
+{
+	return rs->text ? rs->text[r - rs->v].value : NULL;
 }
 
 static char *rows_copy(struct rows *rs, const void *src, size_t len)
@@ -343,15 +354,22 @@ static int classify(bool v2, const char *what, bool *list)
 
 static struct row *rows_add(struct rows *rs)
 {
-	if (rs->n == rs->cap) {
-		size_t cap = rs->cap ? rs->cap * 2 : 1024;
+	if (rs->n == rs->cap || !rs->text) {
+		size_t cap = rs->n == rs->cap ? (rs->cap ? rs->cap * 2 : 1024) : rs->cap;
 		struct row *nv = realloc(rs->v, cap * sizeof(*nv));
+		struct row_text *nt;
+
 		if (!nv)
 			return NULL;
 		rs->v = nv;
+		nt = realloc(rs->text, cap * sizeof(*nt));
+		if (!nt)
+			return NULL;
+		rs->text = nt;
 		rs->cap = cap;
 	}
 	memset(&rs->v[rs->n], 0, sizeof(rs->v[0]));
+	memset(&rs->text[rs->n], 0, sizeof(rs->text[0]));
 	return &rs->v[rs->n];
 }
 
@@ -373,6 +391,7 @@ static struct row *prev_row(struct reader *rd, bool v2, sqlite3_int64 rowid)
  * into r. */
 static int read_value(struct reader *rd, struct row *r)
 {
+	struct row_text *t = &rd->rs->text[r - rd->rs->v];
 	int rc;
 
 	sqlite3_bind_int64(rd->value_st, 1, r->rowid);
@@ -381,11 +400,11 @@ static int read_value(struct reader *rd, struct row *r)
 		sqlite3_reset(rd->value_st);
 		return rc == SQLITE_DONE ? -EIO : em_edgecore_errno(rc);
 	}
-	r->key = col(rd->rs, rd->value_st, 0);
-	r->value = col(rd->rs, rd->value_st, 1);
+	t->key = col(rd->rs, rd->value_st, 0);
+	t->value = col(rd->rs, rd->value_st, 1);
 	/* at once: an active statement would keep the SHARED lock past COMMIT */
 	sqlite3_reset(rd->value_st);
-	return r->key && r->value ? 0 : -ENOMEM;
+	return t->key && t->value ? 0 : -ENOMEM;
 }
 
 /* Column 3 of an incremental scan is the value's hash: an unchanged row
@@ -396,11 +415,13 @@ static int take_value(struct reader *rd, sqlite3_stmt *st, struct row *r)
 	struct row *old;
 
 	if (!rd->prev) {
-		r->key = col(rd->rs, st, 2);
-		r->value = col(rd->rs, st, 3);
-		if (!r->key || !r->value)
+		struct row_text *t = &rd->rs->text[r - rd->rs->v];
+
+		t->key = col(rd->rs, st, 2);
+		t->value = col(rd->rs, st, 3);
+		if (!t->key || !t->value)
 			return -ENOMEM;
-		r->hash = value_hash(r->value, (size_t)sqlite3_column_bytes(st, 3));
+		r->hash = value_hash(t->value, (size_t)sqlite3_column_bytes(st, 3));
 		r->read = true;
 		rd->rs->n_read++;
 		return 0;

@@ -32,12 +32,9 @@ extern const struct em_edgecore_kind em_edgecore_kinds[EM_EDGECORE_KINDS];
 struct chunk;
 
 /* One selected row: its kind, which table (v2: meta_v2), whether its value
- * is a list (podlist...). Between reads only the fixed part is kept (what
- * identifies the row and its value, and the object it holds): key and
- * value are set only for the rows read by this read, until
- * em_edgecore_rows_drop_text(). */
+ * is a list (podlist...). Only what identifies the row, its value and the
+ * object it holds: this is what is kept between reads (40 bytes). */
 struct row {
-	const char *key, *value;
 	uint32_t ident;			/* 1 + the offset in the rows' idents of
 					 * "ns\0name\0", the object a single row holds;
 					 * 0: a list row or no object */
@@ -58,9 +55,16 @@ struct row {
  * podlists, merge_legacy) appears twice. idents: the rows' objects'
  * "ns\0name\0", back to back in one block (a malloc per row would pin a
  * page of the parse's freed memory each). */
+struct row_text {
+	const char *key, *value;
+};
+
 struct rows {
 	struct row *v;
 	size_t n, cap;
+	/* v[i]'s key and value, for the rows read by this read (NULL for the
+	 * others), until em_edgecore_rows_drop_text() */
+	struct row_text *text;
 	struct chunk *chunks;
 	size_t bytes;
 	size_t n_read;			/* rows whose value was read from the database */
@@ -75,6 +79,9 @@ void em_edgecore_rows_free(struct rows *rs);
 /* Frees the keys and values read (and the spare room of the row array):
  * what is kept between reads. */
 void em_edgecore_rows_drop_text(struct rows *rs);
+/* The key and value of row r of rs (read by this read, text not dropped). */
+const char *em_edgecore_row_key(const struct rows *rs, const struct row *r);
+const char *em_edgecore_row_value(const struct rows *rs, const struct row *r);
 
 /* The same 64-bit hash SQL's em_value_hash computes. */
 uint64_t em_edgecore_hash(const void *data, size_t n);

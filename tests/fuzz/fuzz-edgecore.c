@@ -57,7 +57,8 @@ static void same_rows(const struct rows *a, const struct rows *b)
 		const struct row *x = &a->v[i], *y = &b->v[i];
 		if (x->rowid != y->rowid || x->v2 != y->v2 || x->kind != y->kind ||
 		    x->list != y->list || x->key_hash != y->key_hash || x->hash != y->hash ||
-		    (x->read && (strcmp(x->key, y->key) != 0 || strcmp(x->value, y->value) != 0)))
+		    (x->read && (strcmp(a->text[i].key, b->text[i].key) != 0 ||
+				 strcmp(a->text[i].value, b->text[i].value) != 0)))
 			abort();
 	}
 }
