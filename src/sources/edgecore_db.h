@@ -31,7 +31,7 @@
  * copied out) and read a row only when its rowid, key, type or hash is new.
  * Between reads the source keeps per row only those (rowid, two hashes, the
  * kind) and the namespace/name of the object a single row holds, plus one
- * 64-bit identity hash per object held (about 100 bytes a row, never the
+ * 64-bit identity hash per object held (about 65 bytes a row, never the
  * text). The objects of the changed rows go out as sink.upsert/remove and
  * one commit (none when no object changed). A change that a row alone
  * cannot settle falls back to a full read + replace: a list row (podlist,
