@@ -12,8 +12,12 @@
 # usage: netns-tests/bench-edgecore.sh [BUILD_DIR] [SERVICES] [PODS] [SECRETS]
 # BENCH_DB=FILE keeps the generated database there (reused when present);
 # RUNS=N reads per measurement (15); CHANGES=N updates of one pod (10), after
-# which the rows the source read per change are printed next to the rows of
-# a full read (what each change cost before only changed rows were read).
+# which the rows the source read and the objects it delivered per change,
+# and the time of its poll, are printed next to the rows and time of a full
+# read (what each change cost before only changed rows were read and only
+# their objects delivered). Also printed: the memory the source holds
+# between reads next to the text of the selected rows (which it kept
+# between reads before it kept only hashes).
 set -eu
 src=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$src/build}

@@ -173,6 +173,15 @@ TXT
 	eps_json remote-svc 10.244.2.3 80 nginx-remote-2 |
 		/usr/bin/python3 "$tools/make-edgecore-db.py" "$DB" --v2 --columns upgraded -
 	check "edgecore: Endpoints changed -> the new backend serves" wait_until 10 served_by remote-svc 8080 remote-2
+	# The Service's rows deleted (the source hands the registry a remove,
+	# not a new whole set): no longer answered; local-svc still is.
+	/usr/bin/python3 -c 'import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+with c:
+    c.execute("DELETE FROM meta_v2 WHERE key = ?", ("/core/v1/services/default/remote-svc",))
+    c.execute("DELETE FROM meta WHERE key = ?", ("default/service/remote-svc",))' "$DB"
+	check "edgecore: Service deleted -> no longer answered" wait_until 10 no_answer remote-svc
+	check "edgecore: the other Service still answered" answers local-svc
 	daemon_stop edgecore
 }
 

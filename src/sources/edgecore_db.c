@@ -58,10 +58,40 @@ static bool same_api(json_t *obj, int k)
 	       (!api || strcmp(api, em_edgecore_kinds[k].api_version) == 0);
 }
 
+/* Where a parse notes what identifies the objects of the rows (NULL: only
+ * the objects are wanted): the row parsed (it gets the ident of the object
+ * a non-list row holds) and the identity hash of every object found. */
+struct index {
+	struct rows *rs;
+	struct row *row;
+	uint64_t *v;
+	size_t n, cap;
+	bool nomem;
+};
+
+static void index_add(struct index *ix, int k, const char *ns, const char *name)
+{
+	if (ix->n == ix->cap) {
+		size_t cap = ix->cap ? 2 * ix->cap : 1024;
+		uint64_t *v = realloc(ix->v, cap * sizeof(*v));
+
+		if (v) {
+			ix->v = v;
+			ix->cap = cap;
+		}
+	}
+	if (ix->n == ix->cap || (!ix->row->list && !ix->row->ident &&
+				 em_edgecore_ident_set(ix->rs, ix->row, ns, name) < 0)) {
+		ix->nomem = true;
+		return;
+	}
+	ix->v[ix->n++] = em_edgecore_ident_hash(k, ns, name);
+}
+
 /* Add one object to `seen` ("Kind ns/name" -> obj), higher resourceVersion
  * winning, a later row on a tie. 1 added, 0 ignored (another API), -1 not
  * a usable object. Steals nothing. */
-static int add_object(json_t *seen, json_t *obj, int k, const char *ns)
+static int add_object(json_t *seen, json_t *obj, int k, const char *ns, struct index *ix)
 {
 	json_t *meta = json_object_get(obj, "metadata");
 	const char *name = json_string_value(json_object_get(meta, "name"));
@@ -80,6 +110,8 @@ static int add_object(json_t *seen, json_t *obj, int k, const char *ns)
 	ons = json_string_value(json_object_get(meta, "namespace"));
 	if (asprintf(&key, "%s %s/%s", em_edgecore_kinds[k].kind, ons ? ons : "", name) == -1)
 		return -1;
+	if (ix)
+		index_add(ix, k, ons ? ons : "", name);
 	old = json_object_get(seen, key);
 	if (!old || rv_of(obj) >= rv_of(old))
 		json_object_set(seen, key, obj);
@@ -101,21 +133,24 @@ static size_t split(char *s, char **seg, size_t max)
 	return n;
 }
 
-static void count(struct counts *c, int r, const struct row *row)
+static void count(struct counts *c, int r, const struct row *row, const char *key)
 {
 	if (r < 0) {
 		c->skipped++;
-		em_log(EM_LOG_DEBUG, "edgecore-db: row %s: not a Kubernetes %s", row->key,
+		em_log(EM_LOG_DEBUG, "edgecore-db: row %s: not a Kubernetes %s", key,
 		       em_edgecore_kinds[row->kind].kind);
 	} else if (r == 0) {
 		c->ignored++;
 	}
 }
 
-/* One row -> objects in `seen`. */
-static void parse_row(const struct row *r, json_t *seen, struct counts *c)
+/* One row of rs, read by this read -> objects in `seen` (and ix, if not
+ * NULL). */
+static void parse_row(const struct rows *rs, const struct row *r, json_t *seen, struct counts *c,
+		      struct index *ix)
 {
-	char *keycopy = strdup(r->key), *seg[6];
+	const char *key = em_edgecore_row_key(rs, r);
+	char *keycopy = strdup(key), *seg[6];
 	size_t n = keycopy ? split(keycopy, seg, 5) : 0;
 	const char *ns = NULL;
 	json_t *val, *items, *it;
@@ -132,25 +167,33 @@ static void parse_row(const struct row *r, json_t *seen, struct counts *c)
 	} else if (n == 3) {
 		ns = seg[0];		/* <ns>/<type>/<name> */
 	}
-	val = json_loads(r->value, JSON_DECODE_ANY, NULL);
+	val = json_loads(em_edgecore_row_value(rs, r), JSON_DECODE_ANY, NULL);
 	items = json_is_object(val) && json_is_array(json_object_get(val, "items")) ?
 		json_object_get(val, "items") : val;
 	if (r->list && json_is_null(val)) {
 		/* MetaManager writes an empty podlist as null */
 	} else if (r->list && json_is_array(items)) {
 		json_array_foreach(items, i, it)
-			count(c, add_object(seen, it, r->kind, ns), r);
+			count(c, add_object(seen, it, r->kind, ns, ix), r, key);
 	} else if (r->list) {
-		count(c, -1, r);
+		count(c, -1, r, key);
 	} else {
-		count(c, add_object(seen, val, r->kind, ns), r);
+		count(c, add_object(seen, val, r->kind, ns, ix), r, key);
 	}
 	json_decref(val);
 out:
 	free(keycopy);
 }
 
-static json_t *parse_rows(const struct rows *rs, struct counts *c)
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return (x > y) - (x < y);
+}
+
+/* Every row -> the objects, the winner of each identity; with ix, also the
+ * rows' idents and rs->contribs (NULL on ENOMEM). */
+static json_t *parse_rows(struct rows *rs, struct counts *c, struct index *ix)
 {
 	json_t *seen = json_object(), *items = json_array(), *v;
 	const char *k;
@@ -158,11 +201,28 @@ static json_t *parse_rows(const struct rows *rs, struct counts *c)
 	/* meta rows first, so meta_v2 wins ties */
 	for (int pass = 0; pass < 2; pass++)
 		for (size_t i = 0; i < rs->n; i++)
-			if (rs->v[i].v2 == (pass == 1))
-				parse_row(&rs->v[i], seen, c);
+			if (rs->v[i].v2 == (pass == 1)) {
+				if (ix) {
+					ix->rs = rs;
+					ix->row = &rs->v[i];
+				}
+				parse_row(rs, &rs->v[i], seen, c, ix);
+			}
 	json_object_foreach(seen, k, v)
 		json_array_append(items, v);
 	json_decref(seen);
+	if (ix && ix->nomem) {
+		free(ix->v);
+		json_decref(items);
+		return NULL;
+	}
+	if (ix) {
+		if (ix->n)
+			qsort(ix->v, ix->n, sizeof(*ix->v), cmp_u64);
+		free(rs->contribs);
+		rs->contribs = ix->v;
+		rs->n_contribs = ix->n;
+	}
 	return items;
 }
 
@@ -186,7 +246,7 @@ int em_edgecore_db_read(const struct em_edgecore_config *cfg, json_t **items,
 	ret = em_edgecore_rows_read(db, cfg, NULL, &rs, NULL, &lt);
 	sqlite3_close(db);
 	if (ret == 0)
-		*items = parse_rows(&rs, &c);
+		*items = parse_rows(&rs, &c, NULL);
 	if (info) {
 		info->lock = lt;
 		info->rows = rs.n;
@@ -212,7 +272,8 @@ struct em_source_edgecore {
 	long long verified_ns;		/* wall clock of that check */
 	long long version;		/* data_version of the last delivered read */
 	bool delivered;			/* a read has reached the sink */
-	struct rows cache;		/* the rows of that read (keys, values, hashes) */
+	bool have_cache;		/* cache holds the rows of the last read delivered */
+	struct rows cache;		/* rowids, hashes, idents: no text */
 	int last_err;			/* for logging state changes once */
 
 	pthread_t thread;
@@ -224,6 +285,7 @@ struct em_source_edgecore {
 	atomic_ulong n_reads, n_failures, n_skipped, n_ignored, n_polls;
 	atomic_ulong lock_us_last, lock_us_max;
 	atomic_ulong n_rows_read, rows_read_last;
+	atomic_ulong n_full_reads, objects_last;
 };
 
 /* ---- polling ------------------------------------------------------------ */
@@ -303,6 +365,7 @@ static int ensure_open(struct em_source_edgecore *e, struct stat *sb)
 	e->dev = sb->st_dev;
 	e->ino = sb->st_ino;
 	e->delivered = false;
+	e->have_cache = false;
 	em_edgecore_rows_free(&e->cache);	/* rowids of another file */
 	return 0;
 }
@@ -338,40 +401,244 @@ static int changed(struct em_source_edgecore *e, const struct stat *sb, struct s
 	return 0;
 }
 
-/* The rows just read to the sink; they become the cache the next read
- * compares with. */
-static void deliver(struct em_source_edgecore *e, struct rows *rs, long long max_lock_us)
+static void note_skipped(struct em_source_edgecore *e, const struct counts *c)
+{
+	atomic_fetch_add(&e->n_ignored, c->ignored);
+	if (c->skipped) {
+		atomic_fetch_add(&e->n_skipped, c->skipped);
+		em_warn("%s: %lu rows of %s are not usable Kubernetes objects, ignored", e->name,
+			c->skipped, e->path);
+	}
+}
+
+/* The rows of a full read to the sink (replace + commit); without their
+ * text they become the cache the next read compares with. 0 or -ENOMEM. */
+static int deliver_all(struct em_source_edgecore *e, struct rows *rs, long long max_lock_us)
 {
 	struct counts c = { 0 };
-	json_t *items = parse_rows(rs, &c);
+	struct index ix = { 0 };
+	json_t *items = parse_rows(rs, &c, &ix);
 
-	atomic_fetch_add(&e->n_ignored, c.ignored);
-	atomic_fetch_add(&e->n_rows_read, rs->n_read);
-	atomic_store(&e->rows_read_last, rs->n_read);
+	if (!items)
+		return -ENOMEM;
+	note_skipped(e, &c);
+	em_edgecore_rows_drop_text(rs);
 	em_edgecore_rows_free(&e->cache);
 	e->cache = *rs;
+	e->have_cache = true;
 	memset(rs, 0, sizeof(*rs));
-	if (c.skipped) {
-		atomic_fetch_add(&e->n_skipped, c.skipped);
-		em_warn("%s: %lu rows of %s are not usable Kubernetes objects, ignored", e->name,
-			c.skipped, e->path);
-	}
 	e->sink.replace(e->sink.ctx, e->name, NULL, items);
 	e->sink.commit(e->sink.ctx, e->name);
+	atomic_fetch_add(&e->n_full_reads, 1);
+	atomic_store(&e->objects_last, json_array_size(items));
 	if (e->last_err)
 		em_info("%s: reading %s again: %zu objects", e->name, e->path, json_array_size(items));
 	else
-		em_debug("%s: read %zu objects from %s (%zu rows read, read lock held at most %lld us)",
-			 e->name, json_array_size(items), e->path, e->cache.n_read, max_lock_us);
+		em_debug("%s: read %zu objects from %s (%zu rows, read lock held at most %lld us)",
+			 e->name, json_array_size(items), e->path, e->cache.n, max_lock_us);
 	json_decref(items);
+	return 0;
 }
 
-/* Check for a change and deliver it. Called from start and the thread. */
+/* One object an incremental read takes away (-1: a row of the last read
+ * that changed or went) or brings (+1, with the object). */
+struct change {
+	uint64_t h;
+	int delta;
+	const struct row *row;
+	json_t *obj;
+};
+
+static int cmp_change(const void *a, const void *b)
+{
+	const struct change *x = a, *y = b;
+
+	if (x->h != y->h)
+		return x->h < y->h ? -1 : 1;
+	return x->delta - y->delta;	/* takings first */
+}
+
+/* How many rows of the last read hold the object of hash h. */
+static size_t contributors(const struct rows *prev, uint64_t h)
+{
+	size_t lo = 0, hi = prev->n_contribs, n = 0;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (prev->contribs[mid] < h)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	while (lo + n < prev->n_contribs && prev->contribs[lo + n] == h)
+		n++;
+	return n;
+}
+
+/* The changes, sorted by identity hash: the objects of the rows of prev that
+ * are not kept and of the rows of rs that were read (*n_out of them, even
+ * on error). 0, 1 when a list row is among them (a full read is needed),
+ * -ENOMEM. */
+static int collect(const struct rows *prev, struct rows *rs, struct counts *c, struct change *ch,
+		   size_t *n_out)
+{
+	*n_out = 0;
+	for (size_t i = 0; i < prev->n; i++) {
+		const struct row *r = &prev->v[i];
+		if (r->kept)
+			continue;
+		if (r->list)
+			return 1;
+		if (r->ident)
+			ch[(*n_out)++] = (struct change){ em_edgecore_row_ident_hash(prev, r), -1, r,
+							  NULL };
+	}
+	for (size_t i = 0; i < rs->n; i++) {
+		struct row *r = &rs->v[i];
+		struct index ix = { .rs = rs, .row = r };
+		json_t *seen, *v;
+		const char *k;
+
+		if (!r->read)
+			continue;
+		if (r->list)
+			return 1;
+		seen = json_object();
+		parse_row(rs, r, seen, c, &ix);
+		free(ix.v);
+		if (ix.nomem || !seen) {
+			json_decref(seen);
+			return -ENOMEM;
+		}
+		if (r->ident)
+			json_object_foreach(seen, k, v)
+				ch[(*n_out)++] = (struct change){ em_edgecore_row_ident_hash(rs, r), 1,
+								  r, json_incref(v) };
+		json_decref(seen);
+	}
+	qsort(ch, *n_out, sizeof(*ch), cmp_change);
+	return 0;
+}
+
+/* Whether every object the changes touch is held by one row at most, before
+ * and after: then the object of its row is the one a full read would take
+ * (several rows holding one object need the resourceVersion rule, which
+ * needs the other rows' values: a full read). */
+static bool single_holders(const struct rows *prev, const struct change *ch, size_t n)
+{
+	for (size_t i = 0, j; i < n; i = j) {
+		size_t before = contributors(prev, ch[i].h);
+		long after = (long)before;
+
+		for (j = i; j < n && ch[j].h == ch[i].h; j++)
+			after += ch[j].delta;
+		if (before > 1 || after > 1)
+			return false;
+	}
+	return true;
+}
+
+/* The contributions of the last read, less the changes' takings, plus their
+ * additions (all sorted). NULL on ENOMEM. */
+static uint64_t *merge_contribs(const struct rows *prev, const struct change *ch, size_t n,
+				size_t *n_out)
+{
+	uint64_t *v = malloc((prev->n_contribs + n + 1) * sizeof(*v));
+	size_t i = 0, k = 0, o = 0;
+
+	if (!v)
+		return NULL;
+	while (i < prev->n_contribs || k < n) {
+		if (k < n && ch[k].delta < 0 && i < prev->n_contribs && prev->contribs[i] == ch[k].h) {
+			i++;	/* taken away */
+			k++;
+		} else if (k < n && ch[k].delta < 0 && (i == prev->n_contribs || prev->contribs[i] > ch[k].h)) {
+			k++;	/* cannot happen: every taking was counted */
+		} else if (k < n && ch[k].delta > 0 &&
+			   (i == prev->n_contribs || ch[k].h <= prev->contribs[i])) {
+			v[o++] = ch[k++].h;
+		} else {
+			v[o++] = prev->contribs[i++];
+		}
+	}
+	*n_out = o;
+	return v;
+}
+
+/* An incremental read to the sink: per object upsert or remove, one commit.
+ * 1 delivered (rs becomes the cache), 0 a full read is needed, -ENOMEM. */
+static int deliver_changes(struct em_source_edgecore *e, struct rows *rs)
+{
+	struct rows *prev = &e->cache;
+	struct change *ch = calloc(prev->n + rs->n_read + 1, sizeof(*ch));
+	struct counts c = { 0 };
+	size_t n = 0, n_contribs = 0, objects = 0;
+	uint64_t *contribs = NULL;
+	int ret = ch ? collect(prev, rs, &c, ch, &n) : -ENOMEM;
+
+	if (ret == 0 && !single_holders(prev, ch, n))
+		ret = 1;
+	if (ret == 0 && !(contribs = merge_contribs(prev, ch, n, &n_contribs)))
+		ret = -ENOMEM;
+	for (size_t i = 0, j; ret == 0 && i < n; i = j) {
+		size_t last = i;
+
+		for (j = i; j < n && ch[j].h == ch[i].h; j++)
+			last = j;
+		objects++;
+		if (ch[last].delta > 0) {
+			e->sink.upsert(e->sink.ctx, e->name, ch[last].obj);
+		} else {
+			const struct row *r = ch[last].row;
+			const char *id = em_edgecore_ident(prev, r);
+
+			e->sink.remove(e->sink.ctx, e->name, em_edgecore_kinds[r->kind].kind, id,
+				       id + strlen(id) + 1);
+		}
+	}
+	if (ret == 0) {
+		note_skipped(e, &c);
+		if (objects)
+			e->sink.commit(e->sink.ctx, e->name);
+		atomic_store(&e->objects_last, objects);
+		em_edgecore_rows_drop_text(rs);
+		rs->contribs = contribs;
+		rs->n_contribs = n_contribs;
+		em_edgecore_rows_free(&e->cache);
+		e->cache = *rs;
+		memset(rs, 0, sizeof(*rs));
+		em_debug("%s: %zu rows changed in %s", e->name, e->cache.n_read, e->path);
+	}
+	for (size_t i = 0; i < n; i++)
+		json_decref(ch[i].obj);
+	free(ch);
+	return ret == 0 ? 1 : ret == 1 ? 0 : ret;
+}
+
+/* One read of the rows (prev: the cache, or NULL for every value). */
+static int read_rows(struct em_source_edgecore *e, struct rows *prev, struct rows *rs,
+		     long long *version, long long *max_lock_us)
+{
+	struct em_edgecore_lock_times lt;
+	int ret = em_edgecore_rows_read(e->db, &e->read_cfg, prev, rs, version, &lt);
+
+	atomic_store(&e->lock_us_last, (unsigned long)lt.max_us);
+	if ((unsigned long)lt.max_us > atomic_load(&e->lock_us_max))
+		atomic_store(&e->lock_us_max, (unsigned long)lt.max_us);
+	if (lt.max_us > *max_lock_us)
+		*max_lock_us = lt.max_us;
+	return ret;
+}
+
+/* Check for a change and deliver it. Called from start and the thread.
+ * With the rows of the last read kept, only changed rows are read and only
+ * their objects delivered; a change a row alone cannot tell (a list row, an
+ * object several rows hold) falls back to a full read. */
 static void poll_once(struct em_source_edgecore *e)
 {
 	struct rows rs = { 0 };
-	struct em_edgecore_lock_times lt;
-	long long version = 0, now;
+	long long version = 0, now, max_lock_us = 0;
+	unsigned long n_read = 0;
 	struct stat sb;
 	struct sig sig;
 	int ret;
@@ -381,16 +648,31 @@ static void poll_once(struct em_source_edgecore *e)
 	now = wall_ns();
 	if (changed(e, &sb, &sig, now) <= 0)
 		return;
-	ret = em_edgecore_rows_read(e->db, &e->read_cfg, e->delivered ? &e->cache : NULL, &rs, &version, &lt);
-	atomic_store(&e->lock_us_last, (unsigned long)lt.max_us);
-	if ((unsigned long)lt.max_us > atomic_load(&e->lock_us_max))
-		atomic_store(&e->lock_us_max, (unsigned long)lt.max_us);
+	ret = read_rows(e, e->have_cache ? &e->cache : NULL, &rs, &version, &max_lock_us);
+	if (ret == 0 && e->have_cache) {
+		n_read = rs.n_read;
+		ret = deliver_changes(e, &rs);
+		if (ret <= 0) {
+			em_edgecore_rows_free(&rs);
+			em_edgecore_rows_free(&e->cache);
+			e->have_cache = false;
+		}
+		if (ret == 0)
+			ret = read_rows(e, NULL, &rs, &version, &max_lock_us);
+	}
+	if (ret == 0) {
+		n_read += rs.n_read;
+		ret = deliver_all(e, &rs, max_lock_us);
+	}
 	if (ret < 0) {
+		/* a read that failed leaves the cache as it was, not what the
+		 * sink holds after a failed delivery */
 		em_edgecore_rows_free(&rs);
 		note_error(e, ret, "cannot read");
 		return;
 	}
-	deliver(e, &rs, lt.max_us);
+	atomic_fetch_add(&e->n_rows_read, n_read);
+	atomic_store(&e->rows_read_last, n_read);
 	e->version = version;
 	e->sig = sig;
 	e->verified_ns = now;
@@ -488,6 +770,11 @@ void em_source_edgecore_stop(struct em_source_edgecore *e)
 	edgecore_free(e);
 }
 
+void em_source_edgecore_poll(struct em_source_edgecore *e)
+{
+	poll_once(e);
+}
+
 void em_source_edgecore_stats(struct em_source_edgecore *e, struct em_edgecore_stats *st)
 {
 	st->polls = atomic_load(&e->n_polls);
@@ -499,4 +786,6 @@ void em_source_edgecore_stats(struct em_source_edgecore *e, struct em_edgecore_s
 	st->lock_us_max = atomic_load(&e->lock_us_max);
 	st->rows_read = atomic_load(&e->n_rows_read);
 	st->rows_read_last = atomic_load(&e->rows_read_last);
+	st->full_reads = atomic_load(&e->n_full_reads);
+	st->objects_last = atomic_load(&e->objects_last);
 }

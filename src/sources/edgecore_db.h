@@ -24,14 +24,22 @@
  * read at all, unless merge_legacy. An object found twice is taken once: the
  * higher metadata.resourceVersion wins, meta_v2 on a tie.
  *
- * Every change is delivered as sink.replace(kind NULL, everything) + commit.
- * Only the rows that changed are read: the first read copies every selected
- * row; later ones scan the selected rows' rowid, key and a 64-bit hash of
- * the value (computed inside SQLite, the value is not copied out) and read
- * the value of a row only when its rowid, key, type or hash is new; the
- * others come from the copy kept of the last read (so the source holds the
- * raw text of the selected rows between reads). Updates in place, INSERT OR
- * REPLACE (a new rowid), inserts and deletes are all seen.
+ * Only the rows that changed are read, and only their objects delivered:
+ * the first read copies every selected row and delivers sink.replace(kind
+ * NULL, everything) + commit; later ones scan the selected rows' rowid and
+ * hashes of the key and of the value (computed inside SQLite, nothing is
+ * copied out) and read a row only when its rowid, key, type or hash is new.
+ * Between reads the source keeps per row only those (rowid, two hashes, the
+ * kind) and the namespace/name of the object a single row holds, plus one
+ * 64-bit identity hash per object held (about 65 bytes a row, never the
+ * text). The objects of the changed rows go out as sink.upsert/remove and
+ * one commit (none when no object changed). A change that a row alone
+ * cannot settle falls back to a full read + replace: a list row (podlist,
+ * servicelist, endpointslist) changed, appeared or went, or an object the
+ * change touches is held by more than one row (legacy podlists, meta and
+ * meta_v2 with merge_legacy: the resourceVersion rule needs the other
+ * rows). Updates in place, INSERT OR REPLACE (a new rowid), inserts and
+ * deletes are all seen.
  * The database is opened SQLITE_OPEN_READONLY with PRAGMA query_only. A
  * read copies the selected rows (parsing happens afterwards) in deferred
  * read transactions of at most about lock_budget_ms each, resuming after the
@@ -108,7 +116,14 @@ struct em_edgecore_stats {
 	unsigned long lock_us_max;	/* the longest one so far */
 	unsigned long rows_read;	/* rows whose value was read from the database */
 	unsigned long rows_read_last;	/* ... by the last read delivered */
+	unsigned long full_reads;	/* reads delivered by replace (the first, fallbacks) */
+	unsigned long objects_last;	/* objects the last read delivered (upserts + removes,
+					 * or every object of a full read) */
 };
 void em_source_edgecore_stats(struct em_source_edgecore *e, struct em_edgecore_stats *st);
+
+/* One poll now, in the calling thread: for tests and fuzzing, which keep the
+ * thread from polling at the same time by a long poll_interval_ms. */
+void em_source_edgecore_poll(struct em_source_edgecore *e);
 
 #endif

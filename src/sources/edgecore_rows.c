@@ -51,12 +51,49 @@ void em_edgecore_rows_free(struct rows *rs)
 {
 	struct chunk *c, *next;
 
+	free(rs->idents);
+	free(rs->text);
 	for (c = rs->chunks; c; c = next) {
 		next = c->next;
 		free(c);
 	}
 	free(rs->v);
+	free(rs->contribs);
 	memset(rs, 0, sizeof(*rs));
+}
+
+void em_edgecore_rows_drop_text(struct rows *rs)
+{
+	struct chunk *c, *next;
+	struct row *v;
+	char *ids;
+
+	for (c = rs->chunks; c; c = next) {
+		next = c->next;
+		free(c);
+	}
+	rs->chunks = NULL;
+	free(rs->text);
+	rs->text = NULL;
+	if (rs->n && rs->n < rs->cap && (v = realloc(rs->v, rs->n * sizeof(*v)))) {
+		rs->v = v;
+		rs->cap = rs->n;
+	}
+	if (rs->idents_len && rs->idents_len < rs->idents_cap &&
+	    (ids = realloc(rs->idents, rs->idents_len))) {
+		rs->idents = ids;
+		rs->idents_cap = rs->idents_len;
+	}
+}
+
+const char *em_edgecore_row_key(const struct rows *rs, const struct row *r)
+{
+	return rs->text ? rs->text[r - rs->v].key : NULL;
+}
+
+const char *em_edgecore_row_value(const struct rows *rs, const struct row *r)
+{
+	return rs->text ? rs->text[r - rs->v].value : NULL;
 }
 
 static char *rows_copy(struct rows *rs, const void *src, size_t len)
@@ -106,7 +143,7 @@ static uint64_t mix64(uint64_t w)
 /* A 64-bit hash of a row's value, eight bytes a step: a changed value has
  * another hash but for a 2^-64 chance. The length goes in first, so the
  * zero padding of the tail is unambiguous. */
-static uint64_t value_hash(const void *data, size_t n)
+uint64_t em_edgecore_hash(const void *data, size_t n)
 {
 	const unsigned char *p = data;
 	uint64_t h = 0x9e3779b97f4a7c15ULL ^ mix64(n), w;
@@ -126,6 +163,65 @@ static uint64_t value_hash(const void *data, size_t n)
 	h ^= h >> 33;
 	h *= 0xc4ceb9fe1a85ec53ULL;
 	return h ^ (h >> 33);
+}
+
+static uint64_t value_hash(const void *data, size_t n)
+{
+	return em_edgecore_hash(data, n);
+}
+
+/* Appends "a\0b\0" to rs's idents for row r. */
+static int ident_put(struct rows *rs, struct row *r, const char *a, size_t la, const char *b,
+		     size_t lb)
+{
+	size_t need = rs->idents_len + la + lb + 2;
+
+	if (need > UINT32_MAX)
+		return -ENOMEM;
+	if (need > rs->idents_cap) {
+		size_t cap = rs->idents_cap ? rs->idents_cap : 4096;
+		char *v;
+
+		while (cap < need)
+			cap *= 2;
+		v = realloc(rs->idents, cap);
+		if (!v)
+			return -ENOMEM;
+		rs->idents = v;
+		rs->idents_cap = cap;
+	}
+	r->ident = (uint32_t)rs->idents_len + 1;
+	memcpy(rs->idents + rs->idents_len, a, la + 1);
+	memcpy(rs->idents + rs->idents_len + la + 1, b, lb + 1);
+	rs->idents_len = need;
+	return 0;
+}
+
+int em_edgecore_ident_set(struct rows *rs, struct row *r, const char *ns, const char *name)
+{
+	return ident_put(rs, r, ns, strlen(ns), name, strlen(name));
+}
+
+const char *em_edgecore_ident(const struct rows *rs, const struct row *r)
+{
+	return r->ident ? rs->idents + r->ident - 1 : NULL;
+}
+
+/* Each part hashed on its own, mixed in at its place: "a" "b/c" and
+ * "a/b" "c" differ. */
+uint64_t em_edgecore_ident_hash(int kind, const char *ns, const char *name)
+{
+	uint64_t h = em_edgecore_hash(ns, strlen(ns));
+
+	h = rotl64(h, 17) ^ mix64(em_edgecore_hash(name, strlen(name)));
+	return h ^ rotl64(mix64((uint64_t)kind + 1), 41);
+}
+
+uint64_t em_edgecore_row_ident_hash(const struct rows *rs, const struct row *r)
+{
+	const char *id = em_edgecore_ident(rs, r);
+
+	return em_edgecore_ident_hash(r->kind, id, id + strlen(id) + 1);
 }
 
 /* SQL em_value_hash(value): value_hash of the bytes col() would copy;
@@ -201,7 +297,7 @@ struct reader {
 	/* An incremental read: the rows of the previous read, or NULL (read
 	 * every value). Both lists are in scan order (meta_v2 then meta, each
 	 * by rowid), so one cursor walks prev along with the scan. */
-	const struct rows *prev;
+	struct rows *prev;
 	size_t pi;			/* cursor in prev */
 	sqlite3_stmt *value_st;		/* the value of one rowid of the table scanned */
 };
@@ -258,23 +354,30 @@ static int classify(bool v2, const char *what, bool *list)
 
 static struct row *rows_add(struct rows *rs)
 {
-	if (rs->n == rs->cap) {
-		size_t cap = rs->cap ? rs->cap * 2 : 1024;
+	if (rs->n == rs->cap || !rs->text) {
+		size_t cap = rs->n == rs->cap ? (rs->cap ? rs->cap * 2 : 1024) : rs->cap;
 		struct row *nv = realloc(rs->v, cap * sizeof(*nv));
+		struct row_text *nt;
+
 		if (!nv)
 			return NULL;
 		rs->v = nv;
+		nt = realloc(rs->text, cap * sizeof(*nt));
+		if (!nt)
+			return NULL;
+		rs->text = nt;
 		rs->cap = cap;
 	}
 	memset(&rs->v[rs->n], 0, sizeof(rs->v[0]));
+	memset(&rs->text[rs->n], 0, sizeof(rs->text[0]));
 	return &rs->v[rs->n];
 }
 
 /* The previous read's row at (v2, rowid), if any; the cursor moves past
  * the rows before it (rows gone since). */
-static const struct row *prev_row(struct reader *rd, bool v2, sqlite3_int64 rowid)
+static struct row *prev_row(struct reader *rd, bool v2, sqlite3_int64 rowid)
 {
-	const struct rows *p = rd->prev;
+	struct rows *p = rd->prev;
 
 	while (rd->pi < p->n && ((p->v[rd->pi].v2 && !v2) ||
 				 (p->v[rd->pi].v2 == v2 && p->v[rd->pi].rowid < rowid)))
@@ -284,9 +387,11 @@ static const struct row *prev_row(struct reader *rd, bool v2, sqlite3_int64 rowi
 	return NULL;
 }
 
-/* Reads the value of row r->rowid (in the current transaction) into r. */
+/* Reads the key and value of row r->rowid (in the current transaction)
+ * into r. */
 static int read_value(struct reader *rd, struct row *r)
 {
+	struct row_text *t = &rd->rs->text[r - rd->rs->v];
 	int rc;
 
 	sqlite3_bind_int64(rd->value_st, 1, r->rowid);
@@ -295,40 +400,71 @@ static int read_value(struct reader *rd, struct row *r)
 		sqlite3_reset(rd->value_st);
 		return rc == SQLITE_DONE ? -EIO : em_edgecore_errno(rc);
 	}
-	r->value = col(rd->rs, rd->value_st, 0);
-	r->value_len = (size_t)sqlite3_column_bytes(rd->value_st, 0);
+	t->key = col(rd->rs, rd->value_st, 0);
+	t->value = col(rd->rs, rd->value_st, 1);
 	/* at once: an active statement would keep the SHARED lock past COMMIT */
 	sqlite3_reset(rd->value_st);
-	return r->value ? 0 : -ENOMEM;
+	return t->key && t->value ? 0 : -ENOMEM;
 }
 
 /* Column 3 of an incremental scan is the value's hash: an unchanged row
- * (same rowid, key, type and hash) borrows the previous read's value, any
- * other row is read. */
+ * (same rowid, key, type and hash) takes over the previous read's ident and
+ * is not read; any other row's key and value are read. */
 static int take_value(struct reader *rd, sqlite3_stmt *st, struct row *r)
 {
-	const struct row *old;
+	struct row *old;
 
 	if (!rd->prev) {
-		r->value = col(rd->rs, st, 3);
-		if (!r->value)
+		struct row_text *t = &rd->rs->text[r - rd->rs->v];
+
+		t->key = col(rd->rs, st, 2);
+		t->value = col(rd->rs, st, 3);
+		if (!t->key || !t->value)
 			return -ENOMEM;
-		r->value_len = (size_t)sqlite3_column_bytes(st, 3);
-		r->hash = value_hash(r->value, r->value_len);
+		r->hash = value_hash(t->value, (size_t)sqlite3_column_bytes(st, 3));
+		r->read = true;
 		rd->rs->n_read++;
 		return 0;
 	}
 	r->hash = (uint64_t)sqlite3_column_int64(st, 3);
 	old = prev_row(rd, r->v2, r->rowid);
 	if (old && old->hash == r->hash && old->kind == r->kind && old->list == r->list &&
-	    strcmp(old->key, r->key) == 0) {
-		r->value = old->value;
-		r->value_len = old->value_len;
-		r->borrowed = true;
-		return 0;
+	    old->key_hash == r->key_hash) {
+		const char *id = em_edgecore_ident(rd->prev, old);
+
+		old->kept = true;
+		if (!id)
+			return 0;
+		return ident_put(rd->rs, r, id, strlen(id), id + strlen(id) + 1,
+				 strlen(id + strlen(id) + 1));
 	}
+	r->read = true;
 	rd->rs->n_read++;
 	return read_value(rd, r);
+}
+
+/* The hash of a row's type (meta) or key (meta_v2) and key, read where
+ * SQLite holds them (nothing copied). */
+static uint64_t key_hash(sqlite3_stmt *st)
+{
+	const void *what = sqlite3_column_blob(st, 1), *key = sqlite3_column_blob(st, 2);
+	uint64_t h1 = value_hash(what ? what : "", what ? (size_t)sqlite3_column_bytes(st, 1) : 0);
+
+	return value_hash(key ? key : "", key ? (size_t)sqlite3_column_bytes(st, 2) : 0) ^ mix64(h1);
+}
+
+/* "/<group>/<version>/<resource>/<ns>/<name>": a key meta_v2 holds an
+ * object under (list rows, cluster-scoped ("null" namespace) and other
+ * shapes do not count). */
+static bool v2_object_key(const char *key)
+{
+	const char *ns = NULL;
+	size_t slashes = 0;
+
+	for (const char *p = key; p && *p; p++)
+		if (*p == '/' && ++slashes == 4)
+			ns = p + 1;
+	return slashes == 5 && strncmp(ns, "null/", 5) != 0;
 }
 
 /* Takes one row if it is selected (columns 1-3 not NULL). 1 kept, 0 not. */
@@ -350,32 +486,13 @@ static int keep_row(struct reader *rd, sqlite3_stmt *st, bool v2)
 	r->v2 = v2;
 	r->kind = (unsigned char)kind;
 	r->list = list;
-	r->key = col(rd->rs, st, 2);
-	if (!r->key)
-		return -ENOMEM;
+	r->key_hash = key_hash(st);
+	r->v2_obj = v2 && v2_object_key((const char *)sqlite3_column_text(st, 2));
 	ret = take_value(rd, st, r);
 	if (ret < 0)
 		return ret;
 	rd->rs->n++;
 	return 1;
-}
-
-/* After an incremental read, outside the lock: the borrowed values are
- * copied in, so the previous read's rows can go. */
-static int rows_own(struct rows *rs)
-{
-	for (size_t i = 0; i < rs->n; i++) {
-		struct row *r = &rs->v[i];
-
-		if (!r->borrowed)
-			continue;
-		r->value = rows_copy(rs, r->value, r->value_len);
-		if (!r->value)
-			return -ENOMEM;
-		rs->bytes -= r->value_len;	/* bytes counts what came from SQLite */
-		r->borrowed = false;
-	}
-	return 0;
 }
 
 /* Copies the rows of one table that `sql` selects, resuming after the last
@@ -437,8 +554,8 @@ static int copy_paged(struct reader *rd, const char *sql, const char *const *bin
 
 	rd->value_st = NULL;
 	if (rd->prev) {
-		rc = sqlite3_prepare_v2(rd->db, v2 ? "SELECT value FROM meta_v2 WHERE rowid = ?1" :
-					"SELECT value FROM meta WHERE rowid = ?1", -1, &rd->value_st, NULL);
+		rc = sqlite3_prepare_v2(rd->db, v2 ? "SELECT key, value FROM meta_v2 WHERE rowid = ?1" :
+					"SELECT key, value FROM meta WHERE rowid = ?1", -1, &rd->value_st, NULL);
 		if (rc != SQLITE_OK)
 			return em_edgecore_errno(rc);
 	}
@@ -478,17 +595,10 @@ static int copy_v2(struct reader *rd)
 		 "CASE WHEN %s THEN %s END FROM meta_v2 WHERE rowid > ?1 ORDER BY rowid",
 		 cond, cond, cond, value_column(rd));
 	ret = copy_paged(rd, sql, binds, 2 * EM_EDGECORE_KINDS, true);
-	/* which kinds it holds objects of ("/<g>/<v>/<r>/<ns>/<name>"; list rows,
-	 * cluster-scoped ("null" namespace) and other shapes do not count) */
-	for (size_t i = 0; i < rs->n; i++) {
-		const char *ns = NULL;
-		size_t slashes = 0;
-		for (const char *p = rs->v[i].key; *p; p++)
-			if (*p == '/' && ++slashes == 4)
-				ns = p + 1;
-		if (slashes == 5 && strncmp(ns, "null/", 5) != 0)
+	/* which kinds it holds objects of */
+	for (size_t i = 0; i < rs->n; i++)
+		if (rs->v[i].v2_obj)
 			rs->v2_has[rs->v[i].kind] = true;
-	}
 	return ret;
 }
 
@@ -521,7 +631,7 @@ static int copy_meta(struct reader *rd, bool merge_legacy)
 /* The read: copy the selected rows (in short transactions, see struct
  * reader), noting data_version first. With prev (the rows of the previous
  * read), only the values of rows that changed are read. */
-int em_edgecore_rows_read(sqlite3 *db, const struct em_edgecore_config *cfg, const struct rows *prev,
+int em_edgecore_rows_read(sqlite3 *db, const struct em_edgecore_config *cfg, struct rows *prev,
 		     struct rows *rs, long long *version, struct em_edgecore_lock_times *lt)
 {
 	struct reader rd = {
@@ -535,6 +645,16 @@ int em_edgecore_rows_read(sqlite3 *db, const struct em_edgecore_config *cfg, con
 	int rc, ret;
 
 	memset(lt, 0, sizeof(*lt));
+	for (size_t i = 0; prev && i < prev->n; i++)
+		prev->v[i].kept = false;
+	if (prev && prev->n) {
+		/* about the size of the last read's, at once: a chain of
+		 * doubling reallocs on every poll leaves the heap in holes */
+		rs->v = malloc((prev->n + 256) * sizeof(*rs->v));
+		rs->cap = rs->v ? prev->n + 256 : 0;
+		rs->idents = malloc(prev->idents_len + 4096);
+		rs->idents_cap = rs->idents ? prev->idents_len + 4096 : 0;
+	}
 	ret = txn_begin(&rd);
 	if (ret == 0)
 		ret = table_exists(db, "meta", &has_meta);
@@ -555,8 +675,6 @@ int em_edgecore_rows_read(sqlite3 *db, const struct em_edgecore_config *cfg, con
 	if (ret == 0 && has_meta)
 		ret = copy_meta(&rd, merge_legacy);
 	txn_end(&rd, ret == 0);
-	if (ret == 0 && prev)
-		ret = rows_own(rs);
 	return ret;
 }
 

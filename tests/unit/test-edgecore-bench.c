@@ -11,16 +11,21 @@
  *	read: median and worst over the runs), next to a peer measured in the
  *	same run: one transaction copying every row of meta and meta_v2, as
  *	the source did before it selected in SQL and paged its reads.
- *	Then runs the source on DB and updates one pod CHANGES times (its
- *	phase Running <-> Pending, in place, so an even count leaves DB as it
- *	was): prints the rows each change made the source read, next to the
- *	rows a full read copies (what every change cost before only changed
- *	rows were read). */
+ *	Then runs the source on DB: prints the memory it holds between reads
+ *	(RSS growth after its first read, after malloc_trim) next to the text
+ *	of the selected rows (what it kept between reads before it kept only
+ *	hashes), then updates one pod CHANGES times (its phase Running <->
+ *	Pending, in place, so an even count leaves DB as it was) and prints,
+ *	per change, the rows the source read, the objects it delivered and the
+ *	time of the poll, next to the rows and time of a full read with JSON
+ *	parsing (what every change cost before). */
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -45,15 +50,34 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+static unsigned long n_upserts, n_removes;
+
 static int null_upsert(void *ctx, const char *source, json_t *obj)
 {
+	n_upserts++;
 	return 0;
 }
 
 static int null_remove(void *ctx, const char *source, const char *kind, const char *ns,
 		       const char *name)
 {
+	n_removes++;
 	return 0;
+}
+
+/* Resident memory now, after giving freed memory back. */
+static long long rss_bytes(void)
+{
+	long long pages = 0, rss = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	malloc_trim(0);
+	if (f) {
+		if (fscanf(f, "%lld %lld", &pages, &rss) != 2)
+			rss = 0;
+		fclose(f);
+	}
+	return rss * sysconf(_SC_PAGESIZE);
 }
 
 static int null_replace(void *ctx, const char *source, const char *kind, json_t *items)
@@ -66,9 +90,11 @@ static int null_commit(void *ctx, const char *source)
 	return 0;
 }
 
-/* One pod updated in place, CHANGES times: rows read and lock held by the
- * source's read of each change. */
-static int changes(const char *path, int n, size_t full_rows)
+/* The source on DB: the memory it holds between reads, then one pod
+ * updated in place CHANGES times, each change polled at once: rows read,
+ * objects delivered, time of the poll. full_rows, full_bytes, full_us: a
+ * full read (rows, text, time with parsing) measured in the same run. */
+static int changes(const char *path, int n, size_t full_rows, size_t full_bytes, long long full_us)
 {
 	static const char *const sql[] = {
 		"UPDATE meta_v2 SET value = replace(value, 'Running', 'Pending') WHERE rowid = "
@@ -78,36 +104,46 @@ static int changes(const char *path, int n, size_t full_rows)
 	};
 	const struct em_source_sink sink = { .upsert = null_upsert, .remove = null_remove,
 					     .replace = null_replace, .commit = null_commit };
-	struct em_edgecore_config c = { .path = path, .poll_interval_ms = 10 };
+	/* polled here only: em_source_edgecore_poll */
+	struct em_edgecore_config c = { .path = path, .poll_interval_ms = 3600 * 1000 };
 	struct em_edgecore_stats st;
 	struct em_source_edgecore *e;
-	unsigned long rows = 0, lock_us = 0;
+	unsigned long rows = 0, objects = 0, full_reads;
+	long long rss0 = rss_bytes(), rss1, rss2, poll_us = 0, t0;
 	sqlite3 *db;
 
 	if (em_source_edgecore_start(&c, sink, &e) < 0 || sqlite3_open(path, &db) != SQLITE_OK)
 		return 1;
+	rss1 = rss_bytes();
 	sqlite3_busy_timeout(db, 5000);
 	em_source_edgecore_stats(e, &st);
+	full_reads = st.full_reads;
 	for (int i = 0; i < n; i++) {
-		unsigned long reads = st.reads;
-
 		if (sqlite3_exec(db, sql[i % 2], NULL, NULL, NULL) != SQLITE_OK || sqlite3_changes(db) != 1) {
 			fprintf(stderr, "%s: cannot update a pod of meta_v2\n", path);
 			return 1;
 		}
-		for (int w = 0; w < 10000 && st.reads == reads; w++) {
-			struct timespec ts = { 0, 1000000 };
-			nanosleep(&ts, NULL);
-			em_source_edgecore_stats(e, &st);
-		}
+		t0 = now_us();
+		em_source_edgecore_poll(e);
+		poll_us += now_us() - t0;
+		em_source_edgecore_stats(e, &st);
 		rows += st.rows_read_last;
-		lock_us += st.lock_us_last;
+		objects += st.objects_last;
 	}
 	sqlite3_close(db);
+	rss2 = rss_bytes();
+	printf("memory the source holds between reads: %.1f MiB (RSS growth after its first read; "
+	       "%.1f MiB after the changes below); the text of the selected rows, which it kept "
+	       "before: %.1f MiB; ratio %.2f\n", (rss1 - rss0) / 1048576.0, (rss2 - rss0) / 1048576.0,
+	       full_bytes / 1048576.0, full_bytes ? (double)(rss1 - rss0) / (double)full_bytes : 0.0);
+	printf("one pod updated %d times: per change %.1f rows read (a full read: %zu rows), "
+	       "%.1f objects delivered (%lu upserts, %lu removes, %lu full reads), "
+	       "poll %.2f ms (a full read with parsing: %.1f ms; ratio %.4f), "
+	       "read lock held at a stretch %.1f ms\n", n, (double)rows / n, full_rows,
+	       (double)objects / n, n_upserts, n_removes, st.full_reads - full_reads,
+	       poll_us / 1e3 / n, full_us / 1e3, full_us ? (double)poll_us / n / (double)full_us : 0.0,
+	       st.lock_us_last / 1e3);
 	em_source_edgecore_stop(e);
-	printf("one pod updated %d times: rows read per change %.1f (a full read: %zu rows), "
-	       "read lock held at a stretch %.1f ms per change\n", n, (double)rows / n, full_rows,
-	       lock_us / 1e3 / n);
 	return 0;
 }
 
@@ -186,7 +222,7 @@ int main(int argc, char **argv)
 {
 	struct em_edgecore_config c = { 0 };
 	struct em_edgecore_read_info info = { 0 };
-	long long *ours, *peer, total = 0, t0, held = 0;
+	long long *ours, *peer, total = 0, t0, held = 0, full_us;
 	unsigned txns = 0;
 	size_t prow = 0, pbytes = 0, nobj = 0;
 	int runs;
@@ -235,7 +271,8 @@ int main(int argc, char **argv)
 	       peer[runs / 2] ? (double)ours[runs / 2] / (double)peer[runs / 2] : 0.0);
 	free(ours);
 	free(peer);
+	full_us = total / runs;
 	runs = argc >= 4 ? atoi(argv[3]) : 10;
 	runs = runs < 2 ? 2 : runs + runs % 2;	/* even: DB ends as it was */
-	return changes(c.path, runs, info.rows);
+	return changes(c.path, runs, info.rows, info.bytes, full_us);
 }

@@ -19,8 +19,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
 #include <sqlite3.h>
 
+#include "registry/registry.h"
 #include "sources/edgecore_db.h"
 #include "timing.h"
 #include "testlog.h"
@@ -28,19 +30,47 @@
 /* ---- recording sink --------------------------------------------------- */
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static json_t *last;		/* "Kind ns/name" -> object of the last replace */
-static unsigned replaces, commits, bad_calls;
+static json_t *last;		/* "Kind ns/name" -> object, as the sink holds them */
+static unsigned replaces, commits, bad_calls, upserts, removes;
+
+/* "Kind ns/name" of an object; false if it lacks kind or name. */
+static bool obj_key(json_t *it, char *key, size_t size)
+{
+	json_t *m = json_object_get(it, "metadata");
+	const char *k = json_string_value(json_object_get(it, "kind"));
+	const char *ns = json_string_value(json_object_get(m, "namespace"));
+	const char *name = json_string_value(json_object_get(m, "name"));
+
+	snprintf(key, size, "%s %s/%s", k ? k : "?", ns ? ns : "", name ? name : "?");
+	return k && name;
+}
 
 static int rec_upsert(void *ctx, const char *source, json_t *obj)
 {
-	bad_calls++;	/* this source only replaces */
+	char key[512];
+
+	pthread_mutex_lock(&lock);
+	if (!obj_key(obj, key, sizeof(key)) || strcmp(source, "edgecore-db") != 0 || !last)
+		bad_calls++;
+	else
+		json_object_set_new(last, key, json_deep_copy(obj));
+	upserts++;
+	pthread_mutex_unlock(&lock);
 	return 0;
 }
 
 static int rec_remove(void *ctx, const char *source, const char *kind, const char *ns,
 		      const char *name)
 {
-	bad_calls++;
+	char key[512];
+
+	pthread_mutex_lock(&lock);
+	snprintf(key, sizeof(key), "%s %s/%s", kind, ns, name);
+	/* only what the source delivered before can go */
+	if (strcmp(source, "edgecore-db") != 0 || !last || json_object_del(last, key) != 0)
+		bad_calls++;
+	removes++;
+	pthread_mutex_unlock(&lock);
 	return 0;
 }
 
@@ -55,15 +85,10 @@ static int rec_replace(void *ctx, const char *source, const char *kind, json_t *
 	json_decref(last);
 	last = json_object();
 	json_array_foreach(items, i, it) {
-		json_t *m = json_object_get(it, "metadata");
-		const char *k = json_string_value(json_object_get(it, "kind"));
-		const char *ns = json_string_value(json_object_get(m, "namespace"));
-		const char *name = json_string_value(json_object_get(m, "name"));
 		char key[512];
 
-		if (!k || !name)
+		if (!obj_key(it, key, sizeof(key)))
 			bad_calls++;
-		snprintf(key, sizeof(key), "%s %s/%s", k ? k : "?", ns ? ns : "", name ? name : "?");
 		if (json_object_get(last, key))
 			bad_calls++;	/* duplicates must be resolved by the source */
 		json_object_set_new(last, key, json_deep_copy(it));
@@ -246,7 +271,7 @@ static void setup(void)
 	pthread_mutex_lock(&lock);
 	json_decref(last);
 	last = json_object();
-	replaces = commits = bad_calls = 0;
+	replaces = commits = bad_calls = upserts = removes = 0;
 	pthread_mutex_unlock(&lock);
 	snprintf(dbpath, sizeof(dbpath), "/tmp/em-edgecore-test-%d.db", (int)getpid());
 	unlink(dbpath);
@@ -846,21 +871,34 @@ static unsigned long rows_read_by_next_read(unsigned long *reads)
 	return st.rows_read_last;
 }
 
-/* What the source delivered equals what a full read of the database gives. */
+/* What the source delivered (by replace, then upserts and removes) equals
+ * what a full read of the database gives. */
 static void same_as_full_read(void)
 {
-	struct em_edgecore_read_info info;
-	json_t *delivered, *items;
+	struct em_edgecore_config c = cfg(0);
+	json_t *items = NULL, *full = json_object(), *it;
+	size_t i;
 
+	ck_assert_int_eq(em_edgecore_db_read(&c, &items, NULL), 0);
+	json_array_foreach(items, i, it) {
+		char key[512];
+		ck_assert(obj_key(it, key, sizeof(key)));
+		json_object_set(full, key, it);
+	}
 	pthread_mutex_lock(&lock);
-	delivered = json_deep_copy(last);
-	pthread_mutex_unlock(&lock);
-	items = read_all(false, &info);
-	pthread_mutex_lock(&lock);
-	ck_assert_msg(json_equal(delivered, last), "incremental and full reads differ");
+	ck_assert_msg(json_equal(full, last), "incremental and full reads differ");
 	pthread_mutex_unlock(&lock);
 	json_decref(items);
-	json_decref(delivered);
+	json_decref(full);
+}
+
+static unsigned count_of(const unsigned *n)
+{
+	unsigned v;
+	pthread_mutex_lock(&lock);
+	v = *n;
+	pthread_mutex_unlock(&lock);
+	return v;
 }
 
 static void changed_rows_only(unsigned max_rows_per_txn)
@@ -868,6 +906,8 @@ static void changed_rows_only(unsigned max_rows_per_txn)
 	struct em_edgecore_config c = cfg(10);
 	struct em_edgecore_read_info info;
 	unsigned long reads = 1;
+	unsigned long n;
+	unsigned up, rm, rep0;
 	json_t *items;
 	sqlite3 *db;
 
@@ -878,11 +918,18 @@ static void changed_rows_only(unsigned max_rows_per_txn)
 	ck_assert_uint_gt(info.rows, 3);
 	ck_assert_int_eq(em_source_edgecore_start(&c, sink, &E), 0);
 	ck_assert_uint_eq(stats_now().rows_read_last, info.rows);	/* the first read: all */
+	ck_assert_uint_eq(stats_now().full_reads, 1);
+	rep0 = nreplaces();
 	db = db_open();
-	/* an update in place (the rowid stays), the value as long as before */
-	exec(db, "UPDATE meta SET value = replace(value, '\"12\"', '\"17\"') WHERE key = 'default/pod/p1'");
+	/* an update in place (the rowid stays), the value as long as before:
+	 * one row read, one object upserted, no replace */
+	exec(db, "UPDATE meta SET value = replace(value, '\"11\"', '\"19\"') WHERE key = 'default/endpoints/web'");
 	ck_assert_uint_eq(rows_read_by_next_read(&reads), 1);
-	ck_assert_str_eq(rv("Pod default/p1"), "17");
+	ck_assert_str_eq(rv("Endpoints default/web"), "19");
+	ck_assert_uint_eq(stats_now().objects_last, 1);
+	ck_assert_uint_eq(count_of(&upserts), 1);
+	ck_assert_uint_eq(nreplaces(), rep0);
+	same_as_full_read();
 	/* INSERT OR REPLACE: a new rowid, the old row deleted */
 	put_v2_svc(db, "v2svc", 25, SVC("v2svc", "25"));
 	ck_assert_uint_eq(rows_read_by_next_read(&reads), 1);
@@ -891,15 +938,35 @@ static void changed_rows_only(unsigned max_rows_per_txn)
 	put_v2_svc(db, "new", 30, SVC("new", "30"));
 	ck_assert_uint_eq(rows_read_by_next_read(&reads), 1);
 	ck_assert(has("Service default/new"));
-	/* a delete reads nothing */
+	ck_assert_uint_eq(count_of(&upserts), 3);
+	same_as_full_read();
+	/* a delete reads nothing and removes the object */
 	exec(db, "DELETE FROM meta WHERE key = 'default/endpoints/web'");
 	ck_assert_uint_eq(rows_read_by_next_read(&reads), 0);
 	ck_assert(!has("Endpoints default/web"));
-	/* a row of a type not read changes: a poll reads, but no row */
+	ck_assert_uint_eq(count_of(&removes), 1);
+	/* a row of a type not read changes: a poll reads, but no row, and
+	 * delivers nothing */
+	up = count_of(&upserts);
+	rm = count_of(&removes);
 	put_meta(db, "default/configmap/cfg", "configmap", "{\"metadata\":{\"name\":\"cfg2\"}}");
 	ck_assert_uint_eq(rows_read_by_next_read(&reads), 0);
-	sqlite3_close(db);
+	ck_assert_uint_eq(stats_now().objects_last, 0);
+	ck_assert_uint_eq(count_of(&upserts), up);
+	ck_assert_uint_eq(count_of(&removes), rm);
+	ck_assert_uint_eq(nreplaces(), rep0);
 	ck_assert_uint_eq(stats_now().rows_read, info.rows + 3);
+	same_as_full_read();
+	/* p1 is held by its pod row and by the podlist (the higher
+	 * resourceVersion wins): a change to it is settled by a full read; the
+	 * pod row's new value (13) still loses to the podlist's (15) */
+	exec(db, "UPDATE meta SET value = replace(value, '\"12\"', '\"13\"') WHERE key = 'default/pod/p1'");
+	n = rows_read_by_next_read(&reads);
+	ck_assert_str_eq(rv("Pod default/p1"), "15");	/* what is served first */
+	ck_assert_uint_eq(n, 1 + info.rows);
+	ck_assert_uint_eq(nreplaces(), rep0 + 1);
+	ck_assert_uint_eq(stats_now().full_reads, 2);
+	sqlite3_close(db);
 	same_as_full_read();
 }
 
@@ -912,6 +979,210 @@ END_TEST
 START_TEST(update_reads_one_row_paged)
 {
 	changed_rows_only(1);	/* the comparison resumes across transactions */
+}
+END_TEST
+
+/* List rows (a podlist holds many objects) and objects held by two rows
+ * are settled by a full read; objects renamed in place or made unusable go
+ * by remove. After each change the sink holds what a full read gives. */
+START_TEST(lists_and_renames)
+{
+	struct em_edgecore_config c = cfg(10);
+	unsigned long reads = 1, full;
+	unsigned rm;
+	sqlite3 *db;
+
+	make_db();
+	ck_assert_int_eq(em_source_edgecore_start(&c, sink, &E), 0);
+	db = db_open();
+	/* the podlist changes: p2 newer, p3 added, p1 gone from it (p1 then
+	 * comes from its pod row alone) */
+	full = stats_now().full_reads;
+	put_meta(db, "default/podlist/web", "podlist", "[" POD("p2", "23") "," POD("p3", "24") "]");
+	rows_read_by_next_read(&reads);
+	ck_assert_uint_eq(stats_now().full_reads, full + 1);
+	ck_assert_str_eq(rv("Pod default/p1"), "12");
+	ck_assert_str_eq(rv("Pod default/p2"), "23");
+	ck_assert_str_eq(rv("Pod default/p3"), "24");
+	same_as_full_read();
+	/* p1 is now held by one row only: its change goes by upsert */
+	full = stats_now().full_reads;
+	exec(db, "UPDATE meta SET value = replace(value, '\"12\"', '\"18\"') WHERE key = 'default/pod/p1'");
+	ck_assert_uint_eq(rows_read_by_next_read(&reads), 1);
+	ck_assert_uint_eq(stats_now().full_reads, full);
+	ck_assert_str_eq(rv("Pod default/p1"), "18");
+	/* a Service renamed in place (its row's key unchanged) */
+	rm = count_of(&removes);
+	exec(db, "UPDATE meta_v2 SET value = replace(value, '\"v2svc\"', '\"v2svc2\"') "
+		 "WHERE key = '/core/v1/services/default/v2svc'");
+	ck_assert_uint_eq(rows_read_by_next_read(&reads), 1);
+	ck_assert(!has("Service default/v2svc"));
+	ck_assert(has("Service default/v2svc2"));
+	ck_assert_uint_eq(count_of(&removes), rm + 1);
+	same_as_full_read();
+	/* a value no longer usable: its object goes */
+	exec(db, "UPDATE meta_v2 SET value = '{' WHERE key = '/discovery.k8s.io/v1/endpointslices/default/web-abc'");
+	ck_assert_uint_eq(rows_read_by_next_read(&reads), 1);
+	ck_assert(!has("EndpointSlice default/web-abc"));
+	ck_assert_uint_eq(stats_now().full_reads, full);
+	same_as_full_read();
+	/* the podlist deleted: p2 and p3 go, p1 stays */
+	exec(db, "DELETE FROM meta WHERE key = 'default/podlist/web'");
+	rows_read_by_next_read(&reads);
+	ck_assert_uint_eq(stats_now().full_reads, full + 1);
+	ck_assert(has("Pod default/p1") && !has("Pod default/p2") && !has("Pod default/p3"));
+	sqlite3_close(db);
+	same_as_full_read();
+}
+END_TEST
+
+/* ---- through the registry ---------------------------------------------- */
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* What a registry serves: each service with its ports and their backends
+ * (sorted: their order follows arrival). Fake IPs left out: they follow the
+ * order services arrived in. */
+static char *serving(struct em_registry *reg)
+{
+	char *out = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&out, &len);
+
+	urcu_memb_read_lock();
+	const struct em_snapshot *snap = em_registry_current(reg);
+	for (size_t i = 0; i < em_snapshot_service_count(snap); i++) {
+		const struct em_service *svc = em_snapshot_service_at(snap, i);
+
+		fprintf(f, "%s/%s\n", svc->ns, svc->name);
+		for (size_t p = 0; p < svc->n_ports; p++) {
+			const struct em_service_port *port = &svc->ports[p];
+			char **b = calloc(port->n_backends + 1, sizeof(*b));
+
+			for (size_t k = 0; k < port->n_backends; k++) {
+				char ip[INET6_ADDRSTRLEN];
+				inet_ntop(port->backends[k].family, &port->backends[k].ip, ip, sizeof(ip));
+				ck_assert_int_ne(asprintf(&b[k], "%s:%u %s", ip, port->backends[k].port,
+							  port->backends[k].pod ? port->backends[k].pod : "-"), -1);
+			}
+			qsort(b, port->n_backends, sizeof(*b), cmp_str);
+			fprintf(f, " %u/%d:", port->port, port->ipproto);
+			for (size_t k = 0; k < port->n_backends; k++) {
+				fprintf(f, " %s", b[k]);
+				free(b[k]);
+			}
+			fprintf(f, "\n");
+			free(b);
+		}
+	}
+	urcu_memb_read_unlock();
+	fclose(f);
+	return out;
+}
+
+/* reg (fed by the source) serves what a registry fed by a full read does. */
+static void registry_same_as_full_read(struct em_registry *reg)
+{
+	struct em_registry_config rc = { 0 };
+	struct em_registry *peer = em_registry_new(&rc);
+	struct em_source_sink ps = em_registry_sink(peer);
+	struct em_edgecore_config c = cfg(0);
+	json_t *items = NULL;
+	char *a, *b;
+
+	ck_assert_ptr_nonnull(peer);
+	ck_assert_int_eq(em_edgecore_db_read(&c, &items, NULL), 0);
+	ps.replace(ps.ctx, "edgecore-db", NULL, items);
+	ps.commit(ps.ctx, "edgecore-db");
+	json_decref(items);
+	a = serving(reg);
+	b = serving(peer);
+	ck_assert_str_eq(a, b);
+	free(a);
+	free(b);
+	em_registry_free(peer);
+}
+
+#define RPOD(name, app, ip, rv) \
+	"{\"metadata\":{\"name\":\"" name "\",\"namespace\":\"default\",\"resourceVersion\":\"" rv "\"," \
+	"\"labels\":{\"app\":\"" app "\"}},\"spec\":{\"nodeName\":\"edge-1\",\"containers\":[{\"name\":\"c\"," \
+	"\"ports\":[{\"containerPort\":8080}]}]},\"status\":{\"phase\":\"Running\",\"podIP\":\"" ip "\"," \
+	"\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\"}]}}"
+#define RSVC(name, app, port, rv) \
+	"{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"" name "\",\"namespace\":\"default\"," \
+	"\"resourceVersion\":\"" rv "\"},\"spec\":{\"selector\":{\"app\":\"" app "\"},\"ports\":[{\"port\":" port "," \
+	"\"protocol\":\"TCP\",\"targetPort\":8080}],\"clusterIP\":\"10.96.0.20\"}}"
+
+static void put_v2_pod(sqlite3 *db, const char *name, const char *value)
+{
+	char key[128];
+	snprintf(key, sizeof(key), "/core/v1/pods/default/%s", name);
+	put_v2(db, key, "/v1, Resource=pods", "default", name, 1, value);
+}
+
+/* A registry fed by the source, through per-object changes (pods moved,
+ * added, deleted; a Service's port changed, a Service deleted) and list
+ * rows (a full read), serves what a registry fed by a full read serves. */
+START_TEST(registry_follows_changes)
+{
+	struct em_registry_config rc = { 0 };
+	struct em_registry *reg;
+	struct em_edgecore_config c = cfg(10);
+	unsigned long reads = 1, full;
+	sqlite3 *db;
+	char *s;
+
+	urcu_memb_register_thread();
+	ck_assert_ptr_nonnull(reg = em_registry_new(&rc));
+	make_db();
+	db = db_open();
+	put_v2_svc(db, "a", 1, RSVC("a", "a", "80", "1"));
+	put_v2_svc(db, "b", 1, RSVC("b", "b", "81", "1"));
+	put_v2_pod(db, "a1", RPOD("a1", "a", "10.244.0.1", "1"));
+	put_v2_pod(db, "a2", RPOD("a2", "a", "10.244.0.2", "1"));
+	put_v2_pod(db, "b1", RPOD("b1", "b", "10.244.0.3", "1"));
+	ck_assert_int_eq(em_source_edgecore_start(&c, em_registry_sink(reg), &E), 0);
+	s = serving(reg);
+	ck_assert_ptr_nonnull(strstr(s, "10.244.0.2:8080 default/a2"));
+	free(s);
+	registry_same_as_full_read(reg);
+	full = stats_now().full_reads;
+	put_v2_pod(db, "a2", RPOD("a2", "a", "10.244.0.9", "2"));	/* moved */
+	rows_read_by_next_read(&reads);
+	registry_same_as_full_read(reg);
+	put_v2_pod(db, "a3", RPOD("a3", "a", "10.244.0.4", "1"));	/* added */
+	rows_read_by_next_read(&reads);
+	registry_same_as_full_read(reg);
+	exec(db, "DELETE FROM meta_v2 WHERE key = '/core/v1/pods/default/a1'");
+	rows_read_by_next_read(&reads);
+	registry_same_as_full_read(reg);
+	put_v2_svc(db, "b", 2, RSVC("b", "b", "82", "2"));		/* port changed */
+	rows_read_by_next_read(&reads);
+	registry_same_as_full_read(reg);
+	exec(db, "DELETE FROM meta_v2 WHERE key = '/core/v1/services/default/a'");
+	rows_read_by_next_read(&reads);
+	registry_same_as_full_read(reg);
+	ck_assert_uint_eq(stats_now().full_reads, full);		/* all per object */
+	s = serving(reg);
+	ck_assert_ptr_null(strstr(s, "default/a\n"));
+	ck_assert_ptr_nonnull(strstr(s, " 82/6: 10.244.0.3:8080 default/b1"));
+	free(s);
+	/* a list row appears (meta_v2 holds no Endpoints, so meta's count):
+	 * a full read */
+	put_meta(db, "default/endpointslist/b", "endpointslist",
+		 "[{\"metadata\":{\"name\":\"b\",\"namespace\":\"default\",\"resourceVersion\":\"5\"},"
+		 "\"subsets\":[{\"addresses\":[{\"ip\":\"10.244.0.50\"}],\"ports\":[{\"port\":8080}]}]}]");
+	rows_read_by_next_read(&reads);
+	ck_assert_uint_eq(stats_now().full_reads, full + 1);
+	registry_same_as_full_read(reg);
+	sqlite3_close(db);
+	em_source_edgecore_stop(E);
+	E = NULL;
+	em_registry_free(reg);
+	urcu_memb_unregister_thread();
 }
 END_TEST
 
@@ -977,5 +1248,7 @@ Suite *edgecore_suite(void)
 	tcase_add_test(tc, update_reads_one_row);
 	tcase_add_test(tc, update_reads_one_row_paged);
 	tcase_add_test(tc, selection_change_drops_rows);
+	tcase_add_test(tc, lists_and_renames);
+	tcase_add_test(tc, registry_follows_changes);
 	return s;
 }
