@@ -41,6 +41,7 @@ int em_log_parse_level(const char *name)
 	return -EINVAL;
 }
 
+__attribute__((format(printf, 2, 0)))
 static void vlog(enum em_log_level level, const char *fmt, va_list ap)
 {
 	char buf[1024];
