@@ -44,6 +44,8 @@
 #                        a cgroup with a CPU quota, made for the run and removed);
 #                        BENCH_CGROUP=0 leaves that case out
 #        BENCH_JSON      where the raw figures go (default /tmp/em-bench-<date>.json)
+#        BENCH_TRACE     strace | perf | threads: trace the proxy during one case
+#                        (BENCH_TRACE_CASE, default keepalive_bound; see trace_start)
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -392,11 +394,36 @@ cpu_log() { awk -F'\t' -v c="$1" -v p="$2" -v r="$3" '$1 == c && $2 == p && $3 =
 # wrk_case CASE PEER ROUND [wrk args...]: requests/s, p50/p99, CPU per request,
 # and how busy the proxy and the load side were: req/s shows the proxy's
 # speed only when the proxy's CPU, not the load side's, is the limit.
+# BENCH_TRACE=strace|perf|threads with BENCH_TRACE_CASE (default
+# keepalive_bound): during that case, from 1 s in for SECS-2 s, the proxy
+# process is traced (strace -c -f, perf record -g, or its threads' CPU
+# ticks); the output goes to $BENCH_TRACE_DIR (/tmp) as
+# em-bench-trace-CASE-PEER-ROUND.*. Traced rounds measure the tracer too.
+TRACE_PID=
+trace_start() {
+	local c=$1 peer=$2 r=$3 proc=$4 pid out s
+	[ -n "${BENCH_TRACE:-}" ] && [ "$c" = "${BENCH_TRACE_CASE:-keepalive_bound}" ] && [ -n "$proc" ] || return 0
+	pid=$(pid_of "$proc") s=$(( SECS > 3 ? SECS - 2 : 1 ))
+	out=${BENCH_TRACE_DIR:-/tmp}/em-bench-trace-$c-$peer-$r
+	case $BENCH_TRACE in
+	strace) (sleep 1; timeout "$s" strace -c -f -p "$pid" -o "$out.strace" >/dev/null 2>&1) & ;;
+	perf) (sleep 1; perf record -g -p "$pid" -o "$out.perf" -- sleep "$s" >/dev/null 2>&1) & ;;
+	threads) (sleep 1; cat /proc/"$pid"/task/*/stat > "$out.t0"
+		grep -H ctxt /proc/"$pid"/task/*/status > "$out.c0"; sleep "$s"
+		cat /proc/"$pid"/task/*/stat > "$out.t1"
+		grep -H ctxt /proc/"$pid"/task/*/status > "$out.c1") & ;;
+	esac
+	TRACE_PID=$!
+}
+trace_wait() { [ -z "$TRACE_PID" ] || wait "$TRACE_PID"; TRACE_PID=; }
+
 wrk_case() {
 	local c=$1 peer=$2 r=$3; shift 3
 	local proc=${PROC[$peer]} t0 t1 out rps reqs l0 l1 s0 s1 p0 p1
 	t0=$(ticks "$proc") s0=$(date +%s%N) l0=$(cpu_stat "${LOAD_CPU:-}") p0=$(cpu_stat "${PROXY_CPU:-}")
+	trace_start "$c" "$peer" "$r" "$proc"
 	out=$(ip netns exec "$NS_CLI" $PIN_LOAD wrk -t2 -c$CONNS -d"${SECS}s" --latency "$@" "http://${ADDR[$peer]}/1k" 2>&1)
+	trace_wait
 	t1=$(ticks "$proc") s1=$(date +%s%N) l1=$(cpu_stat "${LOAD_CPU:-}") p1=$(cpu_stat "${PROXY_CPU:-}")
 	rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
 	reqs=$(awk '/requests in/ { print $1 }' <<<"$out")

@@ -192,6 +192,7 @@ static const struct opt opts[] = {
 	{ "http-pool-total", OPT_UINT, F(http_pool_total), 0, 1000000, "512", "N", "idle upstream keep-alive connections kept per worker; 0 disables reuse" },
 	{ "http-pool-idle-timeout", OPT_UINT, F(http_pool_idle_s), 0, 86400, "30", "SECONDS", "close an idle upstream keep-alive connection after this long", NULL, 1 },
 	{ "http-pool-max-requests", OPT_UINT, F(http_pool_max_requests), 0, UINT_MAX, "1000", "N", "requests sent on one upstream connection before it is closed", NULL, 1 },
+	{ "proxy-batch-wait-us", OPT_UINT, F(proxy_batch_wait_us), 0, 10000, "50", "US", "a forwarder worker with requests in flight whose last wake-up found few events waits this long before polling again (fewer wake-ups per request under load); 0 = never" },
 	{ "max-connections", OPT_UINT, F(max_conns), 0, 10000000, "16384", "N", "client connections forwarded at once; more are reset at once", NULL, 1 },
 	{ "max-connections-per-client", OPT_UINT, F(max_conns_per_client), 0, 10000000, "4096", "N", "client connections per client address; more are reset at once", NULL, 1 },
 	{ "pipe-size", OPT_UINT, F(pipe_size), 0, 1048576, "262144", "BYTES", "size of the pipes bodies and relays are spliced through", NULL, 4096 },

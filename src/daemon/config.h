@@ -74,6 +74,7 @@ struct em_config {
 	unsigned http_pool_total;
 	unsigned http_pool_idle_s;
 	unsigned http_pool_max_requests;
+	unsigned proxy_batch_wait_us;
 	unsigned max_conns;
 	unsigned max_conns_per_client;
 	unsigned pipe_size;

@@ -254,6 +254,7 @@ static int start_proxy(struct daemon *d)
 	pc.pool_total = d->cfg.http_pool_total;
 	pc.pool_idle_s = d->cfg.http_pool_idle_s;
 	pc.pool_max_requests = d->cfg.http_pool_max_requests;
+	pc.batch_wait_us = d->cfg.proxy_batch_wait_us;
 	pc.max_conns = d->cfg.max_conns;
 	pc.max_conns_per_client = d->cfg.max_conns_per_client;
 	pc.pipe_size = d->cfg.pipe_size;

@@ -40,6 +40,7 @@
 #include <http_parser.h>
 
 #include "proxy/http.h"
+#include "proxy/sockio.h"
 #include "util/log.h"
 
 
@@ -223,7 +224,7 @@ void em_http_answer(struct em_proxy_worker *w, struct em_http_conn *c, unsigned 
 	ssize_t sent = -1;
 
 	if (n > 0)
-		sent = send(c->client.fd, out, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		sent = em_sock_send(c->client.fd, out, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
 	EM_PROXY_COUNT(w->proxy, generated[status / 100 % 6], 1);
 	em_http_req_free(w, c, EM_BALANCER_CANCELLED, 0);
 	if (sent != n) {
@@ -379,7 +380,7 @@ static ssize_t fill_head(struct em_proxy_worker *w, struct em_http_conn *c,
 			return (ssize_t)have;	/* a whole head or an error */
 	}
 	if (c->readable) {
-		n = recv(c->client.fd, b->in + have, b->cap_in - have, MSG_DONTWAIT);
+		n = em_sock_recv(c->client.fd, b->in + have, b->cap_in - have, MSG_DONTWAIT);
 		if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
 			c->readable = false;
 		} else if (n <= 0) {

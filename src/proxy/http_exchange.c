@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "proxy/http.h"
+#include "proxy/sockio.h"
 #include "util/log.h"
 
 void em_http_body_init(struct body *b, enum em_http_body kind, uint64_t len)
@@ -33,7 +34,7 @@ static ssize_t pre_send(struct em_http_conn *c, int to, uint64_t max)
 
 	if (k > max)
 		k = (size_t)max;
-	n = send(to, c->pre + c->pre_off, k, MSG_NOSIGNAL | MSG_DONTWAIT);
+	n = em_sock_send(to, c->pre + c->pre_off, k, MSG_NOSIGNAL | MSG_DONTWAIT);
 	if (n < 0)
 		return errno == EAGAIN || errno == EINTR ? 0 : -errno;
 	em_http_pre_used(c, (size_t)n);
@@ -419,7 +420,7 @@ int em_http_exchange(struct em_proxy_worker *w, struct em_http_conn *c)
 		if (r->rq == RQ_HEAD) {
 			struct em_proxy_buf *b = r->buf;
 
-			n = send(ufd, b->out + b->out_off, b->out_len - b->out_off,
+			n = em_sock_send(ufd, b->out + b->out_off, b->out_len - b->out_off,
 				 MSG_NOSIGNAL | MSG_DONTWAIT);
 			if (n < 0) {
 				if (errno == EAGAIN || errno == EINTR)
@@ -483,7 +484,7 @@ int em_http_exchange(struct em_proxy_worker *w, struct em_http_conn *c)
 			size_t have = b->in_len;
 
 			if (r->up_readable && have < b->cap_in) {
-				n = recv(ufd, b->in + have, b->cap_in - have, MSG_DONTWAIT);
+				n = em_sock_recv(ufd, b->in + have, b->cap_in - have, MSG_DONTWAIT);
 				if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
 					r->up_readable = false;
 				} else if (n <= 0) {
@@ -531,7 +532,7 @@ int em_http_exchange(struct em_proxy_worker *w, struct em_http_conn *c)
 		if (r->rs == RS_HEAD_OUT) {
 			struct em_proxy_buf *b = r->buf;
 
-			n = send(cfd, b->out + b->out_off, b->out_len - b->out_off,
+			n = em_sock_send(cfd, b->out + b->out_off, b->out_len - b->out_off,
 				 MSG_NOSIGNAL | MSG_DONTWAIT);
 			if (n < 0) {
 				if (errno == EAGAIN || errno == EINTR)

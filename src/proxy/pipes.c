@@ -112,6 +112,7 @@ struct em_proxy_buf *em_proxy_buf_get(struct em_proxy_worker *w)
 		b->cap_out = out;
 	}
 	b->in_len = b->out_len = b->out_off = 0;
+	w->pools.bufs_out++;
 	return b;
 }
 
@@ -119,6 +120,7 @@ void em_proxy_buf_put(struct em_proxy_worker *w, struct em_proxy_buf *b)
 {
 	if (!b)
 		return;
+	w->pools.bufs_out--;
 	if (w->pools.n_bufs >= FREE_BUFS_MAX || w->stopping) {
 		buf_free(w, b);
 		return;

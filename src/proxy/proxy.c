@@ -10,6 +10,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <urcu/urcu-memb.h>
 
@@ -21,6 +22,11 @@
 #define MAX_EVENTS 64
 #define ACCEPT_BATCH 64
 #define ACCEPT_PAUSE_MS 100
+/* Wake-up batching (see batch_wait): a turn with fewer events than this,
+ * while at least BATCH_BUSY requests are in flight, waits before the next
+ * epoll_wait. */
+#define BATCH_SMALL 16
+#define BATCH_BUSY 8
 
 void em_proxy_config_defaults(struct em_proxy_config *cfg)
 {
@@ -38,6 +44,7 @@ void em_proxy_config_defaults(struct em_proxy_config *cfg)
 		.max_line = EM_PROXY_DEFAULT_MAX_LINE,
 		.head_timeout_ms = EM_PROXY_DEFAULT_HEAD_TIMEOUT_MS,
 		.keepalive_s = EM_PROXY_DEFAULT_KEEPALIVE_S,
+		.batch_wait_us = EM_PROXY_DEFAULT_BATCH_WAIT_US,
 		.response_timeout_ms = EM_PROXY_DEFAULT_RESPONSE_TIMEOUT_MS,
 		.pool_per_backend = EM_PROXY_DEFAULT_POOL_PER_BACKEND,
 		.pool_total = EM_PROXY_DEFAULT_POOL_TOTAL,
@@ -243,16 +250,38 @@ static void stop_event(struct em_proxy_worker *w, struct em_proxy_src *src, uint
 	w->stopping = true;
 }
 
+/* A busy worker whose last turn found only a few events sleeps
+ * cfg.batch_wait_us before the next epoll_wait, so that the events of the
+ * requests in flight gather: else it blocks in epoll_wait after almost
+ * every turn and pays a sleep and a wake-up (an IPI, in a VM an exit) for
+ * one or two events. In the proxy-bound keep-alive benchmark that was the
+ * difference to HAProxy, whose longer turns batch by themselves (5 times
+ * fewer context switches per request). A quiet worker (few requests in
+ * flight) never waits: its latency is unchanged. */
+static void batch_wait(const struct em_proxy_worker *w, int last_n)
+{
+	unsigned us = w->proxy->cfg.batch_wait_us;
+	struct timespec ts;
+
+	if (!us || last_n <= 0 || last_n >= BATCH_SMALL || w->pools.bufs_out < BATCH_BUSY)
+		return;
+	ts.tv_sec = us / 1000000;
+	ts.tv_nsec = (long)(us % 1000000) * 1000;
+	nanosleep(&ts, NULL);
+}
+
 static void *worker_main(void *arg)
 {
 	struct em_proxy_worker *w = arg;
 	struct epoll_event evs[MAX_EVENTS];
+	int n = 0;
 	/* resolve() reads the registry snapshot under RCU. */
 	urcu_memb_register_thread();
 	em_progress_register(&w->progress, "forwarder worker");
 	while (!w->stopping) {
-		int n, timeout;
+		int timeout;
 
+		batch_wait(w, n);
 		w->now_ms = em_clock_ms();
 		timeout = em_proxy_timer_next(&w->timers, w->now_ms);
 		em_progress_wait(&w->progress);

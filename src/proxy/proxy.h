@@ -41,6 +41,7 @@
 #define EM_PROXY_DEFAULT_MAX_LINE 4096
 #define EM_PROXY_DEFAULT_HEAD_TIMEOUT_MS 10000
 #define EM_PROXY_DEFAULT_KEEPALIVE_S 60
+#define EM_PROXY_DEFAULT_BATCH_WAIT_US 50
 #define EM_PROXY_DEFAULT_RESPONSE_TIMEOUT_MS 60000
 #define EM_PROXY_DEFAULT_MAX_CONNS 16384
 #define EM_PROXY_DEFAULT_MAX_CONNS_PER_CLIENT 4096
@@ -83,6 +84,10 @@ struct em_proxy_config {
 	unsigned head_timeout_ms;	/* first byte to end of a request head, else 408. 10000 */
 	unsigned keepalive_s;		/* idle client keep-alive connection closed after. 60 */
 	unsigned response_timeout_ms;	/* request sent to response head, else 504. 60000 */
+	/* A worker with requests in flight whose last turn found few events
+	 * waits this long before its next epoll_wait (fewer wake-ups per
+	 * request under load); 0 = never. 50 */
+	unsigned batch_wait_us;
 	unsigned pool_per_backend;	/* idle upstream connections kept per backend and worker. 32 */
 	unsigned pool_total;		/* idle upstream connections kept per worker. 512 */
 	unsigned pool_idle_s;		/* idle upstream connection closed after. 30 */

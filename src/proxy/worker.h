@@ -91,6 +91,7 @@ struct em_proxy_pools {
 	size_t n_pipes;			/* in the free list */
 	struct em_proxy_buf *bufs;
 	size_t n_bufs;
+	size_t bufs_out;		/* lent out: requests between head and response head */
 };
 
 /* ---- the upstream keep-alive pool (pool.c) ------------------------------- */

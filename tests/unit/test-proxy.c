@@ -1179,6 +1179,51 @@ START_TEST(test_http_keepalive_balances)
 }
 END_TEST
 
+static void long_batch_wait(struct em_proxy_config *cfg)
+{
+	cfg->batch_wait_us = 2000;
+}
+
+/* Many requests in flight at once, so that the worker waits before
+ * polling again (batch_wait): every response still arrives, each on its
+ * own connection, and every head buffer lent out comes back. */
+START_TEST(test_http_many_in_flight)
+{
+	enum { CONNS = 24, ROUNDS = 8 };
+	struct hsrv a;
+	struct fake_service fs;
+	struct em_proxy *p;
+	struct em_proxy_stats st;
+	int fd[CONNS];
+
+	hsrv_start(&a, 1, HSRV_OK);
+	service_init(&fs, &a.port, 1);
+	p = http_proxy_start(&fs, long_batch_wait);
+	for (int i = 0; i < CONNS; i++)
+		fd[i] = client_connect(p);
+	for (int r = 0; r < ROUNDS; r++) {
+		for (int i = 0; i < CONNS; i++)
+			SEND(fd[i], "GET /x HTTP/1.1\r\nHost: svc\r\n\r\n");
+		for (int i = 0; i < CONNS; i++)
+			expect_200(fd[i], "1 GET 0");
+	}
+	for (int i = 0; i < CONNS; i++)
+		close(fd[i]);
+	for (int i = 0; i < 300; i++) {
+		em_proxy_get_stats(p, &st);
+		if (st.active == 0)
+			break;
+		usleep(10000);
+	}
+	ck_assert_uint_eq(st.active, 0);
+	ck_assert_uint_eq(st.requests, CONNS * ROUNDS);
+	ck_assert_uint_eq(st.responses[2], CONNS * ROUNDS);
+	ck_assert_uint_eq(p->workers[0].pools.bufs_out, 0);
+	http_done(&fs, p);
+	hsrv_stop(&a);
+}
+END_TEST
+
 START_TEST(test_http_bodies)
 {
 	struct hsrv a;
@@ -1743,6 +1788,7 @@ Suite *proxy_suite(void)
 	tcase_add_test(tc, test_http_upgrade_bytes_behind_head);
 	tc = proxy_case(s, "http-headers");
 	tcase_add_test(tc, test_http_forwarded_for);
+	tcase_add_test(tc, test_http_many_in_flight);
 	tc = proxy_case(s, "http-failures");
 	tcase_add_test(tc, test_http_failures);
 	tcase_add_test(tc, test_http_timeouts_and_aborts);
