@@ -34,7 +34,7 @@
 # Env:   EM_BIN (default build/edgemesh-tproxy), EM_BUILD (build),
 #        BENCH_SHORT=1   one round, short runs, fewer connections: only checks
 #                        that every case produces a figure (CI: bench-short)
-#        BENCH_ROUNDS (3), BENCH_SECONDS (8), BENCH_IDLE_CONNS (8000),
+#        BENCH_ROUNDS (3), BENCH_SECONDS (8), BENCH_IDLE_CONNS (8000), BENCH_XFERS (4 per round),
 #        BENCH_PIN=0     no CPU pinning; BENCH_LOAD_CPU (0), BENCH_PROXY_CPU (1)
 #        BENCH_CASES     the cases to run, space-separated (default all): keepalive
 #                        keepalive_bound l4 new_conn download upload dns udp fixed_rate idle registry
@@ -45,7 +45,7 @@
 #                        BENCH_CGROUP=0 leaves that case out
 #        BENCH_JSON      where the raw figures go (default /tmp/em-bench-<date>.json)
 #        BENCH_TRACE     strace | perf | threads: trace the proxy during one case
-#                        (BENCH_TRACE_CASE, default keepalive_bound; see trace_start)
+#                        (BENCH_TRACE_CASE, default keepalive_bound, or download/upload; see trace_start)
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -76,6 +76,7 @@ else
 	ROUNDS=${BENCH_ROUNDS:-3} SECS=${BENCH_SECONDS:-8} IDLE=${BENCH_IDLE_CONNS:-8000}
 	XFERS=4 REG_SVC=10000 REG_PODS=50000
 fi
+XFERS=${BENCH_XFERS:-$XFERS}
 CONNS=50
 JSON=${BENCH_JSON:-/tmp/em-bench-$(date -u +%Y%m%dT%H%M%SZ).json}
 
@@ -458,6 +459,7 @@ xfer_case() {
 	local c=$1 peer=$2 r=$3 proc=${PROC[$2]} addr t0 t1 i out bytes=0 secs=0 s0 s1 l0 l1 p0 p1
 	[ "$c" = upload ] && addr=${UPADDR[$peer]} || addr=${ADDR[$peer]}
 	t0=$(ticks "$proc") s0=$(date +%s%N) l0=$(cpu_stat "${LOAD_CPU:-}") p0=$(cpu_stat "${PROXY_CPU:-}")
+	trace_start "$c" "$peer" "$r" "$proc"
 	for i in $(seq "$XFERS"); do
 		if [ "$c" = upload ]; then
 			out=$(ip netns exec "$NS_CLI" $PIN_LOAD "$LOAD" put "${addr%:*}" "${addr#*:}" /upload $((64 << 20)))
@@ -468,6 +470,7 @@ xfer_case() {
 		bytes=$((bytes + $(sed -n 's/.*bytes=\([0-9]*\).*/\1/p' <<<"$out")))
 		secs=$(awk -v a="$secs" -v b="$(sed -n 's/.*seconds=\([0-9.]*\).*/\1/p' <<<"$out")" 'BEGIN { print a + b }')
 	done
+	trace_wait
 	t1=$(ticks "$proc") s1=$(date +%s%N) l1=$(cpu_stat "${LOAD_CPU:-}") p1=$(cpu_stat "${PROXY_CPU:-}")
 	cpu_rec "$c" "$peer" "$r" "$proc" "$t0" "$t1" "$s0" "$s1" "$l0" "$l1" "$p0" "$p1"
 	rec "$c" "$peer" "$r" MBps "$(awk -v b=$bytes -v s="$secs" 'BEGIN { printf "%.1f", b / s / 1e6 }')"
