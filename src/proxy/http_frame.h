@@ -11,9 +11,11 @@
  * HTTP_PARSER_STRICT=0 and accepts bare LF, obs-fold, spaces in header
  * names and a chunk whose data is not followed by CRLF. Each of those is a
  * request-smuggling vector, so heads are checked line by line here first
- * (RFC 9112 §2.2, 3, 5.1, 5.2, 6.1, 6.3, 7.1, 11.2; RFC 9110 §5.5) and only
- * then handed to http-parser, which must agree (method table, version,
- * status). Chunked bodies are framed entirely by em_http_chunk_*.
+ * (RFC 9112 §2.2, 3, 5.1, 5.2, 6.1, 6.3, 7.1, 11.2; RFC 9110 §5.5). A
+ * request head is then handed to http-parser, which must agree (method
+ * table, version); a response head is read by this scanner alone, and
+ * fuzz-http compares the two readers on responses. Chunked bodies are
+ * framed entirely by em_http_chunk_*.
  *
  * Spans are offsets into the caller's buffer so that a parsed head holds no
  * pointer and survives the buffer being moved (never being reused, though).
