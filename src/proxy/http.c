@@ -145,6 +145,36 @@ void em_http_release(struct em_proxy_worker *w, struct http_req *r,
 	r->backend = -1;
 }
 
+/* Request states: a per-worker free list in front of calloc (1 % of the
+ * keep-alive profile was malloc/free). */
+#define FREE_REQS_MAX 256
+
+static struct http_req *req_new(struct em_proxy_worker *w)
+{
+	struct em_proxy_free_req *f = w->pools.reqs;
+
+	if (!f)
+		return calloc(1, sizeof(struct http_req));
+	w->pools.reqs = f->next;
+	w->pools.n_reqs--;
+	return memset(f, 0, sizeof(struct http_req));
+}
+
+static void req_delete(struct em_proxy_worker *w, struct http_req *r)
+{
+	struct em_proxy_free_req *f = (struct em_proxy_free_req *)r;
+
+	if (!r)
+		return;
+	if (w->pools.n_reqs >= FREE_REQS_MAX || w->stopping) {
+		free(r);
+		return;
+	}
+	f->next = w->pools.reqs;
+	w->pools.reqs = f;
+	w->pools.n_reqs++;
+}
+
 /* Drop everything the request holds. The upstream connection is reset
  * unless it was handed back before. */
 void em_http_req_free(struct em_proxy_worker *w, struct em_http_conn *c,
@@ -161,7 +191,7 @@ void em_http_req_free(struct em_proxy_worker *w, struct em_http_conn *c,
 	em_proxy_splice_drop(w, &r->resp.sp);
 	em_proxy_buf_put(w, r->buf);
 	em_lb_port_put(r->lb);
-	free(r);
+	req_delete(w, r);
 	c->rq = NULL;
 }
 
@@ -437,10 +467,10 @@ static int read_head(struct em_proxy_worker *w, struct em_http_conn *c)
 		ret = -431;
 	/* Incomplete: the bytes are kept, the head timeout runs from the
 	 * first. Complete: the bytes behind the head are kept. */
-	r = ret == 0 ? NULL : calloc(1, sizeof(*r));
+	r = ret == 0 ? NULL : req_new(w);
 	if ((ret != 0 && !r) || (ret >= 0 && em_http_pre_keep(c, b->in + ret,
 							       (size_t)n - (size_t)ret) < 0)) {
-		free(r);
+		req_delete(w, r);
 		em_proxy_buf_put(w, b);
 		em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
 		return 0;

@@ -142,7 +142,12 @@ void em_proxy_pools_free(struct em_proxy_worker *w)
 		w->pools.bufs = b->next;
 		buf_free(w, b);
 	}
-	w->pools.n_pipes = w->pools.n_bufs = 0;
+	while (w->pools.reqs) {
+		struct em_proxy_free_req *r = w->pools.reqs;
+		w->pools.reqs = r->next;
+		free(r);
+	}
+	w->pools.n_pipes = w->pools.n_bufs = w->pools.n_reqs = 0;
 }
 
 void em_proxy_splice_drop(struct em_proxy_worker *w, struct em_proxy_splice *s)

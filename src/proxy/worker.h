@@ -92,6 +92,10 @@ struct em_proxy_pools {
 	struct em_proxy_buf *bufs;
 	size_t n_bufs;
 	size_t bufs_out;		/* lent out: requests between head and response head */
+	/* Freed HTTP request states (http.c), reused before calloc: one is
+	 * taken and given back per request. Only the link is known here. */
+	struct em_proxy_free_req { struct em_proxy_free_req *next; } *reqs;
+	size_t n_reqs;
 };
 
 /* ---- the upstream keep-alive pool (pool.c) ------------------------------- */
