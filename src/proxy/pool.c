@@ -50,7 +50,8 @@ static void unlink_idle(struct em_proxy_worker *w, struct em_proxy_upconn *u)
 		u->next->prev = u->prev;
 	u->prev = u->next = NULL;
 	w->pool.idle--;
-	em_proxy_timer_cancel(&w->timers, &u->idle);
+	w->pool.bucket_n[h]--;
+	em_proxy_timer_disarm(&u->idle);
 }
 
 /* `pooled`: u is in a bucket list (owner NULL). */
@@ -149,11 +150,15 @@ void em_proxy_pool_put(struct em_proxy_worker *w, struct em_proxy_upconn *u,
 	if (!reusable || w->stopping || cfg->pool_total == 0 ||
 	    u->requests >= cfg->pool_max_requests)
 		goto close;
-	for (struct em_proxy_upconn *i = w->pool.bucket[h]; i; i = i->next)
-		if (addr_eq(&i->addr, i->addr_len, &u->addr, u->addr_len))
-			same++;
-	if (same >= cfg->pool_per_backend)
-		goto close;
+	/* Counting this backend's idle connections walks the bucket: only
+	 * needed once the bucket itself holds enough to reach the limit. */
+	if (w->pool.bucket_n[h] >= cfg->pool_per_backend) {
+		for (struct em_proxy_upconn *i = w->pool.bucket[h]; i; i = i->next)
+			if (addr_eq(&i->addr, i->addr_len, &u->addr, u->addr_len))
+				same++;
+		if (same >= cfg->pool_per_backend)
+			goto close;
+	}
 	if (w->pool.idle >= cfg->pool_total) {
 		/* Make room: drop the oldest idle connection of this bucket,
 		 * else refuse (no global LRU: bounded is what matters). */
@@ -171,6 +176,7 @@ void em_proxy_pool_put(struct em_proxy_worker *w, struct em_proxy_upconn *u,
 	if (u->next)
 		u->next->prev = u;
 	w->pool.bucket[h] = u;
+	w->pool.bucket_n[h]++;
 	w->pool.idle++;
 	em_proxy_timer_arm(&w->timers, &u->idle, w->now_ms + (uint64_t)cfg->pool_idle_s * 1000);
 	return;

@@ -1,6 +1,14 @@
 /* timer.c — a binary min-heap of deadlines per worker (connect and idle
  * timeouts). O(log n) arm/cancel; each timer records its heap index so a
- * connection can cancel its own in place. */
+ * connection can cancel its own in place.
+ *
+ * Timeouts are mostly pushed later, once or twice per request (response
+ * timeout, then keep-alive idle), and hardly ever fire. So a later deadline
+ * is only written down (deadline_ms); the heap keeps the old key_ms and the
+ * timer is moved when that key comes up. A pooled upstream connection taken
+ * for a request is disarmed the same way. The heap operations per
+ * keep-alive request went from about six to one (an earlier response
+ * timeout than the keep-alive deadline before it). */
 #include <errno.h>
 #include <stdlib.h>
 
@@ -8,7 +16,7 @@
 
 void em_proxy_timer_init(struct em_proxy_timer *t, em_proxy_timer_fn fn)
 {
-	t->deadline_ms = 0;
+	t->deadline_ms = t->key_ms = 0;
 	t->heap_idx = SIZE_MAX;
 	t->fn = fn;
 }
@@ -25,7 +33,7 @@ static void sift_up(struct em_proxy_timer_heap *h, size_t i)
 
 	while (i > 0) {
 		size_t parent = (i - 1) / 2;
-		if (h->v[parent]->deadline_ms <= t->deadline_ms)
+		if (h->v[parent]->key_ms <= t->key_ms)
 			break;
 		place(h, i, h->v[parent]);
 		i = parent;
@@ -41,9 +49,9 @@ static void sift_down(struct em_proxy_timer_heap *h, size_t i)
 		size_t child = 2 * i + 1;
 		if (child >= h->n)
 			break;
-		if (child + 1 < h->n && h->v[child + 1]->deadline_ms < h->v[child]->deadline_ms)
+		if (child + 1 < h->n && h->v[child + 1]->key_ms < h->v[child]->key_ms)
 			child++;
-		if (t->deadline_ms <= h->v[child]->deadline_ms)
+		if (t->key_ms <= h->v[child]->key_ms)
 			break;
 		place(h, i, h->v[child]);
 		i = child;
@@ -66,10 +74,22 @@ void em_proxy_timer_cancel(struct em_proxy_timer_heap *h, struct em_proxy_timer 
 	sift_up(h, moved->heap_idx);
 }
 
+void em_proxy_timer_disarm(struct em_proxy_timer *t)
+{
+	t->deadline_ms = UINT64_MAX;
+}
+
 int em_proxy_timer_arm(struct em_proxy_timer_heap *h, struct em_proxy_timer *t,
 		       uint64_t deadline_ms)
 {
-	em_proxy_timer_cancel(h, t);
+	if (t->heap_idx != SIZE_MAX) {
+		t->deadline_ms = deadline_ms;
+		if (deadline_ms < t->key_ms) {
+			t->key_ms = deadline_ms;
+			sift_up(h, t->heap_idx);
+		}
+		return 0;
+	}
 	if (h->n == h->cap) {
 		size_t cap = h->cap ? h->cap * 2 : 64;
 		struct em_proxy_timer **v = realloc(h->v, cap * sizeof(*v));
@@ -78,7 +98,7 @@ int em_proxy_timer_arm(struct em_proxy_timer_heap *h, struct em_proxy_timer *t,
 		h->v = v;
 		h->cap = cap;
 	}
-	t->deadline_ms = deadline_ms;
+	t->deadline_ms = t->key_ms = deadline_ms;
 	place(h, h->n++, t);
 	sift_up(h, h->n - 1);
 	return 0;
@@ -90,7 +110,7 @@ int em_proxy_timer_next(const struct em_proxy_timer_heap *h, uint64_t now_ms)
 
 	if (h->n == 0)
 		return -1;
-	d = h->v[0]->deadline_ms;
+	d = h->v[0]->key_ms;	/* maybe early: the run re-places it then */
 	if (d <= now_ms)
 		return 0;
 	return d - now_ms > 60000 ? 60000 : (int)(d - now_ms);
@@ -100,11 +120,18 @@ void em_proxy_timer_run(struct em_proxy_worker *w)
 {
 	struct em_proxy_timer_heap *h = &w->timers;
 
-	while (h->n && h->v[0]->deadline_ms <= w->now_ms) {
+	while (h->n && h->v[0]->key_ms <= w->now_ms) {
 		struct em_proxy_timer *t = h->v[0];
 
-		em_proxy_timer_cancel(h, t);
-		t->fn(w, t);
+		if (t->deadline_ms == UINT64_MAX) {
+			em_proxy_timer_cancel(h, t);	/* disarmed */
+		} else if (t->deadline_ms != t->key_ms) {
+			t->key_ms = t->deadline_ms;	/* pushed later: re-place it */
+			sift_down(h, 0);
+		} else {
+			em_proxy_timer_cancel(h, t);
+			t->fn(w, t);
+		}
 	}
 }
 

@@ -42,9 +42,13 @@ struct em_proxy_timer;
 typedef void (*em_proxy_timer_fn)(struct em_proxy_worker *w, struct em_proxy_timer *t);
 
 /* A timer in the worker's min-heap; embedded in its owner. heap_idx is
- * SIZE_MAX while not armed. */
+ * SIZE_MAX while it is not in the heap. The heap is ordered by key_ms, which
+ * is never later than deadline_ms: re-arming to a later deadline (every
+ * request pushes its connection's timeout further out) only moves
+ * deadline_ms, and the timer is re-placed when its old key comes up. */
 struct em_proxy_timer {
-	uint64_t deadline_ms;
+	uint64_t deadline_ms;		/* due then; UINT64_MAX: disarmed, still placed */
+	uint64_t key_ms;		/* its place in the heap */
 	size_t heap_idx;
 	em_proxy_timer_fn fn;
 };
@@ -117,6 +121,7 @@ struct em_proxy_upconn {
 
 struct em_proxy_pool {
 	struct em_proxy_upconn *bucket[EM_PROXY_POOL_BUCKETS];
+	uint32_t bucket_n[EM_PROXY_POOL_BUCKETS];	/* idle connections per bucket */
 	size_t idle;			/* idle connections in the pool */
 };
 
@@ -178,7 +183,12 @@ void em_proxy_timer_init(struct em_proxy_timer *t, em_proxy_timer_fn fn);
 /* Arm (or re-arm) t at deadline_ms. -ENOMEM only. */
 int em_proxy_timer_arm(struct em_proxy_timer_heap *h, struct em_proxy_timer *t,
 		       uint64_t deadline_ms);
+/* Take t out of the heap: required before its owner is freed. */
 void em_proxy_timer_cancel(struct em_proxy_timer_heap *h, struct em_proxy_timer *t);
+/* Stop t from firing without a heap operation; it leaves the heap when its
+ * key comes up, or at the next cancel. Its owner must still cancel before
+ * being freed. */
+void em_proxy_timer_disarm(struct em_proxy_timer *t);
 /* Milliseconds until the earliest deadline (0 if due), -1 if none. */
 int em_proxy_timer_next(const struct em_proxy_timer_heap *h, uint64_t now_ms);
 /* Run every timer due at now_ms; each is disarmed before its fn runs. */

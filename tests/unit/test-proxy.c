@@ -830,6 +830,63 @@ START_TEST(test_timer_heap)
 }
 END_TEST
 
+/* Re-arming later only writes the deadline down; the timer still fires at
+ * the later one, exactly once, and not at the earlier one. Re-arming
+ * earlier moves it up. A disarmed timer never fires and leaves the heap when
+ * its key comes up; armed again, it fires at its new deadline. */
+static int lazy_fired[3];
+static uint64_t lazy_at[3];
+static struct em_proxy_timer lazy_t[3];
+static void on_lazy(struct em_proxy_worker *w, struct em_proxy_timer *t)
+{
+	int i = (int)(t - lazy_t);
+
+	lazy_fired[i]++;
+	lazy_at[i] = w->now_ms;
+}
+
+START_TEST(test_timer_rearm_lazy)
+{
+	struct em_proxy_worker w = { 0 };
+
+	for (int i = 0; i < 3; i++)
+		em_proxy_timer_init(&lazy_t[i], on_lazy);
+	ck_assert_int_eq(em_proxy_timer_arm(&w.timers, &lazy_t[0], 100), 0);
+	ck_assert_int_eq(em_proxy_timer_arm(&w.timers, &lazy_t[1], 300), 0);
+	ck_assert_int_eq(em_proxy_timer_arm(&w.timers, &lazy_t[2], 200), 0);
+	ck_assert_int_eq(em_proxy_timer_arm(&w.timers, &lazy_t[0], 500), 0);	/* later */
+	ck_assert_int_eq(em_proxy_timer_arm(&w.timers, &lazy_t[1], 50), 0);	/* earlier */
+	em_proxy_timer_disarm(&lazy_t[2]);
+
+	w.now_ms = 60;
+	em_proxy_timer_run(&w);
+	ck_assert_int_eq(lazy_fired[1], 1);
+	ck_assert_int_eq(lazy_fired[0], 0);
+	w.now_ms = 250;		/* past t0's first deadline and t2's */
+	em_proxy_timer_run(&w);
+	ck_assert_int_eq(lazy_fired[0], 0);
+	ck_assert_int_eq(lazy_fired[2], 0);
+	ck_assert_uint_eq(w.timers.n, 1);	/* t2 left, t0 re-placed at 500 */
+	ck_assert_int_eq(em_proxy_timer_next(&w.timers, 250), 250);
+	ck_assert_int_eq(em_proxy_timer_arm(&w.timers, &lazy_t[2], 400), 0);
+	w.now_ms = 499;
+	em_proxy_timer_run(&w);
+	ck_assert_int_eq(lazy_fired[2], 1);
+	ck_assert_uint_eq(lazy_at[2], 499);
+	ck_assert_int_eq(lazy_fired[0], 0);
+	w.now_ms = 500;
+	em_proxy_timer_run(&w);
+	ck_assert_int_eq(lazy_fired[0], 1);
+	ck_assert_int_eq(em_proxy_timer_next(&w.timers, 500), -1);
+	/* disarmed, then cancelled before its key came up: gone at once */
+	ck_assert_int_eq(em_proxy_timer_arm(&w.timers, &lazy_t[0], 600), 0);
+	em_proxy_timer_disarm(&lazy_t[0]);
+	em_proxy_timer_cancel(&w.timers, &lazy_t[0]);
+	ck_assert_uint_eq(w.timers.n, 0);
+	em_proxy_timer_heap_free(&w.timers);
+}
+END_TEST
+
 START_TEST(test_start_errors)
 {
 	struct em_proxy_config cfg;
@@ -1771,6 +1828,7 @@ Suite *proxy_suite(void)
 	tc = proxy_case(s, "timers");
 	tcase_add_test(tc, test_idle_timeout);
 	tcase_add_test(tc, test_timer_heap);
+	tcase_add_test(tc, test_timer_rearm_lazy);
 	tc = proxy_case(s, "lifecycle");
 	tcase_add_test(tc, test_stop_with_open_connections);
 	tcase_add_test(tc, test_start_errors);
