@@ -201,9 +201,13 @@ static int body_move(struct em_proxy_worker *w, struct body *b, int from, int to
 
 /* ---- the exchange ----------------------------------------------------------- */
 
+/* RS_DONE: the request ends; the upstream goes back to the pool (or is
+ * closed), the client connection waits for its next request or closes. */
 static void finish(struct em_proxy_worker *w, struct em_http_conn *c)
 {
 	struct http_req *r = c->rq;
+	/* An early response (e.g. 413) while the body is still coming
+	 * (r->rq != RQ_DONE): this connection cannot continue. */
 	bool keep = !r->client_close && r->rq == RQ_DONE;
 	bool reuse = r->resp_keep_alive && r->rq == RQ_DONE &&
 		     r->resp.kind != EM_HTTP_BODY_CLOSE;
@@ -406,193 +410,271 @@ static void abort_response(struct em_proxy_worker *w, struct em_http_conn *c, in
 	em_http_conn_close(w, c, true, EM_BALANCER_FAILED);
 }
 
-/* Returns 1 when the state changed, 0 to wait. */
-int em_http_exchange(struct em_proxy_worker *w, struct em_http_conn *c)
+/* ---- the phases of one request --------------------------------------------- */
+
+/* What a phase tells em_http_exchange: go on to the next phase, or return
+ * at once with 0 (wait for an event; also when the connection was closed or
+ * handed to a tunnel) or 1 (the connection's state changed: run it again).
+ * A phase that moved the request along sets *moved. */
+enum { STEP_NEXT = -1, STEP_WAIT = 0, STEP_CHANGED = 1 };
+
+/* RQ_HEAD: the rewritten request head (r->buf->out) goes upstream. A send
+ * that fails is a failed attempt, which may try again elsewhere. */
+static int request_head_send(struct em_proxy_worker *w, struct em_http_conn *c,
+			     bool *moved)
 {
 	struct em_proxy *p = w->proxy;
 	struct http_req *r = c->rq;
-	int ufd = r->up->src.fd, cfd = c->client.fd, ret;
-	bool progress;
+	struct em_proxy_buf *b = r->buf;
 	ssize_t n;
 
+	n = em_sock_send(r->up->src.fd, b->out + b->out_off, b->out_len - b->out_off,
+			 MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EINTR)
+			return STEP_WAIT;
+		em_http_attempt_failed(w, c, EM_BALANCER_FAILED, errno, b->out_off > 0);
+		return STEP_CHANGED;
+	}
+	b->out_off += (size_t)n;
+	r->bytes_up += (uint64_t)n;
+	EM_PROXY_COUNT(p, bytes_up, (uint64_t)n);
+	if (b->out_off < b->out_len)
+		return STEP_WAIT;
+	r->rq = r->has_body ? RQ_BODY : RQ_DONE;
+	r->sent_ms = w->now_ms;
+	if (r->rq == RQ_DONE)
+		em_http_arm(w, c, p->cfg.response_timeout_ms);
+	*moved = true;
+	return STEP_NEXT;
+}
+
+/* The request body could not go on (body_move's -errno in err): the client
+ * hears 400 or 502 while no response has begun, else its connection is
+ * closed. */
+static int request_body_failed(struct em_proxy_worker *w, struct em_http_conn *c, int err)
+{
+	struct http_req *r = c->rq;
+
+	if (err == -EBADMSG) {
+		EM_PROXY_COUNT(w->proxy, bad_requests, 1);
+		if (r->rs == RS_WAIT) {
+			em_http_answer(w, c, 400, false);
+			return STEP_CHANGED;
+		}
+		em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
+		return STEP_WAIT;
+	}
+	/* The client went away mid-body, or the upstream stopped taking it. */
+	if (r->rs == RS_WAIT && err != -ECONNABORTED && err != -ECONNRESET) {
+		em_http_release(w, r, EM_BALANCER_FAILED, -err);
+		em_http_answer(w, c, 502, false);
+		return STEP_CHANGED;
+	}
+	em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
+	return STEP_WAIT;
+}
+
+/* RQ_BODY: the request body goes upstream; once it is whole, the response
+ * timeout runs (unless the response has begun already). */
+static int request_body_move(struct em_proxy_worker *w, struct em_http_conn *c,
+			     bool *moved)
+{
+	struct em_proxy *p = w->proxy;
+	struct http_req *r = c->rq;
+	uint64_t before = r->bytes_up;
+	int ret;
+
+	ret = body_move(w, &r->req, c->client.fd, r->up->src.fd, &r->bytes_up, c);
+	EM_PROXY_COUNT(p, bytes_up, r->bytes_up - before);
+	if (ret < 0)
+		return request_body_failed(w, c, ret);
+	if (ret == BODY_DONE) {
+		r->rq = RQ_DONE;
+		r->sent_ms = w->now_ms;
+		if (r->rs == RS_WAIT)
+			em_http_arm(w, c, p->cfg.response_timeout_ms);
+		*moved = true;
+	} else if (ret == BODY_PROGRESS) {
+		r->last_ms = w->now_ms;
+		*moved = true;
+	}
+	return STEP_NEXT;
+}
+
+/* Read what the upstream has into r->buf->in after the bytes already there,
+ * when it is readable and there is room. The upstream failing is a 502 once
+ * it has sent anything, else a failed attempt (which may try elsewhere). */
+static int response_head_recv(struct em_proxy_worker *w, struct em_http_conn *c)
+{
+	struct http_req *r = c->rq;
+	struct em_proxy_buf *b = r->buf;
+	size_t have = b->in_len;
+	ssize_t n;
+
+	if (!r->up_readable || have >= b->cap_in)
+		return STEP_NEXT;
+	n = em_sock_recv(r->up->src.fd, b->in + have, b->cap_in - have, MSG_DONTWAIT);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+		r->up_readable = false;
+	} else if (n <= 0) {
+		int err = n == 0 ? ECONNRESET : errno;
+
+		if (r->resp_bytes) {
+			EM_PROXY_COUNT(w->proxy, bad_responses, 1);
+			em_http_release(w, r, EM_BALANCER_FAILED, err);
+			em_http_answer(w, c, 502, false);
+			return STEP_CHANGED;
+		}
+		em_http_attempt_failed(w, c, EM_BALANCER_FAILED, err, true);
+		return STEP_CHANGED;
+	} else {
+		/* A short read emptied the socket. */
+		if ((size_t)n < b->cap_in - have)
+			r->up_readable = false;
+		b->in_len = have + (size_t)n;
+		r->resp_bytes = true;
+	}
+	return STEP_NEXT;
+}
+
+/* RS_WAIT (the request head is out): read and parse the response head.
+ * Plain reads (no peek): the head and whatever body bytes came with it are
+ * taken here and sent on from user space; the rest of the body is spliced.
+ * A head we refuse, or one that fills the buffer unfinished, is a 502. */
+static int response_head_read(struct em_proxy_worker *w, struct em_http_conn *c,
+			      bool *moved)
+{
+	static _Thread_local struct em_ratelimit bad_rl;
+	struct em_proxy *p = w->proxy;
+	struct http_req *r = c->rq;
+	struct em_proxy_buf *b = r->buf;
+	size_t have;
+	int ret;
+
+	if (!r->up_readable && !b->in_len)
+		return STEP_NEXT;
+	ret = response_head_recv(w, c);
+	if (ret != STEP_NEXT)
+		return ret;
+	have = b->in_len;
+	if (!have)
+		return STEP_NEXT;
+	ret = em_http_parse_response(b->in, have, &p->limits, r->method, r->upgrade,
+				     &b->head);
+	if (ret == 0 && have >= b->cap_in)
+		ret = -502;
+	if (ret < 0 || (ret > 0 && response_head(w, c, have - (size_t)ret) < 0)) {
+		em_log_rl(&bad_rl, EM_LOG_INFO, "proxy: %s: malformed response head",
+			  em_lb_port_label(r->lb));
+		EM_PROXY_COUNT(p, bad_responses, 1);
+		em_http_release(w, r, EM_BALANCER_FAILED, EBADMSG);
+		em_http_answer(w, c, 502, false);
+		return STEP_CHANGED;
+	}
+	if (ret > 0) {
+		r->bytes_down += have - b->in_len;
+		*moved = true;
+	}
+	return STEP_NEXT;
+}
+
+/* RS_HEAD_OUT: the response head (and the body bytes read with it) goes to
+ * the client. Then, as the head decided: wait for the next head after an
+ * interim one, become a tunnel, or move the body. */
+static int response_head_send(struct em_proxy_worker *w, struct em_http_conn *c,
+			      bool *moved)
+{
+	struct em_proxy *p = w->proxy;
+	struct http_req *r = c->rq;
+	struct em_proxy_buf *b = r->buf;
+	ssize_t n;
+
+	n = em_sock_send(c->client.fd, b->out + b->out_off, b->out_len - b->out_off,
+			 MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (n < 0) {
+		if (errno != EAGAIN && errno != EINTR)
+			em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
+		return STEP_WAIT;
+	}
+	b->out_off += (size_t)n;
+	EM_PROXY_COUNT(p, bytes_down, (uint64_t)n);
+	if (b->out_off < b->out_len)
+		return STEP_WAIT;
+	if (r->resp_bad) {
+		EM_PROXY_COUNT(p, bad_responses, 1);
+		abort_response(w, c, EBADMSG);
+		return STEP_WAIT;
+	}
+	if (r->interim) {
+		r->rs = RS_WAIT;
+	} else if (r->tunnel) {
+		tunnel(w, c);
+		return STEP_WAIT;
+	} else {
+		r->rs = RS_BODY;
+		/* The head buffer is free again: only bodies remain. */
+		em_proxy_buf_put(w, r->buf);
+		r->buf = NULL;
+		r->last_ms = w->now_ms;
+	}
+	*moved = true;
+	return STEP_NEXT;
+}
+
+/* RS_BODY: the response body goes to the client; a failure aborts the
+ * response. */
+static int response_body_move(struct em_proxy_worker *w, struct em_http_conn *c,
+			      bool *moved)
+{
+	struct em_proxy *p = w->proxy;
+	struct http_req *r = c->rq;
+	uint64_t before = r->bytes_down;
+	int ret;
+
+	ret = body_move(w, &r->resp, r->up->src.fd, c->client.fd, &r->bytes_down, NULL);
+	EM_PROXY_COUNT(p, bytes_down, r->bytes_down - before);
+	if (ret < 0) {
+		if (ret == -EBADMSG)
+			EM_PROXY_COUNT(p, bad_responses, 1);
+		abort_response(w, c, -ret);
+		return STEP_WAIT;
+	}
+	if (ret == BODY_PROGRESS) {
+		*moved = true;
+		r->last_ms = w->now_ms;
+	}
+	if (ret == BODY_DONE)
+		r->rs = RS_DONE;
+	return STEP_NEXT;
+}
+
+/* Returns 1 when the state changed, 0 to wait. Each pass runs the phases in
+ * order, each in its own state, so one pass can carry a request from its
+ * head to the end of its response; passes repeat while a phase moved. */
+int em_http_exchange(struct em_proxy_worker *w, struct em_http_conn *c)
+{
+	struct http_req *r = c->rq;
+	bool moved;
+	int ret;
+
 	do {
-		progress = false;
-		if (r->rq == RQ_HEAD) {
-			struct em_proxy_buf *b = r->buf;
-
-			n = em_sock_send(ufd, b->out + b->out_off, b->out_len - b->out_off,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
-			if (n < 0) {
-				if (errno == EAGAIN || errno == EINTR)
-					return 0;
-				em_http_attempt_failed(w, c, EM_BALANCER_FAILED, errno, b->out_off > 0);
-				return 1;
-			}
-			b->out_off += (size_t)n;
-			r->bytes_up += (uint64_t)n;
-			EM_PROXY_COUNT(p, bytes_up, (uint64_t)n);
-			if (b->out_off < b->out_len)
-				return 0;
-			r->rq = r->has_body ? RQ_BODY : RQ_DONE;
-			r->sent_ms = w->now_ms;
-			if (r->rq == RQ_DONE)
-				em_http_arm(w, c, p->cfg.response_timeout_ms);
-			progress = true;
-		}
-		if (r->rq == RQ_BODY) {
-			uint64_t before = r->bytes_up;
-
-			ret = body_move(w, &r->req, cfd, ufd, &r->bytes_up, c);
-			EM_PROXY_COUNT(p, bytes_up, r->bytes_up - before);
-			if (ret == -EBADMSG) {
-				EM_PROXY_COUNT(p, bad_requests, 1);
-				if (r->rs == RS_WAIT) {
-					em_http_answer(w, c, 400, false);
-					return 1;
-				}
-				em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
-				return 0;
-			}
-			if (ret < 0) {
-				/* The client went away mid-body, or the
-				 * upstream stopped taking it. */
-				if (r->rs == RS_WAIT && ret != -ECONNABORTED &&
-				    ret != -ECONNRESET) {
-					em_http_release(w, r, EM_BALANCER_FAILED, -ret);
-					em_http_answer(w, c, 502, false);
-					return 1;
-				}
-				em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
-				return 0;
-			}
-			if (ret == BODY_DONE) {
-				r->rq = RQ_DONE;
-				r->sent_ms = w->now_ms;
-				if (r->rs == RS_WAIT)
-					em_http_arm(w, c, p->cfg.response_timeout_ms);
-				progress = true;
-			} else if (ret == BODY_PROGRESS) {
-				r->last_ms = w->now_ms;
-				progress = true;
-			}
-		}
-		if (r->rs == RS_WAIT && r->rq != RQ_HEAD && (r->up_readable || r->buf->in_len)) {
-			/* Plain reads (no peek): the head and whatever body
-			 * bytes came with it are taken here and sent on from
-			 * user space; the rest of the body is spliced. */
-			struct em_proxy_buf *b = r->buf;
-			size_t have = b->in_len;
-
-			if (r->up_readable && have < b->cap_in) {
-				n = em_sock_recv(ufd, b->in + have, b->cap_in - have, MSG_DONTWAIT);
-				if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-					r->up_readable = false;
-				} else if (n <= 0) {
-					int err = n == 0 ? ECONNRESET : errno;
-
-					if (r->resp_bytes) {
-						EM_PROXY_COUNT(p, bad_responses, 1);
-						em_http_release(w, r, EM_BALANCER_FAILED, err);
-						em_http_answer(w, c, 502, false);
-						return 1;
-					}
-					em_http_attempt_failed(w, c, EM_BALANCER_FAILED, err, true);
-					return 1;
-				} else {
-					/* A short read emptied the socket. */
-					if ((size_t)n < b->cap_in - have)
-						r->up_readable = false;
-					have += (size_t)n;
-					b->in_len = have;
-					r->resp_bytes = true;
-				}
-			}
-			if (have) {
-				ret = em_http_parse_response(b->in, have, &p->limits, r->method,
-							     r->upgrade, &b->head);
-				if (ret == 0 && have >= b->cap_in)
-					ret = -502;
-				if (ret < 0 || (ret > 0 && response_head(w, c, have - (size_t)ret) < 0)) {
-					static _Thread_local struct em_ratelimit bad_rl;
-
-					em_log_rl(&bad_rl, EM_LOG_INFO,
-						  "proxy: %s: malformed response head",
-						  em_lb_port_label(r->lb));
-					EM_PROXY_COUNT(p, bad_responses, 1);
-					em_http_release(w, r, EM_BALANCER_FAILED, EBADMSG);
-					em_http_answer(w, c, 502, false);
-					return 1;
-				}
-				if (ret > 0) {
-					r->bytes_down += have - b->in_len;
-					progress = true;
-				}
-			}
-		}
-		if (r->rs == RS_HEAD_OUT) {
-			struct em_proxy_buf *b = r->buf;
-
-			n = em_sock_send(cfd, b->out + b->out_off, b->out_len - b->out_off,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
-			if (n < 0) {
-				if (errno == EAGAIN || errno == EINTR)
-					return 0;
-				em_http_conn_close(w, c, true, EM_BALANCER_CANCELLED);
-				return 0;
-			}
-			b->out_off += (size_t)n;
-			EM_PROXY_COUNT(p, bytes_down, (uint64_t)n);
-			if (b->out_off < b->out_len)
-				return 0;
-			progress = true;
-			if (r->resp_bad) {
-				EM_PROXY_COUNT(p, bad_responses, 1);
-				abort_response(w, c, EBADMSG);
-				return 0;
-			}
-			if (r->interim) {
-				r->rs = RS_WAIT;
-			} else if (r->tunnel) {
-				tunnel(w, c);
-				return 0;
-			} else {
-				r->rs = RS_BODY;
-				/* The head buffer is free again: only bodies
-				 * remain. */
-				em_proxy_buf_put(w, r->buf);
-				r->buf = NULL;
-				r->last_ms = w->now_ms;
-			}
-		}
-		if (r->rs == RS_BODY) {
-			uint64_t before = r->bytes_down;
-
-			ret = body_move(w, &r->resp, ufd, cfd, &r->bytes_down, NULL);
-			EM_PROXY_COUNT(p, bytes_down, r->bytes_down - before);
-			if (ret < 0) {
-				if (ret == -EBADMSG)
-					EM_PROXY_COUNT(p, bad_responses, 1);
-				abort_response(w, c, -ret);
-				return 0;
-			}
-			if (ret == BODY_PROGRESS) {
-				progress = true;
-				r->last_ms = w->now_ms;
-			}
-			if (ret == BODY_DONE)
-				r->rs = RS_DONE;
-		}
-		if (r->rs == RS_DONE && (r->rq == RQ_DONE || !r->has_body || r->client_close)) {
+		moved = false;
+		if (r->rq == RQ_HEAD && (ret = request_head_send(w, c, &moved)) != STEP_NEXT)
+			return ret;
+		if (r->rq == RQ_BODY && (ret = request_body_move(w, c, &moved)) != STEP_NEXT)
+			return ret;
+		if (r->rs == RS_WAIT && r->rq != RQ_HEAD &&
+		    (ret = response_head_read(w, c, &moved)) != STEP_NEXT)
+			return ret;
+		if (r->rs == RS_HEAD_OUT && (ret = response_head_send(w, c, &moved)) != STEP_NEXT)
+			return ret;
+		if (r->rs == RS_BODY && (ret = response_body_move(w, c, &moved)) != STEP_NEXT)
+			return ret;
+		if (r->rs == RS_DONE) {
 			finish(w, c);
 			return 1;
 		}
-		if (r->rs == RS_DONE && r->rq != RQ_DONE) {
-			/* An early response (e.g. 413) while the body is still
-			 * coming: this connection cannot continue. */
-			r->client_close = true;
-			finish(w, c);
-			return 1;
-		}
-	} while (progress);
+	} while (moved);
 	return 0;
 }

@@ -71,130 +71,161 @@ static void emit(struct em_http_chunk_step *s, const char *p, size_t n)
 	s->emit_len = (uint8_t)(s->emit_len + n);
 }
 
+/* Each function below takes one byte in the states it names and returns the
+ * next state, S_ERROR for bad framing. */
+
+/* S_SIZE0 .. S_EXT: a chunk-size line up to its CR. */
+static int size_line(struct em_http_chunk *c, char ch)
+{
+	int v;
+
+	switch (c->state) {
+	case S_SIZE0:
+	case S_SIZE:
+		v = hexval(ch);
+		if (v >= 0) {
+			if (c->size >> 59)	/* would pass 2^63 */
+				return S_ERROR;
+			c->size = c->size << 4 | (uint64_t)v;
+			return S_SIZE;
+		}
+		if (c->state == S_SIZE0)
+			return S_ERROR;		/* empty size */
+		if (ch == ';')
+			return S_EXT;
+		if (ch == ' ' || ch == '\t')
+			return S_BWS;
+		return ch == '\r' ? S_SIZE_LF : S_ERROR;
+	case S_BWS:
+		if (ch == ';')
+			return S_EXT;
+		return ch == ' ' || ch == '\t' ? S_BWS : S_ERROR;
+	default:	/* S_EXT */
+		/* chunk-ext names, values and quoted strings: none may hold a
+		 * CTL, so CR ends the line unambiguously */
+		if (ch == '\r')
+			return S_SIZE_LF;
+		return is_text(ch) ? S_EXT : S_ERROR;
+	}
+}
+
+/* S_SIZE_LF: the LF ending a size line. The last chunk goes on to the
+ * trailers; any other emits its size line and its data follows. */
+static int size_line_end(struct em_http_chunk *c, char ch, struct em_http_chunk_step *s)
+{
+	char tmp[20];
+	int n;
+
+	if (ch != '\n')
+		return S_ERROR;
+	c->line = 0;
+	if (c->size == 0)
+		return S_TR_START;
+	n = snprintf(tmp, sizeof(tmp), "%llx\r\n", (unsigned long long)c->size);
+	emit(s, tmp, (size_t)n);
+	c->left = c->size;
+	c->size = 0;
+	s->data = c->left;
+	return S_DATA;
+}
+
+/* S_DATA_CR, S_DATA_LF: the CRLF after chunk data. */
+static int data_end(int state, char ch, struct em_http_chunk_step *s)
+{
+	if (state == S_DATA_CR) {
+		if (ch != '\r')
+			return S_ERROR;	/* data longer than its size */
+		return S_DATA_LF;
+	}
+	if (ch != '\n')
+		return S_ERROR;
+	emit(s, "\r\n", 2);
+	return S_SIZE0;
+}
+
+/* S_TR_START .. S_END_LF: trailer lines, checked and dropped, then the
+ * final CRLF, which emits the canonical last chunk. */
+static int trailers(int state, char ch, struct em_http_chunk_step *s)
+{
+	switch (state) {
+	case S_TR_START:
+		if (ch == '\r')
+			return S_END_LF;
+		return is_tchar(ch) ? S_TR_NAME : S_ERROR;	/* obs-fold, bare LF, junk */
+	case S_TR_NAME:
+		if (ch == ':')
+			return S_TR_VALUE;
+		return is_tchar(ch) ? S_TR_NAME : S_ERROR;
+	case S_TR_VALUE:
+		if (ch == '\r')
+			return S_TR_LF;
+		return is_text(ch) ? S_TR_VALUE : S_ERROR;
+	case S_TR_LF:
+		return ch == '\n' ? S_TR_START : S_ERROR;
+	default:	/* S_END_LF */
+		if (ch != '\n')
+			return S_ERROR;
+		emit(s, "0\r\n\r\n", 5);
+		s->done = true;
+		return S_DONE;
+	}
+}
+
+/* Any framing state: count the byte against the line and trailer limits,
+ * then take it. */
+static int next_state(struct em_http_chunk *c, char ch, struct em_http_chunk_step *s)
+{
+	if (c->state <= S_SIZE_LF && ++c->line > EM_HTTP_CHUNK_LINE_MAX)
+		return S_ERROR;
+	if (c->state >= S_TR_START && c->state <= S_END_LF &&
+	    ++c->trailer > EM_HTTP_TRAILER_MAX)
+		return S_ERROR;
+	switch (c->state) {
+	case S_SIZE0:
+	case S_SIZE:
+	case S_BWS:
+	case S_EXT:
+		return size_line(c, ch);
+	case S_SIZE_LF:
+		return size_line_end(c, ch, s);
+	case S_DATA_CR:
+	case S_DATA_LF:
+		return data_end(c->state, ch, s);
+	case S_TR_START:
+	case S_TR_NAME:
+	case S_TR_VALUE:
+	case S_TR_LF:
+	case S_END_LF:
+		return trailers(c->state, ch, s);
+	default:
+		return S_ERROR;
+	}
+}
+
 int em_http_chunk_feed(struct em_http_chunk *c, const char *p, size_t len,
 		       struct em_http_chunk_step *s)
 {
-	size_t i = 0;
+	size_t i;
 
 	memset(s, 0, sizeof(*s));
 	if (c->state == S_DATA)
 		return -EINVAL;		/* data pending: move it first */
 	if (c->state == S_ERROR)
 		return -EBADMSG;
-	for (; i < len && c->state != S_DONE; i++) {
-		char ch = p[i];
-
-		if (c->state <= S_SIZE_LF && ++c->line > EM_HTTP_CHUNK_LINE_MAX)
-			goto bad;
-		if (c->state >= S_TR_START && c->state <= S_END_LF &&
-		    ++c->trailer > EM_HTTP_TRAILER_MAX)
-			goto bad;
-		switch (c->state) {
-		case S_SIZE0:
-		case S_SIZE: {
-			int v = hexval(ch);
-			if (v >= 0) {
-				if (c->size >> 59)	/* would pass 2^63 */
-					goto bad;
-				c->size = c->size << 4 | (uint64_t)v;
-				c->state = S_SIZE;
-			} else if (c->state == S_SIZE0) {
-				goto bad;		/* empty size */
-			} else if (ch == ';') {
-				c->state = S_EXT;
-			} else if (ch == ' ' || ch == '\t') {
-				c->state = S_BWS;
-			} else if (ch == '\r') {
-				c->state = S_SIZE_LF;
-			} else {
-				goto bad;
-			}
-			break;
+	for (i = 0; i < len && c->state != S_DONE; i++) {
+		c->state = (uint8_t)next_state(c, p[i], s);
+		if (c->state == S_ERROR) {
+			memset(s, 0, sizeof(*s));
+			return -EBADMSG;
 		}
-		case S_BWS:
-			if (ch == ';')
-				c->state = S_EXT;
-			else if (ch != ' ' && ch != '\t')
-				goto bad;
-			break;
-		case S_EXT:
-			/* chunk-ext names, values and quoted strings: none may
-			 * hold a CTL, so CR ends the line unambiguously */
-			if (ch == '\r')
-				c->state = S_SIZE_LF;
-			else if (!is_text(ch))
-				goto bad;
-			break;
-		case S_SIZE_LF:
-			if (ch != '\n')
-				goto bad;
-			c->line = 0;
-			if (c->size == 0) {
-				c->state = S_TR_START;
-				break;
-			}
-			char tmp[20];
-			int n = snprintf(tmp, sizeof(tmp), "%llx\r\n", (unsigned long long)c->size);
-			emit(s, tmp, (size_t)n);
-			c->left = c->size;
-			c->size = 0;
-			c->state = S_DATA;
-			s->data = c->left;
+		if (c->state == S_DATA) {
+			/* a size line ended: the caller moves the data first */
 			s->consumed = i + 1;
 			return 0;
-		case S_DATA_CR:
-			if (ch != '\r')
-				goto bad;	/* data longer than its size */
-			c->state = S_DATA_LF;
-			break;
-		case S_DATA_LF:
-			if (ch != '\n')
-				goto bad;
-			emit(s, "\r\n", 2);
-			c->state = S_SIZE0;
-			break;
-		case S_TR_START:
-			if (ch == '\r')
-				c->state = S_END_LF;
-			else if (is_tchar(ch))
-				c->state = S_TR_NAME;
-			else
-				goto bad;	/* obs-fold, bare LF, junk */
-			break;
-		case S_TR_NAME:
-			if (ch == ':')
-				c->state = S_TR_VALUE;
-			else if (!is_tchar(ch))
-				goto bad;
-			break;
-		case S_TR_VALUE:
-			if (ch == '\r')
-				c->state = S_TR_LF;
-			else if (!is_text(ch))
-				goto bad;
-			break;
-		case S_TR_LF:
-			if (ch != '\n')
-				goto bad;
-			c->state = S_TR_START;
-			break;
-		case S_END_LF:
-			if (ch != '\n')
-				goto bad;
-			emit(s, "0\r\n\r\n", 5);
-			c->state = S_DONE;
-			s->done = true;
-			break;
-		default:
-			goto bad;
 		}
 	}
 	s->consumed = i;
 	return 0;
-bad:
-	c->state = S_ERROR;
-	memset(s, 0, sizeof(*s));
-	return -EBADMSG;
 }
 
 void em_http_chunk_moved(struct em_http_chunk *c, uint64_t n)
