@@ -1236,6 +1236,51 @@ START_TEST(test_http_keepalive_balances)
 }
 END_TEST
 
+static void pool_idle_2s(struct em_proxy_config *cfg)
+{
+	cfg->pool_idle_s = 2;
+}
+
+/* The pool's idle timeout runs from the last time a connection was handed
+ * back, not from the first: a connection reused at 1.2 s is still pooled at
+ * 2.5 s (after its first deadline), and closed by 5.5 s. */
+START_TEST(test_http_pool_idle_timeout)
+{
+	struct hsrv a;
+	struct fake_service fs;
+	struct em_proxy *p;
+	struct em_proxy_stats st;
+	char body[64];
+	int fd;
+
+	hsrv_start(&a, 1, HSRV_OK);
+	service_init(&fs, &a.port, 1);
+	p = http_proxy_start(&fs, pool_idle_2s);
+	fd = client_connect(p);
+	SEND(fd, "GET /1 HTTP/1.1\r\nHost: a\r\n\r\n");
+	ck_assert_int_eq(read_response(fd, body, sizeof(body), NULL), 200);
+	usleep(1200 * 1000);
+	SEND(fd, "GET /2 HTTP/1.1\r\nHost: a\r\n\r\n");
+	ck_assert_int_eq(read_response(fd, body, sizeof(body), NULL), 200);
+	usleep(1300 * 1000);
+	SEND(fd, "GET /3 HTTP/1.1\r\nHost: a\r\n\r\n");
+	ck_assert_int_eq(read_response(fd, body, sizeof(body), NULL), 200);
+	em_proxy_get_stats(p, &st);
+	ck_assert_uint_eq(st.pool_misses, 1);
+	ck_assert_uint_eq(st.pool_hits, 2);
+	usleep(3000 * 1000);
+	SEND(fd, "GET /4 HTTP/1.1\r\nHost: a\r\n\r\n");
+	ck_assert_int_eq(read_response(fd, body, sizeof(body), NULL), 200);
+	em_proxy_get_stats(p, &st);
+	ck_assert_uint_eq(st.pool_misses, 2);
+	ck_assert_uint_eq(st.pool_hits, 2);
+	ck_assert_int_eq(a.conns, 2);
+	close(fd);
+	http_done(&fs, p);
+	hsrv_stop(&a);
+}
+END_TEST
+
 static void long_batch_wait(struct em_proxy_config *cfg)
 {
 	cfg->batch_wait_us = 2000;
@@ -1837,6 +1882,7 @@ Suite *proxy_suite(void)
 	tcase_add_test(tc, test_http_keepalive_balances);
 	tcase_add_test(tc, test_http_pool_bounds);
 	tcase_add_test(tc, test_http_stale_pool_retry);
+	tcase_add_test(tc, test_http_pool_idle_timeout);
 	tcase_add_test(tc, test_http_many_pipelined_then_idle);
 	tc = proxy_case(s, "http-framing");
 	tcase_add_test(tc, test_http_bodies);
