@@ -73,11 +73,20 @@ host_state() {
 	{ ip -4 route show table all; ip -6 route show table all; } | sed 's/ expires [0-9]*sec//'
 }
 
+# What the tests and benchmarks start or make outside namespaces: the CPU
+# cgroups of the proxy-bound benchmark (em-bench-*, v1 or v2) and processes
+# of the programs they run.
+test_residue() {
+	ls -d /sys/fs/cgroup/cpu/em-bench-* /sys/fs/cgroup/em-bench-* 2>/dev/null
+	pgrep -a -x 'edgemesh-tproxy|em-bench-load|nfq-noop|em-dns-driver|proxy-driver|nf-driver' 2>/dev/null
+}
+
 # Every test; the last line is the total `N passed, N failed`.
 run_tests() {
 	local passed=0 failed=0 out rc line t left
 	local ns_before; ns_before=$(ip netns list | awk '{print $1}' | sort)
 	local host_before; host_before=$(host_state)
+	local residue_before; residue_before=$(test_residue)
 	export EM_BIN=$top/build/edgemesh-tproxy
 
 	echo "== unit tests (Check)"
@@ -179,6 +188,12 @@ run_tests() {
 		diff <(echo "$host_before") <(host_state)
 	else
 		passed=$((passed + 1)); echo "host ruleset, rules and routes untouched"
+	fi
+	left=$(comm -13 <(echo "$residue_before" | sort) <(test_residue | sort))
+	if [ -n "$left" ]; then
+		failed=$((failed + 1)); echo "FAILED: cgroups or processes left behind:"; echo "$left"
+	else
+		passed=$((passed + 1)); echo "no benchmark cgroups or test processes left behind"
 	fi
 	echo "$passed passed, $failed failed"
 	[ $failed -eq 0 ]
