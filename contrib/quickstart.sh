@@ -78,7 +78,7 @@ host_state() {
 # of the programs they run.
 test_residue() {
 	ls -d /sys/fs/cgroup/cpu/em-bench-* /sys/fs/cgroup/em-bench-* 2>/dev/null
-	pgrep -a -x 'edgemesh-tproxy|em-bench-load|nfq-noop|em-dns-driver|proxy-driver|nf-driver' 2>/dev/null
+	pgrep -a -x 'edgemesh-tproxy|em-bench-load|nfq-noop|splice-floor|em-dns-driver|proxy-driver|nf-driver' 2>/dev/null
 }
 
 # Every test; the last line is the total `N passed, N failed`.

@@ -9,6 +9,7 @@
 #   em-bench-load                  HAProxy :80 http, :81 tcp,         upload sink :8080
 #                                    :8080 http (upload)       ---- 10.90.3.2 em-$$-bench-pod2
 #                                  nginx proxy :82, :8082               (the same)
+#                                  splice-floor :83, :8083 (pod1)
 #                                  nfq-noop (queue 7, udp 5354) ---- 10.90.9.2 em-$$-bench-dns
 #                                                                     dnsmasq :5353 (peer),
 #                                                                     dnsmasq :5354 (behind nfq-noop)
@@ -19,7 +20,9 @@
 # `tcp` (L4), port 8080 `http-upload` (to the sinks), port 7000 `udp` (the
 # UDP forwarder, issue 15). 100 more services svc-N.bench give the DNS case
 # its names. nginx runs with master_process off: one process, whose pid is
-# the one whose CPU time counts.
+# the one whose CPU time counts. splice-floor (tests/bench/splice-floor.c)
+# is the simplest splicing relay, a peer of the transfer cases only: what a
+# relay can reach on this topology at all.
 #
 # Fairness: HAProxy and nginx run on the daemon's CPU with as many threads
 # as the daemon has workers (one). Every throughput case also records how
@@ -53,7 +56,8 @@ EM_BUILD=${EM_BUILD:-$top/build}
 EM_BIN=${EM_BIN:-$EM_BUILD/edgemesh-tproxy}
 LOAD=$EM_BUILD/tests/em-bench-load
 NOOP=$EM_BUILD/tests/nfq-noop
-for b in "$EM_BIN" "$LOAD" "$NOOP"; do
+FLOOR=$EM_BUILD/tests/splice-floor
+for b in "$EM_BIN" "$LOAD" "$NOOP" "$FLOOR"; do
 	[ -x "$b" ] || { echo "missing $b: build first (ninja -C $EM_BUILD)"; exit 1; }
 done
 [ "$(id -u)" = 0 ] || { echo "run.sh: needs root"; exit 77; }
@@ -325,6 +329,10 @@ nginx_conf nginx-proxy "
 	server { listen 10.90.1.1:8082; location / { proxy_pass http://sinks; } }"
 bg socat "$NS_NODE" $PIN_PROXY socat UDP-RECVFROM:7100,bind=10.90.1.1,fork UDP-SENDTO:10.90.2.2:7000
 bg nginx-proxy "$NS_NODE" $PIN_PROXY nginx -c "$DIR/nginx-proxy/nginx.conf" -e "$DIR/nginx-proxy/error.log"
+# The transfer floor: a blocking splice relay, a thread per direction, one
+# pod (tests/bench/splice-floor.c). Downloads on :83, uploads on :8083.
+bg splice-floor "$NS_NODE" $PIN_PROXY "$FLOOR" "$DIR/floor.ready" \
+	10.90.1.1 83 10.90.2.2 80 10.90.1.1 8083 10.90.2.2 8080
 
 # ---- DNS peers: dnsmasq on 5353, and dnsmasq on 5354 behind the no-op queue ---
 : > "$DIR/hosts"; : > "$DIR/queries"
@@ -343,7 +351,7 @@ bg nfq-noop "$NS_NODE" $PIN_PROXY "$NOOP" 7 "$DIR/noop.ready"
 
 listening() { in_ns "$1" ss -Hln "sport = :$2" | grep -q .; }
 for chk in "$NS_P1 80" "$NS_P2 80" "$NS_P1 8080" "$NS_P2 8080" "$NS_NODE 80" "$NS_NODE 81" \
-	"$NS_NODE 82" "$NS_NODE 8082" "$NS_DNS 5353" "$NS_DNS 5354" "$NS_P1 7000" "$NS_P2 7000" "$NS_NODE 7100"; do
+	"$NS_NODE 82" "$NS_NODE 8082" "$NS_NODE 83" "$NS_NODE 8083" "$NS_DNS 5353" "$NS_DNS 5354" "$NS_P1 7000" "$NS_P2 7000" "$NS_NODE 7100"; do
 	wait_until 10 listening $chk || { echo "nothing listens on $chk"; tail -n 5 "$DIR"/*.err; exit 1; }
 done
 wait_until 5 test -e "$DIR/noop.ready" || { echo "nfq-noop did not start"; cat "$DIR/nfq-noop.err"; exit 1; }
@@ -360,6 +368,7 @@ ADDR[edgemesh-l4]=$FAKE:81;                                           PROC[edgem
 ADDR[haproxy-http]=10.90.1.1:80;    UPADDR[haproxy-http]=10.90.1.1:8080; PROC[haproxy-http]=haproxy
 ADDR[haproxy-tcp]=10.90.1.1:81;                                       PROC[haproxy-tcp]=haproxy
 ADDR[nginx]=10.90.1.1:82;           UPADDR[nginx]=10.90.1.1:8082;   PROC[nginx]=nginx-proxy
+ADDR[splice-floor]=10.90.1.1:83;    UPADDR[splice-floor]=10.90.1.1:8083; PROC[splice-floor]=splice-floor
 
 # CPU ticks (user + system, every thread) of a process named by its pid file.
 ticks() { [ -n "$1" ] && awk '{ print $14 + $15 }' "/proc/$(pid_of "$1")/stat" 2>/dev/null || echo 0; }
@@ -576,6 +585,7 @@ idle_case() {
 
 # ---- the rounds ---------------------------------------------------------------------
 HTTP_PEERS="direct edgemesh-http haproxy-http nginx"
+XFER_PEERS="$HTTP_PEERS splice-floor"
 # Rotate the order each round so no peer always runs first.
 rot() { local r=$1; shift; local a=("$@") n=$#; local i; for i in $(seq 0 $((n - 1))); do echo "${a[$(( (i + r) % n ))]}"; done; }
 
@@ -597,8 +607,8 @@ for r in $(seq "$ROUNDS"); do
 	want new_conn && for peer in $(rot "$r" direct edgemesh-http haproxy-http); do
 		wrk_case new_conn "$peer" "$r" -H "Connection: close"
 	done
-	want download && for peer in $(rot "$r" $HTTP_PEERS); do xfer_case download "$peer" "$r"; done
-	want upload && for peer in $(rot "$r" $HTTP_PEERS); do xfer_case upload "$peer" "$r"; done
+	want download && for peer in $(rot "$r" $XFER_PEERS); do xfer_case download "$peer" "$r"; done
+	want upload && for peer in $(rot "$r" $XFER_PEERS); do xfer_case upload "$peer" "$r"; done
 	want dns && for peer in $(rot "$r" edgemesh dnsmasq noop-queue); do dns_case "$peer" "$r"; done
 	want udp && udp_case "$r"
 done
