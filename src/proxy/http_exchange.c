@@ -266,9 +266,7 @@ static void tunnel(struct em_proxy_worker *w, struct em_http_conn *c)
 	epoll_ctl(w->epfd, EPOLL_CTL_DEL, ufd, NULL);
 	/* The socket moves to the relay: the upconn struct goes without
 	 * closing it. */
-	r->up->src.fd = -1;
-	r->up->next = w->up_dead;
-	w->up_dead = r->up;
+	em_proxy_upconn_detach(w, r->up);
 	r->up = NULL;
 	em_http_req_free(w, c, EM_BALANCER_OK, 0);
 	cfd = em_http_conn_detach(w, c);

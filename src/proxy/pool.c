@@ -79,6 +79,19 @@ void em_proxy_upconn_close(struct em_proxy_worker *w, struct em_proxy_upconn *u,
 	upconn_close(w, u, reset, u->owner == NULL);
 }
 
+int em_proxy_upconn_detach(struct em_proxy_worker *w, struct em_proxy_upconn *u)
+{
+	int fd = u->src.fd;
+
+	/* Taken from the pool, its timer may still be placed (disarmed). */
+	em_proxy_timer_cancel(&w->timers, &u->idle);
+	u->src.fd = -1;
+	u->owner = NULL;
+	u->next = w->up_dead;
+	w->up_dead = u;
+	return fd;
+}
+
 /* An idle pooled connection became readable or was closed: a backend has
  * nothing to say between requests, so either way it is of no further use. */
 static void idle_event(struct em_proxy_worker *w, struct em_proxy_src *src, uint32_t events)

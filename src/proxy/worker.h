@@ -263,6 +263,9 @@ void em_proxy_pool_put(struct em_proxy_worker *w, struct em_proxy_upconn *u,
 void em_proxy_upconn_close(struct em_proxy_worker *w, struct em_proxy_upconn *u,
 			   bool reset);
 void em_proxy_pool_close_all(struct em_proxy_worker *w);
+/* The socket leaves the pool's care (it becomes a tunnel's): u is freed
+ * after the batch, its timer cancelled, its fd returned, not closed. */
+int em_proxy_upconn_detach(struct em_proxy_worker *w, struct em_proxy_upconn *u);
 void em_proxy_pool_reap(struct em_proxy_worker *w);
 
 /* l4.c: take over an accepted client socket; lb is a reference the
