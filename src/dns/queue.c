@@ -22,7 +22,7 @@
  * the cluster DNS), nat rewrites the answer's destination with it after our
  * verdict and the answer is lost (measured: netns-tests/dns-queue.sh). The
  * dropped query's unconfirmed entry dies with it; the raw answer is new. */
-#include "dns/queue.h"
+#include "dns/queue_internal.h"
 #include "dns/external.h"
 #include "dns/localaddr.h"
 #include "registry/registry.h"
@@ -51,71 +51,8 @@
 #include <unistd.h>
 #include <urcu/urcu-memb.h>
 
-#define BATCH 32
-#define WORK_CAP 4352		/* largest answer (4096 DNS) + headers */
 #define VERDICT_ROOM (WORK_CAP + 128)
 #define CFG_BUF 8192		/* config messages and their acks */
-#define MAX_HELD 64		/* ExternalName queries held per queue thread */
-
-/* An ExternalName query held (no verdict yet) while the resolver it was
- * sent to is asked for the target's records (issue 15). */
-struct held {
-	bool used;
-	uint32_t id;			/* the packet's queue id */
-	uint16_t up_id;			/* DNS id of our query to the resolver */
-	uint16_t qtype;
-	char name[256];			/* the target */
-	uint64_t deadline_ms;
-	struct sockaddr_storage resolver;
-	uint32_t indev;
-	size_t len;
-	uint8_t *pkt;			/* WORK_CAP bytes: the query, then its answer */
-};
-
-/* One thread's counters: those of struct em_dns_stats, atomic (the thread
- * adds, any thread reads). */
-struct qcounters {
-	_Atomic uint64_t reasons[EM_DNS_REASON_MAX];
-	_Atomic uint64_t questions[EM_DNS_QTYPE_MAX][EM_DNS_REASON_MAX];
-#define X(field, log, metric, help) _Atomic uint64_t field;
-	EM_DNS_COUNTERS(X)
-#undef X
-};
-
-struct qthread {
-	struct em_dns_queue *q;
-	uint16_t num;
-	struct mnl_socket *nl;
-	unsigned portid;
-	int raw4, raw6;
-	unsigned lo_index;		/* ifindex of lo in this namespace */
-	struct em_dns_localaddr local;
-	pthread_t tid;
-	bool started;
-	uint8_t *rx;			/* BATCH slots of rx_slot bytes */
-	uint8_t *work;			/* BATCH slots of WORK_CAP bytes: answers */
-	size_t rx_slot;
-	char *tx;			/* verdict messages */
-	size_t tx_cap;
-	struct qcounters n;
-	struct em_ratelimit rl;
-	/* ExternalName (issue 15) */
-	int up4, up6;			/* UDP sockets to resolvers, bypass mark */
-	struct em_dns_target_cache *cache;
-	struct held held[MAX_HELD];
-	unsigned n_held;
-	uint16_t next_up_id;
-};
-
-static int held_add(struct qthread *t, uint32_t id, const uint8_t *work, size_t len,
-		    uint32_t indev);
-
-struct em_dns_queue {
-	struct em_dns_config cfg;
-	int stop_fd;			/* eventfd: readable once stop is asked */
-	unsigned n;
-	struct qthread t[];
-};
 
 void em_dns_config_defaults(struct em_dns_config *cfg)
 {
@@ -128,8 +65,6 @@ void em_dns_config_defaults(struct em_dns_config *cfg)
 	cfg->bypass_mark = EM_BYPASS_MARK;
 	cfg->external_timeout_ms = 1500;
 }
-
-#define ADD(field) atomic_fetch_add_explicit(&t->n.field, 1, memory_order_relaxed)
 
 /* ---- setup ------------------------------------------------------------ */
 
@@ -213,19 +148,6 @@ static int raw_open(int family, uint32_t mark)
 
 /* ---- per packet ------------------------------------------------------- */
 
-/* Answers of one batch waiting for the raw socket. */
-struct batch {
-	size_t used;			/* bytes of verdicts in t->tx */
-	unsigned slots;			/* work slots taken */
-	unsigned n_raw;
-	struct raw_out {
-		uint32_t id;
-		uint8_t *pkt;
-		size_t len;
-		uint32_t indev;
-	} raw[BATCH];
-};
-
 /* Fills the destination of an answer leaving through the raw socket. */
 static void raw_dest(const struct raw_out *r, struct sockaddr_storage *ss, socklen_t *sl)
 {
@@ -247,7 +169,7 @@ static void raw_dest(const struct raw_out *r, struct sockaddr_storage *ss, sockl
 }
 
 /* Sends the family's raw answers of the batch with sendmmsg; sets ok[i]. */
-static void raw_flush_family(struct qthread *t, struct batch *b, int v, bool *ok)
+void em_dns_queue_raw_flush(struct qthread *t, struct batch *b, int v, bool *ok)
 {
 	struct mmsghdr m[BATCH];
 	struct iovec iov[BATCH];
@@ -375,9 +297,11 @@ static uint32_t handle_packet(struct qthread *t, const struct nlmsghdr *nlh,
 	enum em_dns_reason r = em_dns_answer(&t->q->cfg.opts, cat, work, len, WORK_CAP, &out_len,
 					     &qtype);
 	count_outcome(t, r, qtype);
-	if (r == EM_DNS_PASS_EXTERNAL)
-		return held_add(t, id, work, len, attr[NFQA_IFINDEX_INDEV] ?
-			    ntohl(mnl_attr_get_u32(attr[NFQA_IFINDEX_INDEV])) : 0) == 0 ? 0 : id;
+	if (r == EM_DNS_PASS_EXTERNAL) {
+		uint32_t indev = attr[NFQA_IFINDEX_INDEV] ?
+				 ntohl(mnl_attr_get_u32(attr[NFQA_IFINDEX_INDEV])) : 0;
+		return em_dns_held_add(t, id, work, len, indev) == 0 ? 0 : id;
+	}
 	if (r != EM_DNS_ANSWERED)
 		return id;
 
@@ -396,42 +320,11 @@ static uint32_t handle_packet(struct qthread *t, const struct nlmsghdr *nlh,
 
 static void note_accept(uint32_t id, uint32_t *max, bool *have)
 {
-	/* While queries are held, a batch verdict would take them along:
-	 * every packet then gets its own verdict (see handle_batch). */
 	/* ids wrap: compare as the kernel does (nfq_id_after) */
 	if (id && (!*have || (int32_t)(id - *max) > 0)) {
 		*max = id;
 		*have = true;
 	}
-}
-
-/* ---- ExternalName: held queries (issue 15) ----------------------------
- *
- * An address query for an ExternalName service whose target is not in the
- * thread's cache gets no verdict: the packet stays in the kernel's queue
- * (verdicts can come later, by id) while the same resolver the client asked
- * is asked for the target, from a socket with the bypass mark (so the
- * query is not queued again). Its reply fills the cache and the held query
- * is answered (CNAME + records, raw socket, then NF_DROP); on a timeout or
- * an error it is accepted untouched. While anything is held, packets get
- * one verdict each instead of the batch verdict, which would accept every
- * lower id, held ones included. */
-
-static int external_open(struct qthread *t, uint32_t mark)
-{
-	int fam[2] = { AF_INET, AF_INET6 }, *fd[2] = { &t->up4, &t->up6 };
-
-	t->cache = calloc(1, sizeof(*t->cache));
-	if (!t->cache)
-		return -ENOMEM;
-	for (int i = 0; i < 2; i++) {
-		*fd[i] = socket(fam[i], SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-		if (*fd[i] == -1 ||
-		    (mark && setsockopt(*fd[i], SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) == -1))
-			return -errno;
-	}
-	t->next_up_id = (uint16_t)(em_clock_ms() ^ (uint64_t)getpid() << 4);
-	return 0;
 }
 
 /* ---- the catalog ------------------------------------------------------ */
@@ -450,9 +343,9 @@ static const struct em_service *snap_find_addr(void *snap, int family, const voi
 /* Fills *cat for a batch of packets: the registry's current snapshot, read
  * under urcu-memb (the thread registered in thread_main), or the fixed
  * catalog; then the thread's ExternalName target cache. A snapshot is not
- * freed before catalog_release(), so the batch's answers and verdicts are
- * built on one snapshot. No locks on this path. */
-static void catalog_acquire(struct qthread *t, struct em_dns_catalog *cat)
+ * freed before em_dns_queue_catalog_release(), so the batch's answers and
+ * verdicts are built on one snapshot. No locks on this path. */
+void em_dns_queue_catalog_acquire(struct qthread *t, struct em_dns_catalog *cat)
 {
 	struct em_registry *reg = t->q->cfg.registry;
 
@@ -473,26 +366,14 @@ static void catalog_acquire(struct qthread *t, struct em_dns_catalog *cat)
 	cat->target_ctx = t->cache;
 }
 
-static void catalog_release(struct qthread *t)
+void em_dns_queue_catalog_release(struct qthread *t)
 {
 	if (t->q->cfg.registry)
 		urcu_memb_read_unlock();
 }
 
-/* One verdict, sent now (outside a batch). */
-static void verdict_now(struct qthread *t, uint32_t id, int verdict)
-{
-	char buf[256];
-	struct nlmsghdr *nlh = nfq_nlmsg_put(buf, NFQNL_MSG_VERDICT, t->num);
-
-	nfq_nlmsg_verdict_put(nlh, (int)id, verdict);
-	if (mnl_socket_sendto(t->nl, nlh, nlh->nlmsg_len) < 0) {
-		ADD(send_errors);
-		em_log_rl(&t->rl, EM_LOG_WARN, "dns queue %u: verdict send: %s", t->num,
-			  strerror(errno));
-	}
-}
-
+/* While queries are held, a batch verdict would take them along:
+ * every packet then gets its own verdict (see handle_batch). */
 static void accept_id(struct qthread *t, struct batch *b, uint32_t id, uint32_t *max, bool *have)
 {
 	if (id && t->n_held)
@@ -500,177 +381,6 @@ static void accept_id(struct qthread *t, struct batch *b, uint32_t id, uint32_t 
 	else
 		note_accept(id, max, have);
 }
-
-static void held_release(struct qthread *t, struct held *h, int verdict)
-{
-	verdict_now(t, h->id, verdict);
-	if (verdict == NF_ACCEPT)
-		ADD(held_passed);
-	else
-		ADD(held_answered);
-	h->used = false;
-	t->n_held--;
-}
-
-/* Holds packet id (the query in work[0..len)) and asks its resolver about
- * the target the rewriter missed; 0 when held, else -errno (pass it). */
-static int held_add(struct qthread *t, uint32_t id, const uint8_t *work, size_t len, uint32_t indev)
-{
-	struct held *h = NULL;
-	uint8_t q[300];
-	int qlen;
-
-	for (unsigned i = 0; i < MAX_HELD && !h; i++)
-		if (!t->held[i].used)
-			h = &t->held[i];
-	if (!h)
-		return -ENOSPC;
-	if (!h->pkt && !(h->pkt = malloc(WORK_CAP)))
-		return -ENOMEM;
-	memset(&h->resolver, 0, sizeof(h->resolver));
-	if (work[0] >> 4 == 4) {
-		struct sockaddr_in *sa = (struct sockaddr_in *)&h->resolver;
-		sa->sin_family = AF_INET;
-		memcpy(&sa->sin_addr, work + 16, 4);
-		sa->sin_port = htons(53);
-	} else {
-		struct sockaddr_in6 *sa = (struct sockaddr_in6 *)&h->resolver;
-		sa->sin6_family = AF_INET6;
-		memcpy(&sa->sin6_addr, work + 24, 16);
-		sa->sin6_port = htons(53);
-		if (IN6_IS_ADDR_LINKLOCAL(&sa->sin6_addr))
-			sa->sin6_scope_id = indev;
-	}
-	snprintf(h->name, sizeof(h->name), "%s", t->cache->miss_name);
-	h->qtype = t->cache->miss_qtype;
-	h->up_id = t->next_up_id++;
-	qlen = em_dns_target_query(q, sizeof(q), h->up_id, h->name, h->qtype);
-	if (qlen < 0)
-		return qlen;
-	if (sendto(h->resolver.ss_family == AF_INET ? t->up4 : t->up6, q, (size_t)qlen, 0,
-		   (struct sockaddr *)&h->resolver, sizeof(h->resolver)) == -1)
-		return -errno;
-	memcpy(h->pkt, work, len);
-	h->len = len;
-	h->id = id;
-	h->indev = indev;
-	h->deadline_ms = em_clock_ms() + t->q->cfg.external_timeout_ms;
-	h->used = true;
-	t->n_held++;
-	ADD(held);
-	return 0;
-}
-
-/* The target is in the cache now: answer h, or let it pass. */
-static void held_answer(struct qthread *t, struct held *h)
-{
-	struct em_dns_catalog cat;
-	enum em_dns_reason r;
-	size_t out_len;
-	uint16_t qtype;
-
-	catalog_acquire(t, &cat);
-	r = em_dns_answer(&t->q->cfg.opts, &cat, h->pkt, h->len, WORK_CAP, &out_len, &qtype);
-	catalog_release(t);
-	if (r == EM_DNS_ANSWERED) {
-		/* the same raw path as every other answer (one-answer batch) */
-		struct batch b = { .n_raw = 1 };
-		bool ok[1] = { false };
-
-		b.raw[0] = (struct raw_out){ .id = h->id, .pkt = h->pkt, .len = out_len,
-					     .indev = h->indev };
-		raw_flush_family(t, &b, h->pkt[0] >> 4 == 4 ? 4 : 6, ok);
-		if (ok[0]) {
-			ADD(raw_sent);
-			held_release(t, h, NF_DROP);
-			return;
-		}
-	}
-	held_release(t, h, NF_ACCEPT);
-}
-
-static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-	if (a->ss_family != b->ss_family)
-		return false;
-	if (a->ss_family == AF_INET)
-		return memcmp(&((const struct sockaddr_in *)a)->sin_addr,
-			      &((const struct sockaddr_in *)b)->sin_addr, 4) == 0;
-	return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
-		      &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
-}
-
-/* Replies from resolvers: each one that matches a held query's id, source
- * and question is cached, and every query held for that target is
- * answered from it. */
-static void upstream_recv(struct qthread *t, int fd)
-{
-	uint8_t buf[4096];
-
-	for (int n = 0; n < 64; n++) {
-		struct sockaddr_storage from;
-		socklen_t fl = sizeof(from);
-		ssize_t len = recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &fl);
-		if (len == -1)
-			return;
-		for (unsigned i = 0; i < MAX_HELD; i++) {
-			struct held *h = &t->held[i];
-			struct em_dns_target tg;
-			if (!h->used || !same_addr(&h->resolver, &from))
-				continue;
-			int r = em_dns_target_parse(buf, (size_t)len, h->up_id, h->name, h->qtype,
-						    t->q->cfg.opts.ttl, &tg);
-			if (r == -EINVAL)
-				continue;
-			if (r < 0) {
-				held_release(t, h, NF_ACCEPT);
-				break;
-			}
-			t->cache->now_ms = em_clock_ms();
-			em_dns_target_store(t->cache, h->name, h->qtype, &tg);
-			char name[256];
-			uint16_t qtype = h->qtype;
-			memcpy(name, h->name, sizeof(name));
-			for (unsigned j = 0; j < MAX_HELD; j++)
-				if (t->held[j].used && t->held[j].qtype == qtype &&
-				    strcmp(t->held[j].name, name) == 0)
-					held_answer(t, &t->held[j]);
-			break;
-		}
-	}
-}
-
-static void held_expire(struct qthread *t)
-{
-	uint64_t now = t->n_held ? em_clock_ms() : 0;
-
-	for (unsigned i = 0; t->n_held && i < MAX_HELD; i++)
-		if (t->held[i].used && t->held[i].deadline_ms <= now)
-			held_release(t, &t->held[i], NF_ACCEPT);
-}
-
-static void held_pass_all(struct qthread *t)
-{
-	for (unsigned i = 0; t->n_held && i < MAX_HELD; i++)
-		if (t->held[i].used)
-			held_release(t, &t->held[i], NF_ACCEPT);
-}
-
-/* poll() timeout: the nearest deadline of a held query, or -1. */
-static int held_timeout(const struct qthread *t)
-{
-	uint64_t next = UINT64_MAX, now;
-
-	if (!t->n_held)
-		return -1;
-	for (unsigned i = 0; i < MAX_HELD; i++)
-		if (t->held[i].used && t->held[i].deadline_ms < next)
-			next = t->held[i].deadline_ms;
-	now = em_clock_ms();
-	return next <= now ? 0 : (int)(next - now);
-}
-
-/* ---- end of the ExternalName block ------------------------------------ */
 
 /* Reads one batch of packets and sends its verdicts; returns how many
  * messages were read (0 when none were waiting). */
@@ -704,7 +414,7 @@ static int handle_batch(struct qthread *t)
 	struct batch b = { 0 };
 	uint32_t accept_max = 0;
 	bool have_accept = false;
-	catalog_acquire(t, &cat);
+	em_dns_queue_catalog_acquire(t, &cat);
 	for (int i = 0; i < n; i++) {
 		int len = (int)msgs[i].msg_len;
 		for (const struct nlmsghdr *nlh = (const void *)(t->rx + i * t->rx_slot); mnl_nlmsg_ok(nlh, len);
@@ -727,14 +437,14 @@ static int handle_batch(struct qthread *t)
 			accept_id(t, &b, handle_packet(t, nlh, &cat, &b), &accept_max, &have_accept);
 		}
 	}
-	catalog_release(t);
+	em_dns_queue_catalog_release(t);
 
 	/* Raw answers first, then their verdicts: a query is dropped only
 	 * once its answer is out; a failed send leaves it to the resolver. */
 	if (b.n_raw) {
 		bool ok[BATCH] = { 0 };
-		raw_flush_family(t, &b, 4, ok);
-		raw_flush_family(t, &b, 6, ok);
+		em_dns_queue_raw_flush(t, &b, 4, ok);
+		em_dns_queue_raw_flush(t, &b, 6, ok);
 		for (unsigned i = 0; i < b.n_raw; i++) {
 			if (ok[i]) {
 				ADD(raw_sent);
@@ -768,11 +478,11 @@ static void *thread_main(void *arg)
 	int polled;
 
 	if (t->q->cfg.registry)
-		urcu_memb_register_thread();	/* catalog_acquire reads the snapshot */
+		urcu_memb_register_thread();	/* the catalog reads the snapshot */
 	em_progress_register(&progress, "dns queue");
 	for (;;) {
 		em_progress_wait(&progress);
-		polled = poll(pfd, 5, held_timeout(t));
+		polled = poll(pfd, 5, em_dns_held_timeout(t));
 		em_progress_woke(&progress);
 		if (polled == -1) {
 			if (errno == EINTR)
@@ -785,12 +495,12 @@ static void *thread_main(void *arg)
 			 * first (bounded, in case packets keep coming). */
 			for (int i = 0; i < 64 && handle_batch(t) > 0; i++)
 				;
-			held_pass_all(t);
+			em_dns_held_pass_all(t);
 			break;
 		}
 		if ((pfd[3].revents | pfd[4].revents) & POLLIN)
-			upstream_recv(t, (pfd[3].revents & POLLIN) ? t->up4 : t->up6);
-		held_expire(t);
+			em_dns_held_recv(t, (pfd[3].revents & POLLIN) ? t->up4 : t->up6);
+		em_dns_held_expire(t);
 		if (pfd[2].revents)
 			em_dns_localaddr_changed(&t->local);
 		/* POLLERR on netlink is an overrun (ENOBUFS): recv reports it */
@@ -818,13 +528,7 @@ static void thread_close(struct qthread *t)
 		close(t->raw4);
 	if (t->raw6 >= 0)
 		close(t->raw6);
-	if (t->up4 >= 0)
-		close(t->up4);
-	if (t->up6 >= 0)
-		close(t->up6);
-	for (unsigned i = 0; i < MAX_HELD; i++)
-		free(t->held[i].pkt);
-	free(t->cache);
+	em_dns_held_close(t);
 	em_dns_localaddr_close(&t->local);
 	free(t->rx);
 	free(t->tx);
@@ -902,7 +606,7 @@ int em_dns_queue_start(const struct em_dns_config *cfg, struct em_dns_queue **ou
 			goto fail;
 		}
 		t->lo_index = if_nametoindex("lo");
-		if ((err = external_open(t, cfg->bypass_mark)) < 0) {
+		if ((err = em_dns_held_open(t, cfg->bypass_mark)) < 0) {
 			em_err("dns queue %u: ExternalName resolver sockets: %s", t->num, strerror(-err));
 			goto fail;
 		}
