@@ -101,10 +101,11 @@ no_answer() {
 	grep -q 'status: REFUSED' <<<"$out" && ! grep -q '198\.18\.' <<<"$out" && daemon_alive
 }
 body_has() { na curl -sS --max-time 2 "$URL" | grep -q "$1"; }
-clients_start() { # 3 loops of curl, one line per request: ok / FAIL
+clients_start() { # 3 loops of curl, one line per request: ok / FAIL <when> <what curl said>
 	for i in 1 2 3; do
 		ip netns exec "$NS_A" sh -c "while [ ! -e $TOPO_DIR/clients.stop ]; do
-			if curl -sS --max-time 3 -o /dev/null -w '%{http_code}\n' $URL 2>&1 | grep -q '^200\$'; then echo ok; else echo FAIL; fi
+			out=\$(curl -sS --max-time 3 -o /dev/null -w '%{http_code}' $URL 2>&1)
+			if [ \"\$out\" = 200 ]; then echo ok; else echo \"FAIL \$(date +%T.%N | cut -c1-12) \$out\" | tr '\n' ' '; echo; fi
 			sleep 0.05; done" > "$TOPO_DIR/client-$i.log" 2>&1 &
 		echo $! > "$TOPO_DIR/client-$i.pid"
 	done
@@ -119,6 +120,7 @@ clients_clean() {
 	ok=$(cat "$TOPO_DIR"/client-*.log | grep -c '^ok$')
 	fail=$(cat "$TOPO_DIR"/client-*.log | grep -vc '^ok$')
 	echo "requests: $ok ok, $fail failed"
+	grep -h '^FAIL' "$TOPO_DIR"/client-*.log | head -n 5
 	[ "$ok" -gt 20 ] && [ "$fail" = 0 ]
 }
 
